@@ -1,0 +1,1 @@
+"""The rules engine: pure functions from a history of observations to diagnoses."""

@@ -1,0 +1,57 @@
+"""The diagnosis catalog of spec/diagnoses.md: every code, its scope and the data it reads.
+
+`source` tells the incident tracker when a rule cannot see its data, so that an active
+diagnosis is held rather than resolved:
+- ``health``: the endpoint's latest `/health` answer (data or a 404);
+- ``rest+graphql``: both the latest `/health` answer and a successful GraphQL answer;
+- ``graphql``: a successful GraphQL answer (configuration, templates);
+- ``account``: the account data from GraphQL;
+- ``self``: the rule decides itself (it is about the probes' outcomes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from rules.model import Scope, Severity
+
+Source = Literal["health", "rest+graphql", "graphql", "account", "self"]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    code: str
+    scope: Scope
+    severity: Severity  # the default; some rules raise it or lower it
+    source: Source
+    family: str
+
+
+_ROWS: tuple[CodeInfo, ...] = (
+    CodeInfo("no_gpu_capacity", "endpoint", "critical", "health", "capacity"),
+    CodeInfo("not_scheduling", "endpoint", "critical", "health", "capacity"),
+    CodeInfo("queue_backlog", "endpoint", "warning", "health", "capacity"),
+    CodeInfo("crash_loop", "endpoint", "critical", "health", "lifecycle"),
+    CodeInfo("workers_unhealthy", "endpoint", "critical", "health", "lifecycle"),
+    CodeInfo("idle_workers_queued", "endpoint", "warning", "health", "lifecycle"),
+    CodeInfo("job_failures", "endpoint", "warning", "health", "jobs"),
+    CodeInfo("workers_max_zero", "endpoint", "critical", "graphql", "endpoint_state"),
+    CodeInfo("balance_exhausted", "endpoint", "critical", "rest+graphql", "endpoint_state"),
+    CodeInfo("endpoint_disabled", "endpoint", "critical", "rest+graphql", "endpoint_state"),
+    CodeInfo("never_started", "endpoint", "warning", "rest+graphql", "endpoint_state"),
+    CodeInfo("endpoint_not_found", "endpoint", "critical", "rest+graphql", "endpoint_state"),
+    CodeInfo("auth_invalid", "account", "critical", "self", "account"),
+    CodeInfo("runpod_api_errors", "account", "warning", "self", "account"),
+    CodeInfo("low_balance", "account", "warning", "account", "account"),
+    CodeInfo("idle_spend", "account", "info", "account", "account"),
+    CodeInfo("secret_in_template", "endpoint", "critical", "graphql", "audit"),
+    CodeInfo("volume_path_mismatch", "endpoint", "warning", "graphql", "audit"),
+    CodeInfo("clone_failure_masked", "endpoint", "warning", "graphql", "audit"),
+    CodeInfo("single_gpu_tier", "endpoint", "info", "graphql", "audit"),
+    CodeInfo("container_disk_small", "endpoint", "warning", "graphql", "audit"),
+)
+
+CATALOG: Mapping[str, CodeInfo] = {row.code: row for row in _ROWS}
+CODES: tuple[str, ...] = tuple(CATALOG)
