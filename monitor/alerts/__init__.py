@@ -1,0 +1,1 @@
+"""Alerting: the router that decides what to send, message formatting, and sinks."""

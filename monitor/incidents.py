@@ -1,0 +1,115 @@
+"""Diffs each cycle's diagnoses against the active ones: raised, held, resolved.
+
+A diagnosis whose rule cannot see its data this cycle is held, never resolved: an API
+outage does not end a crash loop. Causes suppress the symptoms they explain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from rules.catalog import CATALOG
+from rules.model import OK, Diagnosis, Observation
+
+Key = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An active (or just resolved) diagnosis and when it started."""
+
+    diagnosis: Diagnosis
+    since: float
+    raised_cycle: int
+    resolved_at: float | None = None
+    resolved_cycle: int | None = None
+
+    @property
+    def key(self) -> Key:
+        return self.diagnosis.key
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one cycle changed: new incidents, ones still active, ones that ended."""
+
+    raised: list[Incident] = field(default_factory=list)
+    held: list[Incident] = field(default_factory=list)
+    resolved: list[Incident] = field(default_factory=list)
+
+
+def data_unknown(code: str, endpoint_id: str | None, obs: Observation) -> bool:
+    """True when the rule behind `code` could not see fresh data in `obs`."""
+    source = CATALOG[code].source if code in CATALOG else "self"
+    sample = obs.endpoints.get(endpoint_id) if endpoint_id is not None else None
+    if source == "health":
+        return sample is not None and sample.health is None and sample.health_outcome != "http_404"
+    if source == "rest+graphql":
+        rest_unknown = sample is not None and sample.health_outcome not in (OK, "http_404")
+        return rest_unknown or not obs.graphql_ok
+    if source == "graphql":
+        return not obs.graphql_ok
+    if source == "account":
+        return obs.account is None
+    return False
+
+
+def suppress(found: Iterable[Diagnosis]) -> list[Diagnosis]:
+    """Drop the symptoms a cause explains: auth_invalid mutes every endpoint diagnosis;
+    balance_exhausted mutes the endpoint's other diagnoses."""
+    found = list(found)
+    if any(d.code == "auth_invalid" for d in found):
+        found = [d for d in found if d.scope != "endpoint"]
+    exhausted = {d.endpoint_id for d in found if d.code == "balance_exhausted"}
+    return [
+        d for d in found
+        if d.endpoint_id not in exhausted or d.code == "balance_exhausted"
+    ]
+
+
+class IncidentTracker:
+    """Keeps the active incidents across cycles."""
+
+    def __init__(self, active: Mapping[Key, Incident] | None = None) -> None:
+        self.active: dict[Key, Incident] = dict(active or {})
+
+    def update(self, obs: Observation, found: Iterable[Diagnosis]) -> Changes:
+        """Apply one cycle's diagnoses; return what was raised, held and resolved."""
+        current = {d.key: d for d in suppress(found)}
+        auth_holds = ("auth_invalid", None) in current
+        changes = Changes()
+        for key, diagnosis in current.items():
+            incident = self.active.get(key)
+            if incident is None:
+                incident = Incident(diagnosis, since=obs.t, raised_cycle=obs.cycle)
+                changes.raised.append(incident)
+            else:
+                incident = replace(incident, diagnosis=diagnosis)
+                changes.held.append(incident)
+            self.active[key] = incident
+        for key in [k for k in self.active if k not in current]:
+            incident = self.active[key]
+            code, endpoint_id = key
+            watched = endpoint_id is None or endpoint_id in obs.endpoints
+            held = watched and (
+                data_unknown(code, endpoint_id, obs)
+                or (auth_holds and incident.diagnosis.scope == "endpoint")
+            )
+            if held:
+                changes.held.append(incident)
+                continue
+            del self.active[key]
+            changes.resolved.append(replace(incident, resolved_at=obs.t, resolved_cycle=obs.cycle))
+        return changes
+
+    def diagnoses(self) -> list[Diagnosis]:
+        """The active diagnoses, most severe first."""
+        order = {"critical": 0, "warning": 1, "info": 2}
+        return [
+            i.diagnosis
+            for i in sorted(
+                self.active.values(),
+                key=lambda i: (order[i.diagnosis.severity], i.since, i.key[0], i.key[1] or ""),
+            )
+        ]

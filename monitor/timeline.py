@@ -1,0 +1,72 @@
+"""`replay --format text`: a timeline a person reads: when, what, why, what to do."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from monitor.replay import ReplayResult
+from rules.signals import minutes
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+def _evidence(evidence: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in evidence.items())
+
+
+def _wrap(label: str, text: str) -> list[str]:
+    lines: list[str] = []
+    for i, para in enumerate(text.splitlines() or [""]):
+        prefix = f"    {label:<6}" if i == 0 else " " * 10
+        lines.extend(
+            textwrap.wrap(para, width=100, initial_indent=prefix, subsequent_indent=" " * 10)
+            or [prefix.rstrip()]
+        )
+    return lines
+
+
+def render_text(result: ReplayResult) -> str:
+    """The replay as a timeline of raised and resolved incidents and the expectations."""
+    sc = result.scenario
+    total = sc.total_cycles * sc.interval_s
+    out = [f"{sc.name}: {sc.total_cycles} cycles of {sc.interval_s:g} s ({minutes(total)})"]
+    if sc.description:
+        out.extend(textwrap.wrap(" ".join(sc.description.split()), width=100,
+                                 initial_indent="  ", subsequent_indent="  "))
+    out.append("")
+    events: list[tuple[int, int, list[str]]] = []
+    for inc in result.incidents:
+        d = inc.diagnosis
+        where = f"{d.endpoint_name or d.endpoint_id} ({d.endpoint_id})" if d.endpoint_id else "account"
+        t = (inc.raised_cycle - 1) * sc.interval_s
+        lines = [f"{_clock(t)}  cycle {inc.raised_cycle:<3} RAISED    {d.severity:<8} {d.code}  {where}"]
+        lines += _wrap("what", d.summary)
+        lines += _wrap("why", _evidence(dict(d.evidence)))
+        lines += _wrap("fix", d.remedy)
+        events.append((inc.raised_cycle, 0, lines))
+        if inc.resolved_cycle is not None:
+            t_end = (inc.resolved_cycle - 1) * sc.interval_s
+            events.append((inc.resolved_cycle, 1, [
+                f"{_clock(t_end)}  cycle {inc.resolved_cycle:<3} RESOLVED  {d.severity:<8} "
+                f"{d.code}  {where}  (after {minutes(t_end - t)})"
+            ]))
+    if not events:
+        out.append("Nothing was raised.")
+    for _, _, lines in sorted(events, key=lambda e: (e[0], e[1])):
+        out.extend(lines)
+        out.append("")
+    still = [i for i in result.incidents if i.resolved_cycle is None]
+    if still:
+        out.append("Still active at the end: " + ", ".join(
+            f"{i.diagnosis.code}/{i.diagnosis.endpoint_id or 'account'}" for i in still))
+    out.append(f"Alerts sent: {len(result.alerts)} "
+               f"({sum(a.kind == 'firing' for a in result.alerts)} firing, "
+               f"{sum(a.kind == 'resolved' for a in result.alerts)} resolved)")
+    out.append(f"Expectations: {result.passed} passed, {len(result.failed)} failed")
+    out.extend(f"  FAILED {f}" for f in result.failed)
+    return "\n".join(out)
