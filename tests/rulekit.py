@@ -1,0 +1,243 @@
+"""A tiny builder of histories for rule tests.
+
+One `Observation` per cycle, at ``t = (cycle - 1) * interval_s`` (30 s by default), with the
+health, jobs, configuration, account and probe outcomes a test gives. ``None`` for a health
+means the `/health` probe failed (an unknown sample, outcome "timeout" unless told).
+
+    h = Health(in_queue=2, throttled=1)
+    history = endpoint_history([h, None, h], config=config(gpu_ids="AMPERE_48"))
+
+For several endpoints or account-level tests, build the observations yourself:
+
+    obs = [observation(c, [sample(Health(), endpoint_id="a"), sample(None, endpoint_id="b")],
+                       account=account(balance=3.0)) for c in range(1, 4)]
+    history = build(obs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rules.model import (
+    OK,
+    Account,
+    EndpointConfig,
+    EndpointSample,
+    EnvVar,
+    Health,
+    History,
+    Job,
+    Memory,
+    NetworkVolume,
+    Observation,
+    Pod,
+    Template,
+    Thresholds,
+)
+
+INTERVAL_S = 30.0
+EID = "ep1"
+NAME = "mocha-video"
+TH = Thresholds()
+
+__all__ = [
+    "CONFIG",
+    "EID",
+    "INTERVAL_S",
+    "NAME",
+    "TH",
+    "Health",
+    "Job",
+    "Memory",
+    "account",
+    "build",
+    "config",
+    "endpoint_history",
+    "job",
+    "observation",
+    "sample",
+    "template",
+]
+
+
+def template(
+    id: str = "tpl-1",
+    *,
+    name: str = "worker",
+    image_name: str = "example/worker:1",
+    docker_args: str = "",
+    container_disk_gb: int | None = 40,
+    env: Iterable[tuple[str, str]] = (),
+) -> Template:
+    """A template; `env` as (key, value) pairs."""
+    return Template(
+        id=id,
+        name=name,
+        image_name=image_name,
+        docker_args=docker_args,
+        container_disk_gb=container_disk_gb,
+        env=tuple(EnvVar(k, v) for k, v in env),
+    )
+
+
+def config(
+    endpoint_id: str = EID,
+    *,
+    name: str = NAME,
+    gpu_ids: str = "AMPERE_48",
+    network_volume_id: str | None = None,
+    workers_min: int = 0,
+    workers_max: int = 1,
+    idle_timeout: int | None = 5,
+    template: Template | None = None,
+    **extra: Any,
+) -> EndpointConfig:
+    """An endpoint's GraphQL configuration; `extra` sets any other EndpointConfig field."""
+    return EndpointConfig(
+        id=endpoint_id,
+        name=name,
+        gpu_ids=gpu_ids,
+        network_volume_id=network_volume_id,
+        workers_min=workers_min,
+        workers_max=workers_max,
+        idle_timeout=idle_timeout,
+        template=template,
+        **extra,
+    )
+
+
+CONFIG = config()
+
+
+def account(
+    balance: float = 100.0,
+    spend_per_hr: float = 0.0,
+    *,
+    spend_limit: float | None = None,
+    volumes: Iterable[NetworkVolume] = (),
+    pods: Iterable[Pod] = (),
+) -> Account:
+    """The account scalars, volumes and pods."""
+    return Account(balance, spend_per_hr, spend_limit, tuple(volumes), tuple(pods))
+
+
+def job(
+    id: str,
+    status: str = "IN_QUEUE",
+    *,
+    delay_ms: int | None = None,
+    execution_ms: int | None = None,
+    worker_id: str | None = None,
+    error: str | None = None,
+) -> Job:
+    """A job as `/requests` or `/status` describes it."""
+    return Job(id, status, delay_ms, execution_ms, worker_id, error)
+
+
+def sample(
+    health: Health | None,
+    *,
+    endpoint_id: str = EID,
+    outcome: str | None = None,
+    http_status: int | None = None,
+    jobs: Sequence[Job] | None = None,
+    config: EndpointConfig | None = None,
+    listed: bool | None = None,
+) -> EndpointSample:
+    """One endpoint's sample. Without `outcome`: "ok" with a health, else "timeout"."""
+    if outcome is None:
+        outcome = OK if health is not None else "timeout"
+    if http_status is None:
+        if health is not None:
+            http_status = 200
+        elif outcome.startswith("http_") and outcome[5:].isdigit():
+            http_status = int(outcome[5:])
+        else:
+            http_status = 0
+    if listed is None and config is not None:
+        listed = True
+    return EndpointSample(
+        endpoint_id=endpoint_id,
+        health_outcome=outcome,
+        http_status=http_status,
+        health=health,
+        jobs=tuple(jobs) if jobs is not None else None,
+        listed=listed,
+        config=config,
+    )
+
+
+def observation(
+    cycle: int,
+    samples: Iterable[EndpointSample] = (),
+    *,
+    account: Account | None = None,
+    graphql_outcome: str = OK,
+    graphql_status: int | None = None,
+    listed_ids: Iterable[str] | None = None,
+    interval_s: float = INTERVAL_S,
+) -> Observation:
+    """One cycle's observation at t = (cycle - 1) * interval_s.
+
+    Without `listed_ids`, a successful GraphQL answer lists the samples whose `listed` is
+    not False; a failed one lists nothing (None).
+    """
+    eps = {s.endpoint_id: s for s in samples}
+    ok = graphql_outcome == OK
+    if listed_ids is None:
+        ids = frozenset(e for e, s in eps.items() if s.listed is not False) if ok else None
+    else:
+        ids = frozenset(listed_ids)
+    if graphql_status is None:
+        graphql_status = 200 if ok else 0
+    return Observation(
+        cycle=cycle,
+        t=(cycle - 1) * interval_s,
+        graphql_outcome=graphql_outcome,
+        graphql_status=graphql_status,
+        account=account,
+        listed_ids=ids,
+        endpoints=eps,
+    )
+
+
+def build(observations: Sequence[Observation], memory: Memory | None = None) -> History:
+    """A history of the observations; without `memory`, the one they build up themselves."""
+    if memory is None:
+        memory = Memory()
+        for o in observations:
+            memory = memory.updated(o)
+    return History(tuple(observations), memory)
+
+
+def endpoint_history(
+    healths: Sequence[Health | None],
+    *,
+    endpoint_id: str = EID,
+    config: EndpointConfig | None = CONFIG,
+    jobs: Sequence[Sequence[Job] | None] | None = None,
+    account: Account | None = None,
+    outcome_unknown: str = "timeout",
+    memory: Memory | None = None,
+    first_cycle: int = 1,
+    interval_s: float = INTERVAL_S,
+) -> History:
+    """One endpoint over len(healths) cycles; a None health is an unknown sample.
+
+    `config` and `account` repeat on every cycle (pass config=None for "GraphQL gave no
+    configuration"); `jobs`, when given, holds one entry per cycle (None: not asked).
+    """
+    if jobs is not None and len(jobs) != len(healths):
+        raise ValueError("jobs needs one entry per cycle")
+    obs = []
+    for i, h in enumerate(healths):
+        s = sample(
+            h,
+            endpoint_id=endpoint_id,
+            outcome=None if h is not None else outcome_unknown,
+            jobs=jobs[i] if jobs is not None else None,
+            config=config,
+        )
+        obs.append(observation(first_cycle + i, [s], account=account, interval_s=interval_s))
+    return build(obs, memory)
