@@ -8,13 +8,15 @@ from typing import Generic, TypeAlias, TypeVar
 from rules.model import Account, EndpointConfig
 
 T = TypeVar("T")
+# covariant so an Ok[Health] is an Ok[object]: callers can treat results generically
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
-class Ok(Generic[T]):
+class Ok(Generic[T_co]):
     """A call that returned usable data."""
 
-    value: T
+    value: T_co
     status: int = 200
     elapsed_s: float = 0.0
 
