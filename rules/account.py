@@ -1,10 +1,340 @@
-"""Placeholder until the family lands."""
+"""Account scope: the API key, RunPod's API itself, the balance and idle spend.
+
+auth_invalid and runpod_api_errors judge the probes' own outcomes; low_balance and
+idle_spend read the account data GraphQL returned. None of them reads a failed probe as
+a fact about RunPod: an outage is runpod_api_errors and nothing else.
+"""
 
 from __future__ import annotations
 
-from rules.model import Diagnosis, History, Thresholds
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from rules.model import (
+    AUTH_OUTCOMES,
+    UNKNOWN_OUTCOMES,
+    Account,
+    Diagnosis,
+    History,
+    Observation,
+    Severity,
+    Thresholds,
+    evidence,
+)
+from rules.remedies import REST_URL, graphql_curl
+from rules.signals import minutes, plural
+
+BILLING_URL = "https://www.runpod.io/console/user/billing"
+API_KEYS_URL = "https://www.runpod.io/console/user/settings"
+VOLUMES_REST_URL = "https://rest.runpod.io/v1/networkvolumes"
+HOURS_PER_MONTH = 730
+
+AuthState = Literal["auth", "clear", "unknown"]
+
+
+def _account(
+    code: str, severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
+) -> Diagnosis:
+    return Diagnosis(
+        code=code,
+        scope="account",
+        severity=severity,
+        summary=summary,
+        remedy=remedy,
+        evidence=evidence(**numbers),
+    )
+
+
+def _counts(outcomes: Iterable[str]) -> str:
+    """'timeout: 3, http_5xx: 1', most frequent first."""
+    return ", ".join(f"{k}: {n}" for k, n in Counter(outcomes).most_common())
+
+
+# --- auth_invalid ---------------------------------------------------------------------
+
+
+def auth_state(obs: Observation) -> AuthState:
+    """Whether one cycle saw a 401/403, answered cleanly, or told nothing.
+
+    Clear needs GraphQL to answer without 401/403 and, when endpoints are watched, at
+    least one REST `/health` probe to answer with data or a 404.
+    """
+    rest = [s.health_outcome for s in obs.endpoints.values()]
+    if obs.graphql_outcome in AUTH_OUTCOMES or any(o in AUTH_OUTCOMES for o in rest):
+        return "auth"
+    if obs.graphql_outcome in UNKNOWN_OUTCOMES:
+        return "unknown"
+    if rest and all(o in UNKNOWN_OUTCOMES for o in rest):
+        return "unknown"
+    return "clear"
+
+
+def _auth_invalid(history: History, th: Thresholds) -> Diagnosis | None:
+    run: list[Observation] = []
+    for obs in reversed(history.observations):
+        state = auth_state(obs)
+        if state == "unknown":
+            continue
+        if state == "clear":
+            break
+        run.append(obs)
+    if len(run) < th.auth_cycles:
+        return None
+    newest = run[0]
+    graphql = [o.graphql_outcome for o in run if o.graphql_outcome in AUTH_OUTCOMES]
+    rest = [
+        s.health_outcome
+        for o in run
+        for s in o.endpoints.values()
+        if s.health_outcome in AUTH_OUTCOMES
+    ]
+    rest_endpoints = sorted(
+        {eid for o in run for eid, s in o.endpoints.items() if s.health_outcome in AUTH_OUTCOMES}
+    )
+    where = []
+    if graphql:
+        where.append("GraphQL")
+    if rest:
+        where.append(f"REST /health of {plural(len(rest_endpoints), 'endpoint')}")
+    codes = sorted({o.replace("http_", "") for o in graphql + rest})
+    probe = graphql_curl("query { myself { id } }")
+    return _account(
+        "auth_invalid",
+        "critical",
+        f"RunPod answered {'/'.join(codes)} to {' and '.join(where)} "
+        f"in {plural(len(run), 'cycle')}: "
+        "the API key is wrong, revoked, or lacks permission.",
+        f"Check the key the monitor uses (RUNPOD_API_KEY): create or fix it at {API_KEYS_URL} "
+        "with read access to GraphQL (account, endpoints) and to the Serverless endpoints, "
+        f"then test it:\n{probe}\n"
+        f"curl -s {REST_URL}/<endpoint id>/health -H \"Authorization: Bearer $RUNPOD_API_KEY\"\n"
+        "Endpoint diagnoses are not raised while it holds.",
+        {
+            "auth_cycles": len(run),
+            "graphql_outcome": newest.graphql_outcome,
+            "graphql_auth_failures": len(graphql),
+            "rest_auth_failures": len(rest),
+            "rest_endpoints": ", ".join(rest_endpoints) or None,
+            "outcomes": _counts(graphql + rest),
+        },
+    )
+
+
+# --- runpod_api_errors ------------------------------------------------------------------
+
+
+def _graphql_failed(obs: Observation) -> bool:
+    return obs.graphql_outcome in UNKNOWN_OUTCOMES
+
+
+def _rest_failed(obs: Observation) -> bool:
+    outcomes = [s.health_outcome for s in obs.endpoints.values()]
+    return bool(outcomes) and all(o in UNKNOWN_OUTCOMES for o in outcomes)
+
+
+def _trailing(
+    observations: Sequence[Observation], pred: Callable[[Observation], bool]
+) -> list[Observation]:
+    """The newest unbroken run of observations for which `pred` holds, oldest first."""
+    run: list[Observation] = []
+    for obs in reversed(observations):
+        if not pred(obs):
+            break
+        run.append(obs)
+    run.reverse()
+    return run
+
+
+def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
+    graphql_run = _trailing(history.observations, _graphql_failed)
+    rest_run = _trailing(history.observations, _rest_failed)
+    parts: list[str] = []
+    numbers: dict[str, object] = {}
+    if len(graphql_run) >= th.api_error_cycles:
+        reasons = _counts(o.graphql_outcome for o in graphql_run)
+        parts.append(f"every GraphQL probe failed for {plural(len(graphql_run), 'cycle')} "
+                     f"({reasons})")
+        numbers.update(graphql_failed_cycles=len(graphql_run), graphql_failures=reasons)
+    if len(rest_run) >= th.api_error_cycles:
+        outcomes = [s.health_outcome for o in rest_run for s in o.endpoints.values()]
+        reasons = _counts(outcomes)
+        endpoints = len(rest_run[-1].endpoints)
+        parts.append(
+            f"every REST /health probe of {plural(endpoints, 'endpoint')} failed for "
+            f"{plural(len(rest_run), 'cycle')} ({reasons})"
+        )
+        numbers.update(
+            rest_failed_cycles=len(rest_run), rest_failures=reasons, rest_endpoints=endpoints
+        )
+    if not parts:
+        return None
+    run = graphql_run if len(graphql_run) >= len(rest_run) else rest_run
+    numbers["failing_s"] = round(run[-1].t - run[0].t, 1)
+    summary = "RunPod's API is failing from here: " + " and ".join(parts) + "."
+    return _account(
+        "runpod_api_errors",
+        "warning",
+        summary[0].upper() + summary[1:],
+        "Check RunPod's status page and this host's network path to "
+        "api.runpod.io and api.runpod.ai (DNS, proxy, firewall); 429s mean the probe "
+        "interval is too short for the account's rate limit. The monitor keeps the last "
+        "known state and raises nothing else from the gap.",
+        numbers,
+    )
+
+
+# --- low_balance --------------------------------------------------------------------------
+
+
+def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
+    account = latest.account
+    if account is None:
+        return None
+    balance, spend = account.balance, account.spend_per_hr
+    runway_h: float | None = None
+    if balance <= 0:
+        runway_h = 0.0
+    elif spend > 0:
+        runway_h = balance / spend
+    short_runway = runway_h is not None and runway_h < th.low_balance_runway_h
+    if not short_runway and balance >= th.low_balance_usd:
+        return None
+    critical = runway_h is not None and runway_h < th.low_balance_critical_runway_h
+    severity: Severity = "critical" if critical else "warning"
+    runs_out: str | None = None
+    if runway_h is not None:
+        when = datetime.fromtimestamp(latest.t + runway_h * 3600, UTC)
+        runs_out = when.strftime("%Y-%m-%d %H:%M UTC")
+    if balance <= 0:
+        summary = (
+            f"The balance is {balance:.2f} USD: it has run out"
+            + (f" at a spend of {spend:.2f} USD/h" if spend > 0 else "")
+            + ", and RunPod disables endpoints until funds are added."
+        )
+    elif runway_h is not None and runs_out is not None:
+        summary = (
+            f"The balance of {balance:.2f} USD lasts {runway_h:.1f} h at the current "
+            f"{spend:.2f} USD/h, until {runs_out}."
+        )
+    else:
+        summary = (
+            f"The balance is {balance:.2f} USD, under the {th.low_balance_usd:g} USD floor "
+            "(nothing is spending right now)."
+        )
+    return _account(
+        "low_balance",
+        severity,
+        summary,
+        f"Add funds at {BILLING_URL} (or turn on auto-pay); an exhausted balance disables "
+        "Serverless endpoints and they stay broken after the top-up. To lower spend, stop "
+        "idle pods, lower workersMin on endpoints, and delete unused network volumes. "
+        "Check with: " + graphql_curl(
+            "query { myself { clientBalance currentSpendPerHr "
+            "pods { id name desiredStatus costPerHr } networkVolumes { id name size } } }"
+        ),
+        {
+            "balance_usd": round(balance, 2),
+            "spend_per_hr": round(spend, 4),
+            "runway_h": None if runway_h is None else round(runway_h, 2),
+            "runs_out_at": runs_out,
+            "runway_threshold_h": th.low_balance_runway_h,
+            "balance_threshold_usd": th.low_balance_usd,
+        },
+    )
+
+
+# --- idle_spend ---------------------------------------------------------------------------
+
+
+def _idle(obs: Observation) -> bool | None:
+    """Spending with no worker and no pod running; None when the account is unknown."""
+    account = obs.account
+    if account is None:
+        return None
+    if account.spend_per_hr <= 0 or account.pods_running > 0:
+        return False
+    return all(s.health.workers_total == 0 for s in obs.endpoints.values() if s.health)
+
+
+def _volume_lines(account: Account, th: Thresholds) -> tuple[str, float]:
+    lines = []
+    total = 0.0
+    for v in sorted(account.network_volumes, key=lambda v: -v.size_gb):
+        cost = v.size_gb * th.volume_usd_per_gb_month
+        total += cost
+        dc = f", {v.datacenter}" if v.datacenter else ""
+        lines.append(f"{v.name or v.id} ({v.id}{dc}): {v.size_gb:g} GB, {cost:.2f} USD/month")
+    return "; ".join(lines), total
+
+
+def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
+    latest = history.latest
+    if latest is None or _idle(latest) is not True:
+        return None
+    run: list[Observation] = []
+    for obs in reversed(history.observations):
+        idle = _idle(obs)
+        if idle is None:
+            continue
+        if not idle:
+            break
+        run.append(obs)
+    idle_s = run[0].t - run[-1].t
+    if idle_s < th.idle_spend_s:
+        return None
+    account = latest.account
+    if account is None:  # pragma: no cover - _idle(latest) is True
+        return None
+    spend = account.spend_per_hr
+    monthly = spend * HOURS_PER_MONTH
+    volumes, volumes_month = _volume_lines(account, th)
+    count = len(account.network_volumes)
+    if count:
+        remedy = (
+            f"Network volumes bill while idle (about {th.volume_usd_per_gb_month:g} USD per "
+            f"GB-month): {volumes}. Delete the ones no endpoint needs, in the console "
+            "(Storage) or with: curl -s -X DELETE "
+            f"{VOLUMES_REST_URL}/<volume id> -H \"Authorization: Bearer $RUNPOD_API_KEY\"; "
+            "a volume's data is lost when it is deleted."
+        )
+    else:
+        remedy = (
+            "No network volume is listed: check stopped pods' volume disks and endpoints' "
+            "workersMin (active workers bill) with "
+            + graphql_curl(
+                "query { myself { currentSpendPerHr pods { id name desiredStatus "
+                "volumeInGb } networkVolumes { id name size } } }"
+            )
+        )
+    return _account(
+        "idle_spend",
+        "info",
+        f"The account spends {spend:.3f} USD/h ({monthly:.2f} USD/month) with no worker and "
+        f"no pod running for {minutes(idle_s)}"
+        + (f": {plural(count, 'network volume')} bill while idle." if count else "."),
+        remedy,
+        {
+            "spend_per_hr": round(spend, 4),
+            "monthly_usd": round(monthly, 2),
+            "idle_s": round(idle_s, 1),
+            "network_volumes": count,
+            "volumes": volumes or None,
+            "volumes_usd_month": round(volumes_month, 2) if count else None,
+        },
+    )
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
-    """No diagnoses yet."""
-    return []
+    """auth_invalid, runpod_api_errors, low_balance and idle_spend for the account."""
+    latest = history.latest
+    if latest is None:
+        return []
+    found = [
+        _auth_invalid(history, th),
+        _api_errors(history, th),
+        _low_balance(latest, th),
+        _idle_spend(history, th),
+    ]
+    return [d for d in found if d is not None]

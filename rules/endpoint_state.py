@@ -1,10 +1,269 @@
-"""Placeholder until the family lands."""
+"""Endpoint state: workersMax at zero, and what a REST 404 on `/health` means.
+
+A 404 on `/health` for 2 consecutive cycles has four readings, told apart by GraphQL and
+the balance (spec/diagnoses.md): the endpoint is not listed (`endpoint_not_found`), the
+balance is exhausted (`balance_exhausted`), it was disabled by an exhausted balance and
+stays broken after the top-up (`endpoint_disabled`), or no worker ever registered
+(`never_started`). Only known data counts: a sample whose probe failed is skipped, and
+when the latest one failed, or the latest GraphQL answer did, nothing is said.
+"""
 
 from __future__ import annotations
 
-from rules.model import Diagnosis, History, Thresholds
+from rules.model import (
+    OK,
+    Diagnosis,
+    EndpointConfig,
+    EndpointSample,
+    Health,
+    History,
+    Observation,
+    Severity,
+    Thresholds,
+    evidence,
+)
+from rules.remedies import create_endpoint, delete_endpoint, graphql_curl, save_endpoint
+from rules.signals import plural
+
+NOT_FOUND = "http_404"
+BILLING_URL = "https://www.runpod.io/console/user/billing"
+
+
+def _known(sample: EndpointSample) -> bool:
+    """The `/health` probe answered with data or with a 404."""
+    return sample.health_outcome in (OK, NOT_FOUND)
+
+
+def not_found_run(history: History, endpoint_id: str) -> int:
+    """How many of this endpoint's latest known samples answered 404, unknown ones skipped."""
+    run = 0
+    for _, sample in reversed(history.endpoint_samples(endpoint_id)):
+        if not _known(sample):
+            continue
+        if sample.health_outcome != NOT_FOUND:
+            break
+        run += 1
+    return run
+
+
+def _answered_before(history: History, endpoint_id: str) -> bool:
+    """The endpoint answered `/health` with data at some point (memory or window)."""
+    if endpoint_id in history.memory.ever_ok:
+        return True
+    return any(
+        s.health is not None and s.health_outcome == OK
+        for _, s in history.endpoint_samples(endpoint_id)
+    )
+
+
+def _balance_was_nonpositive(history: History) -> bool:
+    """The balance was seen at or below zero at some point (memory or window)."""
+    if history.memory.balance_seen_nonpositive:
+        return True
+    return any(o.account is not None and o.account.balance <= 0 for o in history.observations)
+
+
+def _latest_health(history: History, endpoint_id: str) -> Health | None:
+    known = history.known_health(endpoint_id)
+    return known[-1][1] if known else None
+
+
+def _diagnosis(
+    history: History,
+    endpoint_id: str,
+    code: str,
+    severity: Severity,
+    summary: str,
+    remedy: str,
+    numbers: dict[str, object],
+) -> Diagnosis:
+    return Diagnosis(
+        code=code,
+        scope="endpoint",
+        severity=severity,
+        summary=summary,
+        remedy=remedy,
+        evidence=evidence(**numbers),
+        endpoint_id=endpoint_id,
+        endpoint_name=history.endpoint_name(endpoint_id),
+    )
+
+
+def _label(history: History, endpoint_id: str) -> str:
+    name = history.endpoint_name(endpoint_id)
+    return f"'{name}' ({endpoint_id})" if name != endpoint_id else endpoint_id
+
+
+# --- workers_max_zero -------------------------------------------------------------------
+
+
+def _workers_max_zero(
+    history: History, latest: Observation, endpoint_id: str, config: EndpointConfig
+) -> Diagnosis | None:
+    if config.workers_max != 0:
+        return None
+    health = _latest_health(history, endpoint_id)
+    queued = health.in_queue if health is not None else None
+    severity: Severity = "critical" if queued else "warning"
+    earlier_max = max(
+        (
+            s.config.workers_max
+            for _, s in history.endpoint_samples(endpoint_id)
+            if s.config is not None
+        ),
+        default=0,
+    )
+    peak_workers = max((h.workers_total for _, h in history.known_health(endpoint_id)), default=0)
+    target = max(1, config.workers_min, earlier_max, peak_workers)
+    label = _label(history, endpoint_id)
+    if queued:
+        summary = (
+            f"Endpoint {label} has workersMax = 0 with {plural(queued, 'job')} queued: "
+            "no worker can start, so they wait forever."
+        )
+    else:
+        summary = (
+            f"Endpoint {label} has workersMax = 0: it cannot start any worker, "
+            "so the next request will wait in the queue."
+        )
+    mutation = save_endpoint(config, workersMax=target)
+    remedy = (
+        "RunPod lowers workersMax on its own after days without requests (to 2 after 3 days, "
+        "to 0 after 7) or after repeated unhealthy workers; if workers were unhealthy, fix "
+        f"that first. Raise it to {target} with saveEndpoint:\n"
+        f"{mutation}\n{graphql_curl(mutation)}"
+    )
+    return _diagnosis(
+        history, endpoint_id, "workers_max_zero", severity, summary, remedy,
+        {
+            "workers_max": config.workers_max,
+            "workers_min": config.workers_min,
+            "in_queue": queued,
+            "suggested_workers_max": target,
+        },
+    )
+
+
+# --- the four readings of a REST 404 ------------------------------------------------------
+
+
+def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
+    """Scale to zero, delete, create again with the same config, update the id."""
+    if config is None:
+        return (
+            f"delete endpoint {endpoint_id} (set workersMin and workersMax to 0 first, then "
+            f"{delete_endpoint(endpoint_id)}) and create it again with the same template, "
+            "GPU ids, network volume and worker limits (saveEndpoint without an id); "
+            "then update the endpoint id everywhere it is used (apps, env vars, config.yaml)"
+        )
+    scale_down = save_endpoint(config, workersMin=0, workersMax=0)
+    delete = delete_endpoint(endpoint_id)
+    create = create_endpoint(config)
+    return (
+        "delete the endpoint and create it again with the same configuration:\n"
+        f"  a. scale it to zero (deleteEndpoint requires it): {scale_down}\n"
+        f"  b. delete it: {delete}\n"
+        f"  c. create it again: {create}\n"
+        "     (with curl: " + graphql_curl(create) + ")\n"
+        f"  d. the new endpoint has a new id: update it everywhere {endpoint_id} is used "
+        "(apps, env vars, config.yaml)"
+    )
+
+
+def _not_found(
+    history: History, latest: Observation, endpoint_id: str, th: Thresholds
+) -> Diagnosis | None:
+    sample = latest.endpoints[endpoint_id]
+    if sample.health_outcome != NOT_FOUND or not latest.graphql_ok:
+        return None
+    run = not_found_run(history, endpoint_id)
+    if run < th.not_found_cycles:
+        return None
+    label = _label(history, endpoint_id)
+    cycles = plural(run, "cycle")
+    listed = latest.listed_ids is not None and endpoint_id in latest.listed_ids
+    if not listed:
+        return _diagnosis(
+            history, endpoint_id, "endpoint_not_found", "critical",
+            f"Endpoint {label} answers 404 Not Found on /health for {cycles} and RunPod's "
+            "GraphQL API does not list it on this account.",
+            "The endpoint id in the configuration is wrong, or the endpoint was deleted: "
+            "compare it with the ids your account lists ("
+            + graphql_curl("query { myself { endpoints { id name } } }")
+            + ") and update the configuration, or recreate the endpoint.",
+            {"not_found_cycles": run, "listed": False,
+             "endpoints_listed": len(latest.listed_ids or ())},
+        )
+    if latest.account is None:
+        return None
+    balance = latest.account.balance
+    config = history.latest_config(endpoint_id)
+    answered = _answered_before(history, endpoint_id)
+    was_nonpositive = _balance_was_nonpositive(history)
+    numbers: dict[str, object] = {
+        "not_found_cycles": run,
+        "listed": True,
+        "balance_usd": round(balance, 2),
+        "answered_200_before": answered,
+        "balance_seen_nonpositive": was_nonpositive,
+    }
+    if balance <= 0:
+        return _diagnosis(
+            history, endpoint_id, "balance_exhausted", "critical",
+            f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL "
+            f"still lists it and the balance is {balance:.2f} USD: RunPod disabled it for "
+            "the exhausted balance.",
+            f"1. Add funds ({BILLING_URL}).\n"
+            "2. The endpoint stays broken after a top-up: "
+            + _recreate_steps(endpoint_id, config),
+            numbers,
+        )
+    if answered or was_nonpositive:
+        because = (
+            "it answered /health before" if answered else "the balance was at or below zero"
+        )
+        return _diagnosis(
+            history, endpoint_id, "endpoint_disabled", "critical",
+            f"Endpoint {label} answers 404 Not Found on /health for {cycles} although GraphQL "
+            f"lists it and the balance is {balance:.2f} USD, and {because}: an endpoint "
+            "disabled by an exhausted balance stays broken after a top-up.",
+            "Recreate it: " + _recreate_steps(endpoint_id, config),
+            numbers,
+        )
+    image = config.template.image_name if config is not None and config.template else None
+    gpu_ids = config.gpu_ids if config is not None else None
+    numbers.update(image=image, gpu_ids=gpu_ids)
+    return _diagnosis(
+        history, endpoint_id, "never_started", "warning",
+        f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL lists "
+        f"it and the balance is {balance:.2f} USD: no worker has ever registered.",
+        "1. Check the image name"
+        + (f" ({image})" if image else "")
+        + " exists and can be pulled (private registry credentials).\n"
+        "2. Check the template's dockerArgs: the start command must run the handler "
+        "(runpod.serverless.start).\n"
+        "3. Check GPU availability for gpuIds"
+        + (f" {gpu_ids}" if gpu_ids else "")
+        + ": " + graphql_curl("query { gpuTypes { id displayName memoryInGb } }") + "\n"
+        "4. Read the worker logs in the RunPod console (endpoint > Logs).",
+        numbers,
+    )
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
-    """No diagnoses yet."""
-    return []
+    """workers_max_zero and the 404 family for every watched endpoint."""
+    latest = history.latest
+    if latest is None:
+        return []
+    found: list[Diagnosis] = []
+    for endpoint_id, sample in latest.endpoints.items():
+        if latest.graphql_ok and sample.config is not None:
+            zero = _workers_max_zero(history, latest, endpoint_id, sample.config)
+            if zero is not None:
+                found.append(zero)
+        if not _known(sample):
+            continue
+        not_found = _not_found(history, latest, endpoint_id, th)
+        if not_found is not None:
+            found.append(not_found)
+    return found
