@@ -1,10 +1,332 @@
-"""Placeholder until the family lands."""
+"""Worker lifecycle: workers that die at startup (crash_loop), crashed workers
+(workers_unhealthy), and workers that sit idle beside a queue (idle_workers_queued).
+
+"running" does not mean "processing": a worker shows as running while its startup code
+(model download, dependency install) runs, before `runpod.serverless.start()` takes jobs.
+A long first cold start therefore looks like a stalled queue with a running worker; only
+restarts, or a wait well beyond any cold start this endpoint has shown, make it a loop.
+"""
 
 from __future__ import annotations
 
-from rules.model import Diagnosis, History, Thresholds
+from collections.abc import Sequence
+from itertools import pairwise
+
+from rules.gpus import POOL_VRAM_GB, compatible_tiers
+from rules.model import (
+    Account,
+    Diagnosis,
+    EndpointConfig,
+    Health,
+    History,
+    Job,
+    Thresholds,
+    evidence,
+)
+from rules.remedies import graphql_curl, rest_curl, save_endpoint
+from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
-    """No diagnoses yet."""
-    return []
+    """crash_loop, workers_unhealthy and idle_workers_queued for every watched endpoint."""
+    latest = history.latest
+    if latest is None:
+        return []
+    found: list[Diagnosis] = []
+    for eid, current in latest.endpoints.items():
+        if current.health is None:  # unknown now: the tracker holds what is active
+            continue
+        series = history.known_health(eid)
+        for rule in (_crash_loop, _workers_unhealthy, _idle_workers_queued):
+            diagnosis = rule(history, th, eid, series)
+            if diagnosis is not None:
+                found.append(diagnosis)
+    return found
+
+
+# --- crash_loop ----------------------------------------------------------------------
+
+
+def head_wait_ms(jobs: Sequence[Job] | None) -> int | None:
+    """How long the oldest queued job has waited (its delay), when the jobs data says."""
+    waits = [j.delay_ms for j in jobs or () if j.status == "IN_QUEUE" and j.delay_ms is not None]
+    return max(waits) if waits else None
+
+
+def count_restarts(run: Sequence[tuple[float, Health]]) -> int:
+    """Workers that stopped running between consecutive samples of a stalled run."""
+    return sum(max(0, a.running - b.running) for (_, a), (_, b) in pairwise(run))
+
+
+def _crash_loop(
+    history: History, th: Thresholds, eid: str, series: list[tuple[float, Health]]
+) -> Diagnosis | None:
+    run = stalled_run(series)
+    if len(run) < 2:
+        return None
+    seconds = run_seconds(run)
+    with_workers = sum(1 for _, h in run if h.workers_present > 0)
+    if with_workers * 2 <= len(run):
+        return None  # no workers most of the time: a capacity problem, not a crash loop
+    jobs_at = {o.t: s.jobs for o, s in history.endpoint_samples(eid) if s.health is not None}
+    heads = [w for t, _ in run if (w := head_wait_ms(jobs_at.get(t))) is not None]
+    if len(heads) >= 2 and heads[-1] <= heads[0]:
+        return None  # the head of the queue is not waiting longer: the queue moves
+    restarts = count_restarts(run)
+    cold_ms = history.memory.longest_cold_start_ms.get(eid, 0)
+    hang_s = max(th.crash_loop_no_restart_s, th.crash_loop_cold_start_factor * cold_ms / 1000)
+    looping = restarts >= th.crash_loop_restarts and seconds >= th.crash_loop_s
+    if not looping and seconds < hang_s:
+        return None
+
+    h = run[-1][1]
+    name = history.endpoint_name(eid)
+    config = history.latest_config(eid)
+    stuck = (
+        f"{name} has had {plural(h.in_queue, 'job')} queued and none started for "
+        f"{minutes(seconds)} ({plural(len(run), 'cycle')})"
+    )
+    if restarts:
+        summary = (
+            f"{stuck} with workers present in {with_workers} of {len(run)} samples and "
+            f"{plural(restarts, 'worker restart')} seen: the worker dies during startup, before "
+            f"runpod.serverless.start(), and RunPod keeps restarting it."
+        )
+    else:
+        limit = f"the {minutes(th.crash_loop_no_restart_s)} a startup may take"
+        if cold_ms and hang_s > th.crash_loop_no_restart_s:
+            limit = (
+                f"{th.crash_loop_cold_start_factor:g}x its longest cold start of "
+                f"{minutes(cold_ms / 1000)}"
+            )
+        summary = (
+            f"{stuck} with {plural(h.workers_present, 'worker')} present and no worker restart "
+            f"seen, past {limit}: the startup may be hanging (a model download or a call "
+            f"that never returns before runpod.serverless.start())."
+        )
+    return Diagnosis(
+        code="crash_loop",
+        scope="endpoint",
+        severity="critical",
+        summary=summary,
+        remedy=_crash_loop_remedy(eid, name, config, history.latest_account(), restarts),
+        evidence=evidence(
+            in_queue=h.in_queue,
+            stalled_s=seconds,
+            stalled_cycles=len(run),
+            restarts=restarts,
+            running=h.running,
+            workers_present=h.workers_present,
+            samples_with_workers=with_workers,
+            threshold_s=th.crash_loop_s if looping else hang_s,
+            longest_cold_start_ms=cold_ms or None,
+            head_wait_first_ms=heads[0] if heads else None,
+            head_wait_last_ms=heads[-1] if heads else None,
+            completed=h.completed,
+            failed=h.failed,
+        ),
+        endpoint_id=eid,
+        endpoint_name=name,
+    )
+
+
+def _crash_loop_remedy(
+    eid: str,
+    name: str,
+    config: EndpointConfig | None,
+    account: Account | None,
+    restarts: int,
+) -> str:
+    what = "fails and RunPod restarts it" if restarts else "fails or hangs"
+    room = _room(config, account)
+    steps = [
+        "The worker never reaches runpod.serverless.start(): its startup code (model "
+        f"download, disk full, OOM, missing handler) {what}.",
+        f"1. Read the worker logs (RunPod console > Serverless > {name} > Logs): they are "
+        "the only place the startup error shows.",
+        "2. Compare the model size with the room it downloads into"
+        + (f" ({room})" if room else "")
+        + ": a download that fills the disk kills the worker (exit 139) and starts over on "
+        "restart. Keep models under /runpod-volume (not /workspace) when a volume is "
+        "attached.",
+        "3. Check that the handler file the image or dockerArgs starts exists (exit 2: "
+        "handler not found, e.g. a private git clone masked by || true).",
+    ]
+    if config is not None:
+        steps.append(
+            "4. After fixing the image or template, roll a new release with saveEndpoint "
+            f"(a template change alone does not reach the endpoint): {save_endpoint(config)}"
+        )
+    else:
+        steps.append(
+            "4. After fixing the image or template, roll a new release with saveEndpoint "
+            "(a template change alone does not reach the endpoint)."
+        )
+    steps.append(
+        "5. Then purge the jobs queued under the broken worker (they would likely fail): "
+        + rest_curl(eid, "purge-queue")
+    )
+    return "\n".join(steps)
+
+
+def _room(config: EndpointConfig | None, account: Account | None) -> str:
+    """'network volume vol-1 50 GB, containerDiskInGb 20' as far as the data tells."""
+    if config is None:
+        return ""
+    parts: list[str] = []
+    if config.network_volume_id:
+        size = None
+        if account is not None:
+            for v in account.network_volumes:
+                if v.id == config.network_volume_id:
+                    size = v.size_gb
+        parts.append(
+            f"network volume {config.network_volume_id}"
+            + (f" of {size:g} GB" if size is not None else "")
+        )
+    if config.template is not None and config.template.container_disk_gb is not None:
+        parts.append(f"containerDiskInGb {config.template.container_disk_gb}")
+    return ", ".join(parts)
+
+
+# --- workers_unhealthy ---------------------------------------------------------------
+
+
+def larger_tiers(current: Sequence[str]) -> list[str]:
+    """The GPU pools one size up from the largest current one, and the compatible ones above."""
+    known = [POOL_VRAM_GB[t] for t in current if t in POOL_VRAM_GB]
+    if not known:
+        return []
+    top = max(known)
+    bigger = sorted({gb for gb in POOL_VRAM_GB.values() if gb > top})
+    if not bigger:
+        return []
+    step = next(p for p, gb in POOL_VRAM_GB.items() if gb == bigger[0])
+    return compatible_tiers([step])
+
+
+def _workers_unhealthy(
+    history: History, th: Thresholds, eid: str, series: list[tuple[float, Health]]
+) -> Diagnosis | None:
+    if not series or series[-1][1].unhealthy <= 0:
+        return None
+    run = trailing_run(series, lambda h: h.unhealthy > 0)
+    h = series[-1][1]
+    name = history.endpoint_name(eid)
+    config = history.latest_config(eid)
+    summary = (
+        f"{name} has {plural(h.unhealthy, 'unhealthy worker')} (crashed) for "
+        f"{plural(len(run), 'cycle')} ({minutes(run_seconds(run))}), beside "
+        f"{plural(h.running, 'running worker')} and {plural(h.in_queue, 'queued job')}."
+    )
+    disk = (
+        config.template.container_disk_gb
+        if config is not None and config.template is not None
+        else None
+    )
+    oom = "exit 137 (SIGKILL, out of memory: GPU VRAM or system RAM): use a larger GPU tier"
+    bigger = larger_tiers(config.gpu_tiers) if config is not None else []
+    steps = [
+        "A worker crashed; RunPod retries it, and lowers workersMax on endpoints that keep "
+        "producing unhealthy workers. Find its exit code in the worker logs (RunPod console "
+        f"> Serverless > {name} > Workers / Logs), then:",
+    ]
+    if config is not None and bigger:
+        mutation = save_endpoint(config, gpuIds=",".join(bigger))
+        steps += [
+            f"- {oom}, e.g. gpuIds {','.join(bigger)}:",
+            f"  {mutation}",
+            f"  {graphql_curl(mutation)}",
+        ]
+    else:
+        steps.append(f"- {oom} in gpuIds (saveEndpoint), or a smaller model / batch.")
+    now = f" (now {disk} GB)" if disk is not None else ""
+    bigger_disk = f", e.g. to {max(disk * 2, 50)} GB" if disk is not None else ""
+    steps += [
+        f"- exit 139 (SIGSEGV, usually the disk filled during a large write): raise "
+        f"containerDiskInGb{now} in the template{bigger_disk} (unpacked image layers need "
+        "about 2.5x the compressed size plus a buffer), and put models on the network volume "
+        "under /runpod-volume; then roll a new release with saveEndpoint.",
+        "- exit 2 (file not found: the handler is missing): the path the image or dockerArgs "
+        "starts does not exist, often a failed clone of a private repo masked by || true; "
+        "bake the handler into the image.",
+        "- exit 1: a Python exception at startup (missing module, bad import); the log shows "
+        "the traceback.",
+    ]
+    return Diagnosis(
+        code="workers_unhealthy",
+        scope="endpoint",
+        severity="critical",
+        summary=summary,
+        remedy="\n".join(steps),
+        evidence=evidence(
+            unhealthy=h.unhealthy,
+            unhealthy_cycles=len(run),
+            running=h.running,
+            idle=h.idle,
+            in_queue=h.in_queue,
+            in_progress=h.in_progress,
+            gpu_ids=config.gpu_ids if config is not None else None,
+            container_disk_gb=disk,
+            workers_max=config.workers_max if config is not None else None,
+        ),
+        endpoint_id=eid,
+        endpoint_name=name,
+    )
+
+
+# --- idle_workers_queued -------------------------------------------------------------
+
+
+def _idle_workers_queued(
+    history: History, th: Thresholds, eid: str, series: list[tuple[float, Health]]
+) -> Diagnosis | None:
+    run = trailing_run(series, lambda h: h.in_queue > 0 and h.idle > 0)
+    seconds = run_seconds(run)
+    if not run or seconds < th.idle_workers_queued_s:
+        return None
+    h = run[-1][1]
+    name = history.endpoint_name(eid)
+    config = history.latest_config(eid)
+    least_idle = min(s.idle for _, s in run)
+    least_queued = min(s.in_queue for _, s in run)
+    summary = (
+        f"{name} has had {plural(h.in_queue, 'job')} queued beside "
+        f"{plural(h.idle, 'idle worker')} ({h.in_progress} in progress) for "
+        f"{minutes(seconds)} ({plural(len(run), 'cycle')}): jobs wait while workers sit idle."
+    )
+    volume = config is not None and bool(config.network_volume_id)
+    sdk = (
+        "1. Upgrade the runpod SDK in the worker image to 1.10.1 or later "
+        "(pip install 'runpod>=1.10.1'): versions 1.7.11 to 1.10.0 funnel jobs to one worker "
+        "on endpoints with a network volume"
+        + (f" (this endpoint has one: {config.network_volume_id})." if volume and config else ".")
+    )
+    steps = [
+        sdk,
+        '2. Or raise the handler\'s concurrency: runpod.serverless.start({"handler": handler, '
+        '"concurrency_modifier": lambda current: N}) with N the jobs one worker can run at '
+        "once.",
+        "3. Rebuild and push the image, point the template at it, and roll a new release "
+        "with saveEndpoint" + (f": {save_endpoint(config)}" if config is not None else "."),
+    ]
+    return Diagnosis(
+        code="idle_workers_queued",
+        scope="endpoint",
+        severity="warning",
+        summary=summary,
+        remedy="\n".join(steps),
+        evidence=evidence(
+            in_queue=h.in_queue,
+            idle=h.idle,
+            in_progress=h.in_progress,
+            running=h.running,
+            min_in_queue=least_queued,
+            min_idle=least_idle,
+            idle_queued_s=seconds,
+            cycles=len(run),
+            network_volume_id=config.network_volume_id if volume and config else None,
+        ),
+        endpoint_id=eid,
+        endpoint_name=name,
+    )
