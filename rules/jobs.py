@@ -1,10 +1,147 @@
-"""Placeholder until the family lands."""
+"""Jobs: the handler raises on a large share of the jobs it finishes (job_failures).
+
+`/health` counts completed and failed jobs; the rise of those counters over the window
+gives the failure share. The error texts come from the jobs `/requests` or `/status`
+described: a person can tell bad client input from a broken worker by reading them.
+"""
 
 from __future__ import annotations
 
-from rules.model import Diagnosis, History, Thresholds
+import json
+import re
+from collections.abc import Sequence
+from itertools import pairwise
+
+from rules.model import Diagnosis, Health, History, Thresholds, evidence
+from rules.remedies import rest_curl
+from rules.signals import minutes, plural
+
+MAX_ERRORS = 3
+MAX_ERROR_CHARS = 200
+_CLASS_RE = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>$")
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
-    """No diagnoses yet."""
-    return []
+    """job_failures for every watched endpoint."""
+    latest = history.latest
+    if latest is None:
+        return []
+    found: list[Diagnosis] = []
+    for eid, current in latest.endpoints.items():
+        if current.health is None:  # unknown now: the tracker holds what is active
+            continue
+        diagnosis = _job_failures(history, th, eid, latest.t)
+        if diagnosis is not None:
+            found.append(diagnosis)
+    return found
+
+
+def counter_rise(samples: Sequence[tuple[float, Health]], field: str) -> int:
+    """How much a job counter rose over the samples, ignoring drops (a counter reset)."""
+    values = [getattr(h, field) for _, h in samples]
+    return sum(max(0, b - a) for a, b in pairwise(values))
+
+
+def error_text(raw: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """A job's `error` for a person: 'type: message' when the worker sent its JSON form."""
+    text = raw.strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("error_message"):
+        message = str(parsed["error_message"]).strip()
+        kind = str(parsed.get("error_type") or "").strip()
+        match = _CLASS_RE.match(kind)
+        if match:
+            kind = match.group(1)
+        text = f"{kind}: {message}" if kind else message
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def recent_errors(
+    history: History, eid: str, since: float, limit: int = MAX_ERRORS
+) -> list[tuple[str, str]]:
+    """(job id, error text) of the newest FAILED jobs seen since `since`, distinct texts."""
+    found: list[tuple[str, str]] = []
+    seen_jobs: set[str] = set()
+    seen_texts: set[str] = set()
+    for o, s in reversed(history.endpoint_samples(eid)):
+        if o.t < since:
+            break
+        for job in s.jobs or ():
+            if job.status != "FAILED" or not job.error or job.id in seen_jobs:
+                continue
+            seen_jobs.add(job.id)
+            text = error_text(job.error)
+            if text in seen_texts:
+                continue
+            seen_texts.add(text)
+            found.append((job.id, text))
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Diagnosis | None:
+    since = now - th.job_failures_window_s
+    window = [(t, h) for t, h in history.known_health(eid) if t >= since]
+    if len(window) < 2:
+        return None
+    failed = counter_rise(window, "failed")
+    completed = counter_rise(window, "completed")
+    if failed < th.job_failures_min:
+        return None
+    share = failed / (failed + completed)
+    if share < th.job_failures_ratio:
+        return None
+    name = history.endpoint_name(eid)
+    errors = recent_errors(history, eid, since)
+    span = minutes(window[-1][0] - window[0][0])
+    summary = (
+        f"{name} failed {failed} of the {plural(failed + completed, 'job')} it finished in "
+        f"the last {span} ({share:.0%}, threshold {th.job_failures_ratio:.0%}): the handler "
+        f"is raising."
+    )
+    steps = [f"The handler is raising on {share:.0%} of the jobs it finishes."]
+    if errors:
+        steps.append("Recent errors of failed jobs:")
+        steps += [f"- {job_id}: {text}" for job_id, text in errors]
+        steps.append(
+            "If they name the input (a missing field, a bad URL, a validation error), fix "
+            "the client's requests; if they are the same for any input (an import error, "
+            "CUDA or out of memory, a missing file), the worker is broken: check the image or "
+            "template change that came before the failures, read the worker logs, roll back."
+        )
+        status = rest_curl(eid, f"status/{errors[0][0]}", "GET")
+        steps.append(f"Full error and traceback of one job: {status}")
+    else:
+        steps.append(
+            "No error text was seen for the failed jobs (/requests and /status gave none): "
+            "read the worker logs (RunPod console > Serverless > "
+            f"{name} > Logs), or fetch a failed job with {rest_curl(eid, 'status/JOB_ID', 'GET')}; "
+            "then tell bad client input from a broken worker, and check recent image or "
+            "template changes."
+        )
+    ev = evidence(
+        failed_rise=failed,
+        completed_rise=completed,
+        failure_share=round(share, 3),
+        window_s=window[-1][0] - window[0][0],
+        failed_total=window[-1][1].failed,
+        completed_total=window[-1][1].completed,
+    )
+    for i, (job_id, text) in enumerate(errors, start=1):
+        ev[f"error_{i}"] = text
+        ev[f"error_{i}_job"] = job_id
+    return Diagnosis(
+        code="job_failures",
+        scope="endpoint",
+        severity="warning",
+        summary=summary,
+        remedy="\n".join(steps),
+        evidence=ev,
+        endpoint_id=eid,
+        endpoint_name=name,
+    )
