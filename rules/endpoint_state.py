@@ -10,6 +10,8 @@ when the latest one failed, or the latest GraphQL answer did, nothing is said.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rules.model import (
     OK,
     Diagnosis,
@@ -158,7 +160,8 @@ def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
         )
     scale_down = save_endpoint(config, workersMin=0, workersMax=0)
     delete = delete_endpoint(endpoint_id)
-    create = create_endpoint(config)
+    # a disabled endpoint may have had workersMax lowered to 0: recreate it able to scale
+    create = create_endpoint(replace(config, workers_max=max(1, config.workers_max)))
     return (
         "delete the endpoint and create it again with the same configuration:\n"
         f"  a. scale it to zero (deleteEndpoint requires it): {scale_down}\n"
