@@ -16,7 +16,7 @@ For several endpoints or account-level tests, build the observations yourself:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from rules.model import (
@@ -39,7 +39,7 @@ from rules.model import (
 INTERVAL_S = 30.0
 EID = "ep1"
 NAME = "mocha-video"
-TH = Thresholds()
+TH = Thresholds.model_validate({})
 
 __all__ = [
     "CONFIG",
@@ -54,8 +54,10 @@ __all__ = [
     "build",
     "config",
     "endpoint_history",
+    "healthy_traffic",
     "job",
     "observation",
+    "prefixes",
     "sample",
     "template",
 ]
@@ -241,3 +243,58 @@ def endpoint_history(
         )
         obs.append(observation(first_cycle + i, [s], account=account, interval_s=interval_s))
     return build(obs, memory)
+
+
+def prefixes(history: History) -> Iterator[History]:
+    """The history as the rules saw it at every cycle: its first 1, 2, ... observations."""
+    obs = list(history.observations)
+    for i in range(1, len(obs) + 1):
+        yield build(obs[:i])
+
+
+def healthy_traffic() -> History:
+    """scenarios/healthy-traffic.yaml: a cold start, a burst worked off, back to zero.
+
+    Nothing is wrong here, so no rule may raise at any cycle (see `prefixes`).
+    """
+    cfg = config(
+        "ep7healthy01",
+        name="sdxl-images",
+        gpu_ids="AMPERE_48,ADA_48_PRO,AMPERE_80",
+        network_volume_id="vol-tx3",
+        workers_max=3,
+        scaler_type="QUEUE_DELAY",
+        scaler_value=4,
+        template=template("tpl-sdxl", container_disk_gb=40),
+    )
+    volume = NetworkVolume("vol-tx3", "models", 50, "US-TX-3")
+    base = Health(completed=1200, failed=3)
+    phases: list[tuple[int, Health, list[Job] | None, float]] = [
+        (3, base, None, 0.047),
+        (
+            2,
+            Health(completed=1200, failed=3, in_queue=6, initializing=1),
+            [job("j-101"), job("j-102")],
+            1.95,
+        ),
+        (
+            4,
+            Health(completed=1204, failed=3, in_progress=2, in_queue=3, running=2),
+            [job("j-101", "IN_PROGRESS", delay_ms=41200, worker_id="w-a"), job("j-103")],
+            1.95,
+        ),
+        (
+            3,
+            Health(completed=1210, failed=3, idle=2, ready=2),
+            [job("j-103", "COMPLETED", delay_ms=900, execution_ms=6100, worker_id="w-b")],
+            1.95,
+        ),
+        (6, Health(completed=1210, failed=3), [], 0.047),
+    ]
+    obs: list[Observation] = []
+    for cycles, h, jobs, spend in phases:
+        for _ in range(cycles):
+            s = sample(h, endpoint_id=cfg.id, jobs=jobs, config=cfg)
+            acct = account(250.0, spend, spend_limit=80, volumes=[volume])
+            obs.append(observation(len(obs) + 1, [s], account=acct))
+    return build(obs)
