@@ -7,8 +7,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from monitor import __version__
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -40,6 +44,65 @@ def _simulate(args: argparse.Namespace) -> int:
     return simulate_main(args.scenario, args.port, args.interval, None)
 
 
+def _settings(path: str | None) -> Settings | None:
+    """Load the configuration, or print every problem and return None (exit 2)."""
+    from monitor.config import ConfigError, load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from monitor import logs
+    from monitor.alerts.router import LogSink
+    from monitor.config import ConfigError
+    from monitor.daemon import Daemon, serve
+
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    logs.configure(settings.log.level, settings.log.format, settings.secrets())
+    try:
+        daemon = Daemon(settings, sinks=[LogSink()])
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return asyncio.run(serve(daemon))
+
+
+def _check(args: argparse.Namespace) -> int:
+    import time
+
+    from monitor import logs
+    from monitor.check import check_once, render
+    from monitor.config import ConfigError
+
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    logs.configure("warning", "json", settings.secrets())
+    try:
+        result, incidents = asyncio.run(check_once(settings, time.time()))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(render(result, incidents, args.format))
+    return 1 if any(i.diagnosis.severity == "critical" for i in incidents) else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import os
+
+    from monitor import logs
+    from monitor.demo import run_demo
+
+    logs.configure("info", "auto")
+    return asyncio.run(run_demo(args.port, os.environ))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runpod-monitor",
@@ -47,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the monitor daemon (probes, rules, metrics, alerts)")
+    p.add_argument("--config", default="config.yaml", help="configuration file (default config.yaml)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("check", help="probe once now and print the diagnoses (exit 1 if critical)")
+    p.add_argument("--config", default="config.yaml", help="configuration file (default config.yaml)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("demo", help="the daemon against the built-in simulator, on 127.0.0.1")
+    p.add_argument("--port", type=int, default=9108, help="the daemon's port (default 9108)")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("replay", help="run the pipeline over a scenario in simulated time")
     p.add_argument("scenario", help="scenario YAML file")

@@ -89,7 +89,7 @@ class Prober:
         calls.append(ProbeCall("graphql", outcome, status, gql.elapsed_s,
                                retry_after_s=_retry_after(gql)))
         myself = gql.value if isinstance(gql, Ok) else None
-        listed = myself.endpoints if myself is not None else None
+        listed = myself.endpoints if myself is not None and myself.endpoints_listed else None
         self.watched = self._shard(select_endpoints(self.configured, listed, self.watched))
         configs = {e.id: e for e in listed} if listed is not None else {}
         samples = await asyncio.gather(

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
 from monitor.alerts.message import firing_text, resolved_text
 from monitor.incidents import Changes, Incident, Key
 
@@ -64,3 +66,17 @@ class AlertRouter:
             for sink in self.sinks:
                 await sink.send(notification)
         return out
+
+
+class LogSink:
+    """Writes each notification to the log: what `run` does when no other sink is set."""
+
+    name = "log"
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("monitor.alerts")
+
+    async def send(self, notification: Notification) -> None:
+        d = notification.incident.diagnosis
+        self._log.info("alert", kind=notification.kind, code=d.code, severity=d.severity,
+                       endpoint_id=d.endpoint_id, text=notification.text)

@@ -1,0 +1,221 @@
+"""The long-running service: APScheduler drives the cycle; state persists; HTTP serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import structlog
+from aiohttp import web
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.alerts.router import AlertRouter, Sink
+from monitor.config import Settings, require_api_key
+from monitor.cycle import CycleResult, Pipeline
+from monitor.history import HistoryBuffer
+from monitor.incidents import Incident, IncidentTracker
+from monitor.jobs import JobTracker
+from monitor.metrics import MonitorMetrics
+from monitor.probes import Prober
+from monitor.runpod.client import RunPodClient
+from monitor.store import Store
+from monitor.web import build_app
+from rules.model import Observation
+
+log = structlog.get_logger("monitor.daemon")
+
+
+class Daemon:
+    """One monitor process: probes on a schedule, keeps state, serves metrics and the API."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sinks: Sequence[Sink] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.client = RunPodClient(
+            api_key=require_api_key(settings),
+            graphql_url=settings.runpod.graphql_url,
+            rest_url=settings.runpod.rest_url,
+            timeout_s=settings.runpod.timeout_s,
+            max_concurrency=settings.runpod.max_concurrency,
+        )
+        shard = settings.shard_spec
+        self.pipeline = Pipeline(
+            prober=Prober(
+                self.client,
+                configured=settings.endpoints,
+                track_requests=settings.runpod.track_requests,
+                shard=shard,
+            ),
+            thresholds=settings.rules,
+            history=HistoryBuffer(settings.state.retention_s),
+            tracker=IncidentTracker(),
+            router=AlertRouter(sinks),
+            account_rules=shard is None or shard[0] == 0,
+        )
+        self.metrics = MonitorMetrics()
+        self.jobs = JobTracker()
+        self.store = Store(settings.state.path)
+        self.cycle_no = 0
+        self.last_result: CycleResult | None = None
+        self.started_mono = time.monotonic()
+        self.last_cycle_mono: float | None = None
+        self.skipped = 0
+        self._inflight: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._restore()
+
+    # ------------------------------------------------------------------ state
+    def _restore(self) -> None:
+        restored = self.store.load()
+        horizon = self.clock() - self.settings.state.retention_s
+        observations = [o for o in restored.observations if o.t >= horizon]
+        self.pipeline.history.restore(observations, restored.memory)
+        self.pipeline.tracker.active = dict(restored.active)
+        self.pipeline.router.announced = set(restored.announced)
+        self.cycle_no = restored.last_cycle
+        if restored.last_cycle:
+            log.info("state restored", observations=len(observations),
+                     active=len(restored.active), last_cycle=restored.last_cycle)
+
+    def _persist(self, obs: Observation) -> None:
+        p = self.pipeline
+        self.store.save_cycle(obs, p.history.memory, p.tracker.active, p.router.announced)
+        self.store.prune(obs.t - self.settings.state.retention_s)
+
+    # ------------------------------------------------------------------ cycle
+    async def tick(self) -> None:
+        """One scheduled cycle: probe, diagnose, alert, persist, update metrics."""
+        self._inflight = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            self.cycle_no += 1
+            now = self.clock()
+            result = await self.pipeline.cycle(self.cycle_no, now)
+            for done in await self.jobs.poll(self.client, now):
+                j = done.job
+                self.metrics.observe_job(
+                    done.endpoint_id, self.endpoint_name(done.endpoint_id),
+                    None if j.delay_ms is None else j.delay_ms / 1000,
+                    None if j.execution_ms is None else j.execution_ms / 1000,
+                )
+            self.metrics.observe_cycle(result)
+            self._persist(result.observation)
+            self.last_result = result
+            self.last_cycle_mono = time.monotonic()
+        except Exception:
+            # a bug in one cycle must not stop the schedule; it is logged and the next runs
+            log.exception("cycle failed", cycle=self.cycle_no)
+        finally:
+            self._inflight = None
+
+    def _on_skip(self, event: JobEvent) -> None:
+        self.skipped += 1
+        reason = "still running" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
+        log.warning("cycle skipped", reason=reason, skipped_total=self.skipped)
+
+    # ------------------------------------------------------------------ runtime (web)
+    def metrics_body(self) -> tuple[bytes, str]:
+        return self.metrics.render()
+
+    def health(self) -> tuple[bool, str]:
+        limit = 3 * self.settings.interval_s
+        now = time.monotonic()
+        if self.last_cycle_mono is None:
+            if now - self.started_mono <= limit:
+                return True, "starting: no cycle has completed yet"
+            return False, f"no cycle has completed in {now - self.started_mono:.0f} s"
+        age = now - self.last_cycle_mono
+        if age <= limit:
+            return True, f"ok: last cycle {age:.0f} s ago"
+        return False, f"stale: last cycle {age:.0f} s ago (limit {limit:.0f} s)"
+
+    def incidents(self) -> list[Incident]:
+        order = {"critical": 0, "warning": 1, "info": 2}
+        return sorted(self.pipeline.tracker.active.values(),
+                      key=lambda i: (order[i.diagnosis.severity], i.since))
+
+    def last_observation(self) -> Observation | None:
+        return self.pipeline.history.latest
+
+    def endpoint_name(self, endpoint_id: str) -> str:
+        return self.pipeline.history.view().endpoint_name(endpoint_id)
+
+    def register_job(self, endpoint_id: str, job_id: str) -> bool:
+        return self.jobs.register(endpoint_id, job_id, self.clock())
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> str:
+        """Start the HTTP server and the schedule; return the server's base URL."""
+        http = self.settings.http
+        auth = None
+        if http.basic_auth is not None:
+            auth = (http.basic_auth.username, http.basic_auth.password.get_secret_value())
+        self._runner = web.AppRunner(build_app(self, auth), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, http.host, http.port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        host = f"[{http.host}]" if ":" in http.host else http.host
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            self.tick, "interval", seconds=self.settings.interval_s, id="cycle",
+            next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, int(self.settings.interval_s)),
+        )
+        scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        scheduler.start()
+        self._scheduler = scheduler
+        url = f"http://{host}:{port}"
+        log.info("listening", url=url, interval_s=self.settings.interval_s)
+        return url
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop the schedule, let the cycle in flight finish (or cancel it), flush, close."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        task = self._inflight
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace_s)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.client.aclose()
+        self.store.close()
+        log.info("stopped", cycles=self.cycle_no)
+
+
+async def serve(daemon: Daemon, on_ready: Callable[[str], None] | None = None) -> int:
+    """Run `daemon` until SIGTERM or SIGINT, then shut it down cleanly; exit status 0."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    url = await daemon.start()
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        await daemon.wait()
+    finally:
+        await daemon.stop()
+    return 0

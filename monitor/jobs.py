@@ -1,0 +1,60 @@
+"""Jobs the user's app registers (`POST /api/v1/jobs`), polled via `/status` until terminal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from monitor.runpod.client import RunPodClient
+from monitor.runpod.models import Failure, Ok
+from rules.model import TERMINAL_JOB_STATUSES, Job
+
+# A job that RunPod no longer knows (404, `request does not exist`) was purged or expired.
+GONE = "http_404"
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    endpoint_id: str
+    job: Job
+
+
+class JobTracker:
+    """Keeps registered jobs until `/status` says they ended; bounded in count and age."""
+
+    def __init__(self, max_jobs: int = 10_000, max_age_s: float = 86_400) -> None:
+        self.max_jobs = max_jobs
+        self.max_age_s = max_age_s
+        self._jobs: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def register(self, endpoint_id: str, job_id: str, now: float) -> bool:
+        """Track a job; False when it was tracked already. The oldest is dropped past the cap."""
+        key = (endpoint_id, job_id)
+        if key in self._jobs:
+            return False
+        self._jobs[key] = now
+        while len(self._jobs) > self.max_jobs:
+            self._jobs.popitem(last=False)
+        return True
+
+    def tracked(self) -> list[tuple[str, str]]:
+        return list(self._jobs)
+
+    async def poll(self, client: RunPodClient, now: float) -> list[Finished]:
+        """Ask `/status` for every tracked job; return and forget the ones that ended."""
+        keys = list(self._jobs)
+        results = await asyncio.gather(*(client.status(eid, jid) for eid, jid in keys))
+        finished: list[Finished] = []
+        for (eid, jid), result in zip(keys, results, strict=True):
+            if isinstance(result, Ok) and result.value.status in TERMINAL_JOB_STATUSES:
+                finished.append(Finished(eid, result.value))
+            elif isinstance(result, Failure) and result.kind == GONE:
+                finished.append(Finished(eid, Job(jid, "CANCELLED")))
+            elif now - self._jobs[(eid, jid)] <= self.max_age_s:
+                continue
+            self._jobs.pop((eid, jid), None)
+        return finished
