@@ -367,6 +367,8 @@ def _reason(err: Any, secret: bool) -> str:
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return f"must be one of: {', '.join(options)}{got}"
+    if secret:
+        return "invalid value"
     msg = str(err.get("msg", "invalid"))
     return (msg[:1].lower() + msg[1:]) + got
 
@@ -486,11 +488,11 @@ def _literal(raw: str) -> bool:
     return bool(rest.strip())
 
 
-def _section(data: dict[str, Any], dotted: str) -> dict[str, Any] | None:
-    node: Any = data
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else None
+def _dig(node: Any, *path: Any) -> Any:
+    """The value at `path` in nested mappings, or None."""
+    for part in path:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
 
 
 def _resolve_secrets(data: dict[str, Any], env: Mapping[str, str]) -> list[Any]:
@@ -532,20 +534,14 @@ def _resolve_secrets(data: dict[str, Any], env: Mapping[str, str]) -> list[Any]:
 def _cross_checks(tree: dict[str, Any]) -> list[Any]:
     """The checks that span fields, on raw data so they show beside every other problem."""
 
-    def section(*path: str) -> dict[Any, Any]:
-        node: Any = tree
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        return node if isinstance(node, dict) else {}
-
     problems: list[Any] = []
-    auth = section("http", "basic_auth")
-    if auth and auth.get("password") is None:
+    auth = _dig(tree, "http", "basic_auth")
+    if isinstance(auth, dict) and auth.get("password") is None:
         problems.append((("http", "basic_auth", "password"), _AUTH_INCOMPLETE))
-    slack = section("alerts", "slack")
-    if slack.get("bot_token") is not None and not slack.get("channel"):
+    slack = _dig(tree, "alerts", "slack")
+    if isinstance(slack, dict) and slack.get("bot_token") is not None and not slack.get("channel"):
         problems.append((("alerts", "slack", "channel"), _NO_CHANNEL))
-    silences = section("alerts").get("silences")
+    silences = _dig(tree, "alerts", "silences")
     for i, item in enumerate(silences if isinstance(silences, list) else []):
         if isinstance(item, dict) and item.get("code") is None and item.get("endpoint_id") is None:
             problems.append((("alerts", "silences", i), _NO_TARGET))
@@ -581,12 +577,13 @@ def _build(
     problems.extend(unreadable)
     if exposed is not None:
         problems.extend(exposed())
-    checks = _cross_checks(tree)
+    checks: list[Any] = []
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(tree)
     except ValidationError as exc:
         checks.extend(_pydantic_problems(exc))
+    checks.extend(_cross_checks(tree))
     # a secret whose *_file could not be read is reported once, on the *_file
     blamed = {(*loc[:-1], str(loc[-1]).removesuffix("_file")) for loc, _ in unreadable}
     for problem in checks:
@@ -604,15 +601,39 @@ def settings_from_dict(
     return _build(data, os.environ if env is None else env, source)
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def _parse_yaml(text: str, source: str) -> tuple[Any, list[Any]]:
+    """The document's data and its duplicate keys (YAML would silently keep the last)."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{where}{exc.problem or exc.context}"], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {type(exc).__name__}"], source) from None
+    finally:
+        loader.dispose()
+    duplicates: list[Any] = []
+
+    def walk(n: yaml.Node | None, path: tuple[Any, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in n.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if isinstance(name, str) and name != "<<":
+                    if name in seen:
+                        line = key.start_mark.line + 1
+                        duplicates.append(((*path, name), f"duplicate key (again on line {line})"))
+                    seen.add(name)
+                walk(value, (*path, name))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    walk(node, ())
+    return data, duplicates
 
 
 def load_settings(
@@ -632,21 +653,19 @@ def load_settings(
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise ConfigError([f"{source}: cannot read: {reason}"]) from None
-    raw = _parse_yaml(text, source)
+    raw, duplicates = _parse_yaml(text, source)
     if raw is None:
         raw = {}
     data = _merge(raw, overrides or {}) if isinstance(raw, Mapping) else raw
 
     def exposed() -> list[Any]:
-        """Secrets written literally in a file every user can read."""
+        """Duplicate keys, and secrets written literally in a file every user can read."""
+        found = list(duplicates)
         if not mode & 0o004:
-            return []
-        found = []
+            return found
         for dotted in _SECRETS:
             *parents, key = dotted.split(".")
-            node: Any = raw
-            for part in (*parents, key):
-                node = node.get(part) if isinstance(node, Mapping) else None
+            node = _dig(raw, *parents, key)
             if isinstance(node, str) and _literal(node):
                 var = _ENV_SECRETS.get(dotted, ("", ""))[1]
                 fix = f"${{{var}}}" if var else f"{key}_file"
