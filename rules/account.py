@@ -188,6 +188,11 @@ def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
 # --- low_balance --------------------------------------------------------------------------
 
 
+def _hours(h: float) -> str:
+    """'20.0 h', or '0.2 h (10 min)' under an hour."""
+    return f"{h:.1f} h" if h >= 1 else f"{h:.1f} h ({h * 60:.0f} min)"
+
+
 def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
     account = latest.account
     if account is None:
@@ -204,7 +209,7 @@ def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
     critical = runway_h is not None and runway_h < th.low_balance_critical_runway_h
     severity: Severity = "critical" if critical else "warning"
     runs_out: str | None = None
-    if runway_h is not None:
+    if runway_h is not None and balance > 0:
         when = datetime.fromtimestamp(latest.t + runway_h * 3600, UTC)
         runs_out = when.strftime("%Y-%m-%d %H:%M UTC")
     if balance <= 0:
@@ -215,7 +220,7 @@ def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
         )
     elif runway_h is not None and runs_out is not None:
         summary = (
-            f"The balance of {balance:.2f} USD lasts {runway_h:.1f} h at the current "
+            f"The balance of {balance:.2f} USD lasts {_hours(runway_h)} at the current "
             f"{spend:.2f} USD/h, until {runs_out}."
         )
     else:

@@ -246,7 +246,9 @@ def test_balance_floor_boundary() -> None:
 def test_critical_runway_boundary() -> None:
     """A runway of exactly 2 h is a warning; under 2 h is critical."""
     assert [d.severity for d in low(20.0, 10.0)] == ["warning"]
-    assert [d.severity for d in low(0.40, 2.30)] == ["critical"]
+    found = low(0.40, 2.30)
+    assert [d.severity for d in found] == ["critical"]
+    assert "0.2 h (10 min)" in found[0].summary
 
 
 def test_nonpositive_balance_is_critical() -> None:
@@ -254,6 +256,7 @@ def test_nonpositive_balance_is_critical() -> None:
     found = low(-0.12, 0.0)
     assert [d.severity for d in found] == ["critical"]
     assert found[0].evidence["runway_h"] == 0.0
+    assert "runs_out_at" not in found[0].evidence
 
 
 def test_healthy_balance_raises_nothing() -> None:
