@@ -1,0 +1,329 @@
+"""The lifecycle family: crash_loop, workers_unhealthy, idle_workers_queued."""
+
+from __future__ import annotations
+
+from rulekit import (
+    EID,
+    TH,
+    Health,
+    Memory,
+    account,
+    config,
+    endpoint_history,
+    healthy_traffic,
+    job,
+    prefixes,
+    template,
+)
+
+from rules import lifecycle
+from rules.lifecycle import count_restarts, head_wait_ms, larger_tiers
+from rules.model import Diagnosis, History, NetworkVolume, Thresholds
+
+CFG = config(
+    gpu_ids="AMPERE_48",
+    network_volume_id="vol-tx3",
+    template=template(container_disk_gb=20),
+)
+TX3 = account(80.0, 0.047, volumes=[NetworkVolume("vol-tx3", "models", 50, "US-TX-3")])
+
+STARTING = Health(in_queue=3, running=1)  # in startup code: "running" but not processing
+RESTARTED = Health(in_queue=3, idle=1, ready=1)  # the worker died and came back
+SILENT = Health(in_queue=3)  # no worker at all
+MOVING = Health(completed=1, in_queue=2, in_progress=1, running=1)
+
+
+def codes(history: History, th: Thresholds = TH) -> list[str]:
+    return [d.code for d in lifecycle.diagnose(history, th)]
+
+
+def only(history: History, code: str, th: Thresholds = TH) -> Diagnosis:
+    found = [d for d in lifecycle.diagnose(history, th) if d.code == code]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def looping(n: int, restarts: int = 2) -> list[Health | None]:
+    """n stalled samples with a worker present and `restarts` running -> restarted drops."""
+    hs: list[Health | None] = [STARTING] * n
+    for k in range(restarts):
+        hs[2 + 3 * k] = RESTARTED
+    return hs
+
+
+# --- crash_loop ----------------------------------------------------------------------
+
+
+def test_crash_loop_with_restarts_one_sample_below_the_duration() -> None:
+    """Two restarts in 270 s of stalled queue (under crash_loop_s) raise nothing."""
+    assert codes(endpoint_history(looping(10), config=CFG)) == []
+
+
+def test_crash_loop_with_restarts_at_the_duration() -> None:
+    """Two restarts in 300 s of stalled queue with a worker present raise crash_loop."""
+    d = only(endpoint_history(looping(11), config=CFG), "crash_loop")
+    assert d.severity == "critical"
+    assert d.scope == "endpoint"
+    assert d.endpoint_id == EID
+    assert d.evidence["restarts"] == 2
+    assert d.evidence["stalled_s"] == 300
+    assert d.evidence["threshold_s"] == 300
+
+
+def test_crash_loop_needs_the_restart_count() -> None:
+    """One restart (under crash_loop_restarts) at 300 s is not enough; restarts=3 needs 3."""
+    assert codes(endpoint_history(looping(11, restarts=1), config=CFG)) == []
+    th = Thresholds.model_validate({"crash_loop_restarts": 3})
+    assert codes(endpoint_history(looping(11, restarts=2), config=CFG), th) == []
+    assert codes(endpoint_history(looping(11, restarts=3), config=CFG), th) == ["crash_loop"]
+
+
+def test_crash_loop_summary_says_restarts_were_seen() -> None:
+    """With restarts the summary gives the queue, the time and the restarts seen."""
+    d = only(endpoint_history(looping(11), config=CFG), "crash_loop")
+    assert d.summary == (
+        "mocha-video has had 3 jobs queued and none started for 5 min (11 cycles) with "
+        "workers present in 11 of 11 samples and 2 worker restarts seen: the worker dies "
+        "during startup, before runpod.serverless.start(), and RunPod keeps restarting it."
+    )
+
+
+def test_first_cold_start_downloading_for_12_minutes_is_not_a_crash_loop() -> None:
+    """The trap: running=1 with a stalled queue for 12 min and no restart raises nothing."""
+    hs = (
+        [Health()] + [Health(in_queue=1, initializing=1)] * 2 + [Health(in_queue=1, running=1)] * 24
+    )
+    for h in prefixes(endpoint_history(hs, config=CFG)):
+        assert codes(h) == []
+
+
+def test_no_restart_one_sample_below_and_at_the_hang_limit() -> None:
+    """Without restarts: 870 s raise nothing, 900 s (crash_loop_no_restart_s) raise."""
+    assert codes(endpoint_history([STARTING] * 30, config=CFG)) == []
+    d = only(endpoint_history([STARTING] * 31, config=CFG), "crash_loop")
+    assert "no worker restart seen" in d.summary
+    assert "the startup may be hanging" in d.summary
+    assert "15 min" in d.summary
+    assert d.evidence["restarts"] == 0
+    assert d.evidence["threshold_s"] == 900
+
+
+def test_one_restart_falls_back_to_the_hang_limit() -> None:
+    """Fewer restarts than required still raise once the no-restart limit has passed."""
+    d = only(endpoint_history(looping(31, restarts=1), config=CFG), "crash_loop")
+    assert "1 worker restart seen" in d.summary
+
+
+def test_hang_limit_is_twice_the_longest_cold_start_when_longer() -> None:
+    """A 10 min cold start on record moves the no-restart limit to 20 min."""
+    memory = Memory(longest_cold_start_ms={EID: 600_000})
+    assert codes(endpoint_history([STARTING] * 40, config=CFG, memory=memory)) == []
+    d = only(endpoint_history([STARTING] * 41, config=CFG, memory=memory), "crash_loop")
+    assert "2x its longest cold start of 10 min" in d.summary
+    assert d.evidence["threshold_s"] == 1200
+    assert d.evidence["longest_cold_start_ms"] == 600_000
+
+
+def test_longest_cold_start_comes_from_completed_jobs_delay() -> None:
+    """The memory the history builds from a completed job's delayTime sets the limit."""
+    done = [job("j0", "COMPLETED", delay_ms=900_000)]  # a 15 min cold start: limit 30 min
+
+    def stalled_for(n: int) -> History:
+        hs = [Health(completed=1)] + [Health(completed=1, in_queue=1, running=1)] * n
+        return endpoint_history(hs, config=CFG, jobs=[done] + [None] * n)
+
+    assert codes(stalled_for(60)) == []  # 29.5 min
+    assert codes(stalled_for(61)) == ["crash_loop"]  # 30 min
+
+
+def test_stalled_queue_without_workers_is_not_a_crash_loop() -> None:
+    """Jobs waiting with no worker at all for 20 min is a capacity problem, not a loop."""
+    assert codes(endpoint_history([SILENT] * 41, config=CFG)) == []
+
+
+def test_workers_present_in_a_minority_of_samples_is_not_a_crash_loop() -> None:
+    """A worker in only one of three samples is not 'workers present in most samples'."""
+    hs = [STARTING if i % 3 == 0 else SILENT for i in range(40)]
+    assert codes(endpoint_history(hs, config=CFG)) == []
+
+
+def test_head_of_queue_wait_growing_is_required_when_jobs_are_known() -> None:
+    """A head-of-queue wait that grows raises; one that does not (new head) raises nothing."""
+    growing = [[job("j1", delay_ms=10_000 + 30_000 * i)] for i in range(11)]
+    history = endpoint_history(looping(11), config=CFG, jobs=growing)
+    d = only(history, "crash_loop")
+    assert d.evidence["head_wait_first_ms"] == 10_000
+    assert d.evidence["head_wait_last_ms"] == 310_000
+    flat = [[job(f"j{i}", delay_ms=5_000)] for i in range(11)]
+    assert codes(endpoint_history(looping(11), config=CFG, jobs=flat)) == []
+
+
+def test_jobs_without_delay_leave_the_stalled_queue_enough() -> None:
+    """Queued jobs listed without delayTime give no head wait: the stalled queue suffices."""
+    listed = [[job("j1"), job("j2")]] * 11
+    assert codes(endpoint_history(looping(11), config=CFG, jobs=listed)) == ["crash_loop"]
+
+
+def test_crash_loop_unknown_samples_inside_neither_count_nor_break() -> None:
+    """An unknown sample inside keeps the 300 s run; a leading one adds no time."""
+    inside = looping(11)
+    inside[7] = None
+    assert codes(endpoint_history(inside, config=CFG)) == ["crash_loop"]
+    leading: list[Health | None] = [None, *looping(10)]
+    assert codes(endpoint_history(leading, config=CFG)) == []
+
+
+def test_restart_seen_across_an_unknown_sample() -> None:
+    """running falling between two known samples with an unknown between them is a restart."""
+    run = [(0.0, STARTING), (60.0, RESTARTED), (90.0, STARTING), (120.0, Health(in_queue=3))]
+    assert count_restarts(run) == 2
+    hs: list[Health | None] = [STARTING] * 11
+    hs[2], hs[3] = None, RESTARTED
+    hs[6], hs[7] = None, RESTARTED
+    assert only(endpoint_history(hs, config=CFG), "crash_loop").evidence["restarts"] == 2
+
+
+def test_crash_loop_moving_queue_flapping_never_raises() -> None:
+    """A queue that moves every other cycle never raises, whatever the restarts."""
+    hs = [STARTING if i % 2 else MOVING for i in range(40)]
+    for h in prefixes(endpoint_history(hs, config=CFG)):
+        assert "crash_loop" not in codes(h)
+
+
+def test_crash_loop_latest_unknown_returns_nothing() -> None:
+    """A crash loop followed by a failed probe returns nothing for the endpoint."""
+    assert codes(endpoint_history([*looping(20), None], config=CFG)) == []
+
+
+def test_crash_loop_remedy_gives_purge_queue_and_release() -> None:
+    """The remedy names logs, disk room, the saveEndpoint release and the purge-queue curl."""
+    d = only(endpoint_history(looping(11), config=CFG, account=TX3), "crash_loop")
+    assert "curl -s -X POST https://api.runpod.ai/v2/ep1/purge-queue" in d.remedy
+    assert 'saveEndpoint(input: { id: "ep1"' in d.remedy
+    assert "network volume vol-tx3 of 50 GB" in d.remedy
+    assert "containerDiskInGb 20" in d.remedy
+    no_config = only(endpoint_history(looping(11), config=None), "crash_loop")
+    assert "purge-queue" in no_config.remedy
+    assert "saveEndpoint(input" not in no_config.remedy
+
+
+# --- workers_unhealthy ---------------------------------------------------------------
+
+
+UNHEALTHY = Health(in_queue=2, in_progress=1, running=1, unhealthy=1)
+
+
+def test_unhealthy_zero_raises_nothing_and_one_raises_critical() -> None:
+    """workers.unhealthy 0 raises nothing; 1 in the latest sample raises it, critical."""
+    assert codes(endpoint_history([Health(running=1)] * 3, config=CFG)) == []
+    d = only(endpoint_history([UNHEALTHY], config=CFG), "workers_unhealthy")
+    assert d.severity == "critical"
+    assert d.summary == (
+        "mocha-video has 1 unhealthy worker (crashed) for 1 cycle (0 s), beside 1 running "
+        "worker and 2 queued jobs."
+    )
+    assert d.evidence["unhealthy"] == 1
+    assert d.evidence["container_disk_gb"] == 20
+
+
+def test_unhealthy_judged_on_the_latest_known_sample() -> None:
+    """Unhealthy earlier but not now raises nothing; latest unknown returns nothing."""
+    assert codes(endpoint_history([UNHEALTHY, Health(running=1)], config=CFG)) == []
+    assert codes(endpoint_history([UNHEALTHY, UNHEALTHY, None], config=CFG)) == []
+
+
+def test_unhealthy_unknown_inside_neither_counts_nor_breaks() -> None:
+    """unhealthy, unknown, unhealthy counts two cycles of unhealthy workers."""
+    d = only(endpoint_history([UNHEALTHY, None, UNHEALTHY], config=CFG), "workers_unhealthy")
+    assert d.evidence["unhealthy_cycles"] == 2
+
+
+def test_unhealthy_remedy_explains_exit_codes_with_a_larger_tier() -> None:
+    """The remedy explains exits 137, 139 and 2, with saveEndpoint to a larger GPU tier."""
+    d = only(endpoint_history([UNHEALTHY], config=CFG), "workers_unhealthy")
+    for code in ("exit 137", "exit 139", "exit 2"):
+        assert code in d.remedy
+    assert 'gpuIds: "AMPERE_80,ADA_80_PRO"' in d.remedy
+    assert "containerDiskInGb (now 20 GB)" in d.remedy
+
+
+def test_larger_tiers_go_one_size_up() -> None:
+    """larger_tiers starts one VRAM size above the largest current tier."""
+    assert larger_tiers(["AMPERE_48"]) == ["AMPERE_80", "ADA_80_PRO"]
+    assert larger_tiers(["AMPERE_24", "ADA_24"])[0] == "ADA_32_PRO"
+    assert larger_tiers(["BLACKWELL_180"]) == []
+    assert larger_tiers(["UNKNOWN"]) == []
+
+
+# --- idle_workers_queued -------------------------------------------------------------
+
+
+IDLE_QUEUED = Health(completed=5, in_queue=4, idle=2, ready=2)
+
+
+def test_idle_workers_queued_below_and_at_the_duration() -> None:
+    """Idle workers beside a queue for 270 s raise nothing; for 300 s raise a warning."""
+    assert codes(endpoint_history([IDLE_QUEUED] * 10, config=CFG)) == []
+    d = only(endpoint_history([IDLE_QUEUED] * 11, config=CFG), "idle_workers_queued")
+    assert d.severity == "warning"
+    assert d.summary == (
+        "mocha-video has had 4 jobs queued beside 2 idle workers (0 in progress) for 5 min "
+        "(11 cycles): jobs wait while workers sit idle."
+    )
+    assert d.evidence["idle_queued_s"] == 300
+
+
+def test_idle_workers_queued_broken_by_an_empty_queue_or_no_idle_worker() -> None:
+    """One sample without queue or without idle workers restarts the clock."""
+    for gap in (Health(completed=9, idle=2, ready=2), Health(in_queue=4, running=2)):
+        hs = [IDLE_QUEUED] * 6 + [gap] + [IDLE_QUEUED] * 6
+        assert "idle_workers_queued" not in codes(endpoint_history(hs, config=CFG))
+
+
+def test_idle_workers_queued_unknown_inside_neither_counts_nor_breaks() -> None:
+    """An unknown sample inside a 300 s run keeps it raised; a leading one adds no time."""
+    hs = [IDLE_QUEUED] * 5 + [None] + [IDLE_QUEUED] * 5
+    assert "idle_workers_queued" in codes(endpoint_history(hs, config=CFG))
+    assert codes(endpoint_history([None] + [IDLE_QUEUED] * 10, config=CFG)) == []
+
+
+def test_idle_workers_queued_flapping_never_raises() -> None:
+    """Idle workers that take the queue every other cycle never raise."""
+    hs = [IDLE_QUEUED if i % 2 else Health(in_progress=2, running=2) for i in range(30)]
+    for h in prefixes(endpoint_history(hs, config=CFG)):
+        assert codes(h) == []
+
+
+def test_idle_workers_queued_latest_unknown_returns_nothing() -> None:
+    """A long idle-beside-queue run followed by a failed probe returns nothing."""
+    assert codes(endpoint_history([IDLE_QUEUED] * 20 + [None], config=CFG)) == []
+
+
+def test_idle_workers_queued_remedy_names_the_sdk_fix() -> None:
+    """The remedy gives the SDK upgrade (1.10.1), the volume, and the concurrency setting."""
+    d = only(endpoint_history([IDLE_QUEUED] * 11, config=CFG), "idle_workers_queued")
+    assert "runpod>=1.10.1" in d.remedy
+    assert "vol-tx3" in d.remedy
+    assert "concurrency_modifier" in d.remedy
+
+
+# --- all together --------------------------------------------------------------------
+
+
+def test_healthy_busy_endpoint_raises_nothing() -> None:
+    """scenarios/healthy-traffic: a cold start and a worked-off burst raise nothing, ever."""
+    for h in prefixes(healthy_traffic()):
+        assert lifecycle.diagnose(h, TH) == []
+
+
+def test_head_wait_is_the_oldest_queued_job() -> None:
+    """head_wait_ms is the largest delay among IN_QUEUE jobs, None without data."""
+    jobs = [job("a", delay_ms=5), job("b", delay_ms=9), job("c", "IN_PROGRESS", delay_ms=99)]
+    assert head_wait_ms(jobs) == 9
+    assert head_wait_ms([job("a")]) is None
+    assert head_wait_ms(None) is None
+
+
+def test_empty_history_returns_nothing() -> None:
+    """No observation at all: nothing."""
+    assert lifecycle.diagnose(History(()), TH) == []
