@@ -63,6 +63,9 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         return self.report()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ConfigError, (self.problems, self.source))
+
 
 class _FieldProblem(ValueError):
     """A model-level check that blames one field (or list index) of that model."""
@@ -604,17 +607,20 @@ def settings_from_dict(
 def _parse_yaml(text: str, source: str) -> tuple[Any, list[Any]]:
     """The document's data and its duplicate keys (YAML would silently keep the last)."""
     loader = yaml.SafeLoader(text)
+    syntax = ""  # raised outside the handler: the YAML error's snippet may quote a secret
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}{exc.problem or exc.context}"], source) from None
+        syntax = f"{where}{exc.problem or exc.context}"
     except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {type(exc).__name__}"], source) from None
+        syntax = f"not valid YAML: {type(exc).__name__}"
     finally:
         loader.dispose()
+    if syntax:
+        raise ConfigError([syntax], source)
     duplicates: list[Any] = []
 
     def walk(n: yaml.Node | None, path: tuple[Any, ...]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -322,6 +323,8 @@ def test_error_lists_problems() -> None:
         "bogus: unknown key",
     ]
     assert str(info.value).splitlines()[0] == "x.yaml: 2 problems"
+    copy = pickle.loads(pickle.dumps(info.value))  # noqa: S301 (our own bytes)
+    assert (copy.problems, str(copy)) == (info.value.problems, str(info.value))
 
 
 def test_secret_precedence(tmp_path: Path) -> None:
@@ -392,8 +395,11 @@ def test_secrets_never_in_errors(data: dict[str, object]) -> None:
 def test_secret_not_in_yaml_error(tmp_path: Path) -> None:
     """A YAML syntax error on a secret's line names the place, not the line's text."""
     path = write(tmp_path, f"runpod:\n  api_key: {SECRET}: x\n")
-    report = report_of(path)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    report = str(info.value)
     assert SECRET not in report
+    assert info.value.__context__ is None
     assert report.endswith("line 2, column 30: mapping values are not allowed here")
 
 
