@@ -1,0 +1,385 @@
+"""The simulated RunPod account as of a simulated moment: scripted state plus submitted jobs."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.simulator.scenario import (
+    OK,
+    EndpointSpec,
+    Fault,
+    JobSpec,
+    Scenario,
+    deep_merge,
+)
+
+JOB_KEYS = ("completed", "failed", "inProgress", "inQueue", "retried")
+WORKER_KEYS = ("idle", "initializing", "ready", "running", "throttled", "unhealthy")
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+DEFAULT_ACCOUNT = {"id": "user_simulated", "email": "simulator@example.com"}
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where the simulated clock stands: cycle (1-based) and seconds since the start."""
+
+    cycle: int
+    now_s: float
+
+    @property
+    def now_ms(self) -> int:
+        return round(self.now_s * 1000)
+
+
+class JobMissing(LookupError):
+    """No such job on the endpoint (never listed, or purged)."""
+
+
+@dataclass
+class EndpointState:
+    """One endpoint during one step."""
+
+    item: dict[str, Any]
+    health: dict[str, dict[str, int]]
+    rest: Fault
+    jobs: list[JobSpec]
+    job_ms: int
+    listed: bool = True
+
+    def has_worker(self) -> bool:
+        """A worker that could take a job: idle, ready or running above 0."""
+        w = self.health["workers"]
+        return self.listed and (w["idle"] + w["ready"] + w["running"]) > 0
+
+
+@dataclass
+class StepState:
+    """The whole scripted account during one step (from its first cycle on)."""
+
+    start_s: float
+    account: dict[str, Any]
+    graphql: Fault
+    network_volumes: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    gpu_types: dict[str, dict[str, Any]]
+    endpoints: dict[str, EndpointState]
+
+    def listed(self, endpoint_id: str) -> EndpointState | None:
+        ep = self.endpoints.get(endpoint_id)
+        return ep if ep is not None and ep.listed else None
+
+
+@dataclass
+class JobTimes:
+    """When a scripted job was first seen queued, out of the queue, running, finished (s)."""
+
+    first_seen: float
+    left_queue: float | None = None
+    running: float | None = None
+    finished: float | None = None
+
+
+@dataclass
+class Submitted:
+    """A job sent over HTTP (/run, /runsync, /retry) at simulated time `at_s`."""
+
+    id: str
+    input: Any
+    at_s: float
+
+
+@dataclass
+class _Dynamic:
+    submitted: dict[str, list[Submitted]] = field(default_factory=dict)
+    # (endpoint, job) -> [(time, "cancel" | "purge")]: applied when the clock has passed it
+    events: dict[tuple[str, str], list[tuple[float, str]]] = field(default_factory=dict)
+
+
+def _empty_health() -> dict[str, dict[str, int]]:
+    return {"jobs": dict.fromkeys(JOB_KEYS, 0), "workers": dict.fromkeys(WORKER_KEYS, 0)}
+
+
+def _new_endpoint(spec: EndpointSpec) -> EndpointState:
+    health = _empty_health()
+    if spec.health is not None:
+        health = deep_merge(health, spec.health.as_dict())
+    return EndpointState(spec.item(), health, spec.rest, list(spec.jobs), spec.job_ms)
+
+
+def _build_states(sc: Scenario) -> tuple[list[StepState], dict[tuple[str, str], JobTimes]]:
+    """Replay the script once: the state of every step, and when each scripted job moved."""
+    base = StepState(
+        start_s=0.0,
+        account={**DEFAULT_ACCOUNT, **sc.account.as_dict()},
+        graphql=OK,
+        network_volumes=copy.deepcopy(sc.networkVolumes),
+        pods=copy.deepcopy(sc.pods),
+        gpu_types={g["id"]: copy.deepcopy(g) for g in sc.gpuTypes if "id" in g},
+        endpoints={ep.id: _new_endpoint(ep) for ep in sc.endpoints},
+    )
+    times: dict[tuple[str, str], JobTimes] = {}
+    if not sc.steps:
+        _note_jobs(base, times)
+        return [base], times
+    states: list[StepState] = []
+    prev = base
+    for step, first in zip(sc.steps, sc.first_cycles(), strict=True):
+        st = copy.deepcopy(prev)
+        st.start_s = (first - 1) * sc.interval_s
+        if step.account is not None:
+            st.account = deep_merge(st.account, step.account.as_dict())
+        if step.graphql is not None:
+            st.graphql = step.graphql
+        if step.networkVolumes is not None:
+            st.network_volumes = copy.deepcopy(step.networkVolumes)
+        if step.pods is not None:
+            st.pods = copy.deepcopy(step.pods)
+        for g in step.gpuTypes or []:
+            if "id" in g:
+                st.gpu_types[g["id"]] = deep_merge(st.gpu_types.get(g["id"], {}), g)
+        for rid in step.remove_endpoints:
+            st.endpoints[rid].listed = False
+        for spec in step.add_endpoints:
+            st.endpoints[spec.id] = _new_endpoint(spec)
+        for eid, change in step.endpoints.items():
+            ep = st.endpoints[eid]
+            if change.health is not None:
+                ep.health = deep_merge(ep.health, change.health.as_dict())
+            if change.rest is not None:
+                ep.rest = change.rest
+            if change.config is not None:
+                config = dict(change.config)
+                if "job_ms" in config:
+                    ep.job_ms = int(config.pop("job_ms"))
+                ep.item = deep_merge(ep.item, config)
+            if change.jobs is not None:
+                ep.jobs = list(change.jobs)
+        _note_jobs(st, times)
+        states.append(st)
+        prev = st
+    return states, times
+
+
+def _note_jobs(st: StepState, times: dict[tuple[str, str], JobTimes]) -> None:
+    for eid, ep in st.endpoints.items():
+        if not ep.listed:
+            continue
+        for job in ep.jobs:
+            t = times.setdefault((eid, job.id), JobTimes(first_seen=st.start_s))
+            if job.status != "IN_QUEUE" and t.left_queue is None:
+                t.left_queue = st.start_s
+            if job.status == "IN_PROGRESS" and t.running is None:
+                t.running = st.start_s
+            if job.status in TERMINAL and t.finished is None:
+                t.finished = st.start_s
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def worker_id(endpoint_id: str) -> str:
+    """A stable, RunPod-looking worker id for jobs the simulator runs."""
+    return hashlib.sha1(endpoint_id.encode(), usedforsecurity=False).hexdigest()[:14]
+
+
+class World:
+    """Scripted states (computed once) plus what HTTP callers did, both keyed by time."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.states, self._times = _build_states(scenario)
+        self._dyn = _Dynamic()
+
+    # -- the scripted part ----------------------------------------------------------------
+
+    def state(self, m: Moment) -> StepState:
+        """The scripted state during cycle `m.cycle` (the last step holds past the end)."""
+        return self.states[max(0, self.scenario.step_index(m.cycle))]
+
+    def myself(self, m: Moment) -> dict[str, Any]:
+        """GraphQL `myself` as plain data; endpoint items carry their resolved extras."""
+        st = self.state(m)
+        volumes = {v.get("id"): v for v in st.network_volumes}
+        endpoints = []
+        for ep in st.endpoints.values():
+            if not ep.listed:
+                continue
+            item = copy.deepcopy(ep.item)
+            vol_id = item.get("networkVolumeId")
+            if "networkVolume" not in item and vol_id in volumes:
+                item["networkVolume"] = copy.deepcopy(volumes[vol_id])
+            template = item.get("template")
+            if "templateId" not in item and isinstance(template, dict) and "id" in template:
+                item["templateId"] = template["id"]
+            item.setdefault("pods", [])
+            endpoints.append(item)
+        return {
+            **copy.deepcopy(st.account),
+            "endpoints": endpoints,
+            "networkVolumes": copy.deepcopy(st.network_volumes),
+            "pods": copy.deepcopy(st.pods),
+        }
+
+    def gpu_overrides(self, m: Moment) -> dict[str, dict[str, Any]]:
+        return self.state(m).gpu_types
+
+    # -- the data plane ------------------------------------------------------------------
+
+    def health(self, endpoint_id: str, m: Moment) -> dict[str, dict[str, int]]:
+        """The `/health` body: the script's counts plus the jobs submitted over HTTP."""
+        ep = self.state(m).endpoints[endpoint_id]
+        body = copy.deepcopy(ep.health)
+        key = {"IN_QUEUE": "inQueue", "IN_PROGRESS": "inProgress", "COMPLETED": "completed"}
+        for sub in self._visible_submitted(endpoint_id, m):
+            status = self._render_submitted(endpoint_id, sub, m)["status"]
+            if status in key:
+                body["jobs"][key[status]] += 1
+        return body
+
+    def jobs(self, endpoint_id: str, m: Moment) -> list[dict[str, Any]]:
+        """Every job `/requests` lists: scripted ones, then submitted ones."""
+        out: list[dict[str, Any]] = []
+        shadowed = {s.id for s in self._visible_submitted(endpoint_id, m)}
+        for job in self.state(m).endpoints[endpoint_id].jobs:
+            if job.id not in shadowed and self._event(endpoint_id, job.id, m) != "purge":
+                out.append(self._render_scripted(endpoint_id, job, m))
+        out.extend(
+            self._render_submitted(endpoint_id, s, m)
+            for s in self._visible_submitted(endpoint_id, m)
+        )
+        return out
+
+    def job(self, endpoint_id: str, job_id: str, m: Moment) -> dict[str, Any]:
+        """One job as `/status` answers it; raises JobMissing."""
+        for job in self.jobs(endpoint_id, m):
+            if job["id"] == job_id:
+                return job
+        raise JobMissing(job_id)
+
+    def submit(self, endpoint_id: str, job_input: Any, m: Moment, *, sync: bool) -> str:
+        """Queue a job at the current moment; returns its id."""
+        prefix = "sync-" if sync else ""
+        job_id = f"{prefix}{uuid.uuid4()}-u1"
+        self._dyn.submitted.setdefault(endpoint_id, []).append(
+            Submitted(job_id, copy.deepcopy(job_input), m.now_s)
+        )
+        return job_id
+
+    def cancel(self, endpoint_id: str, job_id: str, m: Moment) -> dict[str, Any]:
+        """Cancel a job that has not finished; a finished one keeps its status."""
+        job = self.job(endpoint_id, job_id, m)
+        if job["status"] in TERMINAL:
+            return {"id": job_id, "status": job["status"]}
+        self._dyn.events.setdefault((endpoint_id, job_id), []).append((m.now_s, "cancel"))
+        return {"id": job_id, "status": "CANCELLED"}
+
+    def retry(self, endpoint_id: str, job_id: str, m: Moment) -> dict[str, Any] | None:
+        """Re-queue a FAILED or TIMED_OUT job under the same id; None when not retryable."""
+        job = self.job(endpoint_id, job_id, m)
+        if job["status"] not in ("FAILED", "TIMED_OUT"):
+            return None
+        subs = self._dyn.submitted.setdefault(endpoint_id, [])
+        old = next((s for s in subs if s.id == job_id), None)
+        subs.append(Submitted(job_id, old.input if old else None, m.now_s))
+        return {"id": job_id, "status": "IN_QUEUE"}
+
+    def purge(self, endpoint_id: str, m: Moment) -> int:
+        """Remove every queued job; returns how many."""
+        queued = [j["id"] for j in self.jobs(endpoint_id, m) if j["status"] == "IN_QUEUE"]
+        for job_id in queued:
+            self._dyn.events.setdefault((endpoint_id, job_id), []).append((m.now_s, "purge"))
+        return len(queued)
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _event(self, endpoint_id: str, job_id: str, m: Moment) -> str | None:
+        past = [e for e in self._dyn.events.get((endpoint_id, job_id), []) if e[0] <= m.now_s]
+        return min(past)[1] if past else None
+
+    def _visible_submitted(self, endpoint_id: str, m: Moment) -> list[Submitted]:
+        """Submitted jobs the clock has reached, not purged; a retry replaces its original."""
+        latest: dict[str, Submitted] = {}
+        for sub in self._dyn.submitted.get(endpoint_id, []):
+            if sub.at_s <= m.now_s:
+                latest[sub.id] = sub
+        return [
+            s for s in latest.values() if self._event_after(endpoint_id, s, m) != "purge"
+        ]
+
+    def _event_after(self, endpoint_id: str, sub: Submitted, m: Moment) -> str | None:
+        past = [
+            e for e in self._dyn.events.get((endpoint_id, sub.id), [])
+            if sub.at_s <= e[0] <= m.now_s
+        ]
+        return min(past)[1] if past else None
+
+    def _render_scripted(self, endpoint_id: str, job: JobSpec, m: Moment) -> dict[str, Any]:
+        out: dict[str, Any] = job.model_dump(exclude_none=True)
+        t = self._times.get((endpoint_id, job.id))
+        if self._event(endpoint_id, job.id, m) == "cancel":
+            out["status"] = "CANCELLED"
+            return out
+        if t is None or job.delayTime is not None:
+            return out
+        if job.status == "IN_QUEUE":
+            out["delayTime"] = max(0, m.now_ms - _ms(t.first_seen))
+            return out
+        if t.left_queue is not None and t.left_queue > t.first_seen:
+            out["delayTime"] = _ms(t.left_queue - t.first_seen)
+        if (
+            job.status in TERMINAL
+            and job.executionTime is None
+            and t.running is not None
+            and t.finished is not None
+            and t.finished > t.running
+        ):
+            out["executionTime"] = _ms(t.finished - t.running)
+        return out
+
+    def _render_submitted(self, endpoint_id: str, sub: Submitted, m: Moment) -> dict[str, Any]:
+        start = self._start_time(endpoint_id, sub.at_s)
+        event = self._event_after(endpoint_id, sub, m)
+        out: dict[str, Any] = {"id": sub.id}
+        if start is None or start > m.now_s:
+            out["status"] = "CANCELLED" if event == "cancel" else "IN_QUEUE"
+            if event is None:
+                out["delayTime"] = max(0, m.now_ms - _ms(sub.at_s))
+            return out
+        job_ms = self._job_ms(endpoint_id, start)
+        done = start + job_ms / 1000.0
+        out["delayTime"] = _ms(start - sub.at_s)
+        out["workerId"] = worker_id(endpoint_id)
+        if event == "cancel":
+            out["status"] = "CANCELLED"
+        elif m.now_s < done:
+            out["status"] = "IN_PROGRESS"
+        else:
+            out.update(status="COMPLETED", executionTime=job_ms, output=copy.deepcopy(sub.input))
+        return out
+
+    def _start_time(self, endpoint_id: str, at_s: float) -> float | None:
+        """When a job queued at `at_s` is first taken by a worker, by the script."""
+        for i, st in enumerate(self.states):
+            end = self.states[i + 1].start_s if i + 1 < len(self.states) else math.inf
+            if end <= at_s:
+                continue
+            ep = st.endpoints.get(endpoint_id)
+            if ep is not None and ep.has_worker():
+                return max(at_s, st.start_s)
+        return None
+
+    def _job_ms(self, endpoint_id: str, at_s: float) -> int:
+        job_ms = 0
+        for st in self.states:
+            if st.start_s > at_s:
+                break
+            ep = st.endpoints.get(endpoint_id)
+            if ep is not None:
+                job_ms = ep.job_ms
+        return job_ms
