@@ -152,14 +152,8 @@ class RunPodSettings(_Section):
 
 class BasicAuth(_Section):
     username: str = Field(min_length=1)
-    password: SecretStr | None = None
+    password: SecretStr  # from password_file when not given
     password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _has_password(self) -> BasicAuth:
-        if self.password is None:
-            raise _FieldProblem("password", _AUTH_INCOMPLETE)
-        return self
 
 
 class HttpSettings(_Section):
@@ -586,8 +580,10 @@ def _build(
         settings = Settings.model_validate(tree)
     except ValidationError as exc:
         checks.extend(_pydantic_problems(exc))
-    checks.extend(_cross_checks(tree))
-    # a secret whose *_file could not be read is reported once, on the *_file
+    cross = _cross_checks(tree)
+    # a field is blamed once: by the cross-field check, or on the *_file that failed
+    blamed = {loc for loc, _ in cross}
+    checks = [p for p in checks if p[0] not in blamed] + cross
     blamed = {(*loc[:-1], str(loc[-1]).removesuffix("_file")) for loc, _ in unreadable}
     for problem in checks:
         if problem[0] not in blamed and problem not in problems:
