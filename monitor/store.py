@@ -1,0 +1,227 @@
+"""State that survives a restart: observations, memory, incidents, and the alert outbox.
+
+One SQLite file in WAL mode. Each cycle is saved in one transaction, so a crash at any
+point leaves the last committed cycle loadable. Template secrets are masked before they
+are written. The caller bounds the file with `prune` and `prune_outbox`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor import codec
+from monitor.incidents import Incident, Key
+from rules.model import Memory, Observation
+from rules.secrets import mask
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS observations (
+    cycle INTEGER PRIMARY KEY, t REAL NOT NULL, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS observations_t ON observations (t);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incidents (code TEXT NOT NULL, endpoint_id TEXT, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS announced (code TEXT NOT NULL, endpoint_id TEXT);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    dedupe_key TEXT,
+    created_t REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_t REAL,
+    last_error TEXT,
+    UNIQUE (sink, dedupe_key));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sink, sent_t, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_sent_t ON outbox (sent_t);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What `Store.load` found; empty for a new file."""
+
+    observations: list[Observation] = field(default_factory=list)  # oldest first
+    memory: Memory = field(default_factory=Memory)
+    active: dict[Key, Incident] = field(default_factory=dict)
+    announced: set[Key] = field(default_factory=set)
+    last_cycle: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    sink: str
+    payload: dict[str, Any]
+    attempts: int
+    created_t: float
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    """The daemon's SQLite state. Safe to call from several threads, one call at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # autocommit; `_tx` opens the transactions explicitly
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Create the tables of a new file; refuse a file from a newer schema."""
+        with self._tx() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {row[0]}, newer than this "
+                    f"monitor's {SCHEMA_VERSION}"
+                )
+
+    @contextmanager
+    def _tx(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One transaction: committed whole or rolled back."""
+        with self._lock:
+            self._db.execute(begin)
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # --- cycles ---------------------------------------------------------------------
+
+    def save_cycle(
+        self,
+        obs: Observation,
+        memory: Memory,
+        active: Mapping[Key, Incident],
+        announced: Iterable[Key],
+    ) -> None:
+        """Save one cycle: its observation, the memory, the active incidents, the announced
+        keys. All or nothing."""
+        obs_json = _dumps(codec.observation_to_json(codec.masked(obs)))
+        incidents = [(k[0], k[1], _dumps(codec.incident_to_json(i))) for k, i in active.items()]
+        keys = [(k[0], k[1]) for k in set(announced)]
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO observations (cycle, t, json) VALUES (?, ?, ?)",
+                (obs.cycle, obs.t, obs_json),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO state (name, json) VALUES (?, ?)",
+                [("memory", _dumps(codec.memory_to_json(memory))), ("last_cycle", str(obs.cycle))],
+            )
+            db.execute("DELETE FROM incidents")
+            db.executemany("INSERT INTO incidents VALUES (?, ?, ?)", incidents)
+            db.execute("DELETE FROM announced")
+            db.executemany("INSERT INTO announced VALUES (?, ?)", keys)
+
+    def load(self) -> Restored:
+        """The state as of the last committed cycle."""
+        with self._tx("BEGIN") as db:  # one snapshot of every table
+            rows = db.execute("SELECT json FROM observations ORDER BY cycle").fetchall()
+            state = dict(db.execute("SELECT name, json FROM state").fetchall())
+            incidents = db.execute("SELECT code, endpoint_id, json FROM incidents").fetchall()
+            announced = db.execute("SELECT code, endpoint_id FROM announced").fetchall()
+        memory = state.get("memory")
+        return Restored(
+            observations=[codec.observation_from_json(json.loads(r[0])) for r in rows],
+            memory=Memory() if memory is None else codec.memory_from_json(json.loads(memory)),
+            active={(c, e): codec.incident_from_json(json.loads(j)) for c, e, j in incidents},
+            announced={(c, e) for c, e in announced},
+            last_cycle=int(state.get("last_cycle", 0)),
+        )
+
+    def prune(self, older_than_t: float) -> int:
+        """Delete the observations taken before `older_than_t`; return how many."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM observations WHERE t < ?", (older_than_t,)).rowcount
+
+    # --- alert outbox ---------------------------------------------------------------
+
+    def enqueue(
+        self, sink: str, payload: Mapping[str, Any], dedupe_key: str | None = None,
+        *, now: float | None = None,
+    ) -> int | None:
+        """Queue a payload for `sink`, due at once; its row id. None, and nothing queued,
+        when `sink` already has an item with `dedupe_key` (sent or not, until pruned).
+        `created_t` is `now`, the wall clock by default."""
+        created_t = time.time() if now is None else now
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO outbox (sink, payload, dedupe_key, created_t, next_attempt)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sink, _dumps(dict(payload)), dedupe_key, created_t, 0.0),
+            )
+            return cur.lastrowid if cur.rowcount == 1 else None
+
+    def due(self, sink: str, now: float, limit: int = 50) -> list[OutboxItem]:
+        """The unsent items of `sink` whose next attempt is due by `now`, oldest first."""
+        rows = self._query(
+            "SELECT id, sink, payload, attempts, created_t FROM outbox WHERE sink = ? AND "
+            "sent_t IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?",
+            (sink, now, limit),
+        )
+        return [OutboxItem(i, s, json.loads(p), a, c) for i, s, p, a, c in rows]
+
+    def mark_sent(self, item_id: int, now: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET sent_t = ? WHERE id = ?", (now, item_id))
+
+    def mark_failed(self, item_id: int, next_attempt: float, error: str) -> None:
+        """Count a failed attempt and set when to try again; the error is kept masked."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? "
+                "WHERE id = ?",
+                (next_attempt, mask(error)[:1000], item_id),
+            )
+
+    def pending(self, sink: str | None = None) -> int:
+        """How many items are not sent yet, for `sink` or for every sink."""
+        sql = "SELECT COUNT(*) FROM outbox WHERE sent_t IS NULL"
+        rows = self._query(sql, ()) if sink is None else self._query(sql + " AND sink = ?", (sink,))
+        return int(rows[0][0])
+
+    def prune_outbox(self, older_than_t: float) -> int:
+        """Delete the items sent before `older_than_t`; return how many."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM outbox WHERE sent_t < ?", (older_than_t,)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

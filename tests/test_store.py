@@ -1,0 +1,377 @@
+"""The state store and its JSON codec: round trips, crash safety, pruning, the outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor import codec
+from monitor.incidents import Incident, Key
+from monitor.store import Store
+from rules.model import (
+    Account,
+    Diagnosis,
+    EndpointConfig,
+    EndpointSample,
+    EnvVar,
+    Health,
+    Job,
+    Memory,
+    NetworkVolume,
+    Observation,
+    Pod,
+    Template,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8"  # ghp_ + 36 characters
+
+# --- strategies -------------------------------------------------------------------------
+
+text = st.text(max_size=8)
+opt_text = st.none() | text
+ints = st.integers(-(2**40), 2**40)
+opt_int = st.none() | ints
+floats = st.floats(allow_nan=False)
+
+healths = st.builds(Health, *[st.integers(0, 1000)] * 11)
+jobs = st.builds(Job, text, text, opt_int, opt_int, opt_text, opt_text)
+templates = st.builds(
+    Template, text, text, text, text, opt_int,
+    st.lists(st.builds(EnvVar, text, text), max_size=3).map(tuple),
+)
+configs = st.builds(
+    EndpointConfig, text, text, text, opt_text, ints, ints, opt_int, opt_int, opt_text,
+    opt_int, opt_text, st.none() | templates,
+)
+samples = st.builds(
+    EndpointSample, text, text, ints, st.none() | healths,
+    st.none() | st.lists(jobs, max_size=3).map(tuple), st.none() | st.booleans(),
+    st.none() | configs,
+)
+accounts = st.builds(
+    Account, floats, floats, st.none() | floats,
+    st.lists(st.builds(NetworkVolume, text, text, floats, opt_text), max_size=2).map(tuple),
+    st.lists(st.builds(Pod, text, text, text, floats), max_size=2).map(tuple),
+)
+observations = st.builds(
+    Observation, ints, floats, text, ints, st.none() | accounts,
+    st.none() | st.frozensets(text, max_size=3),
+    st.dictionaries(text, samples, max_size=3),
+)
+memories = st.builds(
+    Memory, st.frozensets(text, max_size=3), st.booleans(),
+    st.dictionaries(text, ints, max_size=3), st.dictionaries(text, text, max_size=3),
+)
+hashables = st.recursive(
+    st.none() | st.booleans() | ints | floats | text,
+    lambda inner: st.lists(inner, max_size=3).map(tuple) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
+values = st.recursive(
+    hashables,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(text, inner, max_size=3)
+        | st.dictionaries(hashables, inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+diagnoses = st.builds(
+    Diagnosis, text, st.sampled_from(["endpoint", "account"]),
+    st.sampled_from(["critical", "warning", "info"]), text, text,
+    st.dictionaries(text, values, max_size=4), opt_text, opt_text,
+)
+incidents = st.builds(Incident, diagnoses, floats, ints, st.none() | floats, opt_int)
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+def make_obs(cycle: int, *, env_value: str = "plain", t: float | None = None) -> Observation:
+    tpl = Template("tpl", "worker", "img:1", f"--token {env_value}", 40,
+                   (EnvVar("HF_HOME", "/runpod-volume"), EnvVar("GITHUB_TOKEN", env_value)))
+    cfg = EndpointConfig("ep1", "mocha", "AMPERE_48", None, 0, 2, template=tpl)
+    sample = EndpointSample("ep1", "ok", 200, Health(in_queue=cycle, idle=1),
+                            (Job("j1", "COMPLETED", 1200, 300, "w1"),), True, cfg)
+    return Observation(cycle, cycle * 30.0, "ok", 200, Account(12.5, 0.4, None,
+                       (NetworkVolume("v1", "vol", 50.0, "EU-RO-1"),), ()),
+                       frozenset({"ep1"}), {"ep1": sample})
+
+
+def make_incident(code: str, eid: str | None, cycle: int) -> Incident:
+    scope: Any = "endpoint" if eid else "account"
+    d = Diagnosis(code, scope, "critical", "s", "r", {"n": cycle, "pair": (1, "x")}, eid, eid)
+    return Incident(d, since=cycle * 30.0, raised_cycle=cycle)
+
+
+def save(store: Store, cycle: int) -> tuple[Memory, dict[Key, Incident], set[Key]]:
+    memory = Memory(frozenset({"ep1"}), False, {"ep1": 1200}, {"ep1": "mocha"})
+    active: dict[Key, Incident] = {
+        ("crash_loop", "ep1"): make_incident("crash_loop", "ep1", cycle),
+        ("low_balance", None): make_incident("low_balance", None, cycle),
+    }
+    announced: set[Key] = {("crash_loop", "ep1"), ("low_balance", None)}
+    store.save_cycle(make_obs(cycle), memory, active, announced)
+    return memory, active, announced
+
+
+def db_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+# --- codec ------------------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(observations)
+def test_codec_observation_round_trip(obs: Observation) -> None:
+    """Any observation survives to-JSON and back exactly, through a JSON string too."""
+    back = codec.observation_from_json(json.loads(json.dumps(codec.observation_to_json(obs))))
+    assert back == obs
+
+
+@settings(max_examples=200, deadline=None)
+@given(memories, incidents)
+def test_codec_memory_and_incident_round_trip(memory: Memory, incident: Incident) -> None:
+    """Memory, incidents and their diagnoses (evidence with tuples, sets, odd keys) round-trip."""
+    back = codec.incident_from_json(json.loads(json.dumps(codec.incident_to_json(incident))))
+    assert back == incident
+    assert back.diagnosis.evidence == incident.diagnosis.evidence
+    assert codec.memory_from_json(json.loads(json.dumps(codec.memory_to_json(memory)))) == memory
+    dj = codec.diagnosis_to_json(incident.diagnosis)
+    assert codec.diagnosis_from_json(json.loads(json.dumps(dj))) == incident.diagnosis
+
+
+def test_codec_keeps_container_types() -> None:
+    """Tuples come back as tuples, frozensets as frozensets, not lists."""
+    obs = codec.observation_from_json(codec.observation_to_json(make_obs(3)))
+    sample = obs.endpoints["ep1"]
+    assert isinstance(obs.listed_ids, frozenset)
+    assert isinstance(sample.jobs, tuple)
+    assert sample.config is not None
+    assert sample.config.template is not None
+    assert isinstance(sample.config.template.env, tuple)
+    inc = codec.incident_from_json(codec.incident_to_json(make_incident("c", "e", 1)))
+    assert isinstance(inc.diagnosis.evidence["pair"], tuple)
+
+
+# --- store ------------------------------------------------------------------------------
+
+def test_empty_store_loads_empty(tmp_path: Path) -> None:
+    """A new file (in a new directory) loads as an empty state with last_cycle 0."""
+    store = Store(tmp_path / "a" / "b" / "state.db")
+    r = store.load()
+    assert (r.observations, r.memory, r.active, r.announced, r.last_cycle) == (
+        [], Memory(), {}, set(), 0
+    )
+    store.close()
+
+
+def test_round_trip_and_reopen(tmp_path: Path) -> None:
+    """Everything saved comes back, oldest first, from the same and from a reopened store."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    for c in range(1, 4):
+        memory, active, announced = save(store, c)
+    for s in (store, Store(path)):
+        r = s.load()
+        assert r.observations == [make_obs(c) for c in range(1, 4)]
+        assert (r.memory, r.active, r.announced, r.last_cycle) == (memory, active, announced, 3)
+    store.close()
+    reopened = Store(path)
+    r = reopened.load()
+    assert [o.cycle for o in r.observations] == [1, 2, 3]
+    assert r.active == active
+    reopened.close()
+
+
+def test_save_replaces_incident_and_announced_sets(tmp_path: Path) -> None:
+    """Each save replaces the active and announced sets rather than adding to them."""
+    store = Store(tmp_path / "state.db")
+    save(store, 1)
+    only: dict[Key, Incident] = {("x", None): make_incident("x", None, 2)}
+    store.save_cycle(make_obs(2), Memory(), only, [])
+    r = store.load()
+    assert r.active == only
+    assert r.announced == set()
+    assert r.memory == Memory()
+    store.close()
+
+
+def test_wal_mode(tmp_path: Path) -> None:
+    """The file is in WAL mode (seen from a fresh connection) with synchronous=NORMAL."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    other = sqlite3.connect(path)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    other.close()
+    store.close()
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    """A file written by a newer schema is refused rather than misread."""
+    path = tmp_path / "state.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE schema_version SET version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        Store(path)
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from tests.test_store import save
+    from monitor.store import Store
+    store = Store(sys.argv[1])
+    cycle = 0
+    while True:
+        cycle += 1
+        save(store, cycle)
+        print(cycle, flush=True)
+""")
+
+
+@pytest.mark.integration
+def test_sigkill_mid_loop_leaves_last_committed_cycle(tmp_path: Path) -> None:
+    """A writer SIGKILLed mid-loop leaves a loadable file whose state is one whole cycle."""
+    path = tmp_path / "state.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), str(ROOT)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    committed = 0
+    try:
+        while committed < 150:
+            line = proc.stdout.readline()
+            assert line, "writer exited early"
+            committed = int(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    store = Store(path)
+    r = store.load()
+    last = r.last_cycle
+    assert last >= committed  # everything it reported as saved is there
+    assert [o.cycle for o in r.observations] == list(range(1, last + 1))
+    assert r.observations[-1] == make_obs(last)
+    assert {k: i.raised_cycle for k, i in r.active.items()} == {
+        ("crash_loop", "ep1"): last, ("low_balance", None): last
+    }
+    assert r.announced == {("crash_loop", "ep1"), ("low_balance", None)}
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()
+
+
+def test_prune_bounds_rows(tmp_path: Path) -> None:
+    """prune deletes the observations older than t, counts them, and keeps the rest."""
+    store = Store(tmp_path / "state.db")
+    for c in range(1, 101):
+        save(store, c)
+    assert store.prune(80 * 30.0) == 79
+    assert store.prune(80 * 30.0) == 0
+    r = store.load()
+    assert [o.cycle for o in r.observations] == list(range(80, 101))
+    assert r.last_cycle == 100
+    assert store.prune(1e9) == 21
+    assert store.load().last_cycle == 100  # the cycle count outlives its observations
+    store.close()
+
+
+def test_template_tokens_not_in_file(tmp_path: Path) -> None:
+    """A ghp_ token in a template env value and docker args is masked before it hits disk."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    store.save_cycle(make_obs(1, env_value=TOKEN), Memory(), {}, [])
+    assert TOKEN.encode() not in db_bytes(path)
+    cfg = store.load().observations[0].endpoints["ep1"].config
+    assert cfg is not None
+    assert cfg.template is not None
+    assert cfg.template.env[1] == EnvVar("GITHUB_TOKEN", "ghp_****")
+    assert cfg.template.docker_args == "--token ghp_****"
+    assert cfg.template.env[0] == EnvVar("HF_HOME", "/runpod-volume")
+    store.close()
+    assert TOKEN.encode() not in db_bytes(path)
+
+
+# --- outbox -----------------------------------------------------------------------------
+
+def test_outbox_due_sent_failed_backoff(tmp_path: Path) -> None:
+    """Items are due at once, oldest first; failures count attempts and wait for their time."""
+    store = Store(tmp_path / "state.db")
+    a = store.enqueue("slack", {"text": "a"}, now=100.0)
+    b = store.enqueue("slack", {"text": "b", "n": [1, 2]}, now=101.0)
+    c = store.enqueue("webhook", {"text": "c"}, now=102.0)
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    due = store.due("slack", now=100.0)
+    assert [(i.id, i.payload, i.attempts, i.created_t) for i in due] == [
+        (a, {"text": "a"}, 0, 100.0), (b, {"text": "b", "n": [1, 2]}, 0, 101.0)
+    ]
+    assert [i.sink for i in store.due("webhook", now=0.0)] == ["webhook"]
+    assert len(store.due("slack", now=200.0, limit=1)) == 1
+    store.mark_sent(a, now=105.0)
+    store.mark_failed(b, next_attempt=110.0, error="HTTP 500")
+    assert store.due("slack", now=109.9) == []
+    [retry] = store.due("slack", now=110.0)
+    assert (retry.id, retry.attempts) == (b, 1)
+    store.mark_failed(b, next_attempt=130.0, error="HTTP 500")
+    assert store.due("slack", now=129.0) == []
+    assert store.due("slack", now=130.0)[0].attempts == 2
+    assert (store.pending(), store.pending("slack"), store.pending("webhook")) == (2, 1, 1)
+    store.mark_sent(b, now=131.0)
+    assert store.pending("slack") == 0
+    assert store.due("slack", now=1e9) == []
+    assert store.prune_outbox(131.0) == 1  # a (sent at 105); b was sent at 131
+    assert store.prune_outbox(1e9) == 1
+    assert store.pending() == 1  # c, never sent, is never pruned
+    store.close()
+
+
+def test_outbox_dedupe_key_idempotent_across_restart(tmp_path: Path) -> None:
+    """A dedupe_key already queued for the sink inserts nothing, also after a reopen."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    first = store.enqueue("slack", {"text": "fire"}, dedupe_key="crash_loop/ep1/1")
+    assert first is not None
+    assert store.enqueue("slack", {"text": "again"}, dedupe_key="crash_loop/ep1/1") is None
+    store.mark_sent(first, now=1.0)
+    store.close()
+    store = Store(path)
+    assert store.enqueue("slack", {"text": "again"}, dedupe_key="crash_loop/ep1/1") is None
+    assert store.enqueue("webhook", {"text": "fire"}, dedupe_key="crash_loop/ep1/1") is not None
+    assert store.enqueue("slack", {"text": "x"}) != store.enqueue("slack", {"text": "x"})
+    assert store.pending("slack") == 2
+    assert store.pending() == 3
+    store.close()
+
+
+def test_failed_error_is_masked(tmp_path: Path) -> None:
+    """An error message holding a Slack webhook URL is stored masked."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    item = store.enqueue("slack", {"text": "x"})
+    assert item is not None
+    url = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+    store.mark_failed(item, 5.0, f"POST {url} failed")
+    store.close()
+    assert b"XXXXXXXXXXXXXXXXXXXXXXXX" not in db_bytes(path)
