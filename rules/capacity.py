@@ -91,7 +91,6 @@ def _no_gpu_capacity(
             in_queue=h.in_queue,
             in_progress=h.in_progress,
             running=h.running,
-            queue_stalled=stalled,
             **_config_evidence(config, history.latest_account()),
         ),
         endpoint_id=eid,
@@ -163,9 +162,7 @@ def _queue_backlog(
     if config is None or config.workers_max <= 0:
         return None
     cap = config.workers_max
-    run = trailing_run(
-        series, lambda h: h.in_queue >= th.queue_backlog_jobs and h.running >= cap
-    )
+    run = trailing_run(series, lambda h: h.in_queue >= th.queue_backlog_jobs and h.running >= cap)
     seconds = run_seconds(run)
     if not run or seconds < th.queue_backlog_s:
         return None
@@ -270,9 +267,7 @@ def _config_evidence(config: EndpointConfig | None, account: Account | None) -> 
     )
 
 
-def _capacity_remedy(
-    config: EndpointConfig | None, account: Account | None, opening: str
-) -> str:
+def _capacity_remedy(config: EndpointConfig | None, account: Account | None, opening: str) -> str:
     """Widen gpuIds, drop the volume pin, move the volume, check availability."""
     steps = [opening]
     n = 1
@@ -284,7 +279,7 @@ def _capacity_remedy(
         )
         n += 1
         steps.append(
-            f"{n}. Or, if a network volume is attached, drop the pin with networkVolumeId: \"\" "
+            f'{n}. Or, if a network volume is attached, drop the pin with networkVolumeId: "" '
             "in saveEndpoint, or move the volume to another datacenter."
         )
         n += 1
@@ -324,7 +319,5 @@ def _capacity_remedy(
                 "storage) and attach it with saveEndpoint networkVolumeId."
             )
             n += 1
-    steps.append(
-        f"{n}. Check which GPU types RunPod offers now: {graphql_curl(GPU_TYPES_QUERY)}"
-    )
+    steps.append(f"{n}. Check which GPU types RunPod offers now: {graphql_curl(GPU_TYPES_QUERY)}")
     return "\n".join(steps)

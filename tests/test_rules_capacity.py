@@ -97,7 +97,6 @@ def test_critical_while_the_queue_is_stalled() -> None:
     """Throttled while jobs wait and none run or finish is critical."""
     d = only(endpoint_history([IDLE, THROTTLED, THROTTLED], config=PINNED), "no_gpu_capacity")
     assert d.severity == "critical"
-    assert d.evidence["queue_stalled"] is True
 
 
 def test_warning_when_throttled_beside_working_workers() -> None:
