@@ -93,6 +93,7 @@ def test_health_extra_keys_and_integral_floats_tolerated() -> None:
 
 def test_health_wrong_types_are_malformed() -> None:
     """Strings, booleans, negatives, fractions, non-objects and count-less bodies give None."""
+    bad: object
     for bad in (
         {"jobs": {"inQueue": "3"}, "workers": {}},
         {"jobs": {"inQueue": True}, "workers": {}},
@@ -169,6 +170,7 @@ def test_status_error_inside_output_is_kept() -> None:
 
 def test_status_malformed_bodies() -> None:
     """A job without id or status, or with a string time, is malformed."""
+    bad: object
     for bad in ({"status": "COMPLETED"}, {"id": "x"}, {"id": "", "status": "IN_QUEUE"},
                 {"id": "x", "status": "COMPLETED", "delayTime": "512"},
                 {"id": 5, "status": "COMPLETED"}, {"id": "x", "status": "FAILED", "error": 3},
@@ -193,6 +195,7 @@ def test_requests_sample_and_null() -> None:
 
 def test_requests_malformed() -> None:
     """A missing `requests` key, a non-list, or one bad item make the whole body malformed."""
+    bad: object
     for bad in ({}, {"requests": {}}, [], {"requests": [{"id": "a"}]},
                 {"requests": [{"id": "a", "status": "IN_QUEUE"}, 3]}):
         assert parse_jobs(bad) is None, bad
@@ -306,6 +309,7 @@ def test_myself_errors_without_data() -> None:
 
 def test_myself_malformed() -> None:
     """Wrong types anywhere in `myself` make it malformed."""
+    bad: object
     for bad in (
         {"data": {"myself": {"clientBalance": "12"}}},
         {"data": {"myself": {"clientBalance": True, "currentSpendPerHr": 0}}},
@@ -354,6 +358,7 @@ def test_retry_after_delta_and_date() -> None:
     assert parse_retry_after(date, now) == 30.0
     past = format_datetime(datetime.fromtimestamp(now - 30, UTC), usegmt=True)
     assert parse_retry_after(past, now) == 0.0
+    bad: object
     for bad in (None, "", "soon", "nan", "inf", "Mon, 99 Foo 2026 99:99:99 GMT"):
         assert parse_retry_after(bad, now) is None, bad
 
