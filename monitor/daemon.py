@@ -71,7 +71,7 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.last_cycle_mono: float | None = None
         self.skipped = 0
-        self._inflight: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[object] | None = None
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._scheduler: AsyncIOScheduler | None = None
@@ -98,7 +98,7 @@ class Daemon:
     # ------------------------------------------------------------------ cycle
     async def tick(self) -> None:
         """One scheduled cycle: probe, diagnose, alert, persist, update metrics."""
-        self._inflight = asyncio.current_task()  # type: ignore[assignment]
+        self._inflight = asyncio.current_task()
         try:
             self.cycle_no += 1
             now = self.clock()
@@ -109,6 +109,7 @@ class Daemon:
                     done.endpoint_id, self.endpoint_name(done.endpoint_id),
                     None if j.delay_ms is None else j.delay_ms / 1000,
                     None if j.execution_ms is None else j.execution_ms / 1000,
+                    job_id=j.id,
                 )
             self.metrics.observe_cycle(result)
             self._persist(result.observation)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from monitor.incidents import Incident
 from rules.model import Observation
@@ -89,7 +90,7 @@ def _oldest_queued_s(jobs: Any) -> float | None:
     return max(delays) / 1000 if delays else 0.0
 
 
-def basic_auth(username: str, password: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def basic_auth(username: str, password: str) -> Middleware:
     """Middleware asking for HTTP basic auth on every route but /healthz."""
     expected = f"{username}:{password}".encode()
 
@@ -116,8 +117,7 @@ def basic_auth(username: str, password: str) -> Callable[[web.Request, Handler],
 
 def build_app(runtime: Runtime, auth: tuple[str, str] | None = None) -> web.Application:
     """The aiohttp application serving the daemon's routes."""
-    middlewares = [basic_auth(*auth)] if auth else []
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares=[basic_auth(*auth)] if auth else [])
 
     async def metrics(_: web.Request) -> web.Response:
         body, content_type = runtime.metrics_body()
