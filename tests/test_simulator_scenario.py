@@ -134,7 +134,7 @@ def test_unreadable_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"scenario\.yaml: not valid YAML"):
         load_scenario(path)
     with pytest.raises(ScenarioError, match="must be a mapping"):
-        Scenario.from_dict(["not", "a", "mapping"])  # type: ignore[arg-type]
+        Scenario.from_dict(["not", "a", "mapping"])
 
 
 def test_shared_scenarios_load(sim_scenarios_dir: Path) -> None:
