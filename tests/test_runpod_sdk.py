@@ -16,6 +16,16 @@ SCENARIO: dict[str, Any] = {
     "interval_s": 3600,  # one long cycle: only the jobs move, with the wall clock
     "account": {"clientBalance": 42.5, "currentSpendPerHr": 0.047, "pubKey": "ssh-ed25519 AAA"},
     "networkVolumes": [{"id": "vol1", "name": "models", "size": 50, "dataCenterId": "US-TX-3"}],
+    "pods": [
+        {
+            "id": "pod1",
+            "name": "dev",
+            "desiredStatus": "RUNNING",
+            "costPerHr": 0.4,
+            "gpuCount": 1,
+            "env": [{"key": "A", "value": "1"}],
+        }
+    ],
     "endpoints": [
         {
             "id": "ep-busy",
@@ -142,3 +152,93 @@ def test_bad_key_is_refused(sim_sdk: tuple[ModuleType, SimulatorServer]) -> None
         runpod.get_user(api_key="wrong-key")
     with pytest.raises(RuntimeError, match="401 Unauthorized"):
         runpod.Endpoint("ep-busy", api_key="wrong-key").health()
+
+
+def _sdk_documents() -> list[tuple[str, str]]:
+    """Every GraphQL document the SDK can send, from its own query and mutation builders."""
+    from runpod.api.mutations import container_register_auth as reg
+    from runpod.api.mutations import endpoints as em
+    from runpod.api.mutations import pods as pm
+    from runpod.api.mutations import templates as tm
+    from runpod.api.mutations import user as um
+    from runpod.api.queries import endpoints as eq
+    from runpod.api.queries import gpus as gq
+    from runpod.api.queries import pods as pq
+    from runpod.api.queries import user as uq
+
+    return [
+        ("user", uq.QUERY_USER),
+        ("endpoints", eq.QUERY_ENDPOINT),
+        ("gpus", gq.QUERY_GPU_TYPES),
+        ("gpu", gq.generate_gpu_query("NVIDIA A40", 2)),
+        ("pods", pq.QUERY_POD),
+        ("pod", pq.generate_pod_query("pod1")),
+        (
+            "saveEndpoint",
+            em.generate_endpoint_mutation(
+                "n",
+                "tpl1",
+                network_volume_id="vol1",
+                flashboot=True,
+                allowed_cuda_versions="12.4",
+                gpu_count=1,
+            ),
+        ),
+        ("updateEndpointTemplate", em.update_endpoint_template_mutation("ep-busy", "tpl2")),
+        (
+            "deployGpuPod",
+            pm.generate_pod_deployment_mutation(
+                "p",
+                "img",
+                gpu_type_id="NVIDIA A40",
+                data_center_id="US-TX-3",
+                country_code="US",
+                gpu_count=1,
+                volume_in_gb=10,
+                container_disk_in_gb=10,
+                min_vcpu_count=2,
+                min_memory_in_gb=8,
+                docker_args="run",
+                ports="8888/http",
+                volume_mount_path="/w",
+                env={"K": "V"},
+                template_id="t",
+                network_volume_id="vol1",
+                allowed_cuda_versions=["12.4"],
+                min_download=1,
+                min_upload=1,
+            ),
+        ),
+        ("deployCpuPod", pm.generate_pod_deployment_mutation("p", "img", instance_id="cpu3c")),
+        ("podStop", pm.generate_pod_stop_mutation("pod1")),
+        ("podResume", pm.generate_pod_resume_mutation("pod1", 1)),
+        ("podTerminate", pm.generate_pod_terminate_mutation("pod1")),
+        (
+            "saveTemplate",
+            tm.generate_pod_template(
+                "t",
+                "img",
+                docker_start_cmd="python -u h.py",
+                volume_in_gb=5,
+                volume_mount_path="/w",
+                ports="8000/http",
+                env={"K": "V"},
+                is_serverless=True,
+                registry_auth_id="r1",
+            ),
+        ),
+        ("updateUserSettings", um.generate_user_mutation("ssh-ed25519 AAA")),
+        ("saveRegistryAuth", reg.generate_container_registry_auth("r", "u", "secret-pw")),
+        ("updateRegistryAuth", reg.update_container_registry_auth("r1", "u", "secret-pw")),
+        ("deleteRegistryAuth", reg.delete_container_registry_auth("r1")),
+    ]
+
+
+def test_every_sdk_document_is_served(sim_sdk: tuple[ModuleType, SimulatorServer]) -> None:
+    """Each query and mutation the SDK builds validates and runs without GraphQL errors."""
+    runpod, _ = sim_sdk
+    for name, document in _sdk_documents():
+        answer = runpod.api.graphql.run_graphql_query(document)
+        assert "errors" not in answer, name
+        assert answer["data"], name
+        assert "secret-pw" not in str(answer), name

@@ -47,11 +47,12 @@ async def _serve(scenario: Scenario, key: str, port: int) -> None:
         # Not every platform lets asyncio own signals; Ctrl-C still ends asyncio.run there.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    ids = ", ".join(ep.id for ep in scenario.endpoints) or "(none at start)"
+    ids = [ep.id for ep in scenario.endpoints]
+    example = f"{url}/v2/{ids[0]}/health" if ids else "no endpoint listed at start"
     print(f"simulating {scenario.name!r}: {scenario.total_cycles} cycles of "
           f"{scenario.interval_s:g} s, then the last step holds")
     print(f"  GraphQL:    {url}/graphql")
-    print(f"  data plane: {url}/v2/{{endpoint_id}}/health  (endpoints: {ids})")
+    print(f"  data plane: {url}/v2  (e.g. {example})")
     print(f"  base URL:   {url}  (Ctrl-C to stop)", flush=True)
     try:
         await stop.wait()
