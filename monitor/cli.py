@@ -100,7 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
     logs.configure("info", "auto")
-    return asyncio.run(run_demo(args.port, os.environ))
+    return asyncio.run(run_demo(args.port, os.environ, host=args.host))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the daemon against the built-in simulator, on 127.0.0.1")
     p.add_argument("--port", type=int, default=9108, help="the daemon's port (default 9108)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the daemon's address (default 127.0.0.1; 0.0.0.0 in a container)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("replay", help="run the pipeline over a scenario in simulated time")

@@ -156,6 +156,9 @@ class Daemon:
     def register_job(self, endpoint_id: str, job_id: str) -> bool:
         return self.jobs.register(endpoint_id, job_id, self.clock())
 
+    def interval_s(self) -> float:
+        return self.settings.interval_s
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> str:
         """Start the HTTP server and the schedule; return the server's base URL."""

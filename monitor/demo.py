@@ -23,7 +23,7 @@ def demo_scenario() -> Scenario:
 
 def demo_settings(
     scenario: Scenario, sim_url: str, api_key: str, port: int, state_dir: Path,
-    env: Mapping[str, str],
+    env: Mapping[str, str], host: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """The daemon's configuration for the demo: the simulator's URLs, a short interval."""
     data: dict[str, Any] = {
@@ -34,7 +34,7 @@ def demo_settings(
             "rest_url": f"{sim_url}/v2",
             "timeout_s": max(0.5, scenario.interval_s / 2),
         },
-        "http": {"listen": f"127.0.0.1:{port}"},
+        "http": {"listen": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"},
         "state": {"path": str(state_dir / "demo.db")},
     }
     for key, value in scenario.monitor.items():
@@ -42,7 +42,7 @@ def demo_settings(
     return data
 
 
-async def run_demo(port: int, env: Mapping[str, str]) -> int:
+async def run_demo(port: int, env: Mapping[str, str], host: str = "127.0.0.1") -> int:
     """Run the simulator and the daemon until Ctrl-C; print where to look."""
     scenario = demo_scenario()
     api_key = secrets.token_urlsafe(24)
@@ -50,7 +50,7 @@ async def run_demo(port: int, env: Mapping[str, str]) -> int:
     sim_url = await server.start()
     with tempfile.TemporaryDirectory(prefix="runpod-monitor-demo-") as tmp:
         settings = settings_from_dict(
-            demo_settings(scenario, sim_url, api_key, port, Path(tmp), env),
+            demo_settings(scenario, sim_url, api_key, port, Path(tmp), env, host),
             env=env, source="demo",
         )
         daemon = Daemon(settings, sinks=[LogSink()])

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from monitor.incidents import Incident
+from monitor.status_page import status_handler
 from rules.model import Observation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -28,6 +29,7 @@ class Runtime(Protocol):
     def last_observation(self) -> Observation | None: ...
     def endpoint_name(self, endpoint_id: str) -> str: ...
     def register_job(self, endpoint_id: str, job_id: str) -> bool: ...
+    def interval_s(self) -> float: ...
 
 
 def iso(t: float | None) -> str | None:
@@ -155,6 +157,7 @@ def build_app(runtime: Runtime, auth: tuple[str, str] | None = None) -> web.Appl
             status=202 if added else 200,
         )
 
+    app.router.add_get("/", status_handler(runtime))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/diagnoses", diagnoses)
