@@ -193,8 +193,10 @@ class Daemon:
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop the schedule, let the cycle in flight finish (or cancel it), flush, close."""
+        # pause, not shutdown: APScheduler's asyncio executor cancels the jobs in flight on
+        # shutdown, which would abort the cycle this waits for
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.pause()
         task = self._inflight
         if task is not None and not task.done():
             try:
@@ -203,6 +205,8 @@ class Daemon:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.client.aclose()
