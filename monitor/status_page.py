@@ -64,7 +64,8 @@ font-weight:600;white-space:nowrap;border:1px solid transparent}
 .pill.info{background:var(--info-bg);color:var(--info);border-color:var(--info)}
 .pill.ok{background:var(--ok-bg);color:var(--ok);border-color:var(--ok)}
 .pill.none{background:var(--code-bg);color:var(--muted);border-color:var(--line)}
-.counts{display:flex;flex-wrap:wrap;gap:6px;margin-top:8px}
+.counts,.links{display:flex;flex-wrap:wrap;gap:6px;margin-top:8px}
+a.pill{text-decoration:none}
 .stats{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:8px}
 .stat{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:10px}
 .stat .label{font-size:.75rem;text-transform:uppercase;letter-spacing:.04em;
@@ -72,10 +73,11 @@ color:var(--muted)}
 .stat .value{font-size:1.25rem;font-weight:700;margin-top:2px;overflow-wrap:anywhere}
 .stat.critical{border-color:var(--crit)}.stat.critical .value{color:var(--crit)}
 .stat.warning{border-color:var(--warn)}.stat.warning .value{color:var(--warn)}
-.diag{border-left:6px solid var(--line)}
-.diag.critical{border-left-color:var(--crit)}
-.diag.warning{border-left-color:var(--warn)}
-.diag.info{border-left-color:var(--info)}
+.diag,.ep{border-left:6px solid var(--line)}
+.diag.critical,.ep.critical{border-left-color:var(--crit)}
+.diag.warning,.ep.warning{border-left-color:var(--warn)}
+.diag.info,.ep.info{border-left-color:var(--info)}
+.ep{border-left-color:var(--ok)}
 .diag .head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 8px}
 .diag code.code{font-weight:700;font-size:.95rem}
 .diag .summary{margin:8px 0}
@@ -87,7 +89,7 @@ summary{cursor:pointer;font-weight:600;font-size:.9rem}
 table{border-collapse:collapse;width:100%;font-size:.85rem}
 th,td{text-align:left;padding:3px 6px 3px 0;vertical-align:top;
 border-bottom:1px solid var(--line);overflow-wrap:anywhere}
-th{font-weight:600;color:var(--muted);width:40%}
+th{font-weight:600;color:var(--muted);width:13rem}
 .ep .head{display:flex;flex-wrap:wrap;align-items:baseline;justify-content:space-between;
 gap:4px 8px}
 .ep .id{font-size:.8rem}
@@ -100,13 +102,14 @@ font-variant-numeric:tabular-nums}
 .chip.hot{border-color:var(--warn);color:var(--warn);background:var(--warn-bg)}
 .chip.good{border-color:var(--ok);color:var(--ok);background:var(--ok-bg)}
 .kv{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:6px;margin-top:6px}
-.kv div{font-size:.8rem;color:var(--muted)}
+.kv div{font-size:.75rem;color:var(--muted)}
 .kv b{display:block;color:var(--fg);font-size:1rem;font-variant-numeric:tabular-nums}
 .empty{color:var(--muted);font-style:italic}
 footer{margin:18px 2px 8px;font-size:.8rem;color:var(--muted)}
 footer a{color:inherit}
-@media (max-width:520px){main{padding:8px}.stats{grid-template-columns:1fr 1fr}
-.stats .stat:last-child{grid-column:1/-1}.kv{grid-template-columns:1fr 1fr}}
+@media (max-width:520px){main{padding:8px}.stat{padding:8px}.stat .value{font-size:1.1rem}
+.card{padding:10px 12px}th{width:40%}}
+@media (max-width:340px){.stats,.kv{grid-template-columns:1fr 1fr}}
 """
 
 
@@ -139,9 +142,13 @@ def _ago(seconds: float) -> str:
 
 
 def _time(t: float, now: float) -> str:
-    """A <time> element: the UTC time, and how long ago."""
+    """A <time> element: the UTC time (without the date when it is today), and how long ago."""
+    when = datetime.fromtimestamp(t, UTC)
+    text = _utc(t)
+    if when.date() == datetime.fromtimestamp(now, UTC).date():
+        text = when.strftime("%H:%M:%S UTC")
     return (
-        f'<time datetime="{_e(_iso(t))}" title="{_e(_utc(t))}">{_e(_utc(t))}</time> '
+        f'<time datetime="{_e(_iso(t))}" title="{_e(_utc(t))}">{_e(text)}</time> '
         f'<span class="muted">({_e(_ago(now - t))} ago)</span>'
     )
 
@@ -159,7 +166,8 @@ def _runway(account: Account) -> str:
         return f"{hours * 60:.0f} min"
     if hours < 48:
         return f"{hours:.1f} h"
-    return f"{hours / 24:.1f} days"
+    days = hours / 24
+    return f"{days:.1f} days" if days < 10 else f"{days:,.0f} days"
 
 
 def _value(value: Any) -> str:
@@ -171,6 +179,22 @@ def _value(value: Any) -> str:
     if isinstance(value, list | tuple | dict):
         return _e(json.dumps(value, ensure_ascii=False, default=str))
     return _e(value)
+
+
+def _anchor(incident: Incident) -> str:
+    """The id of a diagnosis card, for links from the endpoint and account summaries."""
+    d = incident.diagnosis
+    return f"d-{d.code}-{d.endpoint_id}" if d.endpoint_id else f"d-{d.code}"
+
+
+def _links(incidents: Iterable[Incident]) -> str:
+    """Links to the given diagnoses' cards, coloured by severity."""
+    links = "".join(
+        f'<a class="pill {_e(i.diagnosis.severity)}" href="#{_e(_anchor(i))}">'
+        f"{_e(i.diagnosis.code)}</a>"
+        for i in incidents
+    )
+    return f'<div class="links">{links}</div>' if links else ""
 
 
 def _worst(incidents: Iterable[Incident]) -> str | None:
@@ -189,7 +213,10 @@ def _header(ok: bool, reason: str, obs: Observation | None, refresh_s: int, now:
     if obs is None:
         fresh = '<span class="muted">no probe cycle has completed yet</span>'
     else:
-        fresh = f"last cycle #{_e(obs.cycle)} at {_time(obs.t, now)}"
+        fresh = f"last cycle #{_e(obs.cycle)}: {_time(obs.t, now)}"
+    detail = f"refreshes every {refresh_s} s"
+    if not ok:
+        detail = f"{_e(reason)} · {detail}"
     counts = []
     for severity in ("critical", "warning", "info"):
         n = sum(1 for i in incidents if i.diagnosis.severity == severity)
@@ -199,7 +226,7 @@ def _header(ok: bool, reason: str, obs: Observation | None, refresh_s: int, now:
         "<header>"
         f'<h1>RunPod Serverless status</h1>'
         f'<div class="small">{state} {fresh}</div>'
-        f'<div class="small muted">{_e(reason)} · refreshes every {refresh_s} s</div>'
+        f'<div class="small muted">{detail}</div>'
         f'<div class="counts">{"".join(counts)}</div>'
         "</header>"
     )
@@ -210,15 +237,17 @@ def _account(obs: Observation | None, incidents: list[Incident]) -> str:
     if account is None:
         why = "no probe cycle yet" if obs is None else f"GraphQL probe: {obs.graphql_outcome}"
         return (
-            '<h2>Account</h2><div class="card empty">'
+            '<h2 id="account">Account</h2><div class="card empty">'
             f"Balance and spend unknown this cycle ({_e(why)}).</div>"
+            + _links(i for i in incidents if i.diagnosis.scope == "account")
         )
     low = _worst(i for i in incidents if i.diagnosis.code == "low_balance") or ""
+    scoped = _links(i for i in incidents if i.diagnosis.scope == "account")
     limit = ""
     if account.spend_limit is not None:
         limit = f' <span class="muted small">limit {_e(_usd(account.spend_limit))}/h</span>'
     return (
-        "<h2>Account</h2>"
+        '<h2 id="account">Account</h2>'
         '<div class="stats">'
         f'<div class="stat {low}"><div class="label">Balance</div>'
         f'<div class="value">{_e(_usd(account.balance))}</div></div>'
@@ -226,7 +255,7 @@ def _account(obs: Observation | None, incidents: list[Incident]) -> str:
         f'<div class="value">{_e(_usd(account.spend_per_hr))}/h</div>{limit}</div>'
         f'<div class="stat {low}"><div class="label">Runway</div>'
         f'<div class="value">{_e(_runway(account))}</div></div>'
-        "</div>"
+        f"</div>{scoped}"
     )
 
 
@@ -246,7 +275,7 @@ def _diagnosis(incident: Incident, now: float) -> str:
         if rows else ""
     )
     return (
-        f'<article class="card diag {_e(d.severity)}" id="{_e(d.code)}-{_e(d.endpoint_id or "")}">'
+        f'<article class="card diag {_e(d.severity)}" id="{_e(_anchor(incident))}">'
         '<div class="head">'
         f'<span class="pill {_e(d.severity)}">{_e(d.severity)}</span>'
         f'<code class="code">{_e(d.code)}</code>'
@@ -264,14 +293,14 @@ def _diagnoses(incidents: list[Incident], now: float) -> str:
     body = "".join(_diagnosis(i, now) for i in incidents) or (
         '<div class="card empty">No active diagnosis: nothing looks wrong.</div>'
     )
-    return f"<h2>Diagnoses <span class=\"muted small\">{len(incidents)}</span></h2>{body}"
+    count = f'<span class="muted small">{len(incidents)}</span>'
+    return f'<h2 id="diagnoses">Active diagnoses {count}</h2>{body}'
 
 
 def _oldest_wait(sample: EndpointSample) -> str:
-    if sample.jobs is None:
-        return "—"
-    delays = [j.delay_ms for j in sample.jobs if j.status == "IN_QUEUE" and j.delay_ms]
-    return _ago(max(delays) / 1000) if delays else "0 s"
+    """How long the oldest queued job has waited; '—' when none is queued or none told."""
+    delays = [j.delay_ms for j in sample.jobs or () if j.status == "IN_QUEUE" and j.delay_ms]
+    return _ago(max(delays) / 1000) if delays else "—"
 
 
 def _chip(state: str, n: int) -> str:
@@ -281,7 +310,8 @@ def _chip(state: str, n: int) -> str:
     return f'<span class="chip {cls}">{_e(state)} <b>{n}</b></span>'
 
 
-def _endpoint(eid: str, name: str, sample: EndpointSample, worst: str | None) -> str:
+def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident]) -> str:
+    worst = _worst(mine)
     if sample.health_outcome == OK:
         up = f'<span class="pill ok">up · HTTP {_e(sample.http_status)}</span>'
     elif sample.health_outcome == "http_404":
@@ -289,7 +319,6 @@ def _endpoint(eid: str, name: str, sample: EndpointSample, worst: str | None) ->
     else:
         status = f" · HTTP {sample.http_status}" if sample.http_status else ""
         up = f'<span class="pill warning">unknown · {_e(sample.health_outcome)}{_e(status)}</span>'
-    badge = f' <span class="pill {_e(worst)}">{_e(worst)}</span>' if worst else ""
     title = _e(name) if name != eid else _e(eid)
     ident = f'<div class="id muted"><code>{_e(eid)}</code></div>' if name != eid else ""
     listed = ""
@@ -305,28 +334,31 @@ def _endpoint(eid: str, name: str, sample: EndpointSample, worst: str | None) ->
         ) + "</div>"
         queue, running = str(h.in_queue), str(h.in_progress)
     cfg = sample.config
-    wmax = "—" if cfg is None else f"{cfg.workers_min}–{cfg.workers_max}"
+    wmax = "—" if cfg is None else f"{cfg.workers_min}–{cfg.workers_max}"  # min–max
     gpus = f'<div class="small muted">GPUs: <code>{_e(cfg.gpu_ids)}</code></div>' if (
         cfg is not None and cfg.gpu_ids) else ""
     return (
-        f'<article class="card ep" id="ep-{_e(eid)}">'
-        f'<div class="head"><h3>{title}{badge}</h3>{up}</div>{ident}{listed}{chips}'
+        f'<article class="card ep {_e(worst or "")}" id="ep-{_e(eid)}">'
+        f'<div class="head"><h3>{title}</h3>{up}</div>{ident}{listed}{chips}'
         '<div class="kv">'
         f"<div>in queue<b>{_e(queue)}</b></div>"
         f"<div>in progress<b>{_e(running)}</b></div>"
         f"<div>oldest wait<b>{_e(_oldest_wait(sample))}</b></div>"
-        f"<div>workers min–max<b>{_e(wmax)}</b></div>"
-        f"</div>{gpus}</article>"
+        f"<div>workers<b>{_e(wmax)}</b></div>"
+        f"</div>{gpus}{_links(mine)}</article>"
     )
 
 
 def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incident]) -> str:
     if obs is None or not obs.endpoints:
-        return '<h2>Endpoints</h2><div class="card empty">No endpoint observed yet.</div>'
-    worst = {
-        eid: _worst(i for i in incidents if i.diagnosis.endpoint_id == eid)
-        for eid in obs.endpoints
+        return (
+            '<h2 id="endpoints">Endpoints</h2>'
+            '<div class="card empty">No endpoint observed yet.</div>'
+        )
+    mine = {
+        eid: [i for i in incidents if i.diagnosis.endpoint_id == eid] for eid in obs.endpoints
     }
+    worst = {eid: _worst(mine[eid]) for eid in obs.endpoints}
     names = {eid: runtime.endpoint_name(eid) for eid in obs.endpoints}
 
     def rank(eid: str) -> tuple[int, str]:
@@ -334,10 +366,11 @@ def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incide
         return (-(SEVERITY_ORDER[w] + 1) if w else 0, names[eid].lower())
 
     cards = "".join(
-        _endpoint(eid, names[eid], obs.endpoints[eid], worst[eid])
+        _endpoint(eid, names[eid], obs.endpoints[eid], mine[eid])
         for eid in sorted(obs.endpoints, key=rank)
     )
-    return f'<h2>Endpoints <span class="muted small">{len(obs.endpoints)}</span></h2>{cards}'
+    count = f'<span class="muted small">{len(obs.endpoints)}</span>'
+    return f'<h2 id="endpoints">Endpoints {count}</h2>{cards}'
 
 
 # ---------------------------------------------------------------- the page
@@ -363,8 +396,8 @@ def render(runtime: Runtime, *, now: float | None = None) -> str:
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(ok, reason, obs, refresh_s, now, incidents)}"
         f"{_account(obs, incidents)}"
-        f"{_diagnoses(incidents, now)}"
         f"{_endpoints(obs, runtime, incidents)}"
+        f"{_diagnoses(incidents, now)}"
         f"<footer>runpod-monitor {_e(__version__)} · "
         '<a href="/api/v1/diagnoses">diagnoses JSON</a> · '
         '<a href="/api/v1/endpoints">endpoints JSON</a> · '
