@@ -1,0 +1,240 @@
+"""The generated Grafana dashboard: up to date, provisionable, and true to the metrics contract."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_DIR = ROOT / "dashboards"
+COMMITTED = DASHBOARD_DIR / "runpod-serverless.json"
+
+# Metrics whose series carry the `endpoint` label (spec/metrics.md): every dashboard query
+# of them must follow the `$endpoint` variable.
+ENDPOINT_METRIC = re.compile(r"^runpod_(endpoint_|job_|diagnosis_active)")
+
+_PROMQL_KEYWORDS = frozenset({
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
+    "and", "or", "unless", "inf", "nan",
+})
+
+
+@cache
+def generator() -> ModuleType:
+    """dashboards/generate.py, imported from its path (dashboards/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("dashboards_generate", DASHBOARD_DIR /
+                                                  "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def committed() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    return data
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (not functions, labels or keywords)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)            # string literals
+    text = re.sub(r"\{[^}]*\}", " ", text)                       # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)                      # range and subquery
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ",
+                  text)                                          # label lists
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        rest = text[m.end():].lstrip()
+        if rest.startswith("("):                                 # a function call
+            continue
+        if m.group().lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(m.group())
+    return names
+
+
+def spec_metric_names(spec: str) -> set[str]:
+    """Every series name spec/metrics.md allows: histograms as _bucket, _sum and _count."""
+    names: set[str] = set()
+    for line in spec.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`runpod_"):
+            continue
+        found = re.findall(r"`([a-z_]+)`", cells[0])
+        base = found[0]
+        bases = [base] + [
+            re.sub(r"_[a-z]+$", suffix, base) for suffix in found[1:] if suffix.startswith("_")
+        ]
+        for b in bases:
+            if cells[1].startswith("histogram"):
+                names.update(f"{b}{s}" for s in ("_bucket", "_sum", "_count"))
+            else:
+                names.add(b)
+    return names
+
+
+def spec_text() -> str:
+    """spec/metrics.md: the repo's docs copy, else shared/ beside the clone (as CI lays it)."""
+    for path in (ROOT / "docs" / "metrics.md", ROOT.parent / "shared" / "spec" / "metrics.md",
+                 Path("/work/shared/spec/metrics.md")):
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    pytest.skip("spec/metrics.md not found (neither docs/metrics.md nor ../shared/spec/)")
+
+
+def exposed_metric_names() -> set[str]:
+    """Series names the monitor's own registry can expose (counters with `_total`)."""
+    from monitor.metrics import MonitorMetrics
+
+    names: set[str] = set()
+    for family in MonitorMetrics().registry.collect():
+        if family.type == "histogram":
+            names.update(f"{family.name}{s}" for s in ("_bucket", "_sum", "_count"))
+        elif family.type == "counter":
+            names.add(f"{family.name}_total")
+        else:
+            names.add(family.name)
+    return names
+
+
+# -- the file ----------------------------------------------------------------------------
+
+
+def test_committed_json_matches_generator() -> None:
+    """The committed JSON is byte-identical to what generate.py renders now."""
+    assert COMMITTED.read_text(encoding="utf-8") == generator().render(), (
+        "dashboards/runpod-serverless.json is stale: run python dashboards/generate.py"
+    )
+
+
+def test_script_writes_identical_bytes(tmp_path: Path) -> None:
+    """Running `python dashboards/generate.py` writes the committed bytes, twice alike."""
+    out = tmp_path / "dash.json"
+    for _ in range(2):
+        subprocess.run([sys.executable, str(DASHBOARD_DIR / "generate.py"), "--output",
+                        str(out)], check=True, timeout=60)
+        assert out.read_bytes() == COMMITTED.read_bytes()
+    assert out.read_bytes().endswith(b"}\n")
+
+
+def test_check_flag_detects_a_stale_file(tmp_path: Path) -> None:
+    """`generate.py --check` exits 0 on the committed file and 1 on an edited one."""
+    script = str(DASHBOARD_DIR / "generate.py")
+    ok = subprocess.run([sys.executable, script, "--check"], capture_output=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    stale = tmp_path / "dash.json"
+    stale.write_text(COMMITTED.read_text(encoding="utf-8").replace("RunPod", "Runpod"))
+    bad = subprocess.run([sys.executable, script, "--check", "--output", str(stale)],
+                         capture_output=True, timeout=60)
+    assert bad.returncode == 1
+
+
+def test_provisionable() -> None:
+    """No `id`, fixed uid and title, a modern schemaVersion, unique panel ids on a 24 grid."""
+    dash = committed()
+    assert "id" not in dash
+    assert dash["uid"] == "runpod-serverless"
+    assert dash["schemaVersion"] >= 36
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        pos = p["gridPos"]
+        assert pos["x"] >= 0, p["title"]
+        assert pos["x"] + pos["w"] <= 24, p["title"]
+        if p["type"] != "row":
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+            for t in p["targets"]:
+                assert t["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+def test_template_variables() -> None:
+    """`datasource` picks a Prometheus; `endpoint` lists endpoint names, multi with All."""
+    variables = {v["name"]: v for v in committed()["templating"]["list"]}
+    ds = variables["datasource"]
+    assert (ds["type"], ds["query"]) == ("datasource", "prometheus")
+    ep = variables["endpoint"]
+    assert ep["type"] == "query"
+    assert ep["definition"] == "label_values(runpod_endpoint_info, endpoint)"
+    assert ep["query"]["query"] == "label_values(runpod_endpoint_info, endpoint)"
+    assert ep["multi"] is True
+    assert ep["includeAll"] is True
+    assert ep["datasource"]["uid"] == "${datasource}"
+
+
+def test_expected_panels_exist() -> None:
+    """The rows and panels the dashboard promises are there, with the runway thresholds."""
+    dash = committed()
+    titles = {p["title"] for p in dash["panels"]}
+    for title in (
+        "Account", "Balance", "Spend per hour", "Runway", "Diagnoses", "Active diagnoses",
+        "Endpoint $endpoint", "Workers by state", "Queue depth", "Oldest queued job wait",
+        "Job delay (queue wait incl. cold start)", "Job execution time",
+        "Completed vs failed", "Endpoint up", "/health HTTP status", "Monitor health",
+        "Probe errors by reason", "Last good answer, age", "Cycle duration",
+        "Alerts sent and failed", "Alerts pending",
+    ):
+        assert title in titles, title
+    runway = next(p for p in dash["panels"] if p["title"] == "Runway")
+    steps = runway["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["color"], s["value"]) for s in steps] == [
+        ("red", None), ("orange", 2), ("green", 24)
+    ]
+    table = next(p for p in dash["panels"] if p["title"] == "Active diagnoses")
+    assert table["type"] == "table"
+    assert table["targets"][0]["instant"] is True
+    assert "/api/v1/diagnoses" in table["description"]
+    row = next(p for p in dash["panels"] if p["title"] == "Endpoint $endpoint")
+    assert row["repeat"] == "endpoint"
+
+
+def test_panel_queries_cover_every_target() -> None:
+    """panel_queries() lists exactly the exprs of the committed JSON, in order."""
+    from_json = [
+        (p["title"], t["expr"]) for p in committed()["panels"] for t in p.get("targets", [])
+    ]
+    assert generator().panel_queries() == from_json
+    assert len(from_json) >= 20
+
+
+def test_metric_name_extraction() -> None:
+    """The PromQL name extractor finds metrics and skips functions, labels and keywords."""
+    expr = ('histogram_quantile(0.9, sum by (le, endpoint) (rate(runpod_job_delay_seconds_bucket'
+            '{endpoint=~"$endpoint", state="up"}[$__rate_interval]))) or on (code) '
+            'time() - up{job="x"} * 60')
+    assert metric_names(expr) == {"runpod_job_delay_seconds_bucket", "up"}
+
+
+def test_queries_use_only_contract_metrics() -> None:
+    """Every panel expr selects only metrics of spec/metrics.md (histogram suffixes) or `up`."""
+    allowed = spec_metric_names(spec_text()) | {"up"}
+    assert "runpod_endpoint_workers_min" in allowed
+    assert "runpod_job_delay_seconds_bucket" in allowed
+    for title, expr in generator().panel_queries():
+        names = metric_names(expr)
+        assert names, f"{title}: no metric in {expr}"
+        assert names <= allowed, f"{title}: {sorted(names - allowed)} not in spec/metrics.md"
+
+
+def test_queries_use_only_exposed_metrics() -> None:
+    """Every panel expr selects a metric the monitor's registry really exposes (or `up`)."""
+    exposed = exposed_metric_names() | {"up"}
+    for title, expr in generator().panel_queries():
+        missing = metric_names(expr) - exposed
+        assert not missing, f"{title}: {sorted(missing)} not exposed by monitor.metrics"
+
+
+def test_endpoint_queries_follow_the_variable() -> None:
+    """Each query of an endpoint-labelled metric filters with `endpoint=~"$endpoint..."`."""
+    for title, expr in generator().panel_queries():
+        if any(ENDPOINT_METRIC.match(n) for n in metric_names(expr)):
+            assert 'endpoint=~"$endpoint' in expr, f"{title}: {expr}"
