@@ -469,6 +469,10 @@ class MonitorMetrics:
                 k.queue_delay_s = _queue_delay_s(sample.jobs, k.queue_delay_s)
             known[eid] = k
             name = k.name or eid
+            # the job histograms start at 0, so that rate() sees the very first job
+            label = self._job_label(eid, name)
+            self.job_delay.labels(eid, label)
+            self.job_execution.labels(eid, label)
             states.append(self._state(eid, name, k, sample.health is not None, sample.http_status))
             if sample.jobs is not None:
                 self._observe_jobs(eid, name, sample.jobs)
@@ -519,6 +523,13 @@ class MonitorMetrics:
             self.job_execution.labels(endpoint_id, name).observe(execution_s)
 
     # -- the alert outbox ----------------------------------------------------------------
+
+    def init_sink(self, sink: str) -> None:
+        """Create a sink's alert series at 0, so a healthy sink shows zeros, not no data."""
+        for kind in ("firing", "resolved", "reminder"):
+            self.alerts_sent.labels(sink, kind)
+        self.alerts_failed.labels(sink)
+        self.alerts_pending.labels(sink).set(0)
 
     def alert_sent(self, sink: str, kind: str) -> None:
         """One notification delivered by `sink`; kind: firing, resolved or reminder."""
