@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import structlog
 
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Myself, Ok, Result
 from monitor.sharding import owns
 from rules.model import OK, EndpointConfig, EndpointSample, Health, Job, Observation
+
+log = structlog.get_logger("monitor.probes")
+
+# Back-off (docs/reliability.md): after k consecutive transient failures of a target (GraphQL,
+# or one endpoint's /health), it is not probed again for min(interval * 2**(k-1), 5 min)
+# times a jitter in [0.5, 1), rounded to the nearest cycle. Transient: no answer at all
+# (timeout, connection error), a 5xx, or a 429 without Retry-After. A 429 with
+# Retry-After blocks the target until then, exactly (no rounding).
+BACKOFF_CAP_S = 300.0
+BACKOFF_OUTCOMES = frozenset({"timeout", "connect", "http_5xx"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +50,67 @@ def outcome_of(result: Result[object]) -> tuple[str, int]:
     if isinstance(result, Failure):
         return result.kind, result.status
     return OK, result.status
+
+
+def backoff_jitter(key: str, failures: int, t: float) -> float:
+    """A jitter factor in [0.5, 1), a pure function of its inputs.
+
+    Deterministic so replay and the soak test repeat exactly; different per target and per
+    cycle time, so monitors started at different times do not retry in step.
+    """
+    digest = hashlib.blake2b(f"{key}|{failures}|{t!r}".encode(), digest_size=8).digest()
+    return 0.5 + 0.5 * int.from_bytes(digest, "big") / 2**64
+
+
+def backoff_s(interval_s: float, failures: int) -> float:
+    """The un-jittered pause after `failures` consecutive transient failures (0 for none)."""
+    if failures <= 0:
+        return 0.0
+    return min(interval_s * 2.0 ** min(failures - 1, 32), BACKOFF_CAP_S)
+
+
+@dataclass(slots=True)
+class Gate:
+    """When one target (GraphQL, or an endpoint's data plane) may be called again.
+
+    Times are the cycle times `t` passed to `Prober.probe` (simulated in replay), never the
+    wall clock, so replay stays deterministic.
+    """
+
+    failures: int = 0  # consecutive transient failures
+    backoff_until: float = -math.inf  # from the exponential back-off (rounded to a cycle)
+    retry_until: float = -math.inf  # from Retry-After (strict)
+    last_outcome: str = OK  # the failure a skipped probe reports
+    last_status: int = 0
+
+    def due(self, t: float, interval_s: float | None) -> bool:
+        """May the target be called in the cycle at `t`?"""
+        if t < self.retry_until:
+            return False
+        return interval_s is None or t >= self.backoff_until - interval_s / 2
+
+    def record(
+        self,
+        key: str,
+        t: float,
+        interval_s: float | None,
+        outcome: str,
+        status: int,
+        retry_after_s: float | None,
+    ) -> None:
+        """Take the outcome of a call made in the cycle at `t`."""
+        if retry_after_s is not None:
+            self.retry_until = max(self.retry_until, t + retry_after_s)
+        if outcome in BACKOFF_OUTCOMES or (outcome == "http_429" and retry_after_s is None):
+            self.failures += 1
+            if interval_s is not None:  # unknown before the second cycle: no pause yet
+                pause = backoff_s(interval_s, self.failures)
+                self.backoff_until = t + pause * backoff_jitter(key, self.failures, t)
+        elif retry_after_s is None:
+            self.failures = 0
+            self.backoff_until = -math.inf
+        if outcome != OK:
+            self.last_outcome, self.last_status = outcome, status
 
 
 def select_endpoints(
@@ -74,28 +149,70 @@ class Prober:
         configured: Sequence[str] = (),
         track_requests: bool = True,
         shard: tuple[int, int] | None = None,
+        interval_s: float | None = None,
     ) -> None:
         self.client = client
         self.configured = list(configured)
         self.track_requests = track_requests
         self.shard = shard
         self.watched: list[str] = []
+        # the probe interval the back-off counts in; None: the gap between the last two
+        # cycles' `t` (replay does not say its interval)
+        self.interval_s = interval_s
+        self.gates: dict[str | None, Gate] = {}  # None: GraphQL; else an endpoint id
+        self.skipped: dict[str, int] = {}  # probes not sent because of a gate, by target
+        self._last_t: float | None = None
+        self._gap_s: float | None = None
+
+    def _interval(self, t: float) -> float | None:
+        if self._last_t is not None and t > self._last_t:
+            self._gap_s = t - self._last_t
+        self._last_t = t
+        return self.interval_s if self.interval_s is not None else self._gap_s
+
+    def _gate(self, key: str | None) -> Gate:
+        gate = self.gates.get(key)
+        if gate is None:
+            gate = self.gates[key] = Gate()
+        return gate
+
+    def _skip(self, target: str, gate: Gate, t: float) -> None:
+        self.skipped[target] = self.skipped.get(target, 0) + 1
+        log.debug("probe skipped", target=target, outcome=gate.last_outcome,
+                  failures=gate.failures, retry_at=_finite(gate.retry_until),
+                  backoff_until=_finite(gate.backoff_until), t=t)
 
     async def probe(self, cycle: int, t: float) -> ProbeReport:
-        """Probe RunPod once and return what was seen; never raises on RunPod's answers."""
+        """Probe RunPod once and return what was seen; never raises on RunPod's answers.
+
+        A target that is backing off or waiting out a Retry-After is not called: its sample
+        is unknown and carries the outcome of the failure that closed the gate.
+        """
         calls: list[ProbeCall] = []
-        gql = await self.client.myself()
-        outcome, status = outcome_of(gql)
-        calls.append(ProbeCall("graphql", outcome, status, gql.elapsed_s,
-                               retry_after_s=_retry_after(gql)))
-        myself = gql.value if isinstance(gql, Ok) else None
+        interval = self._interval(t)
+        gate = self._gate(None)
+        myself: Myself | None = None
+        if gate.due(t, interval):
+            gql = await self.client.myself()
+            outcome, status = outcome_of(gql)
+            retry = _retry_after(gql)
+            calls.append(ProbeCall("graphql", outcome, status, gql.elapsed_s,
+                                   retry_after_s=retry))
+            gate.record("graphql", t, interval, outcome, status, retry)
+            myself = gql.value if isinstance(gql, Ok) else None
+        else:
+            outcome, status = gate.last_outcome, gate.last_status
+            self._skip("graphql", gate, t)
         listed = myself.endpoints if myself is not None and myself.endpoints_listed else None
         self.watched = self._shard(select_endpoints(self.configured, listed, self.watched))
         configs = {e.id: e for e in listed} if listed is not None else {}
         samples = await asyncio.gather(
-            *(self._probe_endpoint(eid, configs.get(eid), listed is not None, calls)
+            *(self._probe_endpoint(eid, configs.get(eid), listed is not None, calls, t,
+                                   interval)
               for eid in self.watched)
         )
+        for eid in [k for k in self.gates if k is not None and k not in self.watched]:
+            del self.gates[eid]  # an endpoint no longer watched starts afresh
         obs = Observation(
             cycle=cycle,
             t=t,
@@ -119,7 +236,22 @@ class Prober:
         config: EndpointConfig | None,
         graphql_ok: bool,
         calls: list[ProbeCall],
+        t: float,
+        interval: float | None,
     ) -> EndpointSample:
+        listed = (config is not None) if graphql_ok else None
+        gate = self._gate(endpoint_id)
+        if not gate.due(t, interval):
+            self._skip(endpoint_id, gate, t)
+            return EndpointSample(
+                endpoint_id=endpoint_id,
+                health_outcome=gate.last_outcome,
+                http_status=gate.last_status,
+                health=None,
+                jobs=None,
+                listed=listed,
+                config=config,
+            )
         health_call = self.client.health(endpoint_id)
         if self.track_requests:
             health, jobs_result = await asyncio.gather(
@@ -130,13 +262,21 @@ class Prober:
         outcome, status = outcome_of(health)
         calls.append(ProbeCall("health", outcome, status, health.elapsed_s, endpoint_id,
                                _retry_after(health)))
+        gate.record(endpoint_id, t, interval, outcome, status, _retry_after(health))
         jobs: tuple[Job, ...] | None = None
         if jobs_result is not None:
             j_outcome, j_status = outcome_of(jobs_result)
+            j_retry = _retry_after(jobs_result)
             calls.append(ProbeCall("requests", j_outcome, j_status, jobs_result.elapsed_s,
-                                   endpoint_id, _retry_after(jobs_result)))
+                                   endpoint_id, j_retry))
             if isinstance(jobs_result, Ok):
                 jobs = jobs_result.value
+            elif j_retry is not None:
+                # Retry-After covers the endpoint's whole data plane; /requests failures
+                # otherwise do not drive the back-off, which follows /health
+                gate.retry_until = max(gate.retry_until, t + j_retry)
+                if outcome == OK:
+                    gate.last_outcome, gate.last_status = j_outcome, j_status
         value: Health | None = health.value if isinstance(health, Ok) else None
         return EndpointSample(
             endpoint_id=endpoint_id,
@@ -144,13 +284,28 @@ class Prober:
             http_status=status,
             health=value,
             jobs=jobs,
-            listed=(config is not None) if graphql_ok else None,
+            listed=listed,
             config=config,
         )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _retry_after(result: Result[object]) -> float | None:
     return result.retry_after_s if isinstance(result, Failure) else None
 
 
-__all__ = ["ProbeCall", "ProbeReport", "Prober", "Myself", "select_endpoints"]
+__all__ = [
+    "BACKOFF_CAP_S",
+    "BACKOFF_OUTCOMES",
+    "Gate",
+    "Myself",
+    "ProbeCall",
+    "ProbeReport",
+    "Prober",
+    "backoff_jitter",
+    "backoff_s",
+    "select_endpoints",
+]
