@@ -57,7 +57,6 @@ def _settings(path: str | None) -> Settings | None:
 
 def _run(args: argparse.Namespace) -> int:
     from monitor import logs
-    from monitor.alerts.router import LogSink
     from monitor.config import ConfigError
     from monitor.daemon import Daemon, serve
 
@@ -66,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logs.configure(settings.log.level, settings.log.format, settings.secrets())
     try:
-        daemon = Daemon(settings, sinks=[LogSink()])
+        daemon = Daemon(settings)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -14,7 +14,8 @@ from aiohttp import web
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.alerts.router import AlertRouter, Sink
+from monitor.alerts.model import Sink
+from monitor.alerts.setup import build_router, build_sinks, silences_path
 from monitor.config import Settings, require_api_key
 from monitor.cycle import CycleResult, Pipeline
 from monitor.history import HistoryBuffer
@@ -22,12 +23,14 @@ from monitor.incidents import Incident, IncidentTracker
 from monitor.jobs import JobTracker
 from monitor.metrics import MonitorMetrics
 from monitor.probes import Prober
-from monitor.runpod.client import RunPodClient
+from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.store import Store
 from monitor.web import build_app
 from rules.model import Observation
 
 log = structlog.get_logger("monitor.daemon")
+# how often the delivery loop looks at the outbox besides after each cycle (retries)
+DELIVER_POLL_S = 2.0
 
 
 class Daemon:
@@ -37,7 +40,7 @@ class Daemon:
         self,
         settings: Settings,
         *,
-        sinks: Sequence[Sink] = (),
+        sinks: Sequence[Sink] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -48,24 +51,30 @@ class Daemon:
             rest_url=settings.runpod.rest_url,
             timeout_s=settings.runpod.timeout_s,
             max_concurrency=settings.runpod.max_concurrency,
+            limits=RUNPOD_LIMITS,  # RunPod's per-endpoint limits, enforced here
         )
         shard = settings.shard_spec
+        self.metrics = MonitorMetrics(extensions=True)
+        self.store = Store(settings.state.path)
+        # sinks from the settings (Slack, Alertmanager, else the log) unless given
+        self.sinks = list(sinks) if sinks is not None else build_sinks(settings)
+        router = build_router(settings, self.store, self.sinks, metrics=self.metrics,
+                              silences_file=silences_path(settings))
         self.pipeline = Pipeline(
             prober=Prober(
                 self.client,
                 configured=settings.endpoints,
                 track_requests=settings.runpod.track_requests,
                 shard=shard,
+                interval_s=settings.interval_s,
             ),
             thresholds=settings.rules,
             history=HistoryBuffer(settings.state.retention_s),
             tracker=IncidentTracker(),
-            router=AlertRouter(sinks),
+            router=router,
             account_rules=shard is None or shard[0] == 0,
         )
-        self.metrics = MonitorMetrics()
         self.jobs = JobTracker()
-        self.store = Store(settings.state.path)
         self.cycle_no = 0
         self.last_result: CycleResult | None = None
         self.started_mono = time.monotonic()
@@ -75,6 +84,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._scheduler: AsyncIOScheduler | None = None
+        self._deliver_wake = asyncio.Event()
+        self._deliver_task: asyncio.Task[None] | None = None
+        self._delivery_stopping = False
         self._restore()
 
     # ------------------------------------------------------------------ state
@@ -84,7 +96,7 @@ class Daemon:
         observations = [o for o in restored.observations if o.t >= horizon]
         self.pipeline.history.restore(observations, restored.memory)
         self.pipeline.tracker.active = dict(restored.active)
-        self.pipeline.router.announced = set(restored.announced)
+        self.pipeline.router.restore(restored.announced)
         self.cycle_no = restored.last_cycle
         if restored.last_cycle:
             log.info("state restored", observations=len(observations),
@@ -115,14 +127,31 @@ class Daemon:
             self._persist(result.observation)
             self.last_result = result
             self.last_cycle_mono = time.monotonic()
+            self._deliver_wake.set()
         except Exception:
             # a bug in one cycle must not stop the schedule; it is logged and the next runs
             log.exception("cycle failed", cycle=self.cycle_no)
         finally:
             self._inflight = None
 
+    async def _deliver_loop(self) -> None:
+        """Send what the outbox holds: after each cycle, and every few seconds for retries.
+        Delivery runs beside the cycles, so a slow Slack never delays a probe."""
+        outbox = self.pipeline.router.outbox
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deliver_wake.wait(), DELIVER_POLL_S)
+            self._deliver_wake.clear()
+            try:
+                await outbox.deliver(self.clock())
+            except Exception as exc:  # the loop must go on; sinks keep secrets out of errors
+                log.error("alert delivery round failed", error=type(exc).__name__)
+            if self._delivery_stopping:
+                return
+
     def _on_skip(self, event: JobEvent) -> None:
         self.skipped += 1
+        self.metrics.cycle_skipped()
         reason = "still running" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
         log.warning("cycle skipped", reason=reason, skipped_total=self.skipped)
 
@@ -166,7 +195,8 @@ class Daemon:
         auth = None
         if http.basic_auth is not None:
             auth = (http.basic_auth.username, http.basic_auth.password.get_secret_value())
-        self._runner = web.AppRunner(build_app(self, auth), access_log=None)
+        silences = (self.pipeline.router.silences, self.clock)
+        self._runner = web.AppRunner(build_app(self, auth, silences=silences), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, http.host, http.port)
         await site.start()
@@ -181,6 +211,8 @@ class Daemon:
         scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         scheduler.start()
         self._scheduler = scheduler
+        self._deliver_wake.set()  # resume what the outbox held before a restart
+        self._deliver_task = asyncio.create_task(self._deliver_loop())
         url = f"http://{host}:{port}"
         log.info("listening", url=url, interval_s=self.settings.interval_s)
         return url
@@ -207,11 +239,31 @@ class Daemon:
                     await task
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        await self._stop_delivery(grace_s)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.client.aclose()
         self.store.close()
         log.info("stopped", cycles=self.cycle_no)
+
+
+    async def _stop_delivery(self, grace_s: float) -> None:
+        """One last delivery round (bounded by `grace_s`), then close the sinks."""
+        task = self._deliver_task
+        if task is not None and not task.done():
+            self._delivery_stopping = True
+            self._deliver_wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace_s)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
 
 async def serve(daemon: Daemon, on_ready: Callable[[str], None] | None = None) -> int:

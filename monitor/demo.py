@@ -9,7 +9,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from monitor.alerts.router import LogSink
 from monitor.config import settings_from_dict
 from monitor.daemon import Daemon, serve
 from monitor.simulator import Scenario, SimulatorServer, load_scenario
@@ -36,6 +35,9 @@ def demo_settings(
         },
         "http": {"listen": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"},
         "state": {"path": str(state_dir / "demo.db")},
+        # the tour is short: announce at once (incidents of one cycle still group); Slack
+        # when SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN is set, the log otherwise
+        "alerts": {"group_wait_s": 0},
     }
     for key, value in scenario.monitor.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
@@ -53,7 +55,7 @@ async def run_demo(port: int, env: Mapping[str, str], host: str = "127.0.0.1") -
             demo_settings(scenario, sim_url, api_key, port, Path(tmp), env, host),
             env=env, source="demo",
         )
-        daemon = Daemon(settings, sinks=[LogSink()])
+        daemon = Daemon(settings)
 
         def ready(url: str) -> None:
             print(f"runpod-monitor demo: {scenario.total_cycles} cycles of "

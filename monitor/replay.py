@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.alerts.outbox import MemoryOutboxStore, Outbox
 from monitor.alerts.router import AlertRouter, Notification, RecordingSink
+from monitor.alerts.silences import SilenceBook
 from monitor.config import load_settings
 from monitor.cycle import Pipeline
 from monitor.history import HistoryBuffer
@@ -144,7 +146,16 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
     )
     server = SimulatorServer(scenario, api_key)
     url = await server.start()
-    sink = RecordingSink("slack")
+    # what a person would receive on Slack: its minimum severity, the configured group_wait,
+    # repeat_interval and silences, in simulated time; delivered right after each cycle
+    sink = RecordingSink("slack", settings.alerts.slack.min_severity)
+    outbox = Outbox(MemoryOutboxStore(), [sink])
+    router = AlertRouter(
+        outbox=outbox,
+        group_wait_s=settings.alerts.group_wait_s,
+        repeat_interval_s=settings.alerts.repeat_interval_s,
+        silences=SilenceBook(settings.alerts.silences),
+    )
     result = ReplayResult(scenario)
     expectations = Expectations(scenario.expect)
     try:
@@ -164,13 +175,14 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
                 thresholds=settings.rules,
                 history=HistoryBuffer(settings.state.retention_s),
                 tracker=IncidentTracker(),
-                router=AlertRouter([sink]),
+                router=router,
             )
             incidents: dict[tuple[str, str | None, int], Incident] = {}
             for k in range(1, scenario.total_cycles + 1):
                 server.set_cycle(k)
                 t_rel = (k - 1) * scenario.interval_s
                 out = await pipeline.cycle(k, EPOCH + t_rel)
+                await outbox.deliver(EPOCH + t_rel)
                 for inc in (*out.changes.raised, *out.changes.held, *out.changes.resolved):
                     incidents[(*inc.key, inc.raised_cycle)] = inc
                 result.cycles.append(

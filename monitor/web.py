@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from monitor.alerts.api import add_silence_routes
+from monitor.alerts.silences import SilenceBook
 from monitor.incidents import Incident
 from monitor.status_page import status_handler
 from rules.model import Observation
@@ -117,8 +119,14 @@ def basic_auth(username: str, password: str) -> Middleware:
     return middleware
 
 
-def build_app(runtime: Runtime, auth: tuple[str, str] | None = None) -> web.Application:
-    """The aiohttp application serving the daemon's routes."""
+def build_app(
+    runtime: Runtime,
+    auth: tuple[str, str] | None = None,
+    *,
+    silences: tuple[SilenceBook, Callable[[], float]] | None = None,
+) -> web.Application:
+    """The aiohttp application serving the daemon's routes; with `silences` (the book and
+    the clock), also /api/v1/silences."""
     app = web.Application(middlewares=[basic_auth(*auth)] if auth else [])
 
     async def metrics(_: web.Request) -> web.Response:
@@ -163,4 +171,6 @@ def build_app(runtime: Runtime, auth: tuple[str, str] | None = None) -> web.Appl
     app.router.add_get("/api/v1/diagnoses", diagnoses)
     app.router.add_get("/api/v1/endpoints", endpoints)
     app.router.add_post("/api/v1/jobs", register_job)
+    if silences is not None:
+        add_silence_routes(app, *silences)
     return app
