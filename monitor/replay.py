@@ -137,6 +137,10 @@ class Expectations:
 async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> ReplayResult:
     """Replay `scenario` cycle by cycle against an in-process simulator on loopback."""
     env = dict(os.environ if env is None else env)
+    # replay only records notifications: the user's Slack credentials are not its business
+    # (an exported SLACK_BOT_TOKEN, with no channel here, would fail validation)
+    for var in ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN"):
+        env.pop(var, None)
     overrides: dict[str, Any] = dict(scenario.monitor)
     settings = load_settings(None, env=env, overrides=overrides)
     api_key = (
