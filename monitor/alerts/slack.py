@@ -195,20 +195,19 @@ def firing_blocks(message: Message) -> list[dict[str, Any]]:
         {"type": "header", "text": _plain(header, HEADER_LIMIT)},
         {"type": "context", "elements": [_mrkdwn(context, CONTEXT_TEXT_LIMIT)]},
     ]
-    shown = 0
+    shown, cut = 0, False
     for i, n in enumerate(message.notifications):
         part = ([{"type": "divider"}] if i else []) + _incident_blocks(n, message.t)
-        # keep one block free for the "not shown" note
-        if len(blocks) + len(part) > MAX_BLOCKS - 1:
-            room = MAX_BLOCKS - 1 - len(blocks)
-            if shown == 0 and room > 0:
-                blocks += part[:room]
-                shown = 1
+        if len(blocks) + len(part) > MAX_BLOCKS:
+            # keep one block free for the note; the first incident is shown in part
+            if shown == 0:
+                blocks += part[: MAX_BLOCKS - 1 - len(blocks)]
+                shown, cut = 1, True
             break
         blocks += part
         shown += 1
     hidden = len(message.notifications) - shown
-    if hidden > 0 or len(blocks) >= MAX_BLOCKS:
+    if hidden > 0 or cut:
         note = (f"{hidden} more diagnos{'i' if hidden == 1 else 'e'}s not shown"
                 if hidden > 0 else "evidence and remedy cut")
         blocks = blocks[: MAX_BLOCKS - 1]
