@@ -52,6 +52,7 @@ __all__ = [
     "ENDPOINT_JOB_STATES",
     "ENDPOINT_WORKER_STATES",
     "ERROR_REASONS",
+    "EXTENSIONS",
     "JOB_BUCKETS",
     "PROBE_BUCKETS",
     "SEEN_JOBS_MAX",
@@ -89,6 +90,9 @@ ERROR_REASONS: Mapping[str, str] = {
     "graphql_error": "malformed",
 }
 _REASONS = ("timeout", "connect", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
+
+# Metrics the daemon exposes beyond spec/metrics.md (MonitorMetrics(extensions=True)).
+EXTENSIONS = ("runpod_monitor_cycles_skipped_total",)
 
 _POLLED = "Polled in the background; a scrape never calls RunPod."
 
@@ -349,8 +353,14 @@ class MonitorMetrics:
     """
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, seen_jobs_max: int = SEEN_JOBS_MAX
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        seen_jobs_max: int = SEEN_JOBS_MAX,
+        extensions: bool = False,
     ) -> None:
+        """`extensions`: also expose the daemon's metrics beyond spec/metrics.md
+        (`EXTENSIONS`); off by default so the exposition is exactly the contract."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.snapshot = SnapshotCollector()
         self._account: Account | None = None
@@ -424,6 +434,12 @@ class MonitorMetrics:
             ["version"], registry=None,
         )
         self.build_info.labels(__version__).set(1)
+        self.cycles_skipped = Counter(
+            "runpod_monitor_cycles_skipped",
+            "Probe cycles not started because the previous one was still running (a slow "
+            "RunPod) or the schedule fell behind. An addition beyond spec/metrics.md.",
+            registry=None,
+        )
         # Known series start at 0 so that rate() and increase() see their first rise.
         for info in CATALOG.values():
             self.diagnoses_raised.labels(info.code, info.severity)
@@ -437,6 +453,8 @@ class MonitorMetrics:
                 self.alerts_pending, self.build_info,
             ])
         )
+        if extensions:
+            self.registry.register(_WithoutCreated([self.cycles_skipped]))
 
     # -- the pipeline ------------------------------------------------------------------
 
@@ -530,6 +548,10 @@ class MonitorMetrics:
             self.alerts_sent.labels(sink, kind)
         self.alerts_failed.labels(sink)
         self.alerts_pending.labels(sink).set(0)
+
+    def cycle_skipped(self) -> None:
+        """The scheduler skipped one cycle (`runpod_monitor_cycles_skipped_total`)."""
+        self.cycles_skipped.inc()
 
     def alert_sent(self, sink: str, kind: str) -> None:
         """One notification delivered by `sink`; kind: firing, resolved or reminder."""

@@ -7,10 +7,13 @@ key travels only in the Authorization header and is scrubbed from every message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
@@ -27,6 +30,67 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 _MISSING_JOB = "request does not exist"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `calls` per `window_s` seconds and `concurrent` at once (per endpoint)."""
+
+    calls: int
+    window_s: float
+    concurrent: int
+
+
+# RunPod's published per-endpoint limits for the data-plane calls the monitor makes
+# (spec/runpod-api.md, Rate limits; the base values: they only grow with running workers).
+RUNPOD_LIMITS: Mapping[str, RateLimit] = {
+    "requests": RateLimit(10, 10.0, 2),
+    "status": RateLimit(2000, 10.0, 400),
+}
+_LIMIT_MARGIN_S = 0.05
+
+
+class _Window:
+    """A sliding-window limiter for one (endpoint, operation).
+
+    A call counts from when it is sent until `window_s` after its answer came back, so the
+    server, which counts arrivals, never sees more than `calls` in any window.
+    """
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.done: deque[float] = deque()  # answer times, monotonic
+        self.inflight = 0
+        self._freed = asyncio.Event()
+
+    def _prune(self, now: float) -> None:
+        while self.done and self.done[0] <= now - self.limit.window_s - _LIMIT_MARGIN_S:
+            self.done.popleft()
+
+    async def acquire(self, budget_s: float) -> float | None:
+        """Take a slot within `budget_s` seconds: None, or the wait that would be needed."""
+        deadline = time.monotonic() + budget_s
+        while True:
+            now = time.monotonic()
+            self._prune(now)
+            full = len(self.done) + self.inflight >= self.limit.calls
+            if self.inflight < self.limit.concurrent and not full:
+                self.inflight += 1
+                return None
+            if full and self.done:
+                ready_at = self.done[0] + self.limit.window_s + _LIMIT_MARGIN_S
+            else:
+                ready_at = deadline  # only calls in flight: until one of them ends
+            if now >= deadline or ready_at > deadline:
+                return max(ready_at - now, 0.0)
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), ready_at - now)
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self.done.append(time.monotonic())
+        self._freed.set()
 
 
 def classify_status(status: int) -> str:
@@ -58,7 +122,12 @@ class RunPodClient:
         timeout_s: float = 10.0,
         max_concurrency: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
+        limits: Mapping[str, RateLimit] | None = None,
     ) -> None:
+        """`limits`: per-endpoint client-side rate limits by probe (`RUNPOD_LIMITS` for the
+        daemon); a call that would wait longer than `timeout_s` for its slot fails at once
+        as `http_429` (status 0) without being sent. None: no limiter (replay, whose cycles
+        run faster than real time against the simulator)."""
         key = api_key.strip()
         if not key.isprintable():
             # httpx would echo an invalid header value, key included, in its exception
@@ -70,6 +139,8 @@ class RunPodClient:
         self._rest_url = rest_url.rstrip("/")
         self._timeout_s = timeout_s
         self._sem = asyncio.Semaphore(max_concurrency)
+        self._limits = dict(limits or {})
+        self._windows: dict[tuple[str, str], _Window] = {}
         headers = {"Accept": "application/json", "User-Agent": "runpod-monitor"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -134,7 +205,24 @@ class RunPodClient:
         self, endpoint_id: str, path: str, probe: str, parser: Callable[[object], T | None]
     ) -> Result[T]:
         url = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
-        out = await self._call("GET", url, probe, endpoint_id, None)
+        limit = self._limits.get(probe)
+        if limit is None:
+            out = await self._call("GET", url, probe, endpoint_id, None)
+        else:
+            window = self._windows.get((endpoint_id, probe))
+            if window is None:
+                window = self._windows[(endpoint_id, probe)] = _Window(limit)
+            wait = await window.acquire(self._timeout_s)
+            if wait is not None:
+                return self._fail(
+                    probe, endpoint_id, "http_429", 0,
+                    f"not sent: RunPod allows {limit.calls} /{probe} per "
+                    f"{limit.window_s:g} s per endpoint (next slot in {wait:.1f} s)", 0.0,
+                )
+            try:
+                out = await self._call("GET", url, probe, endpoint_id, None)
+            finally:
+                window.release()
         if isinstance(out, Failure):
             return out
         body, status, elapsed = out

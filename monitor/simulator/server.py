@@ -11,8 +11,8 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +36,19 @@ _REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too M
             504: "Gateway Timeout"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# RunPod's published per-endpoint limits (spec/runpod-api.md, Rate limits, base values):
+# operation -> (requests per RATE_WINDOW_S, concurrent requests or None).
+RATE_WINDOW_S = 10.0
+RATE_LIMITS: Mapping[str, tuple[int, int | None]] = {
+    "runsync": (2000, 400),
+    "run": (1000, 200),
+    "status": (2000, 400),  # shared by /status, /status-sync and /stream
+    "cancel": (100, 20),
+    "purge-queue": (2, None),
+    "requests": (10, 2),
+}
+_RATE_GROUP = {"status-sync": "status", "stream": "status"}
 
 
 def _json(body: Any, status: int = 200, **headers: str) -> web.Response:
@@ -65,6 +78,12 @@ class SimulatorServer:
         self.scenario = scenario
         self.world = World(scenario)
         self.request_counts: Counter[tuple[str, str]] = Counter()
+        # (endpoint_id, operation) -> the most requests seen in any RATE_WINDOW_S window
+        # (real time) and the most in flight at once; operations as in RATE_LIMITS
+        self.rate_peaks: Counter[tuple[str, str]] = Counter()
+        self.concurrency_peaks: Counter[tuple[str, str]] = Counter()
+        self._arrivals: dict[tuple[str, str], deque[float]] = {}
+        self._inflight: Counter[tuple[str, str]] = Counter()
         self.timeout_hold_s = timeout_hold_s
         self.realtime = realtime
         self._key = api_key.encode()
@@ -222,6 +241,14 @@ class SimulatorServer:
         async def handle(request: web.Request) -> web.StreamResponse:
             endpoint_id = request.match_info["endpoint_id"]
             self.request_counts[(endpoint_id, op)] += 1
+            key = (endpoint_id, _RATE_GROUP.get(op, op))
+            self._arrived(key)
+            try:
+                return await answer(request, endpoint_id)
+            finally:
+                self._inflight[key] -= 1
+
+        async def answer(request: web.Request, endpoint_id: str) -> web.StreamResponse:
             if not self._authorized(request, query_ok=False):
                 return _json(UNAUTHORIZED, 401)
             m = self.moment()
@@ -236,6 +263,19 @@ class SimulatorServer:
                 return _json(NO_SUCH_JOB, 404)
 
         return handle
+
+    def _arrived(self, key: tuple[str, str]) -> None:
+        """Count one request in its sliding window and as in flight; keep the peaks."""
+        now = time.monotonic()
+        arrivals = self._arrivals.get(key)
+        if arrivals is None:
+            arrivals = self._arrivals[key] = deque()
+        while arrivals and arrivals[0] <= now - RATE_WINDOW_S:
+            arrivals.popleft()
+        arrivals.append(now)
+        self.rate_peaks[key] = max(self.rate_peaks[key], len(arrivals))
+        self._inflight[key] += 1
+        self.concurrency_peaks[key] = max(self.concurrency_peaks[key], self._inflight[key])
 
     async def _operate(
         self, op: str, request: web.Request, endpoint_id: str, m: Moment
