@@ -126,7 +126,8 @@ def remedy_mrkdwn(remedy: str) -> list[str]:
         prose, code = _code_split(line)
         if prose:
             parts.append(("text", _escape(prose)))
-        if code:
+        if code:  # Slack decodes &amp; &lt; &gt; inside code blocks too
+            code = _escape(code)
             if parts and parts[-1][0] == "code":
                 parts[-1] = ("code", parts[-1][1] + "\n" + code)
             else:
