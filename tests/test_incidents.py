@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
-
 from monitor.incidents import IncidentTracker, suppress
+from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
 
 
 def obs(cycle: int, *, health: Health | None = Health(), outcome: str = "ok",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from rules.model import EndpointConfig
-
 from monitor.probes import select_endpoints
 from monitor.sharding import owner
+from rules.model import EndpointConfig
 
 LISTED = (EndpointConfig("ep1", "whisper"), EndpointConfig("ep2", "sdxl"))
 
