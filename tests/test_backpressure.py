@@ -1,0 +1,310 @@
+"""Rate limits and backpressure: Retry-After, exponential back-off, RunPod's per-endpoint
+limits (measured by the simulator), and cycles that skip instead of piling up."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import settings_from_dict
+from monitor.daemon import Daemon
+from monitor.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, backoff_s
+from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
+from monitor.simulator import Scenario, SimulatorServer
+from monitor.simulator.server import RATE_LIMITS
+
+KEY = "bp-test-key-0123456789abcdef"
+EP = "bpendpoint01"
+INTERVAL = 30.0
+T0 = 1_767_225_600.0
+
+HEALTHY = {"jobs": {"inProgress": 1, "completed": 5},
+           "workers": {"running": 1, "idle": 0}}
+
+
+def endpoint(eid: str = EP, **extra: Any) -> dict[str, Any]:
+    return {"id": eid, "name": f"name-{eid}", "gpuIds": "AMPERE_48,ADA_48_PRO", "workersMin": 0,
+            "workersMax": 3, "template": {"id": "tpl", "name": "w", "imageName": "u/w:1",
+                                          "dockerArgs": "", "containerDiskInGb": 50, "env": []},
+            "health": HEALTHY, **extra}
+
+
+def scenario(steps: list[dict[str, Any]], *, endpoints: int = 1, **top: Any) -> Scenario:
+    eps = [endpoint(EP if i == 0 else f"bpendpoint{i + 1:02d}") for i in range(endpoints)]
+    return Scenario.from_dict({
+        "name": "backpressure", "interval_s": INTERVAL,
+        "account": {"clientBalance": 500.0, "currentSpendPerHr": 0.5},
+        "endpoints": eps, "steps": steps, **top,
+    })
+
+
+Drive = Callable[[Scenario], Awaitable[tuple[SimulatorServer, Prober]]]
+
+
+@pytest.fixture
+async def drive() -> AsyncIterator[Drive]:
+    """Factory: a simulator on loopback for `scenario` and a Prober with a real client."""
+    servers: list[SimulatorServer] = []
+    clients: list[RunPodClient] = []
+
+    async def start(sc: Scenario) -> tuple[SimulatorServer, Prober]:
+        server = SimulatorServer(sc, KEY, timeout_hold_s=5.0)
+        url = await server.start()
+        servers.append(server)
+        client = RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
+                              timeout_s=0.2)
+        clients.append(client)
+        return server, Prober(client)
+
+    yield start
+    for c in clients:
+        await c.aclose()
+    for s in servers:
+        await s.stop()
+
+
+async def run_cycles(
+    server: SimulatorServer, prober: Prober, cycles: int, target: tuple[str, str]
+) -> tuple[list[int], list[ProbeReport]]:
+    """Run `cycles` probe cycles; the cycles in which the server received `target`."""
+    called: list[int] = []
+    reports: list[ProbeReport] = []
+    for k in range(1, cycles + 1):
+        server.set_cycle(k)
+        before = server.request_counts[target]
+        reports.append(await prober.probe(k, T0 + (k - 1) * INTERVAL))
+        if server.request_counts[target] > before:
+            called.append(k)
+    return called, reports
+
+
+# ---------------------------------------------------------------- Retry-After
+
+
+async def test_rest_retry_after_blocks_the_endpoint_until_it_passes(drive: Drive) -> None:
+    """A 429 with Retry-After: 100 s at cycle 2 stops every data-plane call to that endpoint
+    until t + 100 s (cycles 3-5 skipped at 30 s), then probing resumes; skipped samples are
+    unknown and carry http_429."""
+    sc = scenario([
+        {"cycles": 1},
+        {"cycles": 1, "endpoints": {EP: {"rest": {"code": 429, "retry_after": 100}}}},
+        {"cycles": 6, "endpoints": {EP: {"rest": "ok"}}},
+    ])
+    server, prober = await drive(sc)
+    called, reports = await run_cycles(server, prober, 8, (EP, "health"))
+    assert called == [1, 2, 6, 7, 8]  # 30 + 100 = 130 s: cycle 6 (150 s) is the first after
+    for k in (3, 4, 5):
+        sample = reports[k - 1].observation.endpoints[EP]
+        assert sample.health_outcome == "http_429"
+        assert sample.health is None
+        assert sample.jobs is None
+    assert server.request_counts[(EP, "requests")] == 5
+    assert reports[5].observation.endpoints[EP].health_outcome == "ok"
+
+
+async def test_graphql_retry_after_blocks_graphql_only(drive: Drive) -> None:
+    """A GraphQL 429 with Retry-After: 65 s skips GraphQL for the next two cycles while the
+    data plane goes on being probed every cycle."""
+    sc = scenario([
+        {"cycles": 1},
+        {"cycles": 1, "graphql": {"code": 429, "retry_after": 65}},
+        {"cycles": 4, "graphql": "ok"},
+    ])
+    server, prober = await drive(sc)
+    called, reports = await run_cycles(server, prober, 6, ("graphql", "myself"))
+    assert called == [1, 2, 5, 6]  # 30 + 65 = 95 s: cycle 5 (120 s)
+    assert [r.observation.graphql_outcome for r in reports] == [
+        "ok", "http_429", "http_429", "http_429", "ok", "ok"]
+    assert server.request_counts[(EP, "health")] == 6
+
+
+# ---------------------------------------------------------------- exponential back-off
+
+
+def test_backoff_schedule_and_jitter() -> None:
+    """The pause doubles per consecutive failure from one interval up to 5 min; the jitter is
+    in [0.5, 1), deterministic, and differs between targets."""
+    assert [backoff_s(30, k) for k in range(7)] == [0, 30, 60, 120, 240, 300, 300]
+    assert backoff_s(1, 40) == BACKOFF_CAP_S
+    values = [backoff_jitter(f"ep{i}", 3, 1000.0) for i in range(500)]
+    assert all(0.5 <= v < 1 for v in values)
+    assert backoff_jitter("ep1", 3, 1000.0) == backoff_jitter("ep1", 3, 1000.0)
+    assert len(set(values)) == 500
+    assert min(values) < 0.55
+    assert max(values) > 0.95
+
+
+async def test_persistent_5xx_backs_off_exponentially_then_recovers(drive: Drive) -> None:
+    """Under a lasting 500 the gaps between /health calls grow as min(30 s * 2^(k-1), 300 s)
+    times a jitter in [0.5, 1) (rounded to a cycle), never beyond 5 min; every skipped
+    sample is unknown (http_5xx); once RunPod answers again, probing is every cycle."""
+    sc = scenario([
+        {"cycles": 1},
+        {"cycles": 80, "endpoints": {EP: {"rest": 500}}, "graphql": 503},
+        {"cycles": 20, "endpoints": {EP: {"rest": "ok"}}, "graphql": "ok"},
+    ])
+    server, prober = await drive(sc)
+    called, reports = await run_cycles(server, prober, 101, (EP, "health"))
+    failing = [k for k in called if 2 <= k <= 81]
+    gaps = [(b - a) * INTERVAL for a, b in itertools.pairwise(failing)]
+    assert gaps, failing
+    for k, gap in enumerate(gaps, start=1):  # the gap after the k-th consecutive failure
+        pause = backoff_s(INTERVAL, k)
+        assert max(INTERVAL, 0.5 * pause - INTERVAL / 2) <= gap <= pause + INTERVAL / 2, (k, gaps)
+    assert max(gaps) <= BACKOFF_CAP_S + INTERVAL / 2
+    assert len(failing) < 25  # 80 failing cycles, far fewer calls
+    # skipped cycles report the last failure, as unknown samples
+    skipped = [k for k in range(2, 82) if k not in called]
+    for k in skipped:
+        assert reports[k - 1].observation.endpoints[EP].health_outcome == "http_5xx"
+    # GraphQL backed off too, on its own schedule
+    assert prober.skipped.get("graphql", 0) > 40
+    # after the outage: the first due probe succeeds, then every cycle is probed
+    first_ok = next(k for k in called if k > 81)
+    assert first_ok <= 81 + math.ceil(BACKOFF_CAP_S / INTERVAL)
+    assert [k for k in called if k >= first_ok] == list(range(first_ok, 102))
+
+
+async def test_auth_and_404_answers_do_not_back_off(drive: Drive) -> None:
+    """401 and 404 are answers, not overload: they are probed every cycle (auth_invalid and
+    the 404 diagnoses need consecutive fresh samples)."""
+    sc = scenario([
+        {"cycles": 1},
+        {"cycles": 5, "endpoints": {EP: {"rest": 401}}},
+        {"cycles": 5, "endpoints": {EP: {"rest": 404}}},
+    ])
+    server, prober = await drive(sc)
+    called, _ = await run_cycles(server, prober, 11, (EP, "health"))
+    assert called == list(range(1, 12))
+
+
+# ---------------------------------------------------------------- the client's limiter
+
+
+async def test_client_limiter_keeps_requests_within_runpod_limits() -> None:
+    """25 `/requests` calls at once: the server never sees more than 2 in flight nor more
+    than 10 in 10 s; the calls over the limit fail at once as http_429 without being sent."""
+    sc = scenario([{"cycles": 1}])
+    server = SimulatorServer(sc, KEY)
+    url = await server.start()
+    try:
+        async with RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql",
+                                rest_url=f"{url}/v2", timeout_s=0.5,
+                                limits=RUNPOD_LIMITS) as client:
+            started = time.monotonic()
+            results = await asyncio.gather(*(client.requests(EP) for _ in range(25)))
+            elapsed = time.monotonic() - started
+    finally:
+        await server.stop()
+    kinds = [getattr(r, "kind", "ok") for r in results]
+    assert kinds.count("ok") == 10
+    assert kinds.count("http_429") == 15
+    assert server.request_counts[(EP, "requests")] == 10
+    assert server.rate_peaks[(EP, "requests")] == 10
+    assert server.concurrency_peaks[(EP, "requests")] <= 2
+    assert elapsed < 2.0  # refused calls do not wait out the window
+
+
+# ---------------------------------------------------------------- the daemon
+
+
+def daemon_settings(url: str, tmp_path: Path, **runpod: Any) -> Any:
+    return settings_from_dict({
+        "interval_s": 1,
+        "runpod": {"api_key": KEY, "graphql_url": f"{url}/graphql", "rest_url": f"{url}/v2",
+                   **runpod},
+        "http": {"listen": "127.0.0.1:0"},
+        "state": {"path": str(tmp_path / "state.db")},
+        "log": {"level": "warning"},
+    }, env={})
+
+
+async def test_daemon_at_1s_with_many_jobs_stays_within_runpod_limits(tmp_path: Path) -> None:
+    """The daemon at interval_s=1 following 150 queued jobs (1500 /status per 10 s) for
+    12 s: every (endpoint, operation) stays within RunPod's published per-window and
+    concurrency limits, as measured by the simulator."""
+    queued = {"jobs": {"inQueue": 0}, "workers": {"running": 0, "idle": 0}}
+    sc = Scenario.from_dict({
+        "name": "limits", "interval_s": 1,
+        "account": {"clientBalance": 500.0, "currentSpendPerHr": 0.5},
+        "endpoints": [endpoint(), endpoint("bpendpoint02", health=queued)],
+        "steps": [{"cycles": 1000}],
+    })
+    server = SimulatorServer(sc, KEY, realtime=True)
+    url = await server.start()
+    daemon = Daemon(daemon_settings(url, tmp_path, timeout_s=2.0), sinks=[])
+    try:
+        async with RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql",
+                                rest_url=f"{url}/v2") as submit:
+            ids = []
+            for _ in range(150):  # no worker on bpendpoint02: they stay queued, polled each cycle
+                r = await submit._http.post(f"{url}/v2/bpendpoint02/run", json={"input": {}})
+                ids.append(r.json()["id"])
+        for job_id in ids:
+            assert daemon.register_job("bpendpoint02", job_id)
+        await daemon.start()
+        await asyncio.sleep(12.5)
+    finally:
+        await daemon.stop(grace_s=3)
+        await server.stop()
+    peaks = dict(server.rate_peaks)
+    concurrency = dict(server.concurrency_peaks)
+    print("rate peaks per 10 s:", peaks, "concurrency peaks:", concurrency)
+    assert peaks[("bpendpoint02", "status")] >= 900
+    assert peaks[(EP, "requests")] >= 8
+    for (eid, op), peak in peaks.items():
+        if op in RATE_LIMITS:
+            per_window, concurrent = RATE_LIMITS[op]
+            assert peak <= per_window, (eid, op, peak)
+            if concurrent is not None:
+                assert concurrency[(eid, op)] <= concurrent, (eid, op)
+    assert daemon.cycle_no >= 8
+
+
+async def test_slow_runpod_makes_cycles_skip_not_pile_up(tmp_path: Path) -> None:
+    """RunPod holding every call past a 2.5 s client timeout at interval_s=1: the scheduler
+    skips cycles (counted in runpod_monitor_cycles_skipped_total and logged) and never runs
+    two at once."""
+    sc = Scenario.from_dict({
+        "name": "slow", "interval_s": 1,
+        "account": {"clientBalance": 500.0, "currentSpendPerHr": 0.5},
+        "endpoints": [endpoint()],
+        "steps": [{"cycles": 1000, "graphql": "timeout", "endpoints": {EP: {"rest": "timeout"}}}],
+    })
+    server = SimulatorServer(sc, KEY, realtime=True, timeout_hold_s=10.0)
+    url = await server.start()
+    daemon = Daemon(daemon_settings(url, tmp_path, timeout_s=2.5), sinks=[])
+    inflight = 0
+    most = 0
+    real_tick = daemon.tick
+
+    async def tick() -> None:
+        nonlocal inflight, most
+        inflight += 1
+        most = max(most, inflight)
+        try:
+            await real_tick()
+        finally:
+            inflight -= 1
+
+    daemon.tick = tick  # type: ignore[method-assign]
+    try:
+        await daemon.start()
+        await asyncio.sleep(6.5)
+        body, _ = daemon.metrics_body()
+    finally:
+        await daemon.stop(grace_s=5)
+        await server.stop()
+    line = next(x for x in body.decode().splitlines()
+                if x.startswith("runpod_monitor_cycles_skipped_total "))
+    print(f"cycles run: {daemon.cycle_no}, skipped: {daemon.skipped}, at once: {most}")
+    assert most == 1
+    assert daemon.skipped >= 2
+    assert float(line.split()[1]) == daemon.skipped
