@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox
@@ -187,8 +187,15 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
                 t_rel = (k - 1) * scenario.interval_s
                 out = await pipeline.cycle(k, EPOCH + t_rel)
                 await outbox.deliver(EPOCH + t_rel)
-                for inc in (*out.changes.raised, *out.changes.held, *out.changes.resolved):
+                # an incident is reported as it was when raised (what a person was told),
+                # with the cycle it resolved in
+                for inc in out.changes.raised:
                     incidents[(*inc.key, inc.raised_cycle)] = inc
+                for inc in out.changes.resolved:
+                    first = incidents.get((*inc.key, inc.raised_cycle), inc)
+                    incidents[(*inc.key, inc.raised_cycle)] = replace(
+                        first, resolved_at=inc.resolved_at, resolved_cycle=inc.resolved_cycle
+                    )
                 result.cycles.append(
                     {"cycle": k, "t": t_rel, "active": [_brief(d) for d in out.active]}
                 )

@@ -254,13 +254,21 @@ def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
 
 
 def _idle(obs: Observation) -> bool | None:
-    """Spending with no worker and no pod running; None when the account is unknown."""
+    """Spending with no worker and no pod running; None when the account or any watched
+    endpoint's workers are unknown (a 404 endpoint has none)."""
     account = obs.account
     if account is None:
         return None
     if account.spend_per_hr <= 0 or account.pods_running > 0:
         return False
-    return all(s.health.workers_total == 0 for s in obs.endpoints.values() if s.health)
+    for sample in obs.endpoints.values():
+        if sample.health is None:
+            if sample.health_outcome == "http_404":
+                continue
+            return None
+        if sample.health.workers_total > 0:
+            return False
+    return True
 
 
 def _volume_lines(account: Account, th: Thresholds) -> tuple[str, float]:

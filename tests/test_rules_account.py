@@ -315,6 +315,17 @@ def test_a_worker_breaks_the_idle_run() -> None:
     assert only(run(observations), "idle_spend") == []
 
 
+def test_unknown_workers_neither_count_nor_break_the_idle_run() -> None:
+    """Cycles whose /health failed are not idle: a REST outage beside a busy worker raises
+    nothing, and unknown cycles inside an idle run neither count nor break it."""
+    outage = [idle_obs(c, rest="timeout") for c in range(2, 80)]
+    busy_then_outage = [idle_obs(1, workers=1), *outage]
+    assert only(run(busy_then_outage), "idle_spend") == []
+    gappy = idle_run(61)
+    gappy[20:25] = [idle_obs(c, rest="http_5xx") for c in range(21, 26)]
+    assert len(only(run(gappy), "idle_spend")) == 1
+
+
 def test_running_pod_is_not_idle() -> None:
     """A RUNNING pod explains the spend: nothing."""
     pod = Pod("pod1", "dev", "RUNNING", 0.4)

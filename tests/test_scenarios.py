@@ -30,15 +30,6 @@ DEMO = ROOT / "monitor" / "data" / "demo.yaml"
 
 # Scenarios whose expectations follow spec/diagnoses.md where a rule does not (yet):
 # the replay is expected to fail until the rule is fixed (strict: a fix flags the entry).
-RULE_BUGS: dict[str, str] = {
-    "rest-outage-steady-worker.yaml": (
-        "rules/account.py idle_spend counts cycles whose /health probe failed as 'no worker' "
-        "(spec: an unknown sample neither counts toward a window; an outage raises only "
-        "runpod_api_errors)"
-    ),
-}
-
-
 def _shared_dir() -> Path | None:
     """The shared example scenarios: beside the repo, else $RUNPOD_MONITOR_SHARED."""
     candidates = [Path(__file__).resolve().parents[2] / "shared" / "scenarios"]
@@ -63,8 +54,6 @@ def _scenario_params() -> list[Any]:
         params += [pytest.param(p, id=f"shared/{p.stem}") for p in sorted(shared.glob("*.yaml"))]
     for p in sorted(OWN_DIR.glob("*.yaml")):
         marks = []
-        if p.name in RULE_BUGS:
-            marks.append(pytest.mark.xfail(reason=RULE_BUGS[p.name], strict=True))
         params.append(pytest.param(p, id=f"own/{p.stem}", marks=marks))
     params.append(pytest.param(DEMO, id="demo"))
     return params
