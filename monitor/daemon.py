@@ -106,6 +106,9 @@ class Daemon:
         p = self.pipeline
         self.store.save_cycle(obs, p.history.memory, p.tracker.active, p.router.announced)
         self.store.prune(obs.t - self.settings.state.retention_s)
+        # sent notifications are kept long enough to dedupe a restart's re-decisions
+        keep = max(2 * self.settings.alerts.repeat_interval_s, 86400.0)
+        self.store.prune_outbox(obs.t - keep)
 
     # ------------------------------------------------------------------ cycle
     async def tick(self) -> None:

@@ -52,6 +52,7 @@ _EVERYTHING = 1e300
 class AlertMetrics(Protocol):
     """What the outbox reports to (monitor.metrics.MonitorMetrics)."""
 
+    def init_sink(self, sink: str) -> None: ...
     def alert_sent(self, sink: str, kind: str) -> None: ...
     def alert_failed(self, sink: str) -> None: ...
     def set_alerts_pending(self, sink: str, n: int) -> None: ...
@@ -180,6 +181,8 @@ class Outbox:
         self.blocked_until: dict[str, float] = {}
         self._lock = asyncio.Lock()
         for name in self.sinks:
+            if self.metrics is not None:
+                self.metrics.init_sink(name)  # zeros, so rate() sees the first event
             self._set_pending(name)
 
     # -- writing -------------------------------------------------------------------
