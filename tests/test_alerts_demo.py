@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from slack_standin import SlackStandIn
 
@@ -40,6 +42,10 @@ def test_demo_delivers_to_the_slack_webhook(tmp_path: Path) -> None:
             if proc.poll() is not None:
                 break
             time.sleep(0.2)
+        # the daemon serves the silences API
+        match = re.search(r"metrics\s+(http://\S+)/metrics", out.read_text())
+        assert match, out.read_text()
+        silences = httpx.get(f"{match[1]}/api/v1/silences", timeout=5)
         proc.send_signal(signal.SIGINT)
         status = proc.wait(15)
     finally:
@@ -51,6 +57,8 @@ def test_demo_delivers_to_the_slack_webhook(tmp_path: Path) -> None:
     delivered = standin.delivered()
     assert len(delivered) >= 2, stderr[-3000:]
     assert status == 0
+    assert silences.status_code == 200
+    assert silences.json() == {"silences": []}
     first = delivered[0].body
     assert first["blocks"][0]["type"] == "header"
     assert "2 problems on llm-chat" in first["blocks"][0]["text"]["text"]
