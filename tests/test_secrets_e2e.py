@@ -1,0 +1,230 @@
+"""End to end, no secret leaks: a daemon whose config, environment and RunPod data hold
+secrets runs against `simulate`; every log line of `run`, `check` and `replay`, every HTTP
+body it serves, what it posts to Slack and the bytes of its SQLite files are searched for
+each secret and for its tail."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonkit import (
+    SIGTERM,
+    RecordingServer,
+    base_env,
+    free_port,
+    http,
+    procs,
+    run_monitor_many,
+    sim_port,
+    start_simulator,
+    wait_listening,
+    wait_until,
+    write_config,
+    write_yaml,
+)
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "rk-E2eApiK3y-7d41c9b8a6f2e0d3"  # not token-shaped: only exact redaction hides it
+WEBHOOK_TOKEN = "s3cr3tWebhookToken"
+BOT_TOKEN = "xoxb-2718281828-3141592653-AbCdEfGhIjKlMnOpQrStUvWx"
+GHP = "ghp_" + "Zt4Rk8Wq2Lm6Np0Xv3Bc7Hd1Jf5Gs9Ky2Ua8"
+URL_PASSWORD = "hunter2pass"
+BASIC_PASSWORD = "Basic-Auth-Pw-0c4f1e9a"
+EID = "e2eleaky0001"
+
+SECRETS = {
+    "api key": API_KEY,
+    "webhook token": WEBHOOK_TOKEN,
+    "bot token": BOT_TOKEN,
+    "ghp token": GHP,
+    "url password": URL_PASSWORD,
+    "basic auth password": BASIC_PASSWORD,
+}
+# Each secret and the tail of it that would identify it (a prefix such as ghp_ may show).
+NEEDLES = [(name, s) for name, s in SECRETS.items()] + [
+    (f"{name} (tail)", s[-8:]) for name, s in SECRETS.items()
+] + [("url password (stem)", "hunter2")]
+
+SCENARIO: dict[str, Any] = {
+    "name": "secrets-e2e",
+    "interval_s": 1,
+    "account": {"clientBalance": 90.0, "currentSpendPerHr": 0.3, "spendLimit": 80},
+    "endpoints": [{
+        "id": EID, "name": "leaky-worker", "gpuIds": "ADA_24,AMPERE_24",
+        "workersMin": 0, "workersMax": 1,
+        "template": {
+            "id": "tpl-leaky", "name": "leaky", "imageName": "example/leaky:1",
+            "dockerArgs": (f"bash -c 'git clone https://user:{URL_PASSWORD}@github.com/acme/"
+                           "worker.git /w && python -u /w/handler.py'"),
+            "containerDiskInGb": 60,
+            "env": [{"key": "GITHUB_TOKEN", "value": GHP},
+                    {"key": "HF_HOME", "value": "/runpod-volume/hf"}],
+        },
+        "health": {"jobs": {"completed": 4}, "workers": {"idle": 1, "ready": 1}},
+    }],
+    "steps": [{"cycles": 6}],
+    "expect": [{"cycle": 2, "active": [{"code": "secret_in_template", "endpoint_id": EID}]}],
+}
+
+
+@dataclass
+class Captured:
+    """Every text the runs produced, by where it came from."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    slack: list[Any] = field(default_factory=list)
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)
+    unauthorized_status: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    term_status: int | None = None
+
+
+def _read_db_files(state: Path, label: str, into: dict[str, bytes]) -> None:
+    for path in sorted(state.parent.glob(state.name + "*")):
+        into[f"{label}:{path.name}"] = path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
+    """Run the daemon, scrape it, stop it, then `check` and `replay`; keep everything."""
+    tmp = tmp_path_factory.mktemp("secrets-e2e")
+    scenario = write_yaml(tmp / "scenario.yaml", SCENARIO)
+    state = tmp / "state.db"
+    env = base_env(RUNPOD_API_KEY=API_KEY, SLACK_BOT_TOKEN=BOT_TOKEN)
+    c = Captured()
+    auth = ("prometheus", BASIC_PASSWORD)
+    with RecordingServer() as slack, procs(tmp) as group:
+        sim = start_simulator(group, scenario, API_KEY)
+        port = free_port()
+        webhook = f"http://127.0.0.1:{slack.port}/services/T0/B0/{WEBHOOK_TOKEN}"
+        config = write_config(
+            tmp / "config.yaml", sim_port(sim), port, state,
+            runpod={"api_key": API_KEY, "timeout_s": 5},  # `check`s run six at once
+            http={"basic_auth": {"username": auth[0], "password": BASIC_PASSWORD}},
+            alerts={"slack": {"webhook_url": webhook, "channel": "#gpu-alerts",
+                              "min_severity": "info"}},
+            log={"level": "debug", "format": "json"},
+        )
+        base = f"http://127.0.0.1:{port}"
+        run = group.monitor("run", "run", "--config", str(config), env=env)
+        try:
+            wait_listening(run, base)
+            with http(auth=auth) as client:
+                def leak_found() -> list[dict[str, Any]] | None:
+                    ds = client.get(f"{base}/api/v1/diagnoses").json()["diagnoses"]
+                    return ds if any(d["code"] == "secret_in_template" for d in ds) else None
+
+                c.diagnoses = wait_until("secret_in_template", leak_found, 20)
+                time.sleep(2.5)  # a few more cycles: alerts delivered, state written
+                for path in ("/metrics", "/api/v1/diagnoses", "/api/v1/endpoints", "/"):
+                    r = client.get(base + path)
+                    assert r.status_code == 200, path
+                    c.texts[f"GET {path}"] = r.text
+                _read_db_files(state, "running", c.blobs)
+            with http() as anonymous:
+                c.unauthorized_status = anonymous.get(f"{base}/metrics").status_code
+            run.signal(SIGTERM)
+            c.term_status = run.wait(15)
+        finally:
+            run.kill()
+        c.texts["run stdout"] = run.stdout()
+        c.texts["run stderr"] = run.stderr()
+        _read_db_files(state, "stopped", c.blobs)
+
+        # then, at once: `check` on the stopped daemon's config and database; `check` refusing
+        # the same config when it is readable by every user, and a YAML syntax error on a line
+        # that holds a secret; `replay` of the scenario
+        readable = tmp / "readable.yaml"
+        readable.write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+        readable.chmod(0o644)
+        broken = tmp / "broken.yaml"
+        broken.write_text(f'runpod:\n  api_key: "{API_KEY}\n  timeout_s: [1\n',
+                          encoding="utf-8")
+        broken.chmod(0o600)
+        commands = {
+            "check json": ["check", "--config", str(config), "--format", "json"],
+            "check text": ["check", "--config", str(config), "--format", "text"],
+            "check readable config": ["check", "--config", str(readable)],
+            "check broken config": ["check", "--config", str(broken)],
+            "replay json": ["replay", str(scenario), "--format", "json"],
+            "replay text": ["replay", str(scenario), "--format", "text"],
+        }
+        for name, done in run_monitor_many(tmp, commands, env=env).items():
+            c.status[name] = done.returncode
+            c.texts[f"{name} stdout"] = done.stdout
+            c.texts[f"{name} stderr"] = done.stderr
+        c.slack = list(slack.requests)
+    return c
+
+
+def _leaks(where: str, text: str) -> list[str]:
+    return [f"{name} in {where}" for name, needle in NEEDLES if needle in text]
+
+
+def test_the_secrets_were_really_in_play(captured: Captured) -> None:
+    """The run used them: the key opened the simulator, the template token raised
+    secret_in_template, basic auth guarded /metrics, and every command ran to its end."""
+    codes = {d["code"] for d in captured.diagnoses}
+    assert "secret_in_template" in codes
+    assert captured.unauthorized_status == 401
+    assert captured.term_status == 0
+    assert captured.status == {
+        "check json": 1, "check text": 1,  # secret_in_template is critical
+        "check readable config": 2, "check broken config": 2,
+        "replay json": 0, "replay text": 0,
+    }, {k: v for k, v in captured.texts.items() if k.startswith("check")}
+    assert "runpod.api_key" in captured.texts["check readable config stderr"]
+    assert "line " in captured.texts["check broken config stderr"]
+    assert '"secret_in_template"' in captured.texts["replay json stdout"]
+    # the template (env names, masked values) was stored: the database was worth searching
+    assert any(b"GITHUB_TOKEN" in blob for blob in captured.blobs.values())
+    assert "leaky-worker" in captured.texts["GET /api/v1/endpoints"]
+    posted = [r.body.decode("utf-8", "replace") for r in captured.slack]
+    assert any("secret_in_template" in body for body in posted), posted
+
+
+def test_no_secret_in_daemon_logs(captured: Captured) -> None:
+    """No secret in any stdout or stderr line of `run` (at debug level)."""
+    leaks = [leak for where in ("run stdout", "run stderr")
+             for leak in _leaks(where, captured.texts[where])]
+    assert not leaks
+    assert captured.texts["run stderr"].strip()
+
+
+def test_no_secret_in_http_bodies(captured: Captured) -> None:
+    """No secret in /metrics, /api/v1/diagnoses, /api/v1/endpoints or the status page."""
+    leaks = [leak for where, text in captured.texts.items() if where.startswith("GET ")
+             for leak in _leaks(where, text)]
+    assert not leaks
+
+
+def test_no_secret_in_check_and_replay_output(captured: Captured) -> None:
+    """No secret in what `check` (json, text, and refusing a world-readable or broken config)
+    and `replay` (json, text) print."""
+    leaks = [leak for where, text in captured.texts.items()
+             if where.startswith(("check ", "replay ")) for leak in _leaks(where, text)]
+    assert not leaks
+
+
+def test_no_secret_in_sqlite_files(captured: Captured) -> None:
+    """No secret in the bytes of the state database, its WAL or shared memory."""
+    leaks = [leak for where, blob in captured.blobs.items()
+             for leak in _leaks(where, blob.decode("latin-1"))]
+    assert not leaks
+
+
+def test_no_secret_in_what_slack_receives(captured: Captured) -> None:
+    """Whatever the daemon posted to the (loopback) Slack webhook carries no secret in its
+    body (the webhook's own path is where it posts, so only bodies are searched)."""
+    leaks = [leak for i, req in enumerate(captured.slack)
+             for leak in _leaks(f"slack request {i}", req.body.decode("utf-8", "replace"))
+             if WEBHOOK_TOKEN not in leak]
+    assert not leaks
+    for req in captured.slack:
+        assert req.path.startswith("/services/T0/B0/")

@@ -1,0 +1,297 @@
+"""The daemon's HTTP routes (monitor.web.build_app) in process, over loopback, with a fake
+Runtime: health, basic auth, job registration, and the diagnoses JSON contract."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from monitor.incidents import Incident
+from monitor.jobs import JobTracker
+from monitor.web import build_app
+from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, Observation
+
+USER, PASSWORD = "prometheus", "s3cret-pa55word"
+CONTRACT = {"code", "scope", "endpoint_id", "endpoint_name", "severity", "summary",
+            "evidence", "remedy", "since"}
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def _incident(code: str, severity: str, since: float, endpoint_id: str | None = "ep1") -> Incident:
+    d = Diagnosis(
+        code=code,
+        scope="endpoint" if endpoint_id else "account",
+        severity=severity,  # type: ignore[arg-type]
+        summary=f"{code} summary.",
+        remedy=f"{code} remedy.",
+        evidence={"count": 3, "where": "US-TX-3"},
+        endpoint_id=endpoint_id,
+        endpoint_name="video-worker" if endpoint_id else None,
+    )
+    return Incident(d, since=since, raised_cycle=4)
+
+
+@dataclass
+class FakeRuntime:
+    """The Runtime protocol over plain fields; job registration uses the real JobTracker."""
+
+    ok: bool = True
+    reason: str = "ok: last cycle 3 s ago"
+    active: list[Incident] = field(default_factory=list)
+    observation: Observation | None = None
+    jobs: JobTracker = field(default_factory=JobTracker)
+    registered: list[tuple[str, str]] = field(default_factory=list)
+
+    def metrics_body(self) -> tuple[bytes, str]:
+        return b"runpod_monitor_build_info{version=\"0\"} 1.0\n", "text/plain; version=0.0.4"
+
+    def health(self) -> tuple[bool, str]:
+        return self.ok, self.reason
+
+    def incidents(self) -> list[Incident]:
+        return list(self.active)
+
+    def last_observation(self) -> Observation | None:
+        return self.observation
+
+    def endpoint_name(self, endpoint_id: str) -> str:
+        return {"ep1": "video-worker"}.get(endpoint_id, endpoint_id)
+
+    def register_job(self, endpoint_id: str, job_id: str) -> bool:
+        self.registered.append((endpoint_id, job_id))
+        return self.jobs.register(endpoint_id, job_id, T0)
+
+    def interval_s(self) -> float:
+        return 30.0
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Factory]:
+    """Factory: `await serve(runtime, auth=None)` -> a TestClient on 127.0.0.1."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(runtime: FakeRuntime, auth: tuple[str, str] | None = None) -> Any:
+        client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(build_app(runtime, auth), host="127.0.0.1")
+        )
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    try:
+        yield start
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+# ---------------------------------------------------------------- /healthz
+
+
+async def test_healthz_ok_is_200_with_reason(serve: Factory) -> None:
+    """/healthz answers 200 and the runtime's reason while the daemon is healthy."""
+    client = await serve(FakeRuntime())
+    r = await client.get("/healthz")
+    assert r.status == 200
+    assert (await r.text()).strip() == "ok: last cycle 3 s ago"
+
+
+async def test_healthz_stale_is_503_with_reason(serve: Factory) -> None:
+    """/healthz answers 503 and says why when cycles have stopped."""
+    runtime = FakeRuntime(ok=False, reason="stale: last cycle 120 s ago (limit 90 s)")
+    client = await serve(runtime)
+    r = await client.get("/healthz")
+    assert r.status == 503
+    assert "stale: last cycle 120 s ago" in await r.text()
+
+
+# ---------------------------------------------------------------- basic auth
+
+
+async def test_basic_auth_guards_every_route_but_healthz(serve: Factory) -> None:
+    """With basic auth, every route (whatever routes exist) answers 401 without or with wrong
+    credentials, and not 401 with the right ones; /healthz needs none."""
+    runtime = FakeRuntime()
+    client = await serve(runtime, auth=(USER, PASSWORD))
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in client.server.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+        and "{" not in route.resource.canonical
+    }
+    assert ("GET", "/metrics") in routes
+    assert ("POST", "/api/v1/jobs") in routes
+    for method, path in sorted(routes):
+        if path == "/healthz":
+            continue
+        for headers in ({}, _basic(USER, "wrong"), _basic("other", PASSWORD),
+                        {"Authorization": "Basic !!!not-base64"},
+                        {"Authorization": f"Bearer {PASSWORD}"}):
+            r = await client.request(method, path, headers=headers, json={})
+            assert r.status == 401, (method, path, headers)
+            assert r.headers["WWW-Authenticate"].startswith("Basic")
+            assert PASSWORD not in await r.text()
+        r = await client.request(method, path, headers=_basic(USER, PASSWORD),
+                                 json={"endpoint_id": "ep1", "job_id": "j-auth"})
+        assert r.status != 401, (method, path)
+        assert r.status < 500, (method, path)
+    r = await client.get("/healthz")
+    assert r.status == 200
+
+
+async def test_basic_auth_right_credentials_serve_content(serve: Factory) -> None:
+    """The right credentials get the real answers: metrics body and the diagnoses JSON."""
+    runtime = FakeRuntime(active=[_incident("crash_loop", "critical", T0)])
+    client = await serve(runtime, auth=(USER, PASSWORD))
+    r = await client.get("/metrics", headers=_basic(USER, PASSWORD))
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert "runpod_monitor_build_info" in await r.text()
+    r = await client.get("/api/v1/diagnoses", headers=_basic(USER, PASSWORD))
+    assert r.status == 200
+    assert [d["code"] for d in (await r.json())["diagnoses"]] == ["crash_loop"]
+
+
+async def test_no_auth_configured_serves_everything(serve: Factory) -> None:
+    """Without basic auth configured, the routes answer without credentials."""
+    client = await serve(FakeRuntime())
+    for path in ("/metrics", "/api/v1/diagnoses", "/api/v1/endpoints", "/healthz"):
+        r = await client.get(path)
+        assert r.status == 200, path
+
+
+# ---------------------------------------------------------------- POST /api/v1/jobs
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"job_id": "j1"}, "endpoint_id"),
+        ({"endpoint_id": "ep1"}, "job_id"),
+        ({"endpoint_id": "", "job_id": "j1"}, "endpoint_id"),
+        ({"endpoint_id": "ep1", "job_id": 7}, "job_id"),
+        ({"endpoint_id": ["ep1"], "job_id": "j1"}, "endpoint_id"),
+    ],
+)
+async def test_register_job_names_the_bad_field(
+    serve: Factory, body: dict[str, Any], named: str
+) -> None:
+    """POST /api/v1/jobs with a missing, empty or non-string field answers 400 naming it."""
+    runtime = FakeRuntime()
+    client = await serve(runtime)
+    r = await client.post("/api/v1/jobs", json=body)
+    assert r.status == 400
+    error = (await r.json())["error"]
+    assert named in error
+    assert runtime.registered == []
+
+
+async def test_register_job_rejects_bodies_that_are_not_objects(serve: Factory) -> None:
+    """A body that is not JSON, or JSON but not an object, answers 400 and registers nothing."""
+    runtime = FakeRuntime()
+    client = await serve(runtime)
+    for data, headers in ((b"not json{", {"Content-Type": "application/json"}),
+                          (b'["ep1", "j1"]', {"Content-Type": "application/json"}),
+                          (b"\xff\xfe", {"Content-Type": "application/json"})):
+        r = await client.post("/api/v1/jobs", data=data, headers=headers)
+        assert r.status == 400, data
+        assert "error" in await r.json()
+    assert runtime.registered == []
+
+
+async def test_register_job_202_then_200_for_a_duplicate(serve: Factory) -> None:
+    """A new job answers 202 (accepted for tracking); registering it again answers 200."""
+    runtime = FakeRuntime()
+    client = await serve(runtime)
+    job = {"endpoint_id": "ep1", "job_id": "job-42"}
+    first = await client.post("/api/v1/jobs", json=job)
+    assert first.status == 202
+    assert await first.json() == {**job, "tracked": True}
+    again = await client.post("/api/v1/jobs", json=job)
+    assert again.status == 200
+    assert await again.json() == {**job, "tracked": True}
+    other = await client.post("/api/v1/jobs", json={"endpoint_id": "ep1", "job_id": "job-43"})
+    assert other.status == 202
+    assert runtime.jobs.tracked() == [("ep1", "job-42"), ("ep1", "job-43")]
+
+
+# ---------------------------------------------------------------- JSON contract
+
+
+async def test_diagnoses_follow_the_output_contract(serve: Factory) -> None:
+    """Each diagnosis has exactly the contract's keys, with ISO `since`, null endpoint_id for
+    account scope, and the runtime's order kept."""
+    runtime = FakeRuntime(active=[
+        _incident("crash_loop", "critical", T0 + 60),
+        _incident("low_balance", "warning", T0 + 0.5, endpoint_id=None),
+    ])
+    client = await serve(runtime)
+    r = await client.get("/api/v1/diagnoses")
+    assert r.status == 200
+    assert r.content_type == "application/json"
+    body = await r.json()
+    assert set(body) == {"diagnoses"}
+    first, second = body["diagnoses"]
+    assert set(first) == CONTRACT
+    assert set(second) == CONTRACT
+    assert first == {
+        "code": "crash_loop", "scope": "endpoint", "endpoint_id": "ep1",
+        "endpoint_name": "video-worker", "severity": "critical",
+        "summary": "crash_loop summary.", "evidence": {"count": 3, "where": "US-TX-3"},
+        "remedy": "crash_loop remedy.", "since": "2026-01-01T00:01:00Z",
+    }
+    assert second["scope"] == "account"
+    assert second["endpoint_id"] is None
+    assert second["since"] == "2026-01-01T00:00:00.500000Z"
+
+
+async def test_diagnoses_empty(serve: Factory) -> None:
+    """No active incident: an empty list, not an error."""
+    client = await serve(FakeRuntime())
+    r = await client.get("/api/v1/diagnoses")
+    assert await r.json() == {"diagnoses": []}
+
+
+async def test_endpoints_before_and_after_the_first_cycle(serve: Factory) -> None:
+    """/api/v1/endpoints is empty before any cycle, then lists the last observation."""
+    runtime = FakeRuntime()
+    client = await serve(runtime)
+    r = await client.get("/api/v1/endpoints")
+    assert await r.json() == {"observed_at": None, "endpoints": []}
+    runtime.observation = Observation(
+        cycle=7, t=T0, graphql_outcome="ok", endpoints={
+            "ep1": EndpointSample(
+                "ep1", "ok", 200, Health(in_queue=2, throttled=1, completed=9), (), True,
+                EndpointConfig("ep1", "video-worker", "AMPERE_48", "vol1", 0, 2),
+            ),
+            "ep2": EndpointSample("ep2", "timeout", 0),
+        },
+    )
+    body = await (await client.get("/api/v1/endpoints")).json()
+    assert body["observed_at"] == "2026-01-01T00:00:00Z"
+    assert body["cycle"] == 7
+    one, two = body["endpoints"]
+    assert one["endpoint_id"] == "ep1"
+    assert one["endpoint_name"] == "video-worker"
+    assert one["workers"]["throttled"] == 1
+    assert one["jobs"]["in_queue"] == 2
+    assert one["config"] == {"gpu_ids": "AMPERE_48", "network_volume_id": "vol1",
+                             "workers_min": 0, "workers_max": 2}
+    assert two["endpoint_id"] == "ep2"
+    assert two["outcome"] == "timeout"
+    assert two["workers"] is None
+    assert two["config"] is None
