@@ -81,6 +81,7 @@ class AlertmanagerSink:
         self._pushed: dict[Key, Incident] = {}  # what the last snapshot held
         self._acked: set[tuple[Key, float]] = set()  # (key, since) Alertmanager accepted
         self._session: aiohttp.ClientSession | None = None
+        self._dirty = False  # a snapshot not posted yet
 
     def observe(
         self, active: Sequence[Incident], resolved: Sequence[Incident], t: float, cycle: int
@@ -107,6 +108,7 @@ class AlertmanagerSink:
         self._pushed = current
         self._snapshot = [alert_json(i, t + self.ttl_s) for i in current.values()]
         self._snapshot_keys = set(current)
+        self._dirty = True
         return out
 
     async def _post(self, alerts: list[dict[str, Any]]) -> None:
@@ -136,11 +138,12 @@ class AlertmanagerSink:
         await self._post(alerts)
 
     async def refresh(self, now: float) -> int:
-        """Post the active set; return how many of its alerts Alertmanager got the first
-        time (counted as firing)."""
-        if not self._snapshot:
+        """Post this cycle's active set (once; again after a failure); return how many of
+        its alerts Alertmanager got the first time (counted as firing)."""
+        if not self._dirty or not self._snapshot:
             return 0
         await self._post(self._snapshot)
+        self._dirty = False
         new = {(k, self._pushed[k].since) for k in self._snapshot_keys if k in self._pushed}
         fresh = len(new - self._acked)
         self._acked = new

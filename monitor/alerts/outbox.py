@@ -211,12 +211,23 @@ class Outbox:
         return delivered
 
     async def _refresh(self, sink: Sink, refresh: Any, now: float) -> None:
+        """A state sink's push of the active set; retried with backoff when it fails."""
+        key = f"{sink.name}/refresh"
+        if now < self.blocked_until.get(key, float("-inf")):
+            return
         try:
             new = await refresh(now)
         except DeliveryError as exc:
+            failures = self.failures.get(key, 0) + 1
+            self.failures[key] = failures
+            wait = backoff_s(failures, self.rng, self.base_backoff_s, self.max_backoff_s)
+            self.blocked_until[key] = now + wait
             self._count_failed(sink.name)
-            log.warning("alert refresh failed", sink=sink.name, error=exc.reason)
+            log.warning("alert refresh failed; will retry", sink=sink.name, error=exc.reason,
+                        retry_in_s=round(wait, 1))
             return
+        self.failures.pop(key, None)
+        self.blocked_until.pop(key, None)
         for _ in range(int(new or 0)):
             self._count_sent(sink.name, "firing")
 
