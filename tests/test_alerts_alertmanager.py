@@ -76,9 +76,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def test_payload_refresh_and_resolve(receiver: Receiver) -> None:
-    """Every cycle (once, not every delivery round) posts all active alerts (labels alertname, endpoint_id, endpoint,
-    severity; annotations summary, remedy; endsAt a few intervals ahead); an incident that
-    ends is posted once with endsAt = its resolution time."""
+    """Every cycle (once, not every delivery round) posts all active alerts (labels
+    alertname, endpoint_id, endpoint, severity; annotations summary, remedy; endsAt a few
+    intervals ahead); an incident that ends is posted once with endsAt = its resolution
+    time."""
     sink = AlertmanagerSink(receiver.url, interval_s=30)
     story = Story(make_router([sink], group_wait_s=30))
     try:
