@@ -80,8 +80,7 @@ def test_healthy_endpoint_exits_0_with_no_diagnosis(sim: tuple[Path, int]) -> No
 
 
 def test_secret_in_template_is_critical_from_the_first_cycle(sim: tuple[Path, int]) -> None:
-    """A ghp_ token in a template env: exit 1, secret_in_template (critical) in the JSON
-    contract, and the token itself appears nowhere in the output."""
+    """A ghp_ token in a template: exit 1, secret_in_template critical, token never shown."""
     done = _check(sim, "leaky", LEAKY, "json")
     assert done.returncode == 1, done.stderr
     diagnoses = json.loads(done.stdout)["diagnoses"]
@@ -99,8 +98,7 @@ def test_secret_in_template_is_critical_from_the_first_cycle(sim: tuple[Path, in
 
 
 def test_unhealthy_workers_exit_1_in_readable_text(sim: tuple[Path, int]) -> None:
-    """An unhealthy worker: exit 1 and, in text format, a severity/code/endpoint line, the
-    summary, and the remedy's "fix:" lines."""
+    """An unhealthy worker: exit 1; text shows severity, code, endpoint, summary, fix."""
     done = _check(sim, "crashy", CRASHY, "text")
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()

@@ -240,8 +240,7 @@ def test_metrics_diagnoses_and_probe_freshness(story: Story) -> None:
 
 
 def test_healthz_and_json_api(story: Story) -> None:
-    """/healthz is 200 with a reason; the diagnoses carry the output contract; every
-    endpoint is listed with its last counts."""
+    """/healthz is 200 with a reason; diagnoses keep the contract; all endpoints are listed."""
     status, text = story.healthz
     assert status == 200
     assert text.startswith("ok")
@@ -301,8 +300,7 @@ def test_restart_keeps_incidents_and_their_since(story: Story) -> None:
 
 
 def test_restart_keeps_the_window_counting(story: Story) -> None:
-    """crash_loop is raised less than one window after the restart, from a stalled run that
-    began before the SIGKILL: observations from before the kill were kept."""
+    """crash_loop rises within one window of the restart, from a run begun before the kill."""
     raised = story.loop_raised
     since = _ts(raised["since"])
     first_stalled_t = since - raised["evidence"]["stalled_s"]
@@ -339,8 +337,7 @@ SLOW: dict[str, Any] = {
 
 
 def test_sigterm_lets_the_cycle_in_flight_finish(tmp_path: Path) -> None:
-    """SIGTERM while a cycle waits on RunPod: that cycle completes and is logged, then
-    "stopped", exit 0, no traceback."""
+    """SIGTERM mid-cycle: the cycle completes and is logged, then 'stopped', exit 0."""
     scenario = write_yaml(tmp_path / "slow.yaml", SLOW)
     with procs(tmp_path) as group:
         sim = start_simulator(group, scenario, KEY)
@@ -378,8 +375,7 @@ def test_sigterm_lets_the_cycle_in_flight_finish(tmp_path: Path) -> None:
 
 
 def test_demo_shows_several_diagnoses_and_account_gauges(tmp_path: Path) -> None:
-    """`demo` serves the daemon against its built-in simulator: over 60 s of scrapes it shows
-    at least three different diagnosis codes and the account gauges; /healthz answers 200."""
+    """demo over 60 s: >= 3 diagnosis codes, the account gauges, /healthz 200."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     codes: set[str] = set()

@@ -168,8 +168,7 @@ def _leaks(where: str, text: str) -> list[str]:
 
 
 def test_the_secrets_were_really_in_play(captured: Captured) -> None:
-    """The run used them: the key opened the simulator, the template token raised
-    secret_in_template, basic auth guarded /metrics, and every command ran to its end."""
+    """The secrets were used: key, template token, basic auth, Slack; each command ran."""
     codes = {d["code"] for d in captured.diagnoses}
     assert "secret_in_template" in codes
     assert captured.unauthorized_status == 401
@@ -205,8 +204,7 @@ def test_no_secret_in_http_bodies(captured: Captured) -> None:
 
 
 def test_no_secret_in_check_and_replay_output(captured: Captured) -> None:
-    """No secret in what `check` (json, text, and refusing a world-readable or broken config)
-    and `replay` (json, text) print."""
+    """No secret in the output of check (json, text, refused configs) or replay."""
     leaks = [leak for where, text in captured.texts.items()
              if where.startswith(("check ", "replay ")) for leak in _leaks(where, text)]
     assert not leaks
@@ -220,8 +218,7 @@ def test_no_secret_in_sqlite_files(captured: Captured) -> None:
 
 
 def test_no_secret_in_what_slack_receives(captured: Captured) -> None:
-    """Whatever the daemon posted to the (loopback) Slack webhook carries no secret in its
-    body (the webhook's own path is where it posts, so only bodies are searched)."""
+    """No secret in the bodies the daemon posted to the loopback Slack webhook."""
     leaks = [leak for i, req in enumerate(captured.slack)
              for leak in _leaks(f"slack request {i}", req.body.decode("utf-8", "replace"))
              if WEBHOOK_TOKEN not in leak]

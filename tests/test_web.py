@@ -123,8 +123,7 @@ async def test_healthz_stale_is_503_with_reason(serve: Factory) -> None:
 
 
 async def test_basic_auth_guards_every_route_but_healthz(serve: Factory) -> None:
-    """With basic auth, every route (whatever routes exist) answers 401 without or with wrong
-    credentials, and not 401 with the right ones; /healthz needs none."""
+    """Basic auth: every route but /healthz is 401 without the right credentials."""
     runtime = FakeRuntime()
     client = await serve(runtime, auth=(USER, PASSWORD))
     routes = {
@@ -233,8 +232,7 @@ async def test_register_job_202_then_200_for_a_duplicate(serve: Factory) -> None
 
 
 async def test_diagnoses_follow_the_output_contract(serve: Factory) -> None:
-    """Each diagnosis has exactly the contract's keys, with ISO `since`, null endpoint_id for
-    account scope, and the runtime's order kept."""
+    """Each diagnosis has exactly the contract's keys, ISO since, null id for account scope."""
     runtime = FakeRuntime(active=[
         _incident("crash_loop", "critical", T0 + 60),
         _incident("low_balance", "warning", T0 + 0.5, endpoint_id=None),
