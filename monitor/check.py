@@ -1,4 +1,4 @@
-"""`check`: one cycle now (on top of the daemon's stored history, if any), for a person or a script."""
+"""`check`: one cycle now, on top of the daemon's stored history if any; for people and scripts."""
 
 from __future__ import annotations
 
@@ -16,21 +16,24 @@ from monitor.store import Store
 from monitor.web import diagnosis_json
 
 
-async def check_once(settings: Settings, now: float) -> tuple[CycleResult, list[Incident]]:
-    """Run one cycle; the daemon's database, when present, is read but never written."""
+def _restored(settings: Settings, now: float) -> tuple[HistoryBuffer, IncidentTracker, int]:
+    """The daemon's history and incidents from its database, read and never written."""
     history = HistoryBuffer(settings.state.retention_s)
-    tracker = IncidentTracker()
-    cycle = 1
-    if Path(settings.state.path).exists():
-        store = Store(settings.state.path)
-        try:
-            restored = store.load()
-        finally:
-            store.close()
-        history.restore([o for o in restored.observations
-                         if o.t >= now - settings.state.retention_s], restored.memory)
-        tracker = IncidentTracker(restored.active)
-        cycle = restored.last_cycle + 1
+    if not Path(settings.state.path).exists():
+        return history, IncidentTracker(), 1
+    store = Store(settings.state.path)
+    try:
+        restored = store.load()
+    finally:
+        store.close()
+    horizon = now - settings.state.retention_s
+    history.restore([o for o in restored.observations if o.t >= horizon], restored.memory)
+    return history, IncidentTracker(restored.active), restored.last_cycle + 1
+
+
+async def check_once(settings: Settings, now: float) -> tuple[CycleResult, list[Incident]]:
+    """Run one cycle on top of the stored history, if the daemon's database is there."""
+    history, tracker, cycle = _restored(settings, now)
     async with RunPodClient(
         api_key=require_api_key(settings),
         graphql_url=settings.runpod.graphql_url,
@@ -45,20 +48,37 @@ async def check_once(settings: Settings, now: float) -> tuple[CycleResult, list[
             router=AlertRouter([]),
         )
         result = await pipeline.cycle(cycle, now)
-    order = {"critical": 0, "warning": 1, "info": 2}
-    incidents = sorted(tracker.active.values(), key=lambda i: (order[i.diagnosis.severity], i.since))
-    return result, incidents
+    return result, tracker.incidents()
+
+
+def probe_failures(result: CycleResult) -> list[dict[str, object]]:
+    """The calls that gave no usable answer (a 404 is an answer): what could not be judged."""
+    return [
+        {"probe": c.probe, "endpoint_id": c.endpoint_id, "outcome": c.outcome, "status": c.status}
+        for c in result.calls
+        if c.outcome not in ("ok", "http_404")
+    ]
+
+
+def failed_to_probe(result: CycleResult) -> bool:
+    """True when GraphQL failed or no endpoint's /health answered: nothing could be judged."""
+    if not result.observation.graphql_ok:
+        return True
+    samples = result.observation.endpoints.values()
+    return bool(samples) and all(not s.health_known for s in samples)
 
 
 def render(result: CycleResult, incidents: list[Incident], fmt: str) -> str:
     """The diagnoses as JSON or as lines for a person."""
     tracker_view = [diagnosis_json(i) for i in incidents]
+    failures = probe_failures(result)
     if fmt == "json":
-        return json.dumps({"diagnoses": tracker_view}, indent=2)
-    if not tracker_view:
+        return json.dumps({"diagnoses": tracker_view, "probe_failures": failures}, indent=2)
+    lines = [f"UNKNOWN  {f['probe']}{' ' + str(f['endpoint_id']) if f['endpoint_id'] else ''}: "
+             f"{f['outcome']}" for f in failures]
+    if not tracker_view and not failures:
         n = len(result.observation.endpoints)
         return f"OK: nothing wrong found ({n} endpoint{'s' if n != 1 else ''} probed)."
-    lines = []
     for d in tracker_view:
         where = f"{d['endpoint_name']} ({d['endpoint_id']})" if d["endpoint_id"] else "account"
         lines.append(f"{str(d['severity']).upper():<8} {d['code']}  {where}")

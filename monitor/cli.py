@@ -76,7 +76,7 @@ def _check(args: argparse.Namespace) -> int:
     import time
 
     from monitor import logs
-    from monitor.check import check_once, render
+    from monitor.check import check_once, failed_to_probe, render
     from monitor.config import ConfigError
 
     settings = _settings(args.config)
@@ -89,7 +89,9 @@ def _check(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     print(render(result, incidents, args.format))
-    return 1 if any(i.diagnosis.severity == "critical" for i in incidents) else 0
+    # a RunPod that cannot be reached is not "nothing wrong": a script must not read it as 0
+    critical = any(i.diagnosis.severity == "critical" for i in incidents)
+    return 1 if critical or failed_to_probe(result) else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -111,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run the monitor daemon (probes, rules, metrics, alerts)")
-    p.add_argument("--config", default="config.yaml", help="configuration file (default config.yaml)")
+    p.add_argument("--config", default="config.yaml",
+                   help="configuration file (default config.yaml)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("check", help="probe once now and print the diagnoses (exit 1 if critical)")
-    p.add_argument("--config", default="config.yaml", help="configuration file (default config.yaml)")
+    p.add_argument("--config", default="config.yaml",
+                   help="configuration file (default config.yaml)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_check)
 

@@ -175,9 +175,7 @@ class Daemon:
         return False, f"stale: last cycle {age:.0f} s ago (limit {limit:.0f} s)"
 
     def incidents(self) -> list[Incident]:
-        order = {"critical": 0, "warning": 1, "info": 2}
-        return sorted(self.pipeline.tracker.active.values(),
-                      key=lambda i: (order[i.diagnosis.severity], i.since))
+        return self.pipeline.tracker.incidents()
 
     def last_observation(self) -> Observation | None:
         return self.pipeline.history.latest

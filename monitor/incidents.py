@@ -103,13 +103,14 @@ class IncidentTracker:
             changes.resolved.append(replace(incident, resolved_at=obs.t, resolved_cycle=obs.cycle))
         return changes
 
+    def incidents(self) -> list[Incident]:
+        """The active incidents, most severe first, then oldest first."""
+        order = {"critical": 0, "warning": 1, "info": 2}
+        return sorted(
+            self.active.values(),
+            key=lambda i: (order[i.diagnosis.severity], i.since, i.key[0], i.key[1] or ""),
+        )
+
     def diagnoses(self) -> list[Diagnosis]:
         """The active diagnoses, most severe first."""
-        order = {"critical": 0, "warning": 1, "info": 2}
-        return [
-            i.diagnosis
-            for i in sorted(
-                self.active.values(),
-                key=lambda i: (order[i.diagnosis.severity], i.since, i.key[0], i.key[1] or ""),
-            )
-        ]
+        return [i.diagnosis for i in self.incidents()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from monitor.alerts.message import place
 from monitor.replay import ReplayResult
 from rules.signals import minutes
 
@@ -42,9 +43,10 @@ def render_text(result: ReplayResult) -> str:
     events: list[tuple[int, int, list[str]]] = []
     for inc in result.incidents:
         d = inc.diagnosis
-        where = f"{d.endpoint_name or d.endpoint_id} ({d.endpoint_id})" if d.endpoint_id else "account"
+        where = place(d)
         t = (inc.raised_cycle - 1) * sc.interval_s
-        lines = [f"{_clock(t)}  cycle {inc.raised_cycle:<3} RAISED    {d.severity:<8} {d.code}  {where}"]
+        lines = [f"{_clock(t)}  cycle {inc.raised_cycle:<3} RAISED    "
+                 f"{d.severity:<8} {d.code}  {where}"]
         lines += _wrap("what", d.summary)
         lines += _wrap("why", _evidence(dict(d.evidence)))
         lines += _wrap("fix", d.remedy)

@@ -4,6 +4,8 @@ status (0 fine, 1 critical, 2 bad configuration) and its JSON and text output.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +77,7 @@ def test_healthy_endpoint_exits_0_with_no_diagnosis(sim: tuple[Path, int]) -> No
     """A healthy endpoint and account: exit 0 and an empty diagnoses list in JSON."""
     done = _check(sim, "healthy", HEALTHY, "json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"diagnoses": []}
+    assert json.loads(done.stdout) == {"diagnoses": [], "probe_failures": []}
     assert "runpod_call_failed" not in done.stderr  # it did probe, and got answers
 
 
@@ -142,3 +144,28 @@ def test_missing_api_key_exits_2_saying_how(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "runpod.api_key" in done.stderr
     assert "RUNPOD_API_KEY" in done.stderr
+
+
+@pytest.mark.integration
+def test_unreachable_runpod_is_not_ok(tmp_path: Path) -> None:
+    """When RunPod cannot be reached, check says what failed and exits 1, never a false OK."""
+    port = free_port()  # nothing listens there
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "runpod:\n"
+        "  api_key: test-key-unreachable\n"
+        f"  graphql_url: http://127.0.0.1:{port}/graphql\n"
+        f"  rest_url: http://127.0.0.1:{port}/v2\n"
+        "  timeout_s: 1\n"
+        f"state: {{path: {tmp_path / 'none.db'}}}\n"
+    )
+    cfg.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "check", "--config", str(cfg), "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    body = json.loads(done.stdout)
+    assert body["diagnoses"] == []
+    assert [f["probe"] for f in body["probe_failures"]] == ["graphql"]
+    assert body["probe_failures"][0]["outcome"] == "connect"
