@@ -8,6 +8,8 @@ dropping the volume pin, or moving the volume.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rules.gpus import compatible_tiers
 from rules.model import (
     Account,
@@ -49,7 +51,7 @@ def _no_gpu_capacity(
     history: History,
     th: Thresholds,
     eid: str,
-    series: list[tuple[float, Health]],
+    series: Sequence[tuple[float, Health]],
     config: EndpointConfig | None,
 ) -> Diagnosis | None:
     run = trailing_run(series, lambda h: h.throttled > 0)
@@ -105,7 +107,7 @@ def _not_scheduling(
     history: History,
     th: Thresholds,
     eid: str,
-    series: list[tuple[float, Health]],
+    series: Sequence[tuple[float, Health]],
     config: EndpointConfig | None,
 ) -> Diagnosis | None:
     if config is None or config.workers_max <= 0:
@@ -156,7 +158,7 @@ def _queue_backlog(
     history: History,
     th: Thresholds,
     eid: str,
-    series: list[tuple[float, Health]],
+    series: Sequence[tuple[float, Health]],
     config: EndpointConfig | None,
 ) -> Diagnosis | None:
     if config is None or config.workers_max <= 0:

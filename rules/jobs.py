@@ -84,9 +84,27 @@ def recent_errors(
     return found
 
 
+def _known_since(history: History, eid: str, since: float) -> list[tuple[float, Health]]:
+    """The endpoint's known (t, health) with t >= since, oldest first.
+
+    With time-ordered observations (as the buffer keeps them) those are the newest ones:
+    walk back from the newest and stop at the first older one.
+    """
+    series = history.known_health(eid)
+    if not history.time_ordered:
+        return [(t, h) for t, h in series if t >= since]
+    window: list[tuple[float, Health]] = []
+    for t, h in reversed(series):
+        if t < since:
+            break
+        window.append((t, h))
+    window.reverse()
+    return window
+
+
 def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Diagnosis | None:
     since = now - th.job_failures_window_s
-    window = [(t, h) for t, h in history.known_health(eid) if t >= since]
+    window = _known_since(history, eid, since)
     if len(window) < 2:
         return None
     failed = counter_rise(window, "failed")

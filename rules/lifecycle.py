@@ -59,7 +59,7 @@ def count_restarts(run: Sequence[tuple[float, Health]]) -> int:
 
 
 def _crash_loop(
-    history: History, th: Thresholds, eid: str, series: list[tuple[float, Health]]
+    history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
 ) -> Diagnosis | None:
     run = stalled_run(series)
     if len(run) < 2:
@@ -206,7 +206,7 @@ def larger_tiers(current: Sequence[str]) -> list[str]:
 
 
 def _workers_unhealthy(
-    history: History, th: Thresholds, eid: str, series: list[tuple[float, Health]]
+    history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
 ) -> Diagnosis | None:
     if not series or series[-1][1].unhealthy <= 0:
         return None
@@ -279,7 +279,7 @@ def _workers_unhealthy(
 
 
 def _idle_workers_queued(
-    history: History, th: Thresholds, eid: str, series: list[tuple[float, Health]]
+    history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
 ) -> Diagnosis | None:
     run = trailing_run(series, lambda h: h.in_queue > 0 and h.idle > 0)
     seconds = run_seconds(run)

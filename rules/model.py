@@ -6,9 +6,9 @@ turn a history of them into diagnoses, and the incident tracker diffs those over
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -224,12 +224,85 @@ class Memory:
         return Memory(frozenset(ever_ok), nonpositive, cold, names)
 
 
+class KnownHealth(Sequence[tuple[float, Health]]):
+    """One endpoint's (t, health) where `/health` answered with data, oldest first.
+
+    A view of a history's observations, read lazily: reversed() walks back from the newest
+    observation only as far as the caller reads, and `[-k]` and truth testing look at the
+    newest k samples; len(), forward iteration and other indexing read them all (once).
+    """
+
+    __slots__ = ("_all", "_endpoint_id", "_observations")
+
+    def __init__(self, observations: Sequence[Observation], endpoint_id: str) -> None:
+        self._observations = observations
+        self._endpoint_id = endpoint_id
+        self._all: list[tuple[float, Health]] | None = None
+
+    def __reversed__(self) -> Iterator[tuple[float, Health]]:
+        if self._all is not None:
+            yield from reversed(self._all)
+            return
+        eid = self._endpoint_id
+        for o in reversed(self._observations):
+            s = o.endpoints.get(eid)
+            if s is not None and s.health is not None:
+                yield o.t, s.health
+
+    def _everything(self) -> list[tuple[float, Health]]:
+        if self._all is None:
+            eid = self._endpoint_id
+            found = []
+            for o in self._observations:
+                s = o.endpoints.get(eid)
+                if s is not None and s.health is not None:
+                    found.append((o.t, s.health))
+            self._all = found
+        return self._all
+
+    def __iter__(self) -> Iterator[tuple[float, Health]]:
+        return iter(self._everything())
+
+    def __len__(self) -> int:
+        return len(self._everything())
+
+    def __bool__(self) -> bool:
+        return next(reversed(self), None) is not None
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[float, Health]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[float, Health]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[float, Health] | list[tuple[float, Health]]:
+        if isinstance(index, int) and index < 0 and self._all is None:
+            for k, item in enumerate(reversed(self), start=1):
+                if k == -index:
+                    return item
+            raise IndexError("known health index out of range")
+        return self._everything()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, KnownHealth | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"KnownHealth({list(self)!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """The observations in the rules' window, oldest first, and the long-lived memory."""
 
     observations: Sequence[Observation]
     memory: Memory = field(default_factory=Memory)
+    # time_ordered, computed once per snapshot
+    _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def latest(self) -> Observation | None:
@@ -241,13 +314,22 @@ class History:
             (o, o.endpoints[endpoint_id]) for o in self.observations if endpoint_id in o.endpoints
         ]
 
-    def known_health(self, endpoint_id: str) -> list[tuple[float, Health]]:
-        """(t, health) for the samples where `/health` answered with data, oldest first."""
-        return [
-            (o.t, s.health)
-            for o, s in self.endpoint_samples(endpoint_id)
-            if s.health is not None
-        ]
+    def known_health(self, endpoint_id: str) -> KnownHealth:
+        """(t, health) for the samples where `/health` answered with data, oldest first.
+
+        A lazy view: the rules mostly read the newest end (a trailing run), and reversed()
+        walks back only as far as they read, so a healthy endpoint costs O(1) whatever the
+        history's length.
+        """
+        return KnownHealth(self.observations, endpoint_id)
+
+    @property
+    def time_ordered(self) -> bool:
+        """True when the observations' times never decrease (as the buffer keeps them)."""
+        if not self._cache:
+            obs = self.observations
+            self._cache.append(all(obs[i - 1].t <= obs[i].t for i in range(1, len(obs))))
+        return self._cache[0]
 
     def endpoint_name(self, endpoint_id: str) -> str:
         """The endpoint's latest known name, or its id."""

@@ -41,13 +41,19 @@ def queue_stalled(prev: Health | None, cur: Health) -> bool:
 
 
 def stalled_run(samples: Sequence[tuple[float, Health]]) -> list[tuple[float, Health]]:
-    """The newest unbroken run of known samples in which the queue was stalled."""
+    """The newest unbroken run of known samples in which the queue was stalled.
+
+    Walks back from the newest sample (reversed()), one sample past the run at most.
+    """
     run: list[tuple[float, Health]] = []
-    for i in range(len(samples) - 1, -1, -1):
-        prev = samples[i - 1][1] if i > 0 else None
-        if not queue_stalled(prev, samples[i][1]):
+    older = reversed(samples)
+    current = next(older, None)
+    while current is not None:
+        prev = next(older, None)
+        if not queue_stalled(prev[1] if prev is not None else None, current[1]):
             break
-        run.append(samples[i])
+        run.append(current)
+        current = prev
     run.reverse()
     return run
 
