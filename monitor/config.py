@@ -602,11 +602,17 @@ def settings_from_dict(
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, list[Any]]:
     """The document's data and its duplicate keys (YAML would silently keep the last)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: the reader refuses the text
+        reason = f"character #x{exc.character:04x} at position {exc.position}: {exc.reason}"
+        raise ConfigError([f"not valid YAML: {reason}"], source) from None
     syntax = ""  # raised outside the handler: the YAML error's snippet may quote a secret
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        syntax = "not valid YAML: nested too deeply"
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -655,6 +661,21 @@ def load_settings(
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise ConfigError([f"{source}: cannot read: {reason}"]) from None
+    try:
+        return _load_text(text, mode, source, env, overrides)
+    except RecursionError:  # an anchor that contains itself (`a: &x [*x]`)
+        raise ConfigError(
+            [f"{source}: a YAML anchor refers to itself (or the document nests too deeply)"]
+        ) from None
+
+
+def _load_text(
+    text: str,
+    mode: int,
+    source: str,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Any] | None,
+) -> Settings:
     raw, duplicates = _parse_yaml(text, source)
     if raw is None:
         raw = {}

@@ -269,7 +269,12 @@ def load_scenario(path: str | Path) -> Scenario:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
-    return Scenario.from_dict(data, source=str(p))
+    except RecursionError:
+        raise ScenarioError(f"{p}: not valid YAML: nested too deeply") from None
+    try:
+        return Scenario.from_dict(data, source=str(p))
+    except RecursionError:  # an anchor that contains itself (`a: &x [*x]`)
+        raise ScenarioError(f"{p}: a YAML anchor refers to itself") from None
 
 
 def deep_merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
