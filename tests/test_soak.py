@@ -339,19 +339,24 @@ async def soak(seed: int, cycles: int, measure_from: int) -> SoakResult:
                 seen = {c.endpoint_id or GRAPHQL: c.outcome for c in out.calls
                         if c.probe in ("graphql", "health")}
                 for target in truth.classes:
-                    if after[target] > before[target]:
+                    received = after[target] > before[target]
+                    if target not in seen:  # not called: backing off, the last truth holds
+                        if received:
+                            problems.append(f"cycle {k}: {target} not probed, yet called")
+                    elif seen[target] == "timeout" != OUTCOME[plan.fault(target, k)]:
+                        # a real timeout on a loaded host (the answer, or even the request's
+                        # arrival, came too late): the monitor really saw no answer
+                        spurious += 1
+                        last[target] = "transient"
+                    elif not received:
+                        problems.append(f"cycle {k}: {target} saw {seen[target]}, "
+                                        "but the simulator got no request")
+                    else:
                         kind = plan.fault(target, k)
-                        if seen.get(target) == "timeout" != OUTCOME[kind]:
-                            # a real timeout (a loaded host): the truth is what was seen
-                            spurious += 1
-                            last[target] = "transient"
-                        else:
-                            last[target] = fault_class(kind)
-                            if seen.get(target) != OUTCOME[kind]:
-                                problems.append(f"cycle {k}: {target} answered {kind}, "
-                                                f"the client saw {seen.get(target)}")
-                    elif target in seen:
-                        problems.append(f"cycle {k}: {target} probed, the server saw nothing")
+                        last[target] = fault_class(kind)
+                        if seen[target] != OUTCOME[kind]:
+                            problems.append(f"cycle {k}: {target} answered {kind}, "
+                                            f"the client saw {seen[target]}")
                     truth.classes[target].append(last[target])
                 active = {(d.code, d.endpoint_id) for d in out.active}
                 for code, _ in active:
