@@ -175,6 +175,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
+            # an alert fired before the Alertmanager is discovered is dropped and only re-sent
+            # after this delay (default 1 m): keep it short so the test sees the resend
+            "--rules.alert.resend-delay=2s",
         ], tmp, procs)
 
         deadline = started + START_DEADLINE_S
