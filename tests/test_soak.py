@@ -30,13 +30,15 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from monitor.alerts.outbox import MemoryOutboxStore, Outbox
-from monitor.alerts.router import AlertRouter, RecordingSink
+from monitor.alerts.model import Message
+from monitor.alerts.outbox import Outbox
+from monitor.alerts.router import AlertRouter
 from monitor.config import load_settings
 from monitor.cycle import Pipeline
 from monitor.history import HistoryBuffer
@@ -44,6 +46,7 @@ from monitor.incidents import IncidentTracker
 from monitor.probes import Prober
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
+from monitor.store import Store
 
 KEY = "soak-test-key-0123456789abcdef"
 INTERVAL = 30.0
@@ -255,6 +258,7 @@ class SoakResult:
     seconds: float
     alerts: int
     spurious_timeouts: int
+    rss_samples: list[tuple[int, int]]
 
     def report(self) -> str:
         faults = ", ".join(f"{api} {kind}: {n} bursts / {self.plan.fault_cycles[(api, kind)]}"
@@ -269,8 +273,23 @@ class SoakResult:
             f"cycles active: {dict(sorted(self.active_cycles.items()))}; "
             f"alerts: {self.alerts}\n"
             f"RSS: {self.rss_start_kb / 1024:.1f} MB -> {self.rss_end_kb / 1024:.1f} MB "
-            f"({(self.rss_end_kb - self.rss_start_kb) / 1024:+.2f} MB)"
+            f"({(self.rss_end_kb - self.rss_start_kb) / 1024:+.2f} MB); along the way: "
+            + ", ".join(f"{k}: {kb / 1024:.1f}" for k, kb in self.rss_samples)
         )
+
+
+class CountingSink:
+    """A sink that only counts what it is given (keeping it would grow memory)."""
+
+    name = "slack"
+    min_severity = "info"
+    mode = "messages"
+
+    def __init__(self) -> None:
+        self.notifications = 0
+
+    async def send(self, message: Message) -> None:
+        self.notifications += len(message.notifications)
 
 
 def rss_kb() -> int:
@@ -295,8 +314,10 @@ def _drop(*_: Any) -> Any:
     raise structlog.DropEvent
 
 
-async def soak(seed: int, cycles: int, measure_from: int) -> SoakResult:
-    """Drive the pipeline through `cycles` cycles of a random fault plan; check the oracle."""
+async def soak(seed: int, cycles: int, measure_from: int, workdir: Path) -> SoakResult:
+    """Drive the pipeline through `cycles` cycles of a random fault plan; check the oracle.
+
+    As the daemon does: the alert outbox in SQLite (`workdir`), pruned as it goes."""
     plan = make_plan(seed, cycles)
     sc = scenario_of(plan, f"soak-{seed}")
     assert sc.total_cycles == cycles
@@ -304,8 +325,9 @@ async def soak(seed: int, cycles: int, measure_from: int) -> SoakResult:
     horizon = int(settings.state.retention_s // INTERVAL) + 1
     server = SimulatorServer(sc, KEY, timeout_hold_s=2.0)
     url = await server.start()
-    sink = RecordingSink("slack", "info")
-    outbox = Outbox(MemoryOutboxStore(), [sink])
+    sink = CountingSink()
+    store = Store(workdir / "soak.db")
+    outbox = Outbox(store, [sink])
     router = AlertRouter(outbox=outbox, group_wait_s=0, repeat_interval_s=1e9)
     truth = Truth({t: [] for t in (GRAPHQL, *ENDPOINTS)})
     last = dict.fromkeys(truth.classes, "ok")
@@ -313,6 +335,7 @@ async def soak(seed: int, cycles: int, measure_from: int) -> SoakResult:
     active_cycles: Counter[str] = Counter()
     problems: list[str] = []
     rss_start = 0
+    rss_samples: list[tuple[int, int]] = []  # (cycle, KiB) along the way, for the report
     spurious = 0  # calls that timed out although the simulator answered (host load)
     started = time.perf_counter()
     try:
@@ -330,11 +353,15 @@ async def soak(seed: int, cycles: int, measure_from: int) -> SoakResult:
                 if k == measure_from:
                     gc.collect()
                     rss_start = rss_kb()
+                if k >= measure_from and (k - measure_from) % max(cycles // 10, 1) == 0:
+                    rss_samples.append((k, rss_kb()))
                 server.set_cycle(k)
                 before = _counts(server)
                 t = EPOCH + (k - 1) * INTERVAL
                 out = await pipeline.cycle(k, t)
                 await outbox.deliver(t)
+                if k % 100 == 0:
+                    store.prune_outbox(t - settings.state.retention_s)
                 after = _counts(server)
                 seen = {c.endpoint_id or GRAPHQL: c.outcome for c in out.calls
                         if c.probe in ("graphql", "health")}
@@ -383,13 +410,15 @@ async def soak(seed: int, cycles: int, measure_from: int) -> SoakResult:
                     break
             gc.collect()
             rss_end = rss_kb()
+            rss_samples.append((cycles, rss_end))
     finally:
         await server.stop()
+        store.close()
     assert not problems, "\n".join(problems)
     calls = sum(server.request_counts.values())
     return SoakResult(cycles, plan, raised, active_cycles, dict(prober.skipped), calls,
-                      rss_start, rss_end, time.perf_counter() - started, len(sink.sent),
-                      spurious)
+                      rss_start, rss_end, time.perf_counter() - started, sink.notifications,
+                      spurious, rss_samples)
 
 
 def _counts(server: SimulatorServer) -> dict[str, int]:
@@ -408,20 +437,20 @@ def check(result: SoakResult, rss_limit_mb: float) -> None:
     assert result.spurious_timeouts <= result.calls // 50
 
 
-async def test_fault_soak_short() -> None:
+async def test_fault_soak_short(tmp_path: Path) -> None:
     """200 cycles of random faults of every kind (GraphQL and REST): no crash, and only the
     diagnoses the faults warrant, exactly when they warrant them."""
     with quiet_logs():
-        result = await soak(seed=20260101, cycles=200, measure_from=50)
+        result = await soak(seed=20260101, cycles=200, measure_from=50, workdir=tmp_path)
     check(result, rss_limit_mb=10)
 
 
 @pytest.mark.soak
-async def test_fault_soak_long() -> None:
+async def test_fault_soak_long(tmp_path: Path) -> None:
     """2,000+ cycles (SOAK_CYCLES) of random faults: no crash, only warranted diagnoses, and
     memory flat (RSS growth under 10 MB from cycle 200 to the end)."""
     cycles = int(os.environ.get("SOAK_CYCLES", "2000"))
     seed = int(os.environ.get("SOAK_SEED", "7"))
     with quiet_logs():
-        result = await soak(seed=seed, cycles=cycles, measure_from=200)
+        result = await soak(seed=seed, cycles=cycles, measure_from=200, workdir=tmp_path)
     check(result, rss_limit_mb=10)
