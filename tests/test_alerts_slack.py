@@ -126,6 +126,21 @@ async def test_reminders_after_repeat_interval(standin: SlackStandIn) -> None:
                                         "still active after 4.0 h")
 
 
+async def test_a_severity_rise_is_announced_again(standin: SlackStandIn) -> None:
+    """A warning that turns critical is announced again at once, and only once; it still
+    gets a single resolved message."""
+    story = Story(make_router([webhook_sink(standin)]))
+    await story.run(T0, T0 + 300, 30, lambda t: [diag("no_gpu_capacity", severity="warning")])
+    await story.run(T0 + 300, T0 + 900, 30,
+                    lambda t: [diag("no_gpu_capacity", severity="critical")])
+    await story.run(T0 + 900, T0 + 1200, 30, lambda t: [])
+    assert kinds(standin) == [("firing", ["no_gpu_capacity"]), ("firing", ["no_gpu_capacity"]),
+                              ("resolved", ["no_gpu_capacity"])]
+    first, second, _ = (r.body["text"] for r in standin.delivered())
+    assert first.startswith("[WARNING] no_gpu_capacity")
+    assert second.startswith("[CRITICAL] no_gpu_capacity")
+
+
 async def test_inhibition_auth_invalid_mutes_everything_else(standin: SlackStandIn) -> None:
     """auth_invalid mutes everything else: an account warning raised beside it is never
     announced, and an endpoint incident announced before gets no reminder while it holds."""

@@ -16,6 +16,8 @@ never reads a clock. For the message sinks (Slack, the log):
   they expire. A muted incident is neither announced nor reminded; when the mute ends and
   it is still active, it is announced then.
 - min_severity per sink.
+- Escalation: an announced incident whose severity rises (warning to critical) is
+  announced again, at once.
 
 State that survives a restart: the announced keys (saved with each cycle by the Store);
 what waits in group_wait is recomputed from the active incidents (active and not
@@ -37,6 +39,7 @@ import structlog
 
 from monitor.alerts.message import message_text
 from monitor.alerts.model import (
+    SEVERITY_RANK,
     DeliveryError,
     Message,
     Notification,
@@ -132,6 +135,7 @@ class AlertRouter:
         self.silences = silences if silences is not None else SilenceBook()
         self.announced: set[Key] = set()
         self._reminded: dict[Key, int] = {}
+        self._severity: dict[Key, str] = {}  # the severity each announced incident last had
 
     @property
     def sinks(self) -> list[Sink]:
@@ -141,6 +145,7 @@ class AlertRouter:
         """Take the announced keys saved before a restart."""
         self.announced = set(announced)
         self._reminded.clear()
+        self._severity.clear()
 
     def muted_by(self, incident: Incident, t: float, inhibited: dict[Key, str]) -> str | None:
         """Why `incident` is muted at `t` ('inhibited by X', 'silenced'), or None."""
@@ -164,6 +169,7 @@ class AlertRouter:
             if incident.key in self.announced:
                 self.announced.discard(incident.key)
                 self._reminded.pop(incident.key, None)
+                self._severity.pop(incident.key, None)
                 ended[incident.key[1]].append(incident)
         # a key can leave the active set only through `resolved`; drop any stale one
         self.announced &= set(active)
@@ -191,7 +197,29 @@ class AlertRouter:
             for incident in incidents:
                 self.announced.add(incident.key)
                 announced_now.add(incident.key)
+                self._severity[incident.key] = incident.diagnosis.severity
                 self._reminded[incident.key] = self._reminder_no(incident, t)
+
+        # escalation: an announced incident whose severity rose (warning -> critical) is
+        # announced again at once; its `n` is minus the new rank, so the outbox key differs
+        # from the first announcement and from every reminder (numbered from 0)
+        rose: dict[str | None, list[Incident]] = defaultdict(list)
+        for key in sorted(self.announced - announced_now, key=lambda k: (k[1] or "", k[0])):
+            incident = active[key]
+            severity = incident.diagnosis.severity
+            was = self._severity.setdefault(key, severity)  # after a restart: as it is now
+            self._severity[key] = severity
+            if SEVERITY_RANK[severity] > SEVERITY_RANK[was] and not self.muted_by(
+                incident, t, inhibited
+            ):
+                rose[key[1]].append(incident)
+        for eid, incidents in rose.items():
+            for sink in messages:
+                chosen = [i for i in incidents
+                          if severe_enough(i.diagnosis.severity, sink.min_severity)]
+                out += self._queue(sink, "firing", eid, chosen, t, cycle, numbers={
+                    i.key: -SEVERITY_RANK[i.diagnosis.severity] for i in chosen
+                })
 
         # reminders, numbered from `since`
         due: dict[str | None, list[tuple[Incident, int]]] = defaultdict(list)
