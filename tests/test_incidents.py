@@ -5,13 +5,14 @@ from __future__ import annotations
 from monitor.incidents import IncidentTracker, suppress
 from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
 
+HEALTHY = Health()
 
-def obs(cycle: int, *, health: Health | None = Health(), outcome: str = "ok",
+
+def obs(cycle: int, *, health: Health | None = HEALTHY, outcome: str = "ok",
         graphql: str = "ok", eids: tuple[str, ...] = ("ep1",)) -> Observation:
-    samples = {
-        e: EndpointSample(e, outcome, 200 if outcome == "ok" else 0, health if outcome == "ok" else None)
-        for e in eids
-    }
+    ok = outcome == "ok"
+    samples = {e: EndpointSample(e, outcome, 200 if ok else 0, health if ok else None)
+               for e in eids}
     return Observation(cycle, cycle * 30.0, graphql,
                        account=Account(10, 0) if graphql == "ok" else None,
                        listed_ids=frozenset(eids) if graphql == "ok" else None,
@@ -29,11 +30,14 @@ def test_raise_then_hold_then_resolve() -> None:
     c1 = tr.update(obs(1), [diag("crash_loop")])
     assert [i.key for i in c1.raised] == [("crash_loop", "ep1")]
     c2 = tr.update(obs(2), [diag("crash_loop")])
-    assert not c2.raised and [i.key for i in c2.held] == [("crash_loop", "ep1")]
-    assert c2.held[0].since == 30.0 and c2.held[0].raised_cycle == 1
+    assert not c2.raised
+    assert [i.key for i in c2.held] == [("crash_loop", "ep1")]
+    assert c2.held[0].since == 30.0
+    assert c2.held[0].raised_cycle == 1
     c3 = tr.update(obs(3), [])
     assert [i.key for i in c3.resolved] == [("crash_loop", "ep1")]
-    assert c3.resolved[0].resolved_cycle == 3 and not tr.active
+    assert c3.resolved[0].resolved_cycle == 3
+    assert not tr.active
 
 
 def test_unknown_health_holds_crash_loop() -> None:
@@ -42,7 +46,8 @@ def test_unknown_health_holds_crash_loop() -> None:
     tr.update(obs(1), [diag("crash_loop")])
     for c in range(2, 6):
         ch = tr.update(obs(c, outcome="timeout"), [])
-        assert not ch.resolved and ("crash_loop", "ep1") in tr.active
+        assert not ch.resolved
+        assert ("crash_loop", "ep1") in tr.active
     assert tr.update(obs(6), []).resolved
 
 
@@ -51,7 +56,8 @@ def test_graphql_outage_holds_audit_and_account() -> None:
     tr = IncidentTracker()
     tr.update(obs(1), [diag("secret_in_template"), diag("low_balance", None, "warning")])
     ch = tr.update(obs(2, graphql="timeout"), [])
-    assert not ch.resolved and len(ch.held) == 2
+    assert not ch.resolved
+    assert len(ch.held) == 2
 
 
 def test_404_is_fresh_data_for_health_rules() -> None:
@@ -75,7 +81,8 @@ def test_auth_invalid_suppresses_endpoint_diagnoses() -> None:
     tr.update(obs(1), [diag("workers_unhealthy")])
     ch = tr.update(obs(2), [diag("auth_invalid", None), diag("crash_loop")])
     assert [i.key for i in ch.raised] == [("auth_invalid", None)]
-    assert ("workers_unhealthy", "ep1") in tr.active and not ch.resolved
+    assert ("workers_unhealthy", "ep1") in tr.active
+    assert not ch.resolved
 
 
 def test_balance_exhausted_mutes_its_symptoms() -> None:
