@@ -589,8 +589,31 @@ def _build(
         if problem[0] not in blamed and problem not in problems:
             problems.append(problem)
     if problems or settings is None:
-        raise ConfigError(_sorted_report(problems, data), source) from None
+        report = _sorted_report(problems, data)
+        raise ConfigError(_scrub(report, _secret_values(tree, env)), source) from None
     return settings
+
+
+def _secret_values(tree: Any, env: Mapping[str, str]) -> list[str]:
+    """Every secret the configuration holds or points at: the secret fields' values (also
+    read from their files) and the secret environment variables."""
+    found = [env.get(var, "") for _, var in _ENV_SECRETS.values()]
+    for dotted in _SECRETS:
+        value = _dig(tree, *dotted.split("."))
+        if isinstance(value, str):
+            found.append(value)
+    return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
+
+
+def _scrub(lines: list[str], secrets: list[str]) -> list[str]:
+    """`lines` with each secret replaced: a `${RUNPOD_API_KEY}` put in a field that is not a
+    secret would otherwise be echoed back in that field's error."""
+    out = []
+    for line in lines:
+        for secret in secrets:
+            line = line.replace(secret, "****")
+        out.append(line)
+    return out
 
 
 def settings_from_dict(
