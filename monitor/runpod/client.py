@@ -1,4 +1,7 @@
-"""Async RunPod client: one keep-alive httpx pool, bounded concurrency, classified failures.
+"""Async RunPod client: one keep-alive pool, bounded concurrency, classified failures.
+
+Requests go through httpx; the connections are aiohttp's (`_AiohttpTransport`), which costs
+a tenth of the CPU per request of httpx's own pool, unless the environment sets a proxy.
 
 No call raises on a network error or a body: every outcome is `Ok` or a `Failure`. The API
 key travels only in the Authorization header and is scrubbed from every message.
@@ -11,6 +14,7 @@ import contextlib
 import functools
 import ssl
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,8 +22,10 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import structlog
+import yarl  # aiohttp's URL type (an aiohttp dependency)
 
 from monitor.runpod import parse
 from monitor.runpod.models import Failure, Myself, Ok, Result
@@ -110,6 +116,103 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# httpx's default keep-alive expiry: an idle connection is closed after this many seconds
+_KEEPALIVE_S = 5.0
+
+
+def _env_proxies() -> bool:
+    """True when the environment names a proxy, which httpx's own transport honours."""
+    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class _AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's transport interface over aiohttp's connection pool.
+
+    httpcore, httpx's own pool, spends 1.5 to 4 ms of CPU per request here (it re-checks
+    every pooled connection on each request, through anyio); aiohttp about 0.25 ms. httpx
+    still builds each request, decodes each body and raises its own exceptions, so the
+    client above is unchanged. Pool size and keep-alive expiry as httpx's; no redirects.
+    """
+
+    def __init__(self, *, max_connections: int, ssl_context: ssl.SSLContext) -> None:
+        self._max_connections = max_connections
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # made on first use: a session belongs to the event loop it is created in
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._loop = loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    ssl=self._ssl,
+                    keepalive_timeout=_KEEPALIVE_S,
+                ),
+                auto_decompress=False,  # httpx decodes Content-Encoding itself
+                cookie_jar=aiohttp.DummyCookieJar(),  # and keeps the cookies
+                # send exactly the headers httpx built
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        phases = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=phases.get("pool"),
+            sock_connect=phases.get("connect"),
+            sock_read=phases.get("read"),
+        )
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        body = await request.aread()
+        try:
+            async with self._open().request(
+                request.method,
+                yarl.URL(str(request.url), encoded=True),  # as httpx encoded it
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as resp:
+                content = await resp.read()
+                v = resp.version
+                version = b"HTTP/1.1" if v is None else f"HTTP/{v.major}.{v.minor}".encode()
+                return httpx.Response(
+                    resp.status,
+                    headers=list(resp.raw_headers),
+                    stream=httpx.ByteStream(content),
+                    extensions={
+                        "http_version": version,
+                        "reason_phrase": (resp.reason or "").encode("latin-1", "replace"),
+                    },
+                    request=request,
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise httpx.ConnectTimeout(_text(exc), request=request) from exc
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise httpx.ReadTimeout(_text(exc), request=request) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(_text(exc), request=request) from exc
+        except aiohttp.ClientResponseError as exc:  # an answer that is not valid HTTP
+            raise httpx.RemoteProtocolError(_text(exc), request=request) from exc
+        except (aiohttp.ClientError, OSError) as exc:  # reset, closed mid-answer
+            raise httpx.ReadError(_text(exc), request=request) from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class RunPodClient:
     """The daemon's only door to RunPod: GraphQL `myself` and the REST data plane."""
 
@@ -152,7 +255,8 @@ class RunPodClient:
             ),
             follow_redirects=False,
             verify=_ssl_context(),
-            transport=transport,
+            transport=transport if transport is not None or _env_proxies() else
+            _AiohttpTransport(max_connections=max_concurrency, ssl_context=_ssl_context()),
         )
 
     async def __aenter__(self) -> RunPodClient:
