@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -163,6 +163,9 @@ class Prober:
         self.skipped: dict[str, int] = {}  # probes not sent because of a gate, by target
         self._last_t: float | None = None
         self._gap_s: float | None = None
+        # the last cycle's samples and listing, whose unchanged parts the next one shares
+        self._previous: dict[str, EndpointSample] = {}
+        self._listed_ids: frozenset[str] | None = None
 
     def _interval(self, t: float) -> float | None:
         if self._last_t is not None and t > self._last_t:
@@ -213,16 +216,49 @@ class Prober:
         )
         for eid in [k for k in self.gates if k is not None and k not in self.watched]:
             del self.gates[eid]  # an endpoint no longer watched starts afresh
+        shared = [self._share(s) for s in samples]
+        self._previous = {s.endpoint_id: s for s in shared}
+        listed_ids = None
+        if listed is not None:
+            listed_ids = frozenset(configs)
+            if listed_ids == self._listed_ids:
+                listed_ids = self._listed_ids
+            self._listed_ids = listed_ids
         obs = Observation(
             cycle=cycle,
             t=t,
             graphql_outcome=outcome,
             graphql_status=status,
             account=myself.account if myself is not None else None,
-            listed_ids=frozenset(configs) if listed is not None else None,
-            endpoints={s.endpoint_id: s for s in samples},
+            listed_ids=listed_ids,
+            endpoints={s.endpoint_id: s for s in shared},
         )
         return ProbeReport(obs, calls, listed)
+
+    def _share(self, sample: EndpointSample) -> EndpointSample:
+        """`sample`, with the parts equal to the last cycle's (or all of it) taken from there.
+
+        The history keeps every observation of its window (hours of cycles): an endpoint
+        whose state did not change then costs no new objects in it, only a dict entry.
+        """
+        prev = self._previous.get(sample.endpoint_id)
+        if prev is None:
+            return sample
+        health = prev.health if sample.health == prev.health else sample.health
+        jobs = prev.jobs if sample.jobs == prev.jobs else _share_jobs(sample.jobs, prev.jobs)
+        config = prev.config if sample.config == prev.config else sample.config
+        if (
+            health is prev.health
+            and jobs is prev.jobs
+            and config is prev.config
+            and sample.health_outcome == prev.health_outcome
+            and sample.http_status == prev.http_status
+            and sample.listed == prev.listed
+        ):
+            return prev
+        if health is sample.health and jobs is sample.jobs and config is sample.config:
+            return sample
+        return replace(sample, health=health, jobs=jobs, config=config)
 
     def _shard(self, ids: list[str]) -> list[str]:
         if self.shard is None:
@@ -287,6 +323,16 @@ class Prober:
             listed=listed,
             config=config,
         )
+
+
+def _share_jobs(
+    jobs: tuple[Job, ...] | None, previous: tuple[Job, ...] | None
+) -> tuple[Job, ...] | None:
+    """`jobs`, each one that equals the last cycle's job of the same id taken from there."""
+    if not jobs or not previous:
+        return jobs
+    before = {j.id: j for j in previous}
+    return tuple(p if (p := before.get(j.id)) is not None and p == j else j for j in jobs)
 
 
 def _finite(value: float) -> float | None:
