@@ -89,9 +89,7 @@ async def run_cycles(
 
 
 async def test_rest_retry_after_blocks_the_endpoint_until_it_passes(drive: Drive) -> None:
-    """A 429 with Retry-After: 100 s at cycle 2 stops every data-plane call to that endpoint
-    until t + 100 s (cycles 3-5 skipped at 30 s), then probing resumes; skipped samples are
-    unknown and carry http_429."""
+    """A REST 429 with Retry-After: 100 s blocks the endpoint's data plane until then, exactly."""
     sc = scenario([
         {"cycles": 1},
         {"cycles": 1, "endpoints": {EP: {"rest": {"code": 429, "retry_after": 100}}}},
@@ -110,8 +108,7 @@ async def test_rest_retry_after_blocks_the_endpoint_until_it_passes(drive: Drive
 
 
 async def test_graphql_retry_after_blocks_graphql_only(drive: Drive) -> None:
-    """A GraphQL 429 with Retry-After: 65 s skips GraphQL for the next two cycles while the
-    data plane goes on being probed every cycle."""
+    """A GraphQL 429 with Retry-After blocks GraphQL only; the data plane is probed every cycle."""
     sc = scenario([
         {"cycles": 1},
         {"cycles": 1, "graphql": {"code": 429, "retry_after": 65}},
@@ -129,8 +126,7 @@ async def test_graphql_retry_after_blocks_graphql_only(drive: Drive) -> None:
 
 
 def test_backoff_schedule_and_jitter() -> None:
-    """The pause doubles per consecutive failure from one interval up to 5 min; the jitter is
-    in [0.5, 1), deterministic, and differs between targets."""
+    """The pause doubles from one interval to 5 min; jitter is in [0.5, 1) and deterministic."""
     assert [backoff_s(30, k) for k in range(7)] == [0, 30, 60, 120, 240, 300, 300]
     assert backoff_s(1, 40) == BACKOFF_CAP_S
     values = [backoff_jitter(f"ep{i}", 3, 1000.0) for i in range(500)]
@@ -142,9 +138,7 @@ def test_backoff_schedule_and_jitter() -> None:
 
 
 async def test_persistent_5xx_backs_off_exponentially_then_recovers(drive: Drive) -> None:
-    """Under a lasting 500 the gaps between /health calls grow as min(30 s * 2^(k-1), 300 s)
-    times a jitter in [0.5, 1) (rounded to a cycle), never beyond 5 min; every skipped
-    sample is unknown (http_5xx); once RunPod answers again, probing is every cycle."""
+    """A lasting 5xx is probed ever more rarely (within the formula), then every cycle again."""
     sc = scenario([
         {"cycles": 1},
         {"cycles": 80, "endpoints": {EP: {"rest": 500}}, "graphql": 503},
@@ -173,8 +167,7 @@ async def test_persistent_5xx_backs_off_exponentially_then_recovers(drive: Drive
 
 
 async def test_auth_and_404_answers_do_not_back_off(drive: Drive) -> None:
-    """401 and 404 are answers, not overload: they are probed every cycle (auth_invalid and
-    the 404 diagnoses need consecutive fresh samples)."""
+    """401 and 404 are answers, not overload: they are probed every cycle."""
     sc = scenario([
         {"cycles": 1},
         {"cycles": 5, "endpoints": {EP: {"rest": 401}}},
@@ -189,8 +182,7 @@ async def test_auth_and_404_answers_do_not_back_off(drive: Drive) -> None:
 
 
 async def test_client_limiter_keeps_requests_within_runpod_limits() -> None:
-    """25 `/requests` calls at once: the server never sees more than 2 in flight nor more
-    than 10 in 10 s; the calls over the limit fail at once as http_429 without being sent."""
+    """25 /requests at once: 10 sent (<= 2 in flight), 15 refused at once without being sent."""
     sc = scenario([{"cycles": 1}])
     server = SimulatorServer(sc, KEY)
     url = await server.start()
@@ -227,9 +219,7 @@ def daemon_settings(url: str, tmp_path: Path, **runpod: Any) -> Any:
 
 
 async def test_daemon_at_1s_with_many_jobs_stays_within_runpod_limits(tmp_path: Path) -> None:
-    """The daemon at interval_s=1 following 150 queued jobs (1500 /status per 10 s) for
-    12 s: every (endpoint, operation) stays within RunPod's published per-window and
-    concurrency limits, as measured by the simulator."""
+    """The daemon at interval_s=1 with 150 jobs stays within every published per-endpoint limit."""
     queued = {"jobs": {"inQueue": 0}, "workers": {"running": 0, "idle": 0}}
     sc = Scenario.from_dict({
         "name": "limits", "interval_s": 1,
@@ -269,9 +259,7 @@ async def test_daemon_at_1s_with_many_jobs_stays_within_runpod_limits(tmp_path: 
 
 
 async def test_slow_runpod_makes_cycles_skip_not_pile_up(tmp_path: Path) -> None:
-    """RunPod holding every call past a 2.5 s client timeout at interval_s=1: the scheduler
-    skips cycles (counted in runpod_monitor_cycles_skipped_total and logged) and never runs
-    two at once."""
+    """A RunPod slower than the interval makes cycles skip (counted, logged), one in flight."""
     sc = Scenario.from_dict({
         "name": "slow", "interval_s": 1,
         "account": {"clientBalance": 500.0, "currentSpendPerHr": 0.5},

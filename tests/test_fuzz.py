@@ -180,8 +180,7 @@ def test_fuzz_parse_health() -> None:
 
 
 def test_fuzz_parse_jobs_and_job() -> None:
-    """parse_jobs and parse_job on arbitrary and job-shaped bodies: Jobs with string ids and
-    statuses and counts >= 0, or None."""
+    """parse_jobs and parse_job on any body: well-formed Jobs, or None."""
     def good(job: Job) -> bool:
         return (isinstance(job.id, str) and bool(job.id) and isinstance(job.status, str)
                 and all(v is None or (isinstance(v, int) and v >= 0)
@@ -202,8 +201,7 @@ def test_fuzz_parse_jobs_and_job() -> None:
 
 
 def test_fuzz_parse_myself_and_error_bodies() -> None:
-    """parse_myself on arbitrary and myself-shaped bodies: a Myself with finite money, or
-    None; graphql_errors, error_message and is_not_found never raise and stay short."""
+    """parse_myself and the error-body readers on any body: a sane value, or None; no exception."""
     def check(body: Any) -> None:
         out = parse_myself(body)
         if out is not None:
@@ -221,8 +219,7 @@ def test_fuzz_parse_myself_and_error_bodies() -> None:
 
 
 def test_fuzz_decode_json_and_retry_after() -> None:
-    """decode_json on arbitrary bytes (and mangled JSON) answers a value or NOT_JSON;
-    parse_retry_after on arbitrary text answers None or a finite number of seconds >= 0."""
+    """decode_json on any bytes and parse_retry_after on any text never raise."""
     def mangle(data: tuple[Any, int, bytes]) -> bytes:
         tree, cut, junk = data
         try:
@@ -300,9 +297,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop) -> None:
-    """The client's whole path from an HTTP answer (any status, body bytes, Retry-After,
-    Content-Encoding) to a result, for health, requests, status and myself: always Ok or a
-    Failure of a known kind, never an exception, never the API key in a message."""
+    """Any HTTP answer through the client's four calls: Ok or a known Failure, never the key."""
     answer: dict[str, Any] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -381,8 +376,7 @@ ENVS = st.sampled_from([{}, {"RUNPOD_API_KEY": KEY}, {"RUNPOD_API_KEY": "", "UNS
 
 
 def test_fuzz_settings_from_dict() -> None:
-    """settings_from_dict on arbitrary config-shaped trees and environments: Settings or a
-    ConfigError with at least one problem, nothing else."""
+    """settings_from_dict on any config-shaped tree: Settings or a ConfigError without secrets."""
     def check(value: tuple[Any, dict[str, str]]) -> None:
         tree, env = value
         out = either(lambda: settings_from_dict(tree, env=env), ConfigError)
@@ -432,8 +426,7 @@ HOSTILE_YAML = ["\x1f", "a: \x07", "[" * 1000, "x: " + "[" * 1000 + "]" * 1000,
 
 @pytest.mark.parametrize("text", HOSTILE_YAML, ids=range(len(HOSTILE_YAML)))
 def test_hostile_yaml_is_an_error_not_a_crash(scratch: Path, text: str) -> None:
-    """Control characters, very deep nesting and self-referencing anchors: load_settings
-    answers a ConfigError and load_scenario a ScenarioError (or a value), never a crash."""
+    """Control characters, deep nesting, self-referencing anchors: an error, never a crash."""
     path = scratch / "file.yaml"
     path.write_text(text, encoding="utf-8")
     path.chmod(0o600)
@@ -450,8 +443,7 @@ def scratch() -> Iterator[Path]:
 
 
 def test_fuzz_load_settings_files(scratch: Path) -> None:
-    """load_settings on arbitrary text files (private and world-readable): Settings or a
-    ConfigError, nothing else; never a traceback from YAML."""
+    """load_settings on any text file, private or world-readable: Settings or a ConfigError."""
     path = scratch / "config.yaml"
 
     def check(value: tuple[str, bool]) -> None:
@@ -514,8 +506,7 @@ SCENARIO_TREES = st.one_of(
 
 
 def test_fuzz_scenario_from_dict() -> None:
-    """Scenario.from_dict on arbitrary scenario-shaped trees: a Scenario whose cycles can be
-    counted and stepped through, or a ScenarioError naming a field, nothing else."""
+    """Scenario.from_dict on any scenario-shaped tree: a usable Scenario or a ScenarioError."""
     def check(tree: Any) -> None:
         sc = either(lambda: Scenario.from_dict(tree), ScenarioError)
         if isinstance(sc, ScenarioError):

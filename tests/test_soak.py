@@ -438,8 +438,7 @@ def check(result: SoakResult, rss_limit_mb: float) -> None:
 
 
 async def test_fault_soak_short(tmp_path: Path) -> None:
-    """200 cycles of random faults of every kind (GraphQL and REST): no crash, and only the
-    diagnoses the faults warrant, exactly when they warrant them."""
+    """200 cycles of random faults: no crash, only warranted diagnoses, exactly when warranted."""
     with quiet_logs():
         result = await soak(seed=20260101, cycles=200, measure_from=50, workdir=tmp_path)
     check(result, rss_limit_mb=10)
@@ -447,8 +446,7 @@ async def test_fault_soak_short(tmp_path: Path) -> None:
 
 @pytest.mark.soak
 async def test_fault_soak_long(tmp_path: Path) -> None:
-    """2,000+ cycles (SOAK_CYCLES) of random faults: no crash, only warranted diagnoses, and
-    memory flat (RSS growth under 10 MB from cycle 200 to the end)."""
+    """2,000+ cycles (SOAK_CYCLES) of faults: no crash, only warranted diagnoses, flat RSS."""
     cycles = int(os.environ.get("SOAK_CYCLES", "2000"))
     seed = int(os.environ.get("SOAK_SEED", "7"))
     with quiet_logs():
