@@ -2,7 +2,7 @@
 arbitrary HTTP answers, config loading and scenario loading never raise an unhandled
 exception; each answers a value or its own error type.
 
-Each target tries FUZZ_EXAMPLES inputs (default 1,000 in CI); the count of inputs actually
+Each target tries FUZZ_EXAMPLES inputs (default 400 in CI); the count of inputs actually
 tried is printed per target (`-s`); docs/reliability.md records the counts of deeper runs.
 """
 
@@ -43,7 +43,7 @@ from monitor.runpod.parse import (
 from monitor.simulator import Scenario, ScenarioError, load_scenario
 from rules.model import FAILURE_KINDS, Health, Job, Thresholds
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 TRIED: Counter[str] = Counter()
 KEY = "rpa_FUZZSECRET0123456789abcdefXYZ"
 
