@@ -410,6 +410,7 @@ class _JobHistogram:
         # (endpoint_id, endpoint) -> [count per bucket..., sum], in the histogram's order
         self.series: dict[tuple[str, str], list[float]] = {}
         self.blocks: dict[tuple[str, str], str] = {}
+        self._data: bytes | None = None  # the whole family's text, until the next change
 
     def labels(self, eid: str, name: str) -> None:
         """Create the series (at 0) when it does not exist yet."""
@@ -417,6 +418,7 @@ class _JobHistogram:
         key = (str(eid), str(name))
         if key not in self.series:
             self.series[key] = [0.0] * (len(self.bounds) + 1)
+            self._data = None
 
     def observe(self, eid: str, name: str, value: float) -> None:
         self.histogram.labels(eid, name).observe(value)
@@ -430,20 +432,25 @@ class _JobHistogram:
                 counts[i] += 1
                 break
         self.blocks.pop(key, None)
+        self._data = None
 
     def remove(self, eid: str, name: str) -> None:
         self.histogram.remove(eid, name)
         self.series.pop((str(eid), str(name)), None)
         self.blocks.pop((str(eid), str(name)), None)
+        self._data = None
 
-    def text(self) -> str:
-        out = [self.header]
-        for key, counts in self.series.items():
-            block = self.blocks.get(key)
-            if block is None:
-                block = self.blocks[key] = self._block(key, counts)
-            out.append(block)
-        return "".join(out)
+    def data(self) -> bytes:
+        """The family's exposition, UTF-8."""
+        if self._data is None:
+            out = [self.header]
+            for key, counts in self.series.items():
+                block = self.blocks.get(key)
+                if block is None:
+                    block = self.blocks[key] = self._block(key, counts)
+                out.append(block)
+            self._data = "".join(out).encode()
+        return self._data
 
     def _block(self, key: tuple[str, str], counts: list[float]) -> str:
         ids = f'endpoint="{_esc(key[1])}",endpoint_id="{_esc(key[0])}"'
@@ -540,6 +547,7 @@ class MonitorMetrics:
         # a caller's registry may hold other collectors: render it with generate_latest
         self._own_registry = registry is None
         self._extensions = extensions
+        self._snapshot_data: tuple[str, bytes] | None = None  # the snapshot text, encoded
         self.snapshot = SnapshotCollector()
         self._account: Account | None = None
         self._known: dict[str, _Known] = {}
@@ -762,21 +770,24 @@ class MonitorMetrics:
         """
         if not self._own_registry:
             return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+        text = self.snapshot.exposition()
+        if self._snapshot_data is None or self._snapshot_data[0] is not text:
+            self._snapshot_data = (text, text.encode())
         parts = [
-            self.snapshot.exposition(),
+            self._snapshot_data[1],
             generate_latest(_WithoutCreated([
                 self.diagnoses_raised, self.probe_duration, self.probe_errors,
                 self.probe_last_success, self.cycle_duration,
-            ])).decode(),
-            self._delay_text.text(),
-            self._execution_text.text(),
+            ])),
+            self._delay_text.data(),
+            self._execution_text.data(),
             generate_latest(_WithoutCreated([
                 self.alerts_sent, self.alerts_failed, self.alerts_pending, self.build_info,
-            ])).decode(),
+            ])),
         ]
         if self._extensions:
-            parts.append(generate_latest(_WithoutCreated([self.cycles_skipped])).decode())
-        return "".join(parts).encode(), CONTENT_TYPE_PLAIN_0_0_4
+            parts.append(generate_latest(_WithoutCreated([self.cycles_skipped])))
+        return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------
 
