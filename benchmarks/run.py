@@ -644,6 +644,8 @@ async def monitor_child(spec: dict[str, Any]) -> None:
         prefill_s = await _prefill_history(daemon, recorder.bodies, window - 1, clock["t"])
         clock["t"] += (window - 1) * INTERVAL_S
     gc.collect()
+    if spec.get("gc_freeze"):
+        gc.freeze()  # an experiment: what the daemon would gain from freezing after start
     rss_history = _rss_mb()
     persist_bytes.clear()
     for _ in range(spec["cycles"]):
@@ -898,6 +900,7 @@ def measure_monitor(
         "concurrency": concurrency, "warmup": args.warmup, "cycles": cycles,
         "history": history or args.history,
         "profile": str(args.profile / f"profile-{n}.txt") if args.profile else None,
+        "gc_freeze": args.gc_freeze,
     }
     child = Child("monitor", spec, workdir / f"monitor-{n}-{concurrency}.log", args.timeout)
     try:
@@ -1231,6 +1234,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None,
                    help="write a pyinstrument profile of the measured monitor cycles to "
                         "DIR/profile-N.txt (pip install pyinstrument)")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="experiment: gc.freeze() in the monitor after its history is filled")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -1266,6 +1271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {
             "sizes": sizes, "cycles": args.cycles, "warmup": args.warmup,
             "scrapes": args.scrapes, "concurrency": args.concurrency, "history": args.history,
+            "gc_freeze": args.gc_freeze,
             "interval_s": INTERVAL_S,
         },
         "sizes": results,
