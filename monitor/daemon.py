@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -192,6 +193,11 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> str:
         """Start the HTTP server and the schedule; return the server's base URL."""
+        # what start-up built (modules, restored history) lives for the whole run: keep it out
+        # of the cyclic collector's full passes (measured: 72 ms -> 8 ms of GC per cycle at
+        # 1000 endpoints, benchmarks/README.md)
+        gc.collect()
+        gc.freeze()
         http = self.settings.http
         auth = None
         if http.basic_auth is not None:
