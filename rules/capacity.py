@@ -28,13 +28,8 @@ GPU_TYPES_QUERY = "{ gpuTypes { id displayName memoryInGb secureCloud communityC
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """no_gpu_capacity, not_scheduling and queue_backlog for every watched endpoint."""
-    latest = history.latest
-    if latest is None:
-        return []
     found: list[Diagnosis] = []
-    for eid, current in latest.endpoints.items():
-        if current.health is None:  # unknown now: the tracker holds what is active
-            continue
+    for eid in history.endpoints_with_health():
         series = history.known_health(eid)
         config = history.latest_config(eid)
         for rule in (_no_gpu_capacity, _not_scheduling, _queue_backlog):

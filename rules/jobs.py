@@ -23,14 +23,9 @@ _CLASS_RE = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>$")
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """job_failures for every watched endpoint."""
-    latest = history.latest
-    if latest is None:
-        return []
     found: list[Diagnosis] = []
-    for eid, current in latest.endpoints.items():
-        if current.health is None:  # unknown now: the tracker holds what is active
-            continue
-        diagnosis = _job_failures(history, th, eid, latest.t)
+    for eid in history.endpoints_with_health():
+        diagnosis = _job_failures(history, th, eid, history.observations[-1].t)
         if diagnosis is not None:
             found.append(diagnosis)
     return found

@@ -29,13 +29,8 @@ from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_ru
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """crash_loop, workers_unhealthy and idle_workers_queued for every watched endpoint."""
-    latest = history.latest
-    if latest is None:
-        return []
     found: list[Diagnosis] = []
-    for eid, current in latest.endpoints.items():
-        if current.health is None:  # unknown now: the tracker holds what is active
-            continue
+    for eid in history.endpoints_with_health():
         series = history.known_health(eid)
         for rule in (_crash_loop, _workers_unhealthy, _idle_workers_queued):
             diagnosis = rule(history, th, eid, series)

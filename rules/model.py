@@ -331,6 +331,14 @@ class History:
             self._cache.append(all(obs[i - 1].t <= obs[i].t for i in range(1, len(obs))))
         return self._cache[0]
 
+    def endpoints_with_health(self) -> list[str]:
+        """The watched endpoints whose latest `/health` answered with data. The health rules
+        look only at these: for the others the data is unknown now, and the tracker holds."""
+        latest = self.latest
+        if latest is None:
+            return []
+        return [eid for eid, s in latest.endpoints.items() if s.health is not None]
+
     def endpoint_name(self, endpoint_id: str) -> str:
         """The endpoint's latest known name, or its id."""
         for o in reversed(self.observations):
