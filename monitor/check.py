@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 from monitor.alerts.router import AlertRouter
-from monitor.config import Settings, require_api_key
+from monitor.config import Settings
 from monitor.cycle import CycleResult, Pipeline
 from monitor.history import HistoryBuffer
 from monitor.incidents import Incident, IncidentTracker
 from monitor.probes import Prober
-from monitor.runpod.client import RunPodClient
+from monitor.runpod.client import client_for
 from monitor.store import Store
 from monitor.web import diagnosis_json
 
@@ -34,13 +34,7 @@ def _restored(settings: Settings, now: float) -> tuple[HistoryBuffer, IncidentTr
 async def check_once(settings: Settings, now: float) -> tuple[CycleResult, list[Incident]]:
     """Run one cycle on top of the stored history, if the daemon's database is there."""
     history, tracker, cycle = _restored(settings, now)
-    async with RunPodClient(
-        api_key=require_api_key(settings),
-        graphql_url=settings.runpod.graphql_url,
-        rest_url=settings.runpod.rest_url,
-        timeout_s=settings.runpod.timeout_s,
-        max_concurrency=settings.runpod.max_concurrency,
-    ) as client:
+    async with client_for(settings) as client:
         pipeline = Pipeline(
             prober=Prober(client, configured=settings.endpoints,
                           track_requests=settings.runpod.track_requests),

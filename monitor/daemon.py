@@ -17,14 +17,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.alerts.model import Sink
 from monitor.alerts.setup import build_router, build_sinks, silences_path
-from monitor.config import Settings, require_api_key
+from monitor.config import Settings
 from monitor.cycle import CycleResult, Pipeline
 from monitor.history import HistoryBuffer
 from monitor.incidents import Incident, IncidentTracker
 from monitor.jobs import JobTracker
 from monitor.metrics import MonitorMetrics
 from monitor.probes import Prober
-from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
+from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
 from monitor.web import build_app
 from rules.model import Observation
@@ -46,14 +46,8 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.client = RunPodClient(
-            api_key=require_api_key(settings),
-            graphql_url=settings.runpod.graphql_url,
-            rest_url=settings.runpod.rest_url,
-            timeout_s=settings.runpod.timeout_s,
-            max_concurrency=settings.runpod.max_concurrency,
-            limits=RUNPOD_LIMITS,  # RunPod's per-endpoint limits, enforced here
-        )
+        # RunPod's per-endpoint limits, enforced here
+        self.client = client_for(settings, limits=RUNPOD_LIMITS)
         shard = settings.shard_spec
         self.metrics = MonitorMetrics(extensions=True)
         self.store = Store(settings.state.path)

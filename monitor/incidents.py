@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from rules.catalog import CATALOG
-from rules.model import OK, Diagnosis, Observation
+from rules.model import OK, SEVERITY_ORDER, Diagnosis, Observation
 
 Key = tuple[str, str | None]
 
@@ -105,10 +105,11 @@ class IncidentTracker:
 
     def incidents(self) -> list[Incident]:
         """The active incidents, most severe first, then oldest first."""
-        order = {"critical": 0, "warning": 1, "info": 2}
         return sorted(
             self.active.values(),
-            key=lambda i: (order[i.diagnosis.severity], i.since, i.key[0], i.key[1] or ""),
+            key=lambda i: (
+                -SEVERITY_ORDER[i.diagnosis.severity], i.since, i.key[0], i.key[1] or ""
+            ),
         )
 
     def diagnoses(self) -> list[Diagnosis]:

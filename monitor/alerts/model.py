@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from monitor.incidents import Incident
+from rules.model import SEVERITY_ORDER
 
 Kind = Literal["firing", "resolved", "reminder"]
 KINDS: tuple[Kind, ...] = ("firing", "resolved", "reminder")
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+SEVERITY_RANK = SEVERITY_ORDER  # info < warning < critical: the one order, from rules.model
 
 
 def severe_enough(severity: str, minimum: str) -> bool:

@@ -289,8 +289,8 @@ class AlertRouter:
 
 
 def _order(incident: Incident) -> tuple[int, float, str]:
-    rank = {"critical": 0, "warning": 1, "info": 2}
-    return (rank.get(incident.diagnosis.severity, 3), incident.since, incident.key[0])
+    rank = -SEVERITY_RANK.get(incident.diagnosis.severity, -1)  # most severe first
+    return (rank, incident.since, incident.key[0])
 
 
 def _cause(incident: Incident, active: dict[Key, Incident]) -> str | None:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -30,6 +30,9 @@ import yarl  # aiohttp's URL type (an aiohttp dependency)
 from monitor.runpod import parse
 from monitor.runpod.models import Failure, Myself, Ok, Result
 from monitor.runpod.queries import MYSELF
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 from rules.model import Health, Job
 
 T = TypeVar("T")
@@ -211,6 +214,21 @@ class _AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def client_for(settings: Settings, **overrides: Any) -> RunPodClient:
+    """The client `settings.runpod` describes, with the key `require_api_key` gives."""
+    from monitor.config import require_api_key  # config is the caller's edge, not ours
+
+    runpod = settings.runpod
+    options: dict[str, Any] = {
+        "api_key": require_api_key(settings),
+        "graphql_url": runpod.graphql_url,
+        "rest_url": runpod.rest_url,
+        "timeout_s": runpod.timeout_s,
+        "max_concurrency": runpod.max_concurrency,
+    }
+    return RunPodClient(**{**options, **overrides})
 
 
 class RunPodClient:
