@@ -13,7 +13,15 @@ import structlog
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Myself, Ok, Result
 from monitor.sharding import owns
-from rules.model import OK, EndpointConfig, EndpointSample, Health, Job, Observation
+from rules.model import (
+    OK,
+    TERMINAL_JOB_STATUSES,
+    EndpointConfig,
+    EndpointSample,
+    Health,
+    Job,
+    Observation,
+)
 
 log = structlog.get_logger("monitor.probes")
 
@@ -288,18 +296,18 @@ class Prober:
                 listed=listed,
                 config=config,
             )
-        health_call = self.client.health(endpoint_id)
-        if self.track_requests:
-            health, jobs_result = await asyncio.gather(
-                health_call, self.client.requests(endpoint_id)
-            )
-        else:
-            health, jobs_result = await health_call, None
+        health = await self.client.health(endpoint_id)
+        jobs_result: Result[tuple[Job, ...]] | None = None
+        jobs: tuple[Job, ...] | None = None
+        if self.track_requests and isinstance(health, Ok):
+            if _jobs_may_have_moved(health.value, self._previous.get(endpoint_id)):
+                jobs_result = await self.client.requests(endpoint_id)
+            else:
+                jobs = ()  # /health: nothing in flight and nothing finished since last time
         outcome, status = outcome_of(health)
         calls.append(ProbeCall("health", outcome, status, health.elapsed_s, endpoint_id,
                                _retry_after(health)))
         gate.record(endpoint_id, t, interval, outcome, status, _retry_after(health))
-        jobs: tuple[Job, ...] | None = None
         if jobs_result is not None:
             j_outcome, j_status = outcome_of(jobs_result)
             j_retry = _retry_after(jobs_result)
@@ -323,6 +331,25 @@ class Prober:
             listed=listed,
             config=config,
         )
+
+
+def _jobs_may_have_moved(health: Health, previous: EndpointSample | None) -> bool:
+    """Whether `/requests` can tell more than "no job": a job is queued or running, a job
+    counter moved since the last cycle, or that cycle's list held an unfinished job.
+
+    Most endpoints of a large account sit idle at zero workers: for them /health alone
+    says there is no job to list, and the second request per endpoint is not sent.
+    """
+    if health.in_queue or health.in_progress:
+        return True
+    if previous is None or previous.health is None or previous.jobs is None:
+        return True
+    before = previous.health
+    if (health.completed, health.failed, health.retried) != (
+        before.completed, before.failed, before.retried
+    ):
+        return True
+    return any(j.status not in TERMINAL_JOB_STATUSES for j in previous.jobs)
 
 
 def _share_jobs(

@@ -160,8 +160,10 @@ class EndpointSample:
     """What one cycle saw of one watched endpoint.
 
     `health` is None when the `/health` probe gave no usable data (see `health_outcome`);
-    `jobs` is None when `/requests` was not asked or failed. `config` is this cycle's
-    GraphQL item, None when GraphQL failed or does not list the endpoint (`listed`).
+    `jobs` is None when `/requests` was not asked or failed, and () without asking when
+    `/health` showed no job in flight and no job counter moved since the last cycle.
+    `config` is this cycle's GraphQL item, None when GraphQL failed or does not list the
+    endpoint (`listed`).
     """
 
     endpoint_id: str

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from monitor.config import settings_from_dict
@@ -103,7 +104,7 @@ async def test_rest_retry_after_blocks_the_endpoint_until_it_passes(drive: Drive
         assert sample.health_outcome == "http_429"
         assert sample.health is None
         assert sample.jobs is None
-    assert server.request_counts[(EP, "requests")] == 5
+    assert server.request_counts[(EP, "requests")] == 4  # not after the 429 of /health
     assert reports[5].observation.endpoints[EP].health_outcome == "ok"
 
 
@@ -120,6 +121,50 @@ async def test_graphql_retry_after_blocks_graphql_only(drive: Drive) -> None:
     assert [r.observation.graphql_outcome for r in reports] == [
         "ok", "http_429", "http_429", "http_429", "ok", "ok"]
     assert server.request_counts[(EP, "health")] == 6
+
+
+# ---------------------------------------------------------------- /requests only when useful
+
+
+async def test_requests_is_asked_only_while_jobs_move(drive: Drive) -> None:
+    """/requests (10 per 10 s per endpoint) is skipped while /health shows an idle endpoint."""
+    idle = {"jobs": {"inQueue": 0, "inProgress": 0}, "workers": {"running": 0}}
+    sc = scenario([
+        {"cycles": 3, "endpoints": {EP: {"health": idle}}},
+        {"cycles": 1, "endpoints": {EP: {"health": {"jobs": {"inQueue": 2}},
+                                         "jobs": [{"id": "j1", "status": "IN_QUEUE"},
+                                                  {"id": "j2", "status": "IN_QUEUE"}]}}},
+        {"cycles": 1, "endpoints": {EP: {"health": {"jobs": {"inQueue": 0, "completed": 7}},
+                                         "jobs": [{"id": "j1", "status": "COMPLETED"},
+                                                  {"id": "j2", "status": "COMPLETED"}]}}},
+        {"cycles": 3},
+        {"cycles": 1, "endpoints": {EP: {"health": {"jobs": {"failed": 1}},
+                                         "jobs": [{"id": "j3", "status": "FAILED",
+                                                   "error": "boom"}]}}},
+        {"cycles": 1},
+    ])
+    server, prober = await drive(sc)
+    called, reports = await run_cycles(server, prober, 10, (EP, "requests"))
+    # 1: nothing known yet; 4: jobs queued; 5: the queued ones finished (counter moved);
+    # 9: a failure (its error is evidence for job_failures)
+    assert called == [1, 4, 5, 9]
+    jobs = [r.observation.endpoints[EP].jobs for r in reports]
+    assert jobs[1] == jobs[2] == jobs[5] == ()  # idle: known empty, not unknown
+    assert [j.id for j in jobs[3] or ()] == ["j1", "j2"]
+    assert [(j.id, j.error) for j in jobs[8] or ()] == [("j3", "boom")]
+    assert server.request_counts[(EP, "health")] == 10
+
+
+async def test_requests_is_not_asked_when_health_failed(drive: Drive) -> None:
+    """A failed /health leaves the jobs unknown without a second call to a failing endpoint."""
+    sc = scenario([
+        {"cycles": 1},
+        {"cycles": 2, "endpoints": {EP: {"rest": 500}}},
+    ])
+    server, prober = await drive(sc)
+    called, reports = await run_cycles(server, prober, 2, (EP, "requests"))
+    assert called == [1]
+    assert reports[1].observation.endpoints[EP].jobs is None
 
 
 # ---------------------------------------------------------------- exponential back-off
@@ -231,11 +276,10 @@ async def test_daemon_at_1s_with_many_jobs_stays_within_runpod_limits(tmp_path: 
     url = await server.start()
     daemon = Daemon(daemon_settings(url, tmp_path, timeout_s=2.0), sinks=[])
     try:
-        async with RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql",
-                                rest_url=f"{url}/v2") as submit:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as submit:
             ids = []
             for _ in range(150):  # no worker on bpendpoint02: they stay queued, polled each cycle
-                r = await submit._http.post(f"{url}/v2/bpendpoint02/run", json={"input": {}})
+                r = await submit.post(f"{url}/v2/bpendpoint02/run", json={"input": {}})
                 ids.append(r.json()["id"])
         for job_id in ids:
             assert daemon.register_job("bpendpoint02", job_id)
