@@ -160,7 +160,7 @@ def report(payload: dict[str, Any]) -> None:
 GPU_POOLS = (
     "AMPERE_48,ADA_48_PRO", "ADA_24,AMPERE_24", "ADA_80_PRO,AMPERE_80", "AMPERE_16,AMPERE_24"
 )
-QUEUED_EVERY = 10  # every 10th endpoint has jobs queued and one in progress
+BUSY_EVERY = 10  # by default every 10th endpoint has jobs queued and one in progress
 THROTTLED_EVERY = 100  # every 100th has its workers throttled (no_gpu_capacity fires)
 
 
@@ -168,8 +168,9 @@ def endpoint_id(i: int) -> str:
     return f"bench{i:09d}"  # 14 characters, like RunPod's ids
 
 
-def scenario_dict(n: int) -> dict[str, Any]:
-    """A stable account with `n` healthy endpoints, some with queued jobs, 1% throttled."""
+def scenario_dict(n: int, busy_every: int = BUSY_EVERY) -> dict[str, Any]:
+    """A stable account with `n` healthy endpoints, every `busy_every`th with jobs in
+    flight, 1% throttled (with jobs queued)."""
     endpoints = []
     for i in range(n):
         eid = endpoint_id(i)
@@ -211,7 +212,7 @@ def scenario_dict(n: int) -> dict[str, Any]:
                 "workers": {"throttled": 1},
             }
             item["jobs"] = [{"id": f"{eid}-q{k}", "status": "IN_QUEUE"} for k in range(3)]
-        elif i % QUEUED_EVERY == 0:
+        elif i % busy_every == 0:
             item["health"] = {
                 "jobs": {"completed": 1000 + i, "failed": 2, "inProgress": 1, "inQueue": 2},
                 "workers": {"running": 1, "idle": 0, "ready": 0},
@@ -238,16 +239,23 @@ def scenario_dict(n: int) -> dict[str, Any]:
     }
 
 
-def write_scenario(n: int, directory: Path) -> Path:
+def write_scenario(n: int, directory: Path, busy_every: int = BUSY_EVERY) -> Path:
     import yaml
 
     from monitor.simulator.scenario import Scenario
 
-    data = scenario_dict(n)
+    data = scenario_dict(n, busy_every)
     Scenario.from_dict(data)  # fail here, not in the simulator, on a bad scenario
     path = directory / f"bench-{n}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, width=120), encoding="utf-8")
     return path
+
+
+def busy_ids(n: int, busy_every: int = BUSY_EVERY) -> list[str]:
+    """The endpoints whose /health shows jobs in flight: the ones whose /requests a steady
+    cycle asks (the floors ask the same)."""
+    return [e["id"] for e in scenario_dict(n, busy_every)["endpoints"]
+            if e["health"]["jobs"].get("inQueue") or e["health"]["jobs"].get("inProgress")]
 
 
 # ------------------------------------------------------------------------------ simulator
@@ -406,15 +414,32 @@ class PhaseClock:
         return wrapped
 
 
-def _count_requests(client: Any, counts: dict[str, int]) -> None:
-    """Count the HTTP requests an httpx.AsyncClient sends, by kind (graphql, health, ...)."""
+def _kind(url: str) -> str:
+    """The request kind of a URL: graphql, health, requests, ..."""
+    path = url.split("?", 1)[0]
+    return "graphql" if path.endswith("/graphql") else path.rsplit("/", 1)[-1]
 
-    async def hook(request: Any) -> None:
-        path = request.url.path
-        kind = "graphql" if path.endswith("/graphql") else path.rsplit("/", 1)[-1]
-        counts[kind] = counts.get(kind, 0) + 1
 
-    client.event_hooks = {"request": [hook], "response": []}
+class Recorder:
+    """Wraps the monitor client's sender: counts its requests by kind and, while
+    `keep` is set, keeps the raw body and status of every answer, by URL."""
+
+    def __init__(self, client: Any) -> None:
+        self.counts: dict[str, int] = {}
+        self.bodies: dict[str, tuple[bytes, int]] = {}
+        self.keep = False
+        sender = client._sender
+        real_send = sender.send
+
+        async def send(method: str, url: str, payload: object) -> Any:
+            kind = _kind(url)
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            answer = await real_send(method, url, payload)
+            if self.keep:
+                self.bodies[url] = (answer.content, answer.status)
+            return answer
+
+        sender.send = send
 
 
 class GcClock:
@@ -436,17 +461,6 @@ class GcClock:
     def reset(self) -> None:
         self.seconds = [0.0, 0.0, 0.0]
         self.count = [0, 0, 0]
-
-
-class Recorder:
-    """Keeps the raw body of every answer the monitor's httpx client receives, by URL."""
-
-    def __init__(self) -> None:
-        self.bodies: dict[str, tuple[bytes, int]] = {}
-
-    async def __call__(self, response: Any) -> None:
-        await response.aread()
-        self.bodies[str(response.request.url)] = (response.content, response.status_code)
 
 
 async def _prefill_history(
@@ -571,9 +585,8 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     # INTERVAL_S apart and ending now; the daemon's clock is this simulated one.
     clock = {"t": time.time() - (window + spec["cycles"]) * INTERVAL_S}
     daemon = Daemon(settings, clock=lambda: clock["t"])
-    counts: dict[str, int] = {}
-    _count_requests(daemon.client._http, counts)
-    recorder = Recorder()
+    recorder = Recorder(daemon.client)
+    counts = recorder.counts
 
     phases = PhaseClock()
     pipeline = daemon.pipeline
@@ -634,10 +647,10 @@ async def monitor_child(spec: dict[str, Any]) -> None:
             })
         clock["t"] += INTERVAL_S
 
-    daemon.client._http.event_hooks["response"].append(recorder)
+    recorder.keep = True
     for _ in range(spec["warmup"]):
         await tick(False)
-    daemon.client._http.event_hooks["response"].remove(recorder)
+    recorder.keep = False
     rss_no_history = _rss_mb()
     prefill_s = 0.0
     if window > 1:
@@ -709,13 +722,14 @@ async def monitor_child(spec: dict[str, Any]) -> None:
 
 
 async def floor_child(spec: dict[str, Any]) -> None:
-    """The same calls as a cycle (GraphQL once, then /health and /requests of every listed
-    endpoint, at most `concurrency` at once, keep-alive) and nothing else: bodies are read,
+    """The same calls as a steady cycle (GraphQL once, /health of every listed endpoint,
+    /requests of the busy ones, at most `concurrency` at once, keep-alive) and nothing else:
+    bodies are read,
     not parsed (but GraphQL's, for the endpoint ids). `client`: httpx (its own pool, as
     `httpx.AsyncClient()` comes) or aiohttp (the pool the monitor's client uses)."""
     from monitor.runpod.queries import MYSELF
 
-    base, conc = spec["url"], spec["concurrency"]
+    base, conc, busy = spec["url"], spec["concurrency"], frozenset(spec["busy_ids"])
     sem = asyncio.Semaphore(conc)
     counts: dict[str, int] = {}
     headers = {"Authorization": f"Bearer {spec['api_key']}", "Accept": "application/json"}
@@ -767,9 +781,9 @@ async def floor_child(spec: dict[str, Any]) -> None:
         w, c = time.perf_counter(), _cpu_self()
         body: Any = await post(f"{base}/graphql", {"query": MYSELF})
         ids = [e["id"] for e in body["data"]["myself"]["endpoints"]][:limit]
-        statuses = await asyncio.gather(
-            *(get(f"{base}/v2/{eid}/{op}") for eid in ids for op in ("health", "requests"))
-        )
+        urls = [f"{base}/v2/{eid}/health" for eid in ids]
+        urls += [f"{base}/v2/{eid}/requests" for eid in ids if eid in busy]
+        statuses = await asyncio.gather(*(get(url) for url in urls))
         return time.perf_counter() - w, _cpu_self() - c, sum(1 for x in statuses if x != 200)
 
     await cycle(limit=2 * conc)  # warm-up: open the pool
@@ -918,6 +932,11 @@ def measure_monitor(
     graphql = [x["requests"].get("graphql", 0) for x in c]
     if any(g != 1 for g in graphql):
         raise AssertionError(f"N={n}: GraphQL requests per cycle {graphql}, expected 1 each")
+    asked = [x["requests"].get("requests", 0) for x in c]
+    busy = len(busy_ids(n, args.busy_every))
+    if any(a != busy for a in asked):
+        raise AssertionError(f"N={n}: /requests per cycle {asked}, expected {busy} (the busy "
+                             "endpoints, which the floors ask too)")
     probed = c[0]["endpoints"]
     phases = {
         name: statistics.median(x["phases_cpu_s"].get(name, 0.0) for x in c)
@@ -975,7 +994,7 @@ def measure_floor(
     sim: Simulator, n: int, args: argparse.Namespace, workdir: Path, cycles: int, client: str
 ) -> dict[str, Any]:
     spec = {"url": sim.url, "api_key": sim.api_key, "concurrency": args.concurrency,
-            "cycles": cycles, "client": client}
+            "cycles": cycles, "client": client, "busy_ids": busy_ids(n, args.busy_every)}
     out = run_child("floor", spec, workdir / f"floor-{client}-{n}.log", args.timeout)
     c = out["cycles"]
     return {
@@ -1040,7 +1059,7 @@ def ratios(size: dict[str, Any]) -> dict[str, float | None]:
 def run_size(n: int, args: argparse.Namespace, workdir: Path, api_key: str) -> dict[str, Any]:
     log = print if not args.quiet else (lambda *a, **k: None)
     started = time.perf_counter()
-    path = write_scenario(n, workdir)
+    path = write_scenario(n, workdir, args.busy_every)
     base_cycles = args.baseline_cycles
     with Simulator(path, api_key, workdir) as sim:
         log(f"  N={n}: simulator up on {sim.url} ({time.perf_counter() - started:.1f} s)")
@@ -1220,6 +1239,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="measured /metrics scrapes (default 50)")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help="max_concurrency of the monitor and the floor (default 16)")
+    p.add_argument("--busy-every", type=int, default=BUSY_EVERY,
+                   help="every Kth endpoint has jobs in flight (default 10; 1: all busy)")
     p.add_argument("--no-sweep", dest="sweep", action="store_false",
                    help=f"skip the max_concurrency sweep at N={SWEEP_SIZE}")
     p.add_argument("--sweep-cycles", type=int, default=3)
@@ -1271,7 +1292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {
             "sizes": sizes, "cycles": args.cycles, "warmup": args.warmup,
             "scrapes": args.scrapes, "concurrency": args.concurrency, "history": args.history,
-            "gc_freeze": args.gc_freeze,
+            "gc_freeze": args.gc_freeze, "busy_every": args.busy_every,
             "interval_s": INTERVAL_S,
         },
         "sizes": results,
