@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from monitor.runpod.parse import (
     NOT_JSON,
+    EndpointItems,
     decode_json,
     error_message,
     graphql_errors,
@@ -280,6 +281,34 @@ def test_myself_full_shape() -> None:
     assert ep1.template == Template("t1", "sdxl-tpl", "me/sdxl:1", "", 20,
                                     (EnvVar("MODEL", "sdxl"), EnvVar("EMPTY", "")))
     assert ep2.template == Template("t2")
+
+
+def _myself_body(*items: dict[str, object]) -> dict[str, object]:
+    return {"data": {"myself": {"clientBalance": 1.0, "currentSpendPerHr": 0.0,
+                                "endpoints": [json.loads(json.dumps(i)) for i in items]}}}
+
+
+def test_unchanged_endpoint_items_reuse_the_last_config() -> None:
+    """An item equal to the last answer's is not parsed again: the same config object comes
+    back; a changed item is parsed afresh, a malformed one still fails the whole answer."""
+    a = {"id": "ep1", "name": "a", "workersMax": 2, "template": {"id": "t", "env": []}}
+    b = {"id": "ep2", "name": "b", "workersMax": 1}
+    items = EndpointItems()
+    first = parse_myself(_myself_body(a, b), items)
+    second = parse_myself(_myself_body(a, {**b, "workersMax": 3}), items)
+    assert first is not None
+    assert second is not None
+    assert second.endpoints[0] is first.endpoints[0]
+    assert second.endpoints[1] is not first.endpoints[1]
+    assert second.endpoints[1].workers_max == 3
+    fresh = parse_myself(_myself_body(a, {**b, "workersMax": 3}))
+    assert fresh is not None
+    assert second.endpoints == fresh.endpoints
+    assert parse_myself(_myself_body(a, {**b, "workersMax": "3"}), items) is None
+    # a failed answer leaves the last good one as the reference
+    third = parse_myself(_myself_body(a, {**b, "workersMax": 3}), items)
+    assert third is not None
+    assert third.endpoints[1] is second.endpoints[1]
 
 
 def test_myself_partial_data_with_errors() -> None:
