@@ -103,9 +103,9 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Dia
     if len(window) < 2:
         return None
     failed = counter_rise(window, "failed")
-    completed = counter_rise(window, "completed")
     if failed < th.job_failures_min:
         return None
+    completed = counter_rise(window, "completed")
     share = failed / (failed + completed)
     if share < th.job_failures_ratio:
         return None

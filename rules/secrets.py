@@ -8,6 +8,7 @@ ever kept. Patterns need a long token body so that ordinary values (``hf_transfe
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -71,7 +72,10 @@ def _token_at_start(text: str) -> tuple[str, str] | None:
     return None
 
 
-def _matches(text: str) -> list[_Match]:
+# The same template texts come back every cycle (the audit rules, the store's masking):
+# scanning one costs every pattern's regex, a cached answer one dict lookup.
+@functools.lru_cache(maxsize=16384)
+def _matches(text: str) -> tuple[_Match, ...]:
     """Every secret in `text`, left to right, without overlaps."""
     found: list[_Match] = []
     for m in _URL_PASSWORD.finditer(text):
@@ -100,7 +104,7 @@ def _matches(text: str) -> list[_Match]:
         if chosen and match.start < chosen[-1].end:
             continue
         chosen.append(match)
-    return chosen
+    return tuple(chosen)
 
 
 def find_secrets(text: str) -> list[Found]:
