@@ -113,7 +113,7 @@ class Daemon:
             self.cycle_no += 1
             now = self.clock()
             result = await self.pipeline.cycle(self.cycle_no, now)
-            for done in await self.jobs.poll(self.client, now):
+            for done in await self.jobs.poll(self.client, now, self.pipeline.prober):
                 j = done.job
                 self.metrics.observe_job(
                     done.endpoint_id, self.endpoint_name(done.endpoint_id),

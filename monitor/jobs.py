@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Ok
@@ -12,6 +13,14 @@ from rules.model import TERMINAL_JOB_STATUSES, Job
 
 # A job that RunPod no longer knows (404, `request does not exist`) was purged or expired.
 GONE = "http_404"
+
+
+class DataPlaneGate(Protocol):
+    """Whether an endpoint's data plane may be called now (`monitor.probes.Prober`)."""
+
+    def data_plane_due(self, endpoint_id: str, t: float) -> bool: ...
+
+    def hold(self, endpoint_id: str, t: float, retry_after_s: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +53,19 @@ class JobTracker:
     def tracked(self) -> list[tuple[str, str]]:
         return list(self._jobs)
 
-    async def poll(self, client: RunPodClient, now: float) -> list[Finished]:
-        """Ask `/status` for every tracked job; return and forget the ones that ended."""
-        keys = list(self._jobs)
+    async def poll(
+        self, client: RunPodClient, now: float, gate: DataPlaneGate | None = None
+    ) -> list[Finished]:
+        """Ask `/status` for every tracked job; return and forget the ones that ended.
+
+        With a `gate`, the jobs of an endpoint whose data plane is closed (back-off or
+        Retry-After) wait, and a Retry-After from `/status` closes it."""
+        keys = [k for k in self._jobs if gate is None or gate.data_plane_due(k[0], now)]
         results = await asyncio.gather(*(client.status(eid, jid) for eid, jid in keys))
         finished: list[Finished] = []
         for (eid, jid), result in zip(keys, results, strict=True):
+            if isinstance(result, Failure) and result.retry_after_s is not None and gate:
+                gate.hold(eid, now, result.retry_after_s)
             if isinstance(result, Ok) and result.value.status in TERMINAL_JOB_STATUSES:
                 finished.append(Finished(eid, result.value))
             elif isinstance(result, Failure) and result.kind == GONE:

@@ -181,6 +181,18 @@ class Prober:
         self._last_t = t
         return self.interval_s if self.interval_s is not None else self._gap_s
 
+    def data_plane_due(self, endpoint_id: str, t: float) -> bool:
+        """May the endpoint's data plane be called at `t`: no back-off, no Retry-After?"""
+        gate = self.gates.get(endpoint_id)
+        interval = self.interval_s if self.interval_s is not None else self._gap_s
+        return gate is None or gate.due(t, interval)
+
+    def hold(self, endpoint_id: str, t: float, retry_after_s: float) -> None:
+        """Close the endpoint's data plane until `t + retry_after_s` (a Retry-After seen by
+        another caller, such as the job poller)."""
+        gate = self._gate(endpoint_id)
+        gate.retry_until = max(gate.retry_until, t + retry_after_s)
+
     def _gate(self, key: str | None) -> Gate:
         gate = self.gates.get(key)
         if gate is None:

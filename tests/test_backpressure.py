@@ -16,6 +16,7 @@ import pytest
 
 from monitor.config import settings_from_dict
 from monitor.daemon import Daemon
+from monitor.jobs import JobTracker
 from monitor.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, backoff_s
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
@@ -165,6 +166,33 @@ async def test_requests_is_not_asked_when_health_failed(drive: Drive) -> None:
     called, reports = await run_cycles(server, prober, 2, (EP, "requests"))
     assert called == [1]
     assert reports[1].observation.endpoints[EP].jobs is None
+
+
+async def test_job_polling_waits_out_the_endpoints_retry_after(drive: Drive) -> None:
+    """/status of tracked jobs honours the endpoint's Retry-After, seen by /health or by itself."""
+    job = [{"id": "job-1", "status": "IN_QUEUE"}]
+    sc = scenario([
+        {"cycles": 1, "endpoints": {EP: {"jobs": job}}},
+        {"cycles": 1, "endpoints": {EP: {"rest": {"code": 429, "retry_after": 100}}}},
+        {"cycles": 6, "endpoints": {EP: {"rest": "ok"}}},
+    ])
+    server, prober = await drive(sc)
+    tracker = JobTracker()
+    tracker.register(EP, "job-1", T0)
+    for with_probe in (True, False):  # the gate closed by /health, then by /status alone
+        called = []
+        for k in range(1, 9):
+            server.set_cycle(k)
+            t = T0 + (k - 1) * INTERVAL + (1000 if not with_probe else 0)
+            if with_probe:
+                await prober.probe(k, t)
+            before = server.request_counts[(EP, "status")]
+            await tracker.poll(prober.client, t, prober)
+            if server.request_counts[(EP, "status")] > before:
+                called.append(k)
+        # 30 + 100 s: cycle 6 (150 s) is the first after; without probes /status saw the 429
+        assert called == ([1, 6, 7, 8] if with_probe else [1, 2, 6, 7, 8])
+        assert tracker.tracked() == [(EP, "job-1")]
 
 
 # ---------------------------------------------------------------- exponential back-off
