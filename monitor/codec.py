@@ -3,12 +3,19 @@
 `x_from_json(x_to_json(x)) == x` for observations, memory, diagnoses and incidents: tuples
 come back as tuples, frozensets as frozensets, mappings as dicts. Fields at their default
 value are left out. `masked` cuts token-shaped secrets out of templates before storing.
+
+The store writes observations through `ObservationEncoder`, each endpoint's config by
+reference (`"config_ref"`: the digest of its masked JSON text, stored once), and reads them
+back through `HistoryDecoder`, which also reads the inline `"config"` of schema 1 and shares
+the objects that did not change from one observation to the next, as the prober does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
 from monitor.incidents import Incident
@@ -83,26 +90,32 @@ def _template_from_json(d: Json) -> Template:
     return Template(**{**d, "env": tuple(EnvVar(k, v) for k, v in d["env"])})
 
 
-def _config_to_json(c: EndpointConfig) -> Json:
+def config_to_json(c: EndpointConfig) -> Json:
     d = _plain(c)
     if c.template is not None:
         d["template"] = _template_to_json(c.template)
     return d
 
 
-def _config_from_json(d: Json) -> EndpointConfig:
+def config_from_json(d: Json) -> EndpointConfig:
     t = d.get("template")
     return EndpointConfig(**{**d, "template": None if t is None else _template_from_json(t)})
 
 
-def _sample_to_json(s: EndpointSample) -> Json:
+def _sample_to_json(s: EndpointSample, config_ref: str | None = None) -> Json:
+    """`s` with its config inline, or, when `config_ref` is given, a `"config_ref"` key
+    holding it in the config's place."""
     d = _plain(s)
     if s.health is not None:
         d["health"] = _plain(s.health)
     if s.jobs is not None:
         d["jobs"] = [_plain(j) for j in s.jobs]
     if s.config is not None:
-        d["config"] = _config_to_json(s.config)
+        del d["config"]
+        if config_ref is None:
+            d["config"] = config_to_json(s.config)
+        else:
+            d["config_ref"] = config_ref
     return d
 
 
@@ -112,7 +125,7 @@ def _sample_from_json(d: Json) -> EndpointSample:
         **d,
         "health": None if h is None else Health(**h),
         "jobs": None if jobs is None else tuple(Job(**j) for j in jobs),
-        "config": None if c is None else _config_from_json(c),
+        "config": None if c is None else config_from_json(c),
     })
 
 
@@ -132,14 +145,19 @@ def _account_from_json(d: Json) -> Account:
     })
 
 
-def observation_to_json(obs: Observation) -> Json:
+def _observation_to_json(obs: Observation, endpoints: Json) -> Json:
     d = _plain(obs)
     if obs.account is not None:
         d["account"] = _account_to_json(obs.account)
     if obs.listed_ids is not None:
         d["listed_ids"] = sorted(obs.listed_ids)
-    d["endpoints"] = {k: _sample_to_json(s) for k, s in obs.endpoints.items()}
+    d["endpoints"] = endpoints
     return d
+
+
+def observation_to_json(obs: Observation) -> Json:
+    """`obs` with every config inline (schema 1's form)."""
+    return _observation_to_json(obs, {k: _sample_to_json(s) for k, s in obs.endpoints.items()})
 
 
 def observation_from_json(d: Json) -> Observation:
@@ -152,17 +170,198 @@ def observation_from_json(d: Json) -> Observation:
     })
 
 
+def masked_config(c: EndpointConfig) -> EndpointConfig:
+    """`c` with token-shaped secrets in its template's docker args and env values masked."""
+    t = c.template
+    if t is None:
+        return c
+    env = tuple(EnvVar(e.key, mask(e.value)) for e in t.env)
+    return replace(c, template=replace(t, docker_args=mask(t.docker_args), env=env))
+
+
 def masked(obs: Observation) -> Observation:
     """`obs` with token-shaped secrets in template docker args and env values masked."""
     def fix(s: EndpointSample) -> EndpointSample:
         if s.config is None or s.config.template is None:
             return s
-        t = s.config.template
-        env = tuple(EnvVar(e.key, mask(e.value)) for e in t.env)
-        t = replace(t, docker_args=mask(t.docker_args), env=env)
-        return replace(s, config=replace(s.config, template=t))
+        return replace(s, config=masked_config(s.config))
 
     return replace(obs, endpoints={k: fix(s) for k, s in obs.endpoints.items()})
+
+
+# --- observations with configs by reference: the store's form --------------------------
+
+def config_text(c: EndpointConfig) -> str:
+    """The canonical JSON text of `c` masked: what the store keeps of a config."""
+    return json.dumps(config_to_json(masked_config(c)), sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def config_digest(text: str) -> str:
+    """The stable key of a config's text (`config_text`): 32 hex digits of BLAKE2b."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def config_refs(d: Json) -> set[str]:
+    """The config digests an observation's JSON refers to."""
+    return {r for s in d["endpoints"].values() if (r := s.get("config_ref")) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One observation encoded by `ObservationEncoder`."""
+
+    json: Json  # shares parts with earlier results: read it, do not change it
+    configs: dict[str, EndpointConfig]  # digest -> config, for every config referred to
+    texts: dict[str, str]  # digest -> `config_text`, for the configs encoded this time
+
+
+class ObservationEncoder:
+    """Observations to JSON with each sample's config replaced by `"config_ref": digest`.
+
+    A config (or a whole sample) that is the same object as the one encoded last time for
+    its endpoint, as the prober makes an unchanged one, is not masked or encoded again.
+    """
+
+    def __init__(self) -> None:
+        self._configs: dict[str, tuple[EndpointConfig, str]] = {}
+        self._samples: dict[str, tuple[EndpointSample, Json]] = {}
+
+    def encode(self, obs: Observation) -> Encoded:
+        configs: dict[str, EndpointConfig] = {}
+        texts: dict[str, str] = {}
+        endpoints: Json = {}
+        seen_configs: dict[str, tuple[EndpointConfig, str]] = {}
+        seen_samples: dict[str, tuple[EndpointSample, Json]] = {}
+        for key, s in obs.endpoints.items():
+            ref = None
+            c = s.config
+            if c is not None:
+                known = self._configs.get(key)
+                if known is not None and known[0] is c:
+                    ref = known[1]
+                else:
+                    text = config_text(c)
+                    ref = config_digest(text)
+                    texts[ref] = text
+                seen_configs[key] = (c, ref)
+                configs[ref] = c
+            last = self._samples.get(key)
+            # the same sample object holds the same config object, hence the same ref
+            d = last[1] if last is not None and last[0] is s else _sample_to_json(s, ref)
+            seen_samples[key] = (s, d)
+            endpoints[key] = d
+        # only the endpoints of this observation: a vanished endpoint is forgotten
+        self._configs, self._samples = seen_configs, seen_samples
+        return Encoded(_observation_to_json(obs, endpoints), configs, texts)
+
+
+_SHARED_JOB_STRINGS = ("status", "worker_id")  # few distinct values: one string each
+
+
+class HistoryDecoder:
+    """Observations from the store's JSON, oldest first, sharing objects like the prober.
+
+    A config is one object per digest (and per value, for schema 1's inline configs); a
+    sample, health, job list or job equal to the one of the previously decoded observation
+    for the same endpoint is that object; so are an equal account and listed ids. A restored
+    history then costs about what the live one did.
+    """
+
+    def __init__(self, config_texts: Mapping[str, str]) -> None:
+        self._texts = config_texts
+        self._by_ref: dict[str, EndpointConfig] = {}
+        self._by_value: dict[EndpointConfig, EndpointConfig] = {}
+        self._strings: dict[str, str] = {}
+        # endpoint key -> (the key's one string, the sample's JSON, the sample, its digest)
+        self._previous: dict[str, tuple[str, Json, EndpointSample, str | None]] = {}
+        self._account: tuple[Json, Account] | None = None
+        self._listed: tuple[list[str], frozenset[str]] | None = None
+        self.refs: set[str] = set()  # the digests the last decoded observation referred to
+
+    def _str(self, s: str) -> str:
+        return self._strings.setdefault(s, s)
+
+    def decode(self, d: Json) -> Observation:
+        self.refs = set()
+        account = None
+        if (a := d.get("account")) is not None:
+            if self._account is None or self._account[0] != a:
+                self._account = (a, _account_from_json(a))
+            account = self._account[1]
+        listed = None
+        if (ids := d.get("listed_ids")) is not None:
+            if self._listed is None or self._listed[0] != ids:
+                self._listed = (ids, frozenset(self._str(i) for i in ids))
+            listed = self._listed[1]
+        endpoints = {}
+        refs = self.refs
+        for key, sd in d["endpoints"].items():
+            last = self._previous.get(key)
+            if last is None or last[1] != sd:
+                last = self._sample(key, sd, last)
+                self._previous[key] = last
+            endpoints[last[0]] = last[2]
+            if last[3] is not None:
+                refs.add(last[3])
+        return Observation(**{**d, "account": account, "listed_ids": listed,
+                              "endpoints": endpoints})
+
+    def _sample(
+        self, key: str, d: Json, last: tuple[str, Json, EndpointSample, str | None] | None
+    ) -> tuple[str, Json, EndpointSample, str | None]:
+        """A sample that differs from the endpoint's last one: built, sharing what is equal."""
+        pd, ps = ({}, None) if last is None else (last[1], last[2])
+        h, jobs = d.get("health"), d.get("jobs")
+        health = None if h is None else Health(**h)
+        if ps is not None and health == ps.health:
+            health = ps.health
+        job_list = None if jobs is None else self._jobs(jobs, ps)
+        if ps is not None and job_list == ps.jobs:
+            job_list = ps.jobs
+        fields_ = {k: v for k, v in d.items() if k != "config_ref"}
+        s = EndpointSample(**{
+            **fields_,
+            "endpoint_id": self._str(d["endpoint_id"]),
+            "health_outcome": self._str(d["health_outcome"]),
+            "health": health,
+            "jobs": job_list,
+            "config": self._config(d, pd, ps),
+        })
+        if ps is not None and s == ps:  # e.g. an inline config, then the same one by ref
+            s = ps
+        ref = d.get("config_ref")
+        return (self._str(key), d, s, None if ref is None else self._str(ref))
+
+    def _jobs(self, jobs: list[Json], ps: EndpointSample | None) -> tuple[Job, ...]:
+        before = {j.id: j for j in ps.jobs or ()} if ps is not None else {}
+        out = []
+        for jd in jobs:
+            j = Job(**{**jd, **{k: self._str(jd[k]) for k in _SHARED_JOB_STRINGS if k in jd}})
+            p = before.get(j.id)
+            out.append(p if p is not None and p == j else j)
+        return tuple(out)
+
+    def _config(self, d: Json, pd: Json, ps: EndpointSample | None) -> EndpointConfig | None:
+        ref = d.get("config_ref")
+        if ref is not None:
+            c = self._by_ref.get(ref)
+            if c is None:
+                text = self._texts.get(ref)
+                if text is None:
+                    raise ValueError(f"endpoint {d['endpoint_id']}: config {ref} is missing")
+                c = self._intern(config_from_json(json.loads(text)))
+                self._by_ref[ref] = c
+            return c
+        inline = d.get("config")  # schema 1
+        if inline is None:
+            return None
+        if ps is not None and inline == pd.get("config"):
+            return ps.config
+        return self._intern(config_from_json(inline))
+
+    def _intern(self, c: EndpointConfig) -> EndpointConfig:
+        return self._by_value.setdefault(c, c)
 
 
 # --- memory, diagnoses, incidents -------------------------------------------------------

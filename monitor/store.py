@@ -3,6 +3,12 @@
 One SQLite file in WAL mode. Each cycle is saved in one transaction, so a crash at any
 point leaves the last committed cycle loadable. Template secrets are masked before they
 are written. The caller bounds the file with `prune` and `prune_outbox`.
+
+Endpoint configs are stored by content: `configs` holds each masked config's JSON once,
+keyed by its digest, and an observation refers to it (`codec.ObservationEncoder`). A config
+row goes when no stored observation refers to it any more; the store counts the references
+in memory (from `load`, or from the file on the first write), so only one `Store` may
+write a file. Schema 1 files (configs inline) are read as they are; their rows age out.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +28,14 @@ from monitor.incidents import Incident, Key
 from rules.model import Memory, Observation
 from rules.secrets import mask
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: configs by reference (table `configs`); 1: configs inline
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS observations (
     cycle INTEGER PRIMARY KEY, t REAL NOT NULL, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS observations_t ON observations (t);
+CREATE TABLE IF NOT EXISTS configs (hash TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (code TEXT NOT NULL, endpoint_id TEXT, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS announced (code TEXT NOT NULL, endpoint_id TEXT);
@@ -84,6 +91,14 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._encoder = codec.ObservationEncoder()
+        # config digest -> how many stored observations refer to it, and each stored
+        # cycle's digests; None until built (by `load` or the first write), and dropped
+        # when a transaction rolls back
+        self._refs: dict[str, int] | None = None
+        self._cycle_refs: dict[int, frozenset[str]] = {}
+        self._last_refs: frozenset[str] = frozenset()
+        self._writes = 0  # committed saves and prunes, so `load` knows its counts are current
         try:
             self._migrate()
         except BaseException:
@@ -91,7 +106,10 @@ class Store:
             raise
 
     def _migrate(self) -> None:
-        """Create the tables of a new file; refuse a file from a newer schema."""
+        """Create the tables of a new file; refuse a file from a newer schema.
+
+        From 1 to 2 the `configs` table is added; the observations of schema 1, with their
+        configs inline, stay as they are (the decoder reads both forms) until pruned."""
         with self._tx() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -104,6 +122,8 @@ class Store:
                     f"{self.path} has schema version {row[0]}, newer than this "
                     f"monitor's {SCHEMA_VERSION}"
                 )
+            elif row[0] < SCHEMA_VERSION:
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     @contextmanager
     def _tx(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
@@ -116,6 +136,8 @@ class Store:
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                self._refs = None  # it may hold changes that were rolled back
+                self._cycle_refs = {}
                 raise
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -132,15 +154,30 @@ class Store:
         announced: Iterable[Key],
     ) -> None:
         """Save one cycle: its observation, the memory, the active incidents, the announced
-        keys. All or nothing."""
-        obs_json = _dumps(codec.observation_to_json(codec.masked(obs)))
+        keys. All or nothing.
+
+        A config is masked and encoded only when it is not the object saved last time for
+        its endpoint, and written only when no stored observation refers to it yet."""
         incidents = [(k[0], k[1], _dumps(codec.incident_to_json(i))) for k, i in active.items()]
         keys = [(k[0], k[1]) for k in set(announced)]
         with self._tx() as db:
+            enc = self._encoder.encode(obs)  # under the lock: the encoder keeps a cache
+            obs_json = _dumps(enc.json)
+            refs_now = self._shared(frozenset(enc.configs))
+            refs = self._references(db)
+            new = [
+                (h, enc.texts.get(h) or codec.config_text(enc.configs[h]))
+                for h in refs_now if refs.get(h, 0) == 0
+            ]
+            db.executemany("INSERT OR IGNORE INTO configs (hash, json) VALUES (?, ?)", new)
             db.execute(
                 "INSERT OR REPLACE INTO observations (cycle, t, json) VALUES (?, ?, ?)",
                 (obs.cycle, obs.t, obs_json),
             )
+            # a cycle saved again replaces its observation and what that referred to
+            replaced = self._cycle_refs.get(obs.cycle, frozenset())
+            self._count(db, added=refs_now - replaced, removed=replaced - refs_now)
+            self._cycle_refs[obs.cycle] = refs_now
             db.executemany(
                 "INSERT OR REPLACE INTO state (name, json) VALUES (?, ?)",
                 [("memory", _dumps(codec.memory_to_json(memory))), ("last_cycle", str(obs.cycle))],
@@ -151,15 +188,32 @@ class Store:
             db.executemany("INSERT INTO announced VALUES (?, ?)", keys)
 
     def load(self) -> Restored:
-        """The state as of the last committed cycle."""
+        """The state as of the last committed cycle. Unchanged parts of consecutive
+        observations are shared objects, as in the live history."""
         with self._tx("BEGIN") as db:  # one snapshot of every table
-            rows = db.execute("SELECT json FROM observations ORDER BY cycle").fetchall()
+            rows = db.execute("SELECT cycle, json FROM observations ORDER BY cycle").fetchall()
+            configs = dict(db.execute("SELECT hash, json FROM configs").fetchall())
             state = dict(db.execute("SELECT name, json FROM state").fetchall())
             incidents = db.execute("SELECT code, endpoint_id, json FROM incidents").fetchall()
             announced = db.execute("SELECT code, endpoint_id FROM announced").fetchall()
+            writes = self._writes
+        decoder = codec.HistoryDecoder(configs)
+        observations = []
+        cycle_refs: dict[int, frozenset[str]] = {}
+        last: frozenset[str] = frozenset()
+        rows.reverse()
+        while rows:  # each text freed once decoded
+            cycle, text = rows.pop()
+            observations.append(decoder.decode(json.loads(text)))
+            if decoder.refs != last:  # one set for a run of cycles referring to the same
+                last = frozenset(decoder.refs)
+            cycle_refs[cycle] = last
+        with self._lock:
+            if self._refs is None and self._writes == writes:  # nothing written since
+                self._set_references(cycle_refs)
         memory = state.get("memory")
         return Restored(
-            observations=[codec.observation_from_json(json.loads(r[0])) for r in rows],
+            observations=observations,
             memory=Memory() if memory is None else codec.memory_from_json(json.loads(memory)),
             active={(c, e): codec.incident_from_json(json.loads(j)) for c, e, j in incidents},
             announced={(c, e) for c, e in announced},
@@ -167,9 +221,69 @@ class Store:
         )
 
     def prune(self, older_than_t: float) -> int:
-        """Delete the observations taken before `older_than_t`; return how many."""
+        """Delete the observations taken before `older_than_t`, and the configs no remaining
+        observation refers to; return how many observations."""
         with self._tx() as db:
-            return db.execute("DELETE FROM observations WHERE t < ?", (older_than_t,)).rowcount
+            cycles = [c for (c,) in db.execute(
+                "SELECT cycle FROM observations WHERE t < ?", (older_than_t,))]
+            if not cycles:
+                return 0
+            self._references(db)
+            n = db.execute("DELETE FROM observations WHERE t < ?", (older_than_t,)).rowcount
+            removed: list[str] = []
+            for c in cycles:
+                removed.extend(self._cycle_refs.pop(c, ()))
+            self._count(db, added=(), removed=removed)
+            return int(n)
+
+    # --- config references ------------------------------------------------------------
+
+    def _set_references(self, cycle_refs: dict[int, frozenset[str]]) -> None:
+        refs: dict[str, int] = {}
+        if cycle_refs:
+            self._last_refs = cycle_refs[max(cycle_refs)]
+        for hashes in cycle_refs.values():
+            for h in hashes:
+                refs[h] = refs.get(h, 0) + 1
+        self._refs, self._cycle_refs = refs, cycle_refs
+
+    def _references(self, db: sqlite3.Connection) -> dict[str, int]:
+        """The reference counts; read from the file when `load` did not build them.
+        Call in a write transaction."""
+        if self._refs is None:
+            self._set_references({
+                cycle: self._shared(frozenset(codec.config_refs(json.loads(text))))
+                for cycle, text in db.execute("SELECT cycle, json FROM observations ORDER BY cycle")
+            })
+        assert self._refs is not None
+        return self._refs
+
+    def _shared(self, hashes: frozenset[str]) -> frozenset[str]:
+        """`hashes`, or the equal set of the last cycle counted: the cycles of a stable
+        fleet then hold one set (of a thousand digests), not one each."""
+        if hashes == self._last_refs:
+            return self._last_refs
+        self._last_refs = hashes
+        return hashes
+
+    def _count(
+        self, db: sqlite3.Connection, *, added: Collection[str], removed: Iterable[str]
+    ) -> None:
+        """Count references gained and lost (in the write transaction that made them); delete
+        the configs left with none. A rollback drops the counts (`_tx`)."""
+        refs = self._references(db)
+        for h in added:
+            refs[h] = refs.get(h, 0) + 1
+        dead = []
+        for h in removed:
+            n = refs.get(h, 0) - 1
+            if n > 0:
+                refs[h] = n
+            else:
+                refs.pop(h, None)
+                dead.append((h,))
+        db.executemany("DELETE FROM configs WHERE hash = ?", dead)
+        self._writes += 1
 
     # --- alert outbox ---------------------------------------------------------------
 
