@@ -623,6 +623,33 @@ def settings_from_dict(
     return _build(data, os.environ if env is None else env, source)
 
 
+# A real configuration holds a few hundred values; aliases nested in aliases can make a
+# few lines hold billions, which every later walk over the data would expand.
+MAX_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many nodes the document holds once its aliases are expanded (each aliased node
+    is counted once per use, computed once)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        known = sizes.get(id(n))
+        if known is not None:
+            return known
+        children: list[yaml.Node] = []
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                children += (key, value)
+        elif isinstance(n, yaml.SequenceNode):
+            children = list(n.value)
+        total = 1 + sum(size(c) for c in children)
+        sizes[id(n)] = total
+        return total
+
+    return 0 if root is None else size(root)
+
+
 def _parse_yaml(text: str, source: str) -> tuple[Any, list[Any]]:
     """The document's data and its duplicate keys (YAML would silently keep the last)."""
     try:
@@ -646,6 +673,9 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, list[Any]]:
         loader.dispose()
     if syntax:
         raise ConfigError([syntax], source)
+    if _expanded_size(node) > MAX_VALUES:
+        raise ConfigError([f"the document expands to more than {MAX_VALUES} values "
+                           "through YAML aliases (anchors used inside anchors)"], source)
     duplicates: list[Any] = []
 
     def walk(n: yaml.Node | None, path: tuple[Any, ...]) -> None:

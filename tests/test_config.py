@@ -403,6 +403,25 @@ def test_secret_not_in_yaml_error(tmp_path: Path) -> None:
     assert report.endswith("line 2, column 30: mapping values are not allowed here")
 
 
+def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """Aliases nested in aliases (9**7 values in 8 lines) are refused, not walked for minutes;
+    a configuration that shares a block through an anchor still loads."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdef", "bcdefg", strict=True):
+        lines.append(f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]")
+    path = write(tmp_path, "\n".join(lines) + "\nrunpod: {endpoints: *g}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.problems == [
+        "the document expands to more than 100000 values through YAML aliases (anchors used "
+        "inside anchors)"]
+    shared = write(tmp_path, "x-ids: &ids [ep1, ep2]\nendpoints: *ids\n",
+                   name="shared.yaml")
+    with pytest.raises(ConfigError) as info:  # the helper key is unknown; the alias is fine
+        load_settings(shared, env={})
+    assert [p.split(":")[0] for p in info.value.problems] == ["x-ids"]
+
+
 def test_secrets_not_in_repr(tmp_path: Path) -> None:
     """repr() and str() of settings hide every secret."""
     pw = write(tmp_path, SECRET + "-pw", name="pw")
