@@ -234,7 +234,8 @@ class Prober:
                                    interval)
               for eid in self.watched)
         )
-        for eid in [k for k in self.gates if k is not None and k not in self.watched]:
+        watched = set(self.watched)
+        for eid in [k for k in self.gates if k is not None and k not in watched]:
             del self.gates[eid]  # an endpoint no longer watched starts afresh
         shared = [self._share(s) for s in samples]
         self._previous = {s.endpoint_id: s for s in shared}

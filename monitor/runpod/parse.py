@@ -88,6 +88,9 @@ def _opt_count(d: Mapping[str, Any], key: str) -> int | None:
 
 
 def _count(d: Mapping[str, Any], key: str) -> int:
+    v = d.get(key, 0)
+    if type(v) is int and v >= 0:  # nearly every count: skip the slower checks
+        return v
     v = _opt_count(d, key)
     return 0 if v is None else v
 
