@@ -97,8 +97,24 @@ def _known_since(history: History, eid: str, since: float) -> list[tuple[float, 
     return window
 
 
+def _failed_rise_since(history: History, eid: str, since: float) -> int:
+    """`counter_rise` of `failed` over the known samples since `since` (time-ordered
+    history), walking back from the newest without building the window."""
+    rise = 0
+    newer: Health | None = None
+    for t, h in reversed(history.known_health(eid)):
+        if t < since:
+            break
+        if newer is not None and newer.failed > h.failed:
+            rise += newer.failed - h.failed
+        newer = h
+    return rise
+
+
 def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Diagnosis | None:
     since = now - th.job_failures_window_s
+    if history.time_ordered and _failed_rise_since(history, eid, since) < th.job_failures_min:
+        return None  # nearly every endpoint: decided without building its window
     window = _known_since(history, eid, since)
     if len(window) < 2:
         return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from hypothesis import given
+from hypothesis import strategies as st
 from rulekit import (
     EID,
     TH,
@@ -183,3 +185,16 @@ def test_empty_history_returns_nothing() -> None:
     """No observation at all: nothing; a single sample has no rise: nothing."""
     assert jobs.diagnose(History(()), TH) == []
     assert codes(endpoint_history(counts((0, 9)))) == []
+
+
+@given(st.lists(st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(0, 40))),
+                min_size=1, max_size=40))
+def test_failed_rise_walk_agrees_with_the_window(pairs: list[tuple[int, int] | None]) -> None:
+    """The cheap exit's walk-back rise equals counter_rise over the built window, any history."""
+    history = endpoint_history(
+        [None if p is None else Health(completed=p[0], failed=p[1]) for p in pairs]
+    )
+    now = history.observations[-1].t
+    for since in (now - TH.job_failures_window_s, now - 90.0, 0.0):
+        window = jobs._known_since(history, EID, since)
+        assert jobs._failed_rise_since(history, EID, since) == counter_rise(window, "failed")
