@@ -17,6 +17,7 @@ import json
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,17 @@ class OutboxItem:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def pack(text: str) -> bytes:
+    """An observation's JSON as stored: zlib at level 1. A cycle's samples repeat the same
+    keys for every endpoint, so this writes ~10x fewer bytes for ~1 ms of CPU at N = 1000."""
+    return zlib.compress(text.encode(), 1)
+
+
+def unpack(value: str | bytes) -> str:
+    """A stored observation's JSON; rows written before compression are text."""
+    return value if isinstance(value, str) else zlib.decompress(value).decode()
 
 
 class Store:
@@ -162,7 +174,7 @@ class Store:
         keys = [(k[0], k[1]) for k in set(announced)]
         with self._tx() as db:
             enc = self._encoder.encode(obs)  # under the lock: the encoder keeps a cache
-            obs_json = _dumps(enc.json)
+            obs_json = pack(_dumps(enc.json))
             refs_now = self._shared(frozenset(enc.configs))
             refs = self._references(db)
             new = [
@@ -204,7 +216,7 @@ class Store:
         rows.reverse()
         while rows:  # each text freed once decoded
             cycle, text = rows.pop()
-            observations.append(decoder.decode(json.loads(text)))
+            observations.append(decoder.decode(json.loads(unpack(text))))
             if decoder.refs != last:  # one set for a run of cycles referring to the same
                 last = frozenset(decoder.refs)
             cycle_refs[cycle] = last
@@ -252,7 +264,7 @@ class Store:
         Call in a write transaction."""
         if self._refs is None:
             self._set_references({
-                cycle: self._shared(frozenset(codec.config_refs(json.loads(text))))
+                cycle: self._shared(frozenset(codec.config_refs(json.loads(unpack(text)))))
                 for cycle, text in db.execute("SELECT cycle, json FROM observations ORDER BY cycle")
             })
         assert self._refs is not None

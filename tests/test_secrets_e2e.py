@@ -5,6 +5,8 @@ each secret and for its tail."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ from daemonkit import (
     write_config,
     write_yaml,
 )
+
+from monitor.store import unpack
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +92,10 @@ class Captured:
 def _read_db_files(state: Path, label: str, into: dict[str, bytes]) -> None:
     for path in sorted(state.parent.glob(state.name + "*")):
         into[f"{label}:{path.name}"] = path.read_bytes()
+    # the observations are stored compressed: read them unpacked too
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        for cycle, value in db.execute("SELECT cycle, json FROM observations"):
+            into[f"{label}:observation {cycle}"] = unpack(value).encode()
 
 
 @pytest.fixture(scope="module")

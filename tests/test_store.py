@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from monitor import codec
 from monitor.incidents import Incident, Key
-from monitor.store import Store
+from monitor.store import Store, unpack
 from rules.model import (
     Account,
     Diagnosis,
@@ -128,7 +129,12 @@ def save(store: Store, cycle: int) -> tuple[Memory, dict[Key, Incident], set[Key
 
 
 def db_bytes(path: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    """The database's files, then every stored observation unpacked: a secret must not
+    hide in a compressed row either."""
+    files = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = [unpack(v).encode() for (v,) in db.execute("SELECT json FROM observations")]
+    return files + b"".join(rows)
 
 
 # --- codec ------------------------------------------------------------------------------

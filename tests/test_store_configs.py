@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from test_store import TOKEN, db_bytes, make_obs, observations
 
 from monitor import codec
-from monitor.store import Store
+from monitor.store import Store, unpack
 from rules.model import (
     Account,
     EndpointConfig,
@@ -197,7 +197,8 @@ def test_unchanged_observation_writes_far_less(tmp_path: Path) -> None:
     # the row itself: a reference per endpoint instead of the config
     [row] = store._db.execute("SELECT json FROM observations WHERE cycle = 2").fetchall()
     inline = json.dumps(codec.observation_to_json(codec.masked(fleet.observation(2))))
-    assert len(row[0]) * 3 < len(inline), (len(row[0]), len(inline))
+    assert len(unpack(row[0])) * 3 < len(inline), (len(unpack(row[0])), len(inline))
+    assert len(row[0]) * 5 < len(unpack(row[0]))  # and compressed
     store.close()
 
 
