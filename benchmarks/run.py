@@ -465,7 +465,7 @@ class GcClock:
 
 async def _prefill_history(
     daemon: Any, recorded: dict[str, tuple[bytes, int]], count: int, t_first: float,
-    probed: int = PREFILL_PROBED,
+    persist: Callable[[Any], None], probed: int = PREFILL_PROBED,
 ) -> float:
     """Fill the history with `count` more observations, as `count` cycles would; seconds.
 
@@ -475,7 +475,8 @@ async def _prefill_history(
     The rest of the window repeats those observations with a new endpoint dict each, which
     is what the probe path keeps for answers that did not change (it shares equal samples
     with the previous cycle): running all 240 cycles of a 2-hour window through the parser
-    would take minutes at N = 5000. Rules, metrics and the store are skipped.
+    would take minutes at N = 5000. Each goes into the state database (`persist`), so a
+    restarted daemon finds the full window; rules and metrics are skipped.
     """
     import dataclasses
 
@@ -502,13 +503,16 @@ async def _prefill_history(
             daemon.cycle_no += 1
             report = await daemon.pipeline.prober.probe(daemon.cycle_no, t_first + k * INTERVAL_S)
             history.append(report.observation)
+            persist(report.observation)
         latest = history.latest
         for k in range(real, count):
             daemon.cycle_no += 1
-            history.append(dataclasses.replace(
+            obs = dataclasses.replace(
                 latest, cycle=daemon.cycle_no, t=t_first + k * INTERVAL_S,
                 endpoints=dict(latest.endpoints),
-            ))
+            )
+            history.append(obs)
+            persist(obs)
     finally:
         del client._call  # back to the class's method
         if limits is not None:
@@ -550,22 +554,14 @@ def _unique_bytes(obs: Any, previous: Any) -> int:
     return walk(obs, shared, True)[1]
 
 
-async def monitor_child(spec: dict[str, Any]) -> None:
-    import gc
-    from collections import Counter
-
-    from aiohttp import web
-
-    from monitor import logs
+def _monitor_settings(spec: dict[str, Any]) -> Any:
+    """The daemon's settings for a monitor or restart child: the simulator's URLs, the
+    run's concurrency, a state database in the work directory."""
     from monitor.config import load_settings
-    from monitor.daemon import Daemon
-    from monitor.web import build_app
 
     base = spec["url"]
-    workdir = Path(spec["workdir"])
-    db = workdir / f"monitor-{spec['n']}-{spec['concurrency']}.db"
-    logs.configure("info", "json", [spec["api_key"]])  # as `runpod-monitor run` does
-    settings = load_settings(
+    db = Path(spec["workdir"]) / f"monitor-{spec['n']}-{spec['concurrency']}.db"
+    return load_settings(
         None,
         env={"RUNPOD_API_KEY": spec["api_key"]},
         overrides={
@@ -580,6 +576,20 @@ async def monitor_child(spec: dict[str, Any]) -> None:
             "http": {"listen": "127.0.0.1:0"},
         },
     )
+
+
+async def monitor_child(spec: dict[str, Any]) -> None:
+    import gc
+    from collections import Counter
+
+    from aiohttp import web
+
+    from monitor import logs
+    from monitor.daemon import Daemon
+    from monitor.web import build_app
+
+    logs.configure("info", "json", [spec["api_key"]])  # as `runpod-monitor run` does
+    settings = _monitor_settings(spec)
     window = int(settings.state.retention_s // INTERVAL_S) if spec["history"] == "full" else 0
     # Cycle times: the warm-up, then `window - 1` prefilled cycles, then the measured ones,
     # INTERVAL_S apart and ending now; the daemon's clock is this simulated one.
@@ -654,7 +664,8 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     rss_no_history = _rss_mb()
     prefill_s = 0.0
     if window > 1:
-        prefill_s = await _prefill_history(daemon, recorder.bodies, window - 1, clock["t"])
+        prefill_s = await _prefill_history(daemon, recorder.bodies, window - 1, clock["t"],
+                                           real_persist)
         clock["t"] += (window - 1) * INTERVAL_S
     gc.collect()
     if spec.get("gc_freeze"):
@@ -669,7 +680,8 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     per_observation = (
         _unique_bytes(observations[-1], observations[-2]) if len(observations) >= 2 else None
     )
-    db_bytes = _sizes(workdir, db.name)
+    db = Path(settings.state.path)
+    db_bytes = _sizes(db.parent, db.name)
     if profiler is not None:
         _write(spec["profile"], profiler.output_text(unicode=False, color=False, show_all=False))
 
@@ -849,9 +861,44 @@ def naive_child(spec: dict[str, Any]) -> None:
             "textfile_bytes": out.stat().st_size})
 
 
+async def restart_child(spec: dict[str, Any]) -> None:
+    """A daemon started on the monitor child's database (its full window): what restoring
+    costs, and its memory through one cycle."""
+    import gc
+
+    from monitor import logs
+    from monitor.daemon import Daemon
+
+    logs.configure("info", "json", [spec["api_key"]])
+    rss_start = _rss_mb()
+    w, c = time.perf_counter(), _cpu_self()
+    daemon = Daemon(_monitor_settings(spec))  # restores the history from the database
+    restore_wall, restore_cpu = time.perf_counter() - w, _cpu_self() - c
+    gc.collect()
+    restored = len(daemon.pipeline.history)
+    rss_restored = _rss_mb()
+    await daemon.tick()
+    if daemon.last_result is None:
+        raise RuntimeError("the cycle after the restart failed; see the child's log")
+    report({
+        "event": "result",
+        "observations_restored": restored,
+        "restore_wall_s": restore_wall,
+        "restore_cpu_s": restore_cpu,
+        "rss_mb_at_start": rss_start,
+        "rss_mb_restored": rss_restored,
+        "rss_mb_after_cycle": _rss_mb(),
+        "peak_rss_mb": _peak_rss_mb(),
+    })
+    await daemon.client.aclose()
+    daemon.store.close()
+
+
 def child_main(kind: str, spec: dict[str, Any]) -> int:
     if kind == "monitor":
         asyncio.run(monitor_child(spec))
+    elif kind == "restart":
+        asyncio.run(restart_child(spec))
     elif kind == "floor":
         asyncio.run(floor_child(spec))
     elif kind == "naive":
@@ -995,6 +1042,15 @@ def measure_monitor(
     return result
 
 
+def measure_restart(
+    sim: Simulator, n: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    spec = {"url": sim.url, "api_key": sim.api_key, "workdir": str(workdir), "n": n,
+            "concurrency": args.concurrency}
+    out = run_child("restart", spec, workdir / f"restart-{n}.log", args.timeout)
+    return {k: v for k, v in out.items() if k != "event"}
+
+
 def measure_floor(
     sim: Simulator, n: int, args: argparse.Namespace, workdir: Path, cycles: int, client: str
 ) -> dict[str, Any]:
@@ -1072,6 +1128,9 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path, api_key: str) -> d
         out["monitor"] = measure_monitor(sim, n, args, workdir, args.concurrency, args.cycles,
                                          args.scrapes)
         log(f"  N={n}: monitor done ({time.perf_counter() - started:.1f} s)")
+        if args.history == "full":
+            out["monitor"]["restart"] = measure_restart(sim, n, args, workdir)
+            log(f"  N={n}: restart done ({time.perf_counter() - started:.1f} s)")
         out["floor"] = measure_floor(sim, n, args, workdir, base_cycles, "httpx")
         out["floor_aiohttp"] = measure_floor(sim, n, args, workdir, base_cycles, "aiohttp")
         out["naive_keepalive"] = measure_naive(sim, n, args, workdir, "keepalive",
@@ -1183,6 +1242,14 @@ def table(sizes: list[dict[str, Any]]) -> str:
             f"{_f(sc['payload_bytes'] / 1024 if sc else None, 0):>11}  "
             f"{_f(None if sq is None else sq / 1024, 0):>15}"
         )
+    restarts = [(s["n"], s["monitor"]["restart"]) for s in sizes if "restart" in s["monitor"]]
+    if restarts:
+        lines += ["", "restarted on the full database (restore, then one cycle)",
+                  f"{'N':>5}  {'observations':>12}  {'restore s':>9}  {'RSS MB restored':>15}  "
+                  f"{'peak RSS MB':>11}"]
+        for n, r in restarts:
+            lines.append(f"{n:>5}  {r['observations_restored']:>12}  {r['restore_wall_s']:>9.2f}  "
+                         f"{r['rss_mb_restored']:>15.1f}  {r['peak_rss_mb']:>11.1f}")
     lines += [
         "",
         "cycle wall s / CPU s, medians: ours and the baselines (same simulator, same N)",
