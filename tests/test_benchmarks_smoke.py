@@ -90,6 +90,16 @@ def test_monitor_measurements(results: dict[str, Any]) -> None:
     assert set(mon["phase_cpu_s_median"]) == {"probe", "rules", "metrics", "persist"}
 
 
+def test_restart_on_the_full_database(results: dict[str, Any]) -> None:
+    """A daemon restarted on the monitor's database restores the whole window (240
+    observations at 30 s, less the oldest past retention) and reports its memory."""
+    restart = results["sizes"][0]["monitor"]["restart"]
+    assert restart["observations_restored"] >= 230
+    for key in ("restore_wall_s", "restore_cpu_s", "rss_mb_restored", "rss_mb_after_cycle",
+                "peak_rss_mb"):
+        assert _number(restart[key]), (key, restart[key])
+
+
 def test_one_graphql_request_per_cycle(results: dict[str, Any]) -> None:
     """Whatever N, a cycle sends GraphQL once, /health once per endpoint, and /requests only
     for the endpoint with jobs in flight (one of ten)."""
