@@ -44,12 +44,13 @@ def _simulate(args: argparse.Namespace) -> int:
     return simulate_main(args.scenario, args.port, args.interval, None)
 
 
-def _settings(path: str | None) -> Settings | None:
-    """Load the configuration, or print every problem and return None (exit 2)."""
+def _settings(path: str | None, shard: str | None = None) -> Settings | None:
+    """Load the configuration (`--shard` over its `shard`), or print every problem and
+    return None (exit 2)."""
     from monitor.config import ConfigError, load_settings
 
     try:
-        return load_settings(path)
+        return load_settings(path, overrides=None if shard is None else {"shard": shard})
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return None
@@ -60,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     from monitor.config import ConfigError
     from monitor.daemon import Daemon, serve
 
-    settings = _settings(args.config)
+    settings = _settings(args.config, args.shard)
     if settings is None:
         return 2
     logs.configure(settings.log.level, settings.log.format, settings.secrets())
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the monitor daemon (probes, rules, metrics, alerts)")
     p.add_argument("--config", default="config.yaml",
                    help="configuration file (default config.yaml)")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="watch this replica's share of the endpoints (overrides `shard`)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("check", help="probe once now and print the diagnoses (exit 1 if critical)")

@@ -49,7 +49,7 @@ class Daemon:
         # RunPod's per-endpoint limits, enforced here
         self.client = client_for(settings, limits=RUNPOD_LIMITS)
         shard = settings.shard_spec
-        self.metrics = MonitorMetrics(extensions=True)
+        self.metrics = MonitorMetrics(extensions=True, account=shard is None or shard[0] == 0)
         self.store = Store(settings.state.path)
         # sinks from the settings (Slack, Alertmanager, else the log) unless given
         self.sinks = list(sinks) if sinks is not None else build_sinks(settings)

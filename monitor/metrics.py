@@ -540,13 +540,17 @@ class MonitorMetrics:
         *,
         seen_jobs_max: int = SEEN_JOBS_MAX,
         extensions: bool = False,
+        account: bool = True,
     ) -> None:
         """`extensions`: also expose the daemon's metrics beyond spec/metrics.md
-        (`EXTENSIONS`); off by default so the exposition is exactly the contract."""
+        (`EXTENSIONS`); off by default so the exposition is exactly the contract.
+        `account`: expose the account gauges (balance, spend, runway); only shard 0 does,
+        so replicas behind one Prometheus give one series each."""
         self.registry = registry if registry is not None else CollectorRegistry()
         # a caller's registry may hold other collectors: render it with generate_latest
         self._own_registry = registry is None
         self._extensions = extensions
+        self._account_gauges = account
         self._snapshot_data: tuple[str, bytes] | None = None  # the snapshot text, encoded
         self.snapshot = SnapshotCollector()
         self._account: Account | None = None
@@ -651,7 +655,7 @@ class MonitorMetrics:
     def observe_cycle(self, result: CycleResult) -> None:
         """Take one cycle's result: new snapshot, probe and diagnosis counts, job times."""
         obs = result.observation
-        if obs.account is not None:
+        if obs.account is not None and self._account_gauges:
             self._account = obs.account
         listed = {c.id: c for c in result.listed or () if c.id in obs.endpoints}
         diag_names = {

@@ -309,6 +309,16 @@ def test_runway_absent_while_spend_is_zero() -> None:
     assert one(m, "runpod_account_runway_hours") == 20.0
 
 
+def test_account_gauges_only_where_asked() -> None:
+    """A replica other than shard 0 exposes no account gauges: one balance series per fleet."""
+    m = MonitorMetrics(account=False)
+    m.observe_cycle(cycle(1, [smp("e1")], account=Account(balance=10.0, spend_per_hr=0.5)))
+    for name in ("runpod_account_balance_usd", "runpod_account_spend_usd_per_hour",
+                 "runpod_account_runway_hours"):
+        assert values(m, name) == {}, name
+    assert values(m, "runpod_endpoint_info")
+
+
 def test_failed_graphql_keeps_last_account_and_config() -> None:
     """Before any account data the account gauges are absent; when GraphQL fails they keep the
     last known values, and the endpoint keeps its name, configuration and datacenter."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from monitor import cli
 from monitor.probes import select_endpoints
 from monitor.sharding import owner
 from rules.model import EndpointConfig
@@ -39,3 +44,17 @@ def test_adding_a_shard_moves_few_endpoints() -> None:
         moved = sum(owner(e, n) != owner(e, n + 1) for e in ids)
         assert moved / len(ids) < 1 / (n + 1) + 0.04
         assert all(owner(e, n + 1) == n for e in ids if owner(e, n) != owner(e, n + 1))
+
+
+def test_run_shard_flag_overrides_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --shard I/N` replaces the file's `shard`; a bad one exits 2 naming the field."""
+    path = tmp_path / "config.yaml"
+    path.write_text("shard: 0/3\n", encoding="utf-8")
+    path.chmod(0o600)
+    settings = cli._settings(str(path), "2/3")
+    assert settings is not None
+    assert settings.shard_spec == (2, 3)
+    assert cli.main(["run", "--config", str(path), "--shard", "3/2"]) == 2
+    assert "shard: must be 'I/N' with 0 <= I < N (got '3/2')" in capsys.readouterr().err
