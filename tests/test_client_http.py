@@ -378,3 +378,23 @@ def test_bad_key_rejected_without_echo() -> None:
     with pytest.raises(ValueError, match="api_key") as info:
         RunPodClient(api_key="secret\nvalue")
     assert "secret" not in str(info.value)
+
+
+async def test_proxy_from_the_environment_is_honoured(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HTTP_PROXY set, calls go through the proxy (httpx's transport), not straight to
+    the host: the proxy here answers for a host where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # released: nothing listens there
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with RunPodClient(api_key=KEY, rest_url=f"http://127.0.0.1:{closed}/v2",
+                            timeout_s=TIMEOUT_S) as c:
+        result = await c.health("ep1")
+    assert isinstance(result, Ok), result
+    method, target, headers, _ = server.seen[-1]
+    assert (method, target) == ("GET", "/v2/ep1/health")
+    assert headers["Host"] == f"127.0.0.1:{closed}"
