@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -398,3 +400,46 @@ async def test_proxy_from_the_environment_is_honoured(
     method, target, headers, _ = server.seen[-1]
     assert (method, target) == ("GET", "/v2/ep1/health")
     assert headers["Host"] == f"127.0.0.1:{closed}"
+
+
+ENCODED = {
+    "gzip": ("gzip", gzip.compress(json.dumps(HEALTH).encode()), "ok"),
+    "deflate": ("deflate", zlib.compress(json.dumps(HEALTH).encode()), "ok"),
+    "identity": ("identity", json.dumps(HEALTH).encode(), "ok"),
+    "gzip-not-gzip": ("gzip", b"not gzip at all", "malformed"),
+    "gzip-cut": ("gzip", gzip.compress(json.dumps(HEALTH).encode())[:10], "malformed"),
+    "deflate-garbage": ("deflate", b"\x00\x01garbage", "malformed"),
+    "br-garbage": ("br", b"garbage", "malformed"),
+    "zstd-garbage": ("zstd", b"garbage", "malformed"),
+}
+
+
+@pytest.mark.parametrize("case", list(ENCODED))
+async def test_content_encoding_over_the_wire(case: str) -> None:
+    """Compressed bodies decode; a body its Content-Encoding cannot decode is `malformed`,
+    never an exception (aiohttp's own decoders, the client's default path)."""
+    async def handle(request: web.Request) -> web.Response:
+        encoding, body, _ = ENCODED[request.match_info["case"]]
+        return web.Response(body=body, headers={"Content-Encoding": encoding,
+                                                "Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_get("/v2/{case}/health", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with RunPodClient(api_key=KEY, rest_url=f"http://127.0.0.1:{port}/v2",
+                                timeout_s=2.0) as c:
+            result = await c.health(case)
+    finally:
+        await runner.cleanup()
+    expected = ENCODED[case][2]
+    if expected == "ok":
+        assert isinstance(result, Ok), result
+        assert result.value.throttled == 5
+    else:
+        assert isinstance(result, Failure), result
+        assert result.kind == expected

@@ -299,9 +299,44 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop) -> None:
-    """Any HTTP answer through the client's four calls: Ok or a known Failure, never the key."""
+async def _raw_http_server(answer: dict[str, Any]) -> tuple[asyncio.Server, int]:
+    """A loopback server that writes `answer` as raw HTTP/1.1 bytes, whatever it holds
+    (any status, any Content-Encoding over any bytes), then closes the connection."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            headers = [f"Content-Type: {answer['content_type']}"]
+            if answer["retry_after"] is not None:
+                headers.append(f"Retry-After: {answer['retry_after']}")
+            if answer["encoding"] is not None:
+                headers.append(f"Content-Encoding: {answer['encoding']}")
+            body: bytes = answer["body"]
+            headers += [f"Content-Length: {len(body)}", "Connection: close"]
+            writer.write(f"HTTP/1.1 {answer['status']} Fuzz\r\n".encode()
+                         + "\r\n".join(headers).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("path", ["aiohttp over loopback", "httpx transport"])
+def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop, path: str) -> None:
+    """Any HTTP answer through the client's four calls: Ok or a known Failure, never the key;
+    on the default path (aiohttp, raw bytes over a real socket) and the httpx one."""
     answer: dict[str, Any] = {}
+    server: asyncio.Server | None = None
 
     def handler(request: httpx.Request) -> httpx.Response:
         headers = {"Content-Type": answer["content_type"]}
@@ -311,9 +346,14 @@ def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop) -> None:
             headers["Content-Encoding"] = answer["encoding"]
         return httpx.Response(answer["status"], headers=headers, content=answer["body"])
 
-    client = RunPodClient(api_key=KEY, graphql_url="http://127.0.0.1:9/graphql",
-                          rest_url="http://127.0.0.1:9/v2", timeout_s=5,
-                          transport=httpx.MockTransport(handler))
+    if path == "httpx transport":
+        client = RunPodClient(api_key=KEY, graphql_url="http://127.0.0.1:9/graphql",
+                              rest_url="http://127.0.0.1:9/v2", timeout_s=5,
+                              transport=httpx.MockTransport(handler))
+    else:
+        server, port = loop.run_until_complete(_raw_http_server(answer))
+        client = RunPodClient(api_key=KEY, graphql_url=f"http://127.0.0.1:{port}/graphql",
+                              rest_url=f"http://127.0.0.1:{port}/v2", timeout_s=2)
 
     async def calls() -> list[Any]:
         return [await client.health("ep1"), await client.requests("ep1"),
@@ -333,10 +373,13 @@ def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop) -> None:
     old = structlog.get_config()
     structlog.configure(processors=[_drop], cache_logger_on_first_use=False)
     try:
-        fuzz("client decode path (4 calls each)", ANSWERS, check)
+        fuzz(f"client decode path, {path} (4 calls each)", ANSWERS, check)
     finally:
         structlog.configure(**old)
         loop.run_until_complete(client.aclose())
+        if server is not None:
+            server.close()
+            loop.run_until_complete(server.wait_closed())
 
 
 def _drop(*_: Any) -> Any:
