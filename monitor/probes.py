@@ -179,13 +179,16 @@ class Prober:
         if self._last_t is not None and t > self._last_t:
             self._gap_s = t - self._last_t
         self._last_t = t
+        return self._interval_now
+
+    @property
+    def _interval_now(self) -> float | None:
         return self.interval_s if self.interval_s is not None else self._gap_s
 
     def data_plane_due(self, endpoint_id: str, t: float) -> bool:
         """May the endpoint's data plane be called at `t`: no back-off, no Retry-After?"""
         gate = self.gates.get(endpoint_id)
-        interval = self.interval_s if self.interval_s is not None else self._gap_s
-        return gate is None or gate.due(t, interval)
+        return gate is None or gate.due(t, self._interval_now)
 
     def hold(self, endpoint_id: str, t: float, retry_after_s: float) -> None:
         """Close the endpoint's data plane until `t + retry_after_s` (a Retry-After seen by
