@@ -746,8 +746,8 @@ async def floor_child(spec: dict[str, Any]) -> None:
     counts: dict[str, int] = {}
     headers = {"Authorization": f"Bearer {spec['api_key']}", "Accept": "application/json"}
 
-    def count(path: str) -> None:
-        kind = "graphql" if path.endswith("/graphql") else path.rsplit("/", 1)[-1]
+    def count(url: str) -> None:
+        kind = _kind(url)
         counts[kind] = counts.get(kind, 0) + 1
 
     if spec["client"] == "aiohttp":

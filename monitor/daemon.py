@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -230,14 +231,7 @@ class Daemon:
         # shutdown, which would abort the cycle this waits for
         if self._scheduler is not None:
             self._scheduler.pause()
-        task = self._inflight
-        if task is not None and not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), grace_s)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await _finish(self._inflight, grace_s)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         await self._stop_delivery(grace_s)
@@ -254,17 +248,24 @@ class Daemon:
         if task is not None and not task.done():
             self._delivery_stopping = True
             self._deliver_wake.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(task), grace_s)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _finish(task, grace_s)
         for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+
+
+async def _finish(task: asyncio.Task[Any] | None, grace_s: float) -> None:
+    """Let `task` end within `grace_s` seconds, else cancel it and wait for that."""
+    if task is None or task.done():
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace_s)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def serve(daemon: Daemon, on_ready: Callable[[str], None] | None = None) -> int:
