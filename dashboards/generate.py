@@ -195,12 +195,12 @@ def account_row() -> list[Panel]:
         ),
         _stat(
             "Runway",
-            "Hours until the balance runs out at the current spend (balance / spend). Red "
+            "Time until the balance runs out at the current spend (balance / spend). Red "
             "under 2 h (low_balance is critical), orange under 24 h (low_balance warning). "
             "Absent while nothing is spending.",
-            [_target("runpod_account_runway_hours")],
-            unit="h", decimals=1, no_value="no spend",
-            thresholds=_thresholds(("red", None), ("orange", 2), ("green", 24)),
+            [_target("runpod_account_runway_seconds")],
+            unit="s", decimals=1, no_value="no spend",
+            thresholds=_thresholds(("red", None), ("orange", 2 * 3600), ("green", 24 * 3600)),
         ),
     ]
     return [

@@ -181,8 +181,8 @@ class SnapshotCollector:
         runpod_account_balance_usd 42.5
         # TYPE runpod_account_spend_usd_per_hour gauge
         runpod_account_spend_usd_per_hour 1.25
-        # TYPE runpod_account_runway_hours gauge
-        runpod_account_runway_hours 34.0
+        # TYPE runpod_account_runway_seconds gauge
+        runpod_account_runway_seconds 122400.0
         # TYPE runpod_endpoint_info gauge
         runpod_endpoint_info{datacenter="EU-RO-1",endpoint="sdxl",endpoint_id="e1",
                              gpu_ids="AMPERE_48",network_volume_id="vol1"} 1.0
@@ -240,8 +240,8 @@ class SnapshotCollector:
             out.append(f"runpod_account_spend_usd_per_hour {_num(account.spend_per_hr)}\n")
         out.append(h[2])
         if account is not None and account.spend_per_hr > 0:
-            runway = account.balance / account.spend_per_hr
-            out.append(f"runpod_account_runway_hours {_num(runway)}\n")
+            runway = account.balance / account.spend_per_hr * 3600
+            out.append(f"runpod_account_runway_seconds {_num(runway)}\n")
         lines: dict[EndpointState, tuple[str, ...]] = {}
         columns: list[list[str]] = [[] for _ in range(8)]
         for e in snap.endpoints:
@@ -281,8 +281,9 @@ class SnapshotCollector:
             f"Account spend in USD per hour (currentSpendPerHr); the last known value. {_POLLED}",
         )
         runway = GaugeMetricFamily(
-            "runpod_account_runway_hours",
-            f"Hours until the balance runs out at the current spend; absent while spend is 0. "
+            "runpod_account_runway_seconds",
+            f"Seconds until the balance runs out at the current spend (balance / spend); "
+            f"absent while spend is 0. "
             f"{_POLLED}",
         )
         info = GaugeMetricFamily(
@@ -335,7 +336,7 @@ class SnapshotCollector:
             balance.add_metric([], snap.account.balance)
             spend.add_metric([], snap.account.spend_per_hr)
             if snap.account.spend_per_hr > 0:
-                runway.add_metric([], snap.account.balance / snap.account.spend_per_hr)
+                runway.add_metric([], snap.account.balance / snap.account.spend_per_hr * 3600)
         for e in snap.endpoints:
             ids = [e.endpoint_id, e.endpoint]
             info.add_metric([*ids, e.gpu_ids, e.network_volume_id, e.datacenter], 1)

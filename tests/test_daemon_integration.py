@@ -191,7 +191,8 @@ def test_metrics_account_gauges_match_scenario(story: Story) -> None:
     samples = metric_samples(story.metrics)
     assert one_value(samples, "runpod_account_balance_usd") == BALANCE
     assert one_value(samples, "runpod_account_spend_usd_per_hour") == SPEND
-    assert one_value(samples, "runpod_account_runway_hours") == pytest.approx(BALANCE / SPEND)
+    runway = one_value(samples, "runpod_account_runway_seconds")
+    assert runway == pytest.approx(BALANCE / SPEND * 3600)
     assert one_value(samples, "runpod_monitor_build_info", version=__version__) == 1
 
 

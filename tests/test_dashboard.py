@@ -187,7 +187,7 @@ def test_expected_panels_exist() -> None:
     runway = next(p for p in dash["panels"] if p["title"] == "Runway")
     steps = runway["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [(s["color"], s["value"]) for s in steps] == [
-        ("red", None), ("orange", 2), ("green", 24)
+        ("red", None), ("orange", 7200), ("green", 86400)
     ]
     table = next(p for p in dash["panels"] if p["title"] == "Active diagnoses")
     assert table["type"] == "table"

@@ -31,7 +31,7 @@ from rules.model import (
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "runpod_account_balance_usd": ("gauge", frozenset()),
     "runpod_account_spend_usd_per_hour": ("gauge", frozenset()),
-    "runpod_account_runway_hours": ("gauge", frozenset()),
+    "runpod_account_runway_seconds": ("gauge", frozenset()),
     "runpod_endpoint_info": (
         "gauge",
         frozenset({"endpoint_id", "endpoint", "gpu_ids", "network_volume_id", "datacenter"}),
@@ -60,7 +60,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
 }
 POLLED = {
     "runpod_account_balance_usd", "runpod_account_spend_usd_per_hour",
-    "runpod_account_runway_hours", "runpod_endpoint_info", "runpod_endpoint_workers",
+    "runpod_account_runway_seconds", "runpod_endpoint_info", "runpod_endpoint_workers",
     "runpod_endpoint_jobs", "runpod_endpoint_queue_delay_seconds", "runpod_endpoint_up",
     "runpod_endpoint_http_status", "runpod_probe_last_success_timestamp_seconds",
 }
@@ -242,7 +242,7 @@ def test_snapshot_values() -> None:
     ep = {"endpoint_id": "e1", "endpoint": "sdxl"}
     assert one(m, "runpod_account_balance_usd") == 42.5
     assert one(m, "runpod_account_spend_usd_per_hour") == 1.25
-    assert one(m, "runpod_account_runway_hours") == pytest.approx(34.0)
+    assert one(m, "runpod_account_runway_seconds") == pytest.approx(34.0 * 3600)
     info = values(m, "runpod_endpoint_info")
     assert info == {frozenset({**ep, "gpu_ids": "AMPERE_48,-NVIDIA A40",
                                "network_volume_id": "vol1", "datacenter": "EU-RO-1"}.items()): 1}
@@ -304,9 +304,9 @@ def test_runway_absent_while_spend_is_zero() -> None:
     m.observe_cycle(cycle(1, [], account=Account(balance=10.0, spend_per_hr=0.0)))
     assert one(m, "runpod_account_balance_usd") == 10.0
     assert one(m, "runpod_account_spend_usd_per_hour") == 0.0
-    assert values(m, "runpod_account_runway_hours") == {}
+    assert values(m, "runpod_account_runway_seconds") == {}
     m.observe_cycle(cycle(2, [], account=Account(balance=10.0, spend_per_hr=0.5)))
-    assert one(m, "runpod_account_runway_hours") == 20.0
+    assert one(m, "runpod_account_runway_seconds") == 20.0 * 3600
 
 
 def test_account_gauges_only_where_asked() -> None:
@@ -314,7 +314,7 @@ def test_account_gauges_only_where_asked() -> None:
     m = MonitorMetrics(account=False)
     m.observe_cycle(cycle(1, [smp("e1")], account=Account(balance=10.0, spend_per_hr=0.5)))
     for name in ("runpod_account_balance_usd", "runpod_account_spend_usd_per_hour",
-                 "runpod_account_runway_hours"):
+                 "runpod_account_runway_seconds"):
         assert values(m, name) == {}, name
     assert values(m, "runpod_endpoint_info")
 
@@ -325,12 +325,12 @@ def test_failed_graphql_keeps_last_account_and_config() -> None:
     m = MonitorMetrics()
     m.observe_cycle(cycle(1, [smp("e1", configured=False)], graphql="timeout"))
     assert values(m, "runpod_account_balance_usd") == {}
-    assert values(m, "runpod_account_runway_hours") == {}
+    assert values(m, "runpod_account_runway_seconds") == {}
     m.observe_cycle(cycle(2, [smp("e1", config=cfg())]))
     m.observe_cycle(cycle(3, [smp("e1", configured=False)], graphql="http_5xx"))
     assert one(m, "runpod_account_balance_usd") == 42.5
     assert one(m, "runpod_account_spend_usd_per_hour") == 1.25
-    assert one(m, "runpod_account_runway_hours") == pytest.approx(34.0)
+    assert one(m, "runpod_account_runway_seconds") == pytest.approx(34.0 * 3600)
     assert one(m, "runpod_endpoint_workers_max", endpoint_id="e1", endpoint="sdxl") == 3
     (info,) = values(m, "runpod_endpoint_info")
     assert dict(info)["datacenter"] == "EU-RO-1"

@@ -279,3 +279,44 @@ def test_alertmanager_receives_alerts(stack: Stack) -> None:
 
     wait_until("the Watchdog at Alertmanager", watchdog_arrived, time.monotonic() + 20,
                stack.logs)
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+def promtool_findings(exposition: str) -> str:
+    """What `promtool check metrics` reports for an exposition: empty when it is clean."""
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition.encode(),
+                          capture_output=True, timeout=30, check=False)
+    findings = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+    if done.returncode != 0 and not findings:
+        findings = f"promtool exited {done.returncode}"
+    return findings
+
+
+def families_without_samples(exposition: str) -> list[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [f.name for f in text_string_to_metric_families(exposition) if not f.samples]
+
+
+def test_exposition_passes_promtool_lint(stack: Stack) -> None:
+    """Once every metric family has samples, `promtool check metrics` finds nothing."""
+    if PROMTOOL is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    # the linter judges a known-bad exposition, so a silent promtool cannot pass this test
+    bad = "# HELP runpod_x_runway_hours h\n# TYPE runpod_x_runway_hours gauge\n" \
+          "runpod_x_runway_hours 1\n"
+    assert "base unit" in promtool_findings(bad)
+    body = ""
+    empty: list[str] = ["(no scrape yet)"]
+    deadline = stack.started + DATA_DEADLINE_S
+    while time.monotonic() < deadline:
+        body = stack.client.get(f"{stack.monitor_url}/metrics").text
+        empty = families_without_samples(body)
+        if not empty:
+            break
+        time.sleep(2)
+    assert not empty, f"families without samples after {DATA_DEADLINE_S:.0f} s: {empty}"
+    assert promtool_findings(body) == ""
