@@ -19,6 +19,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.status_page import render
 from monitor.web import build_app
@@ -30,6 +31,7 @@ from rules.model import (
     EndpointSample,
     EnvVar,
     Health,
+    History,
     Job,
     Observation,
     Template,
@@ -52,6 +54,8 @@ class FakeRuntime:
     interval: float = 30.0
     api_key: str = API_KEY
     names: dict[str, str] = field(default_factory=dict)
+    past: list[Observation] | None = None  # the history; [observation] when None
+    log: list[Episode] = field(default_factory=list)
 
     def metrics_body(self) -> tuple[bytes, str]:
         return b"", "text/plain"
@@ -73,6 +77,14 @@ class FakeRuntime:
 
     def interval_s(self) -> float:
         return self.interval
+
+    def history(self) -> History:
+        if self.past is not None:
+            return History(tuple(self.past))
+        return History(() if self.observation is None else (self.observation,))
+
+    def episodes(self) -> list[Episode]:
+        return list(self.log)
 
 
 def _observation(account: Account | None = None) -> Observation:

@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
 from monitor.web import build_app
-from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, Observation
+from monitor.episodes import Episode
+from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, History, Observation
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
 CONTRACT = {"code", "scope", "endpoint_id", "endpoint_name", "severity", "summary",
@@ -69,6 +70,12 @@ class FakeRuntime:
 
     def interval_s(self) -> float:
         return 30.0
+
+    def history(self) -> History:
+        return History(() if self.observation is None else (self.observation,))
+
+    def episodes(self) -> list[Episode]:
+        return []
 
 
 Factory = Callable[..., Any]
