@@ -5,8 +5,9 @@ The drawing is the data: inside each chart, x is seconds since the chart's `data
 seconds) and y is the value itself (the group is flipped, the viewBox stretched to the
 box), so a path `M0 0V6H60V5H120` says "6 from t0 to t0+60 s, then 5 until t0+120 s".
 A series is one `<path data-series=...>`; a gap in the data is a new subpath (`M`).
-Values are rounded to 3 decimals, times to the second. Spans are `<rect data-code=...>`
-with x and width in the same seconds. tests/test_status_page.py reads them back.
+Times are rounded to the second; callers round values to 3 decimals (`num` prints 3).
+Spans are `<rect data-code=...>` with x and width in the same seconds.
+tests/test_status_page.py reads them back.
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ class Window:
         return round(t - self.t0)
 
 
-def window(times: Sequence[float], interval_s: float, now: float) -> Window:
+def window(times: Sequence[float], interval_s: float) -> Window:
     """The window over sample `times` (oldest first): from the first to the last sample's
-    end (or `now`, when later); its step is the interval, or the bucket width."""
+    end; its step is the interval, or the bucket width."""
     t0 = int(times[0])
-    t1 = max(round(times[-1] + interval_s), round(now))
+    t1 = round(times[-1] + interval_s)
     step = interval_s
     if len(times) > MAX_POINTS:
         step = max(interval_s, (t1 - t0) / MAX_POINTS)
@@ -88,28 +89,46 @@ def bucket(w: Window, times: Sequence[float], series: Sequence[Values]
 Run = tuple[int, int, float]  # x from, x to, value
 
 
-def runs(w: Window, times: Sequence[float], values: Values) -> list[list[Run]]:
-    """The step function of `values`: runs of equal value, split into subpaths at gaps
-    (no value, or samples too far apart). A sample holds until the next one."""
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """Where each sample of a series sits: its x, where its step ends (the next sample's x,
+    or one step on when the next is missing or too far), and whether the next joins it."""
+
+    xs: list[int]
+    ends: list[int]
+    joined: list[bool]
+
+
+def grid(w: Window, times: Sequence[float]) -> Grid:
+    """The grid of sample `times` (oldest first) in window `w`, shared by its series."""
+    xs = [w.x(t) for t in times]
+    n = len(xs)
+    joined = [i + 1 < n and times[i + 1] - times[i] <= GAP_INTERVALS * w.step
+              for i in range(n)]
+    ends = [
+        max(x + 1, xs[i + 1] if joined[i] else min(w.x(times[i] + w.step), w.span))
+        for i, x in enumerate(xs)
+    ]
+    return Grid(xs, ends, joined)
+
+
+def runs(g: Grid, values: Values) -> list[list[Run]]:
+    """The step function of `values` on grid `g`: runs of equal value, split into subpaths
+    at gaps (no value, or samples too far apart). A sample holds until the next one."""
     out: list[list[Run]] = []
     cur: list[Run] = []
-    n = len(times)
+    xs, ends, joined = g.xs, g.ends, g.joined
     for i, v in enumerate(values):
         if v is None:
             if cur:
                 out.append(cur)
                 cur = []
             continue
-        x = w.x(times[i])
-        joined = i + 1 < n and times[i + 1] - times[i] <= GAP_INTERVALS * w.step
-        end = w.x(times[i + 1]) if joined else min(w.x(times[i] + w.step), w.span)
-        end = max(end, x + 1)
-        v = round(v, 3)
         if cur and cur[-1][2] == v:
-            cur[-1] = (cur[-1][0], end, v)
+            cur[-1] = (cur[-1][0], ends[i], v)
         else:
-            cur.append((x, end, v))
-        if not joined:
+            cur.append((xs[i], ends[i], v))
+        if not joined[i]:
             out.append(cur)
             cur = []
     if cur:
@@ -156,16 +175,17 @@ def _hhmm(t: float) -> str:
 
 def ticks(w: Window) -> list[int]:
     """Tick times (unix seconds) on round multiples of a step giving at most 4."""
-    step = next((s for s in TICK_STEPS if w.span / s <= 4), TICK_STEPS[-1])
+    step = next((s for s in TICK_STEPS if w.span / s <= 4), -(-w.span // 4))
     first = -(-w.t0 // step) * step
     return list(range(first, w.t1, step))
 
 
 def axis(w: Window) -> str:
     """HTML tick labels under a chart, placed at their share of the width."""
+    at = [(t, 100 * (t - w.t0) / w.span) for t in ticks(w)]
+    # a label centred on a tick near either edge would be cut off: only its gridline shows
     labels = "".join(
-        f'<span style="left:{100 * (t - w.t0) / w.span:.1f}%">{_hhmm(t)}</span>'
-        for t in ticks(w)
+        f'<span style="left:{pct:.1f}%">{_hhmm(t)}</span>' for t, pct in at if 6 <= pct <= 93
     )
     return f'<div class="ax" aria-hidden="true">{labels}</div>'
 

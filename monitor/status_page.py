@@ -139,6 +139,7 @@ svg.chart path{vector-effect:non-scaling-stroke}
 .grid{fill:none;stroke:var(--line);stroke-width:1px}
 .line{fill:none;stroke-width:1.5px}
 .area{stroke:none}
+.area.q,.area.w,.area.sp{fill-opacity:.6}
 .q{stroke:var(--info);fill:var(--info-bg)}.line.q{fill:none}
 .w{stroke:var(--warn);fill:var(--warn-bg)}.line.w{fill:none}
 .sp{stroke:var(--info);fill:var(--info-bg)}.line.sp{fill:none}
@@ -151,7 +152,9 @@ rect.sp.warning{fill:var(--warn)}rect.sp.info{fill:var(--info)}
 .s-initializing{fill:var(--info);background:var(--info)}
 .s-throttled{fill:var(--warn);background:var(--warn)}
 .s-unhealthy{fill:var(--crit);background:var(--crit)}
-.sw{display:inline-block;width:.65em;height:.65em;border-radius:2px;margin:0 2px 0 5px}
+.sw{display:inline-block;width:.65em;height:.65em;border-radius:2px;margin:0 3px 0 0}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:0 8px;font-size:.7rem;
+color:var(--muted)}
 .ax{position:relative;height:1.15em;font-size:.68rem;color:var(--muted);overflow:hidden}
 .ax span{position:absolute;top:0;transform:translateX(-50%);white-space:nowrap}
 .pager{display:flex;flex-wrap:wrap;align-items:center;gap:8px;margin:0 2px 10px}
@@ -162,7 +165,7 @@ rect.sp.warning{fill:var(--warn)}rect.sp.info{fill:var(--info)}
 .ev .head{display:flex;flex-wrap:wrap;align-items:center;gap:4px 8px;margin-bottom:2px}
 @media (max-width:520px){main{padding:8px}.stat{padding:8px}.stat .value{font-size:1.1rem}
 .card{padding:10px 12px}th{width:40%}.charts{grid-template-columns:1fr;gap:4px}
-.charts.two{grid-template-columns:1fr 1fr}svg.chart{height:40px}}
+svg.chart{height:40px}}
 @media (max-width:340px){.stats,.kv{grid-template-columns:1fr 1fr}}
 """
 
@@ -351,10 +354,10 @@ def _diagnoses(incidents: list[Incident], now: float) -> str:
     return f'<h2 id="diagnoses">Active diagnoses {count}</h2>{body}'
 
 
-def _oldest_wait(sample: EndpointSample) -> str:
-    """How long the oldest queued job has waited; '—' when none is queued or none told."""
-    delays = [j.delay_ms for j in sample.jobs or () if j.status == "IN_QUEUE" and j.delay_ms]
-    return _ago(max(delays) / 1000) if delays else "—"
+def _oldest_wait(sample: EndpointSample) -> float | None:
+    """How long the oldest queued job has waited, by the gauge's rule (0 with none queued);
+    None when this cycle did not read the jobs."""
+    return None if sample.jobs is None else _queue_delay_s(sample.jobs, None)
 
 
 def _chip(state: str, n: int) -> str:
@@ -365,7 +368,7 @@ def _chip(state: str, n: int) -> str:
 
 
 def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident],
-              pictures: str = "") -> str:
+              pictures: str = "", wait: float | None = None) -> str:
     worst = _worst(mine)
     if sample.health_outcome == OK:
         up = f'<span class="pill ok">up · HTTP {_e(sample.http_status)}</span>'
@@ -398,7 +401,7 @@ def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident],
         '<div class="kv">'
         f"<div>in queue<b>{_e(queue)}</b></div>"
         f"<div>in progress<b>{_e(running)}</b></div>"
-        f"<div>oldest wait<b>{_e(_oldest_wait(sample))}</b></div>"
+        f"<div>oldest wait<b>{_e(_wait_text(wait))}</b></div>"
         f"<div>workers<b>{_e(wmax)}</b></div>"
         f"</div>{pictures}{gpus}{_links(mine)}</article>"
     )
@@ -409,7 +412,9 @@ class _Past:
     """What the charts draw from: the retained observations, their window, the episodes."""
 
     observations: Sequence[Observation]
+    times: list[float]  # of the observations
     w: Window
+    grid: charts.Grid  # where the (bucketed) samples sit in the window
     episodes: list[Episode]
     now: float
 
@@ -453,11 +458,11 @@ def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incide
     shown = ordered if not per_page else ordered[(page - 1) * per_page:page * per_page]
     cards = []
     for eid in shown:
-        pictures = ""
+        pictures, wait = "", _oldest_wait(obs.endpoints[eid])
         if past is not None:
-            pictures = _endpoint_charts(eid, past.observations, past.w,
-                                        _spans(past.episodes, eid, past.w, past.now))
-        cards.append(_endpoint(eid, names[eid], obs.endpoints[eid], mine[eid], pictures))
+            pictures, wait = _endpoint_charts(eid, past,
+                                              _spans(past.episodes, eid, past.w, past.now))
+        cards.append(_endpoint(eid, names[eid], obs.endpoints[eid], mine[eid], pictures, wait))
     if len(shown) < total:
         first = (page - 1) * (per_page or 0) + 1
         count = (f'<span class="muted small">{first}–{first + len(shown) - 1} of {total}, '
@@ -498,10 +503,14 @@ def _spans(episodes: Iterable[Episode], endpoint_id: str | None, w: Window,
     return out
 
 
-def _figure(title: str, now_text: str, note: str, svg: str, w: Window) -> str:
+def _figure(title: str, now_text: str, note: str, svg: str, w: Window,
+            legend: str = "") -> str:
+    if legend:
+        legend = f'<div class="legend">{legend}</div>'
     return (
         f'<figure class="fig"><figcaption><span>{_e(title)} <b>{_e(now_text)}</b></span>'
-        f'<span class="muted">{note}</span></figcaption>{svg}{charts.axis(w)}</figure>'
+        f'<span class="muted">{note}</span></figcaption>{svg}{charts.axis(w)}{legend}'
+        "</figure>"
     )
 
 
@@ -513,32 +522,42 @@ def _wait_text(seconds: float | None) -> str:
     return "—" if seconds is None else _ago(seconds)
 
 
-def _endpoint_charts(eid: str, observations: Sequence[Observation], w: Window,
-                     spans: list[Span]) -> str:
-    """Queue depth, oldest wait and workers by state over the window, incidents marked."""
-    times: list[float] = []
+def _endpoint_charts(eid: str, past: _Past, spans: list[Span]) -> tuple[str, float | None]:
+    """Queue depth, oldest wait and workers by state over the window, incidents marked;
+    and the oldest wait now (the gauge's value: it holds while the jobs are not read)."""
+    w = past.w
     queue: list[float | None] = []
     wait: list[float | None] = []
     stacked: list[list[float | None]] = [[] for _ in STACK]
     last_wait: float | None = None
-    for o in observations:
-        times.append(o.t)
+    prev: EndpointSample | None = None
+    row: list[float | None] = [None] * len(STACK)
+    queue_now: float | None = None
+    for o in past.observations:
         sample = o.endpoints.get(eid)
-        h: Health | None = None if sample is None else sample.health
         if sample is not None and sample.jobs is not None:
             # the gauge's rule (runpod_endpoint_queue_delay_seconds): 0 with none queued,
             # the last value while the queued jobs tell no delay
             last_wait = _queue_delay_s(sample.jobs, last_wait)
-        wait.append(None if sample is None else last_wait)
-        queue.append(None if h is None else h.in_queue)
-        total = 0
-        for series, state in zip(stacked, STACK, strict=True):
-            total += 0 if h is None else getattr(h, state)
-            series.append(None if h is None else total)
-    times, (queue, wait, *stacked) = charts.bucket(w, times, [queue, wait, *stacked])
+        wait.append(None if sample is None or last_wait is None else round(last_wait, 3))
+        if sample is not prev:  # the probe path shares an unchanged sample between cycles
+            prev = sample
+            h: Health | None = None if sample is None else sample.health
+            if h is None:
+                row = [None] * len(STACK)
+            else:
+                total = 0
+                for k, state in enumerate(STACK):
+                    total += getattr(h, state)
+                    row[k] = total
+            queue_now = None if h is None else h.in_queue
+        queue.append(queue_now)
+        for series, v in zip(stacked, row, strict=True):
+            series.append(v)
+    _, (queue, wait, *stacked) = charts.bucket(w, past.times, [queue, wait, *stacked])
     q, wt = _known(queue), _known(wait)
-    queue_runs = charts.runs(w, times, queue)
-    wait_runs = charts.runs(w, times, wait)
+    queue_runs = charts.runs(past.grid, queue)
+    wait_runs = charts.runs(past.grid, wait)
     figures = [
         _figure("queue", str(int(queue[-1])) if queue[-1] is not None else "—",
                 f"max {int(max(q, default=0))}",
@@ -559,31 +578,37 @@ def _endpoint_charts(eid: str, observations: Sequence[Observation], w: Window,
     for state, series in zip(STACK, stacked, strict=True):
         if series != below:  # a state at 0 throughout adds nothing to the stack
             paths.append((state, f"area s-{state}",
-                          charts.area_path(charts.runs(w, times, series), 0)))
+                          charts.area_path(charts.runs(past.grid, series), 0)))
             legend.append(f'<i class="sw s-{state}"></i>{_e(state)}')
         below = series
     paths.reverse()  # the tallest (cumulative) first, each lower band painted over it
     top = max(_known(stacked[-1]), default=0)
     figures.append(_figure(
         "workers", str(int(stacked[-1][-1])) if stacked[-1][-1] is not None else "—",
-        " ".join(legend) or "none", charts.chart(w, "workers", 0, top, paths, spans), w,
+        f"max {int(top)}", charts.chart(w, "workers", 0, top, paths, spans), w,
+        " ".join(legend),
     ))
-    return f'<div class="charts">{"".join(figures)}</div>'
+    return f'<div class="charts">{"".join(figures)}</div>', last_wait
 
 
-def _account_charts(observations: Sequence[Observation], w: Window, spans: list[Span]) -> str:
+def _account_charts(past: _Past, spans: list[Span]) -> str:
     """Balance and spend per hour over the window, account incidents marked."""
-    times = [o.t for o in observations]
-    balance = [None if o.account is None else o.account.balance for o in observations]
-    spend = [None if o.account is None else o.account.spend_per_hr for o in observations]
-    times, (balance, spend) = charts.bucket(w, times, [balance, spend])
+    w = past.w
+    balance = [None if o.account is None else round(o.account.balance, 3)
+               for o in past.observations]
+    spend = [None if o.account is None else round(o.account.spend_per_hr, 3)
+             for o in past.observations]
+    _, (balance, spend) = charts.bucket(w, past.times, [balance, spend])
     b, sp = _known(balance), _known(spend)
     if not b:
         return ""
-    b_runs, s_runs = charts.runs(w, times, balance), charts.runs(w, times, spend)
+    b_runs, s_runs = charts.runs(past.grid, balance), charts.runs(past.grid, spend)
     lo, hi = min(b), max(b)
+    spread = f"{_e(_usd(lo))} – {_e(_usd(hi))}" if hi > lo else "unchanged"
+    if hi - lo < 0.01:  # a flat balance sits mid-height, not on the floor
+        lo, hi = lo - 0.5, hi + 0.5
     return '<div class="charts two">' + "".join([
-        _figure("balance", _usd(b[-1]), f"{_e(_usd(lo))} – {_e(_usd(hi))}",
+        _figure("balance", _usd(b[-1]), spread,
                 charts.chart(w, "balance_usd", lo, hi, [
                     ("balance_usd", "line b", charts.line_path(b_runs)),
                 ], spans), w),
@@ -610,11 +635,11 @@ def _episode(e: Episode, now: float) -> str:
         steps.append(f"escalated to {_e(e.severity)} {_e(_clock(e.escalated_at, now))}")
     if e.ended_at is None:
         state = '<span class="pill none">active</span>'
-        steps.append(f"for {_e(_ago(now - e.since))} so far")
+        lasted = f"for {_e(_ago(now - e.since))} so far"
     else:
         state = '<span class="pill ok">resolved</span>'
         steps.append(f"resolved {_e(_clock(e.ended_at, now))}")
-        steps.append(f"lasted {_e(_ago(e.ended_at - e.since))}")
+        lasted = f"lasted {_e(_ago(e.ended_at - e.since))}"
     data = (
         f'data-code="{_e(e.code)}" data-endpoint="{_e(e.endpoint_id or "")}" '
         f'data-since="{e.since:.0f}" data-escalated="'
@@ -625,13 +650,13 @@ def _episode(e: Episode, now: float) -> str:
         f'<li class="card ev {_e(e.severity)}" {data}>'
         f'<div class="head"><span class="pill {_e(e.severity)}">{_e(e.severity)}</span>'
         f'<code class="code">{_e(e.code)}</code><span>{where}</span>{state}</div>'
-        f'<div class="small muted">{" · ".join(steps)} UTC</div>'
+        f'<div class="small muted">{", ".join(steps)} UTC · {lasted}</div>'
         f'<div class="small">{_e(e.summary)}</div></li>'
     )
 
 
 def _history(episodes: list[Episode], span_s: float | None, now: float) -> str:
-    window = f"last {_ago(span_s)}" if span_s else "kept"
+    window = f"in the last {_ago(span_s)}" if span_s else "kept"
     count = f'<span class="muted small">{len(episodes)} {_e(window)}</span>'
     if not episodes:
         return (
@@ -653,12 +678,14 @@ def _the_past(runtime: Runtime, incidents: list[Incident], now: float) -> _Past 
     observations = runtime.history().observations
     if not observations:
         return None
-    w = charts.window([o.t for o in observations], runtime.interval_s(), now)
+    times = [o.t for o in observations]
+    w = charts.window(times, runtime.interval_s())
     episodes = runtime.episodes()
     logged = {e.key for e in episodes if e.active}
     # an active incident the runtime's log does not hold still gets its span
     episodes += [Episode.opened(i) for i in incidents if i.key not in logged]
-    return _Past(observations, w, episodes, now)
+    grid = charts.grid(w, charts.bucket(w, times, [])[0])
+    return _Past(observations, times, w, grid, episodes, now)
 
 
 def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
@@ -676,8 +703,7 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
     past = _the_past(runtime, incidents, now) if pictures else None
     account_pictures = history = window = ""
     if past is not None:
-        account_pictures = _account_charts(
-            past.observations, past.w, _spans(past.episodes, None, past.w, now))
+        account_pictures = _account_charts(past, _spans(past.episodes, None, past.w, now))
         span = past.observations[-1].t - past.observations[0].t
         window = (f'<div class="small muted">charts: the last {_e(_ago(span))} '
                   "(the retained history); shaded: incidents</div>")

@@ -414,3 +414,301 @@ def test_demo_status_page_in_headless_chromium(tmp_path: Path) -> None:
     keep = os.environ.get("STATUS_PAGE_SCREENSHOT")
     if keep:
         shutil.copyfile(png, keep)
+
+
+# ---------------------------------------------------------------- the past: charts, history
+
+STALLED = Path(__file__).parent / "scenarios" / "no-gpu-capacity-stalled.yaml"
+FLUX = "x2f7l1u5k9d3hb"
+SIM_KEY = "sim-key-for-the-page-test"
+# what the scenario file scripts for FLUX's /health inQueue, cycle by cycle (1-based)
+STALLED_QUEUE = [0, 0, 6, 6, 6, 5, 5, 4] + [7] * 22 + [3] * 4 + [0] * 4
+STALLED_CYCLES = len(STALLED_QUEUE)  # 38: the whole scenario
+
+
+@dataclass
+class _Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[_Node] = field(default_factory=list)
+    parent: _Node | None = None
+
+
+class _Tree(HTMLParser):
+    """A minimal DOM of the elements the chart checks read (svg, path, rect, article, li)."""
+
+    KEEP = frozenset({"svg", "path", "rect", "article", "li", "g", "title"})
+    VOID = frozenset({"path", "rect"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = _Node("root", {})
+        self._at = self.root
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.KEEP:
+            return
+        node = _Node(tag, {k: v or "" for k, v in attrs}, parent=self._at)
+        self._at.children.append(node)
+        if tag not in self.VOID:
+            self._at = node
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.KEEP:
+            self._at.children.append(_Node(tag, {k: v or "" for k, v in attrs}, parent=self._at))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.KEEP and tag not in self.VOID and self._at.tag == tag:
+            assert self._at.parent is not None
+            self._at = self._at.parent
+
+
+def _tree(page: str) -> _Node:
+    t = _Tree()
+    t.feed(page)
+    return t.root
+
+
+def _all(node: _Node, tag: str) -> list[_Node]:
+    out = []
+    for c in node.children:
+        if c.tag == tag:
+            out.append(c)
+        out.extend(_all(c, tag))
+    return out
+
+
+def _charts(root: _Node, article_id: str | None) -> dict[str, _Node]:
+    """The charts (by data-chart) of one endpoint card, or outside every card for None."""
+    if article_id is None:
+        inside = {id(s) for a in _all(root, "article") for s in _all(a, "svg")}
+        svgs = [s for s in _all(root, "svg") if id(s) not in inside]
+    else:
+        [card] = [a for a in _all(root, "article") if a.attrs.get("id") == article_id]
+        svgs = _all(card, "svg")
+    return {s.attrs["data-chart"]: s for s in svgs if "data-chart" in s.attrs}
+
+
+def _steps(d: str) -> list[tuple[float, float, float]]:
+    """A step path read back: the (x from, x to, value) of every horizontal segment."""
+    out: list[tuple[float, float, float]] = []
+    x = y = 0.0
+    for cmd, args in __import__("re").findall(r"([MHVZ])([^MHVZ]*)", d):
+        nums = [float(a) for a in args.split()]
+        if cmd == "M":
+            x, y = nums
+        elif cmd == "H":
+            out.append((x, nums[0], y))
+            x = nums[0]
+        elif cmd == "V":
+            y = nums[0]
+    return out
+
+
+def _at(steps: list[tuple[float, float, float]], x: float) -> float | None:
+    for x0, x1, v in steps:
+        if x0 <= x < x1:
+            return v
+    return None
+
+
+def _series(svg: _Node, name: str) -> list[tuple[float, float, float]]:
+    """The segments of series `name` in a chart (its first path: area or line, the same)."""
+    paths = [p for p in _all(svg, "path") if p.attrs.get("data-series") == name]
+    assert paths, f"no series {name} in chart {svg.attrs['data-chart']}"
+    steps = _steps(paths[0].attrs["d"])
+    for p in paths[1:]:
+        assert _steps(p.attrs["d"]) == steps, "the area and the line of a series differ"
+    return steps
+
+
+def _check_charts_against(page: str, observations: list[Observation], eid: str) -> None:
+    """Every chart of the page holds, at each observation's time, the observed value."""
+    from monitor.metrics import _queue_delay_s
+
+    root = _tree(page)
+    mine = _charts(root, f"ep-{eid}")
+    assert set(mine) == {"in_queue", "oldest_wait_s", "workers"}
+    t0 = int(mine["in_queue"].attrs["data-t0"])
+    queue = _series(mine["in_queue"], "in_queue")
+    wait = _series(mine["oldest_wait_s"], "oldest_wait_s")
+    stack = {p.attrs["data-series"]: _steps(p.attrs["d"])
+             for p in _all(mine["workers"], "path") if "data-series" in p.attrs}
+    last_wait: float | None = None
+    for o in observations:
+        x = round(o.t - t0)
+        s = o.endpoints[eid]
+        h = s.health
+        assert h is not None
+        assert _at(queue, x) == h.in_queue, (o.cycle, "queue")
+        if s.jobs is not None:
+            last_wait = _queue_delay_s(s.jobs, last_wait)
+        got = _at(wait, x)
+        assert (got is None and last_wait is None) or got == round(last_wait or 0, 3), (
+            o.cycle, "oldest wait", got, last_wait)
+        below = 0.0
+        for state in ("running", "idle", "ready", "initializing", "throttled", "unhealthy"):
+            cum = _at(stack[state], x) if state in stack else None
+            cum = below if cum is None and state not in stack else cum
+            assert cum is not None
+            assert cum - below == getattr(h, state), (o.cycle, state)
+            below = cum
+    account = _charts(root, None)
+    balance = _series(account["balance_usd"], "balance_usd")
+    spend = _series(account["spend_usd_per_hr"], "spend_usd_per_hr")
+    for o in observations:
+        assert o.account is not None
+        x = round(o.t - t0)
+        assert _at(balance, x) == round(o.account.balance, 3), o.cycle
+        assert _at(spend, x) == round(o.account.spend_per_hr, 3), o.cycle
+
+
+async def _run_daemon(tmp_path: Path, cycles: int) -> tuple[Any, Any, float]:
+    """A real daemon against the simulator playing STALLED, `cycles` cycles ticked by hand,
+    the last one just now; returns (daemon, simulator, t of cycle 1)."""
+    from monitor import daemon as daemon_module
+    from monitor.config import settings_from_dict
+    from monitor.demo import demo_settings
+    from monitor.simulator import SimulatorServer, load_scenario
+
+    scenario = load_scenario(STALLED)
+    server = SimulatorServer(scenario, SIM_KEY)
+    url = await server.start()
+    data = demo_settings(scenario, url, SIM_KEY, 0, tmp_path, {})
+    data["log"] = {"level": "warning"}
+    settings = settings_from_dict(data, env={})
+    start = time.time() - (cycles - 0.5) * scenario.interval_s
+    clock = [start]
+    # the cycles run faster than real time, as in replay: RunPod's per-endpoint limits on
+    # the real clock would hold every tenth /requests call for 10 s
+    limits = daemon_module.RUNPOD_LIMITS
+    daemon_module.RUNPOD_LIMITS = None  # type: ignore[assignment]
+    try:
+        daemon = daemon_module.Daemon(settings, sinks=[], clock=lambda: clock[0])
+    finally:
+        daemon_module.RUNPOD_LIMITS = limits
+    for k in range(1, cycles + 1):
+        server.set_cycle(k)
+        clock[0] = start + (k - 1) * scenario.interval_s
+        await daemon.tick()
+    return daemon, server, start
+
+
+async def test_charts_and_history_show_what_the_daemon_saw(tmp_path: Path) -> None:
+    """A daemon through the stalled-capacity scenario: its page's charts hold the history's
+    values cycle by cycle (the scripted queue depths), the incident's span and history row
+    say raised at cycle 6, escalated, resolved at cycle 29; a restarted daemon still has it."""
+    from monitor.daemon import Daemon
+
+    daemon, server, start = await _run_daemon(tmp_path, STALLED_CYCLES)
+    try:
+        observations = list(daemon.history().observations)
+        assert [o.endpoints[FLUX].health.in_queue for o in observations  # type: ignore[union-attr]
+                ] == STALLED_QUEUE
+        page = render(daemon)
+        _check_charts_against(page, observations, FLUX)
+        [episode] = daemon.episodes()
+        assert episode.code == "no_gpu_capacity"
+        assert (episode.first_severity, episode.severity) == ("warning", "critical")
+        assert episode.since == start + 5 * 30  # raised at cycle 6
+        assert episode.ended_at == start + 28 * 30  # resolved at cycle 29
+        assert episode.escalated_at is not None
+        assert episode.since < episode.escalated_at < episode.ended_at
+        root = _tree(page)
+        t0 = int(_charts(root, f"ep-{FLUX}")["in_queue"].attrs["data-t0"])
+        for svg in _charts(root, f"ep-{FLUX}").values():
+            rects = [r for r in _all(svg, "rect") if r.attrs.get("data-code") == "no_gpu_capacity"]
+            assert [r.attrs["class"] for r in rects] == ["sp warning", "sp critical"]
+            edges = [(int(r.attrs["x"]), int(r.attrs["x"]) + int(r.attrs["width"]))
+                     for r in rects]
+            assert edges == [
+                (round(episode.since - t0), round(episode.escalated_at - t0)),
+                (round(episode.escalated_at - t0), round(episode.ended_at - t0)),
+            ]
+        [row] = [li for li in _all(root, "li") if "ev" in li.attrs.get("class", "").split()]
+        assert row.attrs["data-code"] == "no_gpu_capacity"
+        assert row.attrs["data-endpoint"] == FLUX
+        assert row.attrs["data-since"] == f"{episode.since:.0f}"
+        assert row.attrs["data-escalated"] == f"{episode.escalated_at:.0f}"
+        assert row.attrs["data-ended"] == f"{episode.ended_at:.0f}"
+        assert "lasted 12 min" in page  # cycles 6 to 29: 23 cycles of 30 s
+    finally:
+        await daemon.stop(grace_s=2)
+        await server.stop()
+    again = Daemon(daemon.settings, sinks=[], clock=lambda: start + STALLED_CYCLES * 30)
+    try:
+        assert again.episodes() == [episode]
+        assert 'data-code="no_gpu_capacity"' in render(again)
+    finally:
+        again.store.close()
+
+
+async def _shoot(browser: str, url: str, png: Path, profile: Path, size: str,
+                 dark: bool) -> str:
+    """Headless Chromium loads `url`, screenshots it to `png`; returns the DOM it built."""
+    import asyncio
+
+    args = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
+        f"--screenshot={png}", f"--window-size={size}", "--dump-dom", url,
+    ]
+    if dark:
+        args.insert(1, "--force-dark-mode")  # prefers-color-scheme: dark
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert await asyncio.to_thread(lambda: png.stat().st_size) > 10_000
+    return out.decode()
+
+
+@pytest.mark.integration
+async def test_charts_in_headless_chromium(tmp_path: Path) -> None:
+    """The daemon's page in a real browser, on a phone (light and dark) and a desktop: what
+    the browser parsed still holds the history's values and the incident span."""
+    import asyncio
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (scripts/install-system-deps installs it)")
+    from aiohttp import web as aioweb
+
+    daemon, server, _ = await _run_daemon(tmp_path, STALLED_CYCLES)
+    runner = aioweb.AppRunner(build_app(daemon), access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+    shots = {"phone": ("390,1700", False), "phone-dark": ("390,1700", True),
+             "desktop": ("1100,1000", False)}
+    try:
+        observations = list(daemon.history().observations)
+        doms = {}
+        for name, (size, dark) in shots.items():
+            doms[name] = await _shoot(browser, f"http://127.0.0.1:{port}/", tmp_path /
+                                      f"{name}.png", tmp_path / f"profile-{name}", size, dark)
+    finally:
+        await runner.cleanup()
+        await daemon.stop(grace_s=2)
+        await server.stop()
+    for dom in doms.values():
+        _check_charts_against(dom, observations, FLUX)
+        spans = [r for r in _all(_tree(dom), "rect") if r.attrs.get("data-code")]
+        assert {r.attrs["data-code"] for r in spans} == {"no_gpu_capacity"}
+        assert "no_gpu_capacity (critical)" in dom  # the span's tooltip
+        assert "hf_" not in dom
+    keep = os.environ.get("STATUS_PAGE_SCREENSHOTS")  # a directory to keep them in
+    if keep:
+        await asyncio.to_thread(_keep, [tmp_path / f"{name}.png" for name in shots], Path(keep))
+
+
+def _keep(pngs: list[Path], where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    for png in pngs:
+        shutil.copyfile(png, where / f"status-{png.name}")

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
 from monitor.web import build_app
-from monitor.episodes import Episode
 from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, History, Observation
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
