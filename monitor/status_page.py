@@ -574,12 +574,12 @@ def _endpoint_charts(eid: str, past: _Past, spans: list[Span]) -> tuple[str, flo
     ]
     paths: list[tuple[str, str, str]] = []
     legend = []
-    below: list[float | None] | None = None
+    below: list[float | None] = [None if v is None else 0 for v in stacked[0]]
     for state, series in zip(STACK, stacked, strict=True):
         if series != below:  # a state at 0 throughout adds nothing to the stack
             paths.append((state, f"area s-{state}",
                           charts.area_path(charts.runs(past.grid, series), 0)))
-            legend.append(f'<i class="sw s-{state}"></i>{_e(state)}')
+            legend.append(f'<span><i class="sw s-{state}"></i>{_e(state)}</span>')
         below = series
     paths.reverse()  # the tallest (cumulative) first, each lower band painted over it
     top = max(_known(stacked[-1]), default=0)

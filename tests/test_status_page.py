@@ -712,3 +712,147 @@ def _keep(pngs: list[Path], where: Path) -> None:
     where.mkdir(parents=True, exist_ok=True)
     for png in pngs:
         shutil.copyfile(png, where / f"status-{png.name}")
+
+
+# ---------------------------------------------------------------- unit: charts, paging, history
+
+
+def test_step_paths_read_back_to_the_values_with_gaps() -> None:
+    """A series drawn as a step line and as an area reads back to its values; an unknown
+    value and a missing stretch of samples break it (a new subpath), never join over it."""
+    from monitor import charts
+
+    times = [NOW + 30 * k for k in (0, 1, 2, 3, 4, 8, 9)]  # cycles 5-7 missing
+    values: list[float | None] = [0, 6, 6, None, 5, 7, 7.25]
+    w = charts.window(times, 30)
+    g = charts.grid(w, times)
+    parts = charts.runs(g, values)
+    line, area = charts.line_path(parts), charts.area_path(parts, 0)
+    assert line.count("M") == area.count("M") == 3
+    for d in (line, area):
+        steps = _steps(d)
+        for t, v in zip(times, values, strict=True):
+            assert _at(steps, round(t - w.t0)) == v
+        assert _at(steps, round(times[4] - w.t0) + 45) is None  # the gap after cycle 4
+    assert _steps(line) == [(0, 30, 0), (30, 90, 6), (120, 150, 5), (240, 270, 7),
+                            (270, 300, 7.25)]
+
+
+def test_long_histories_are_bucketed_keeping_the_peaks() -> None:
+    """Past MAX_POINTS samples a series is bucketed: bounded, and each bucket's max kept."""
+    from monitor import charts
+
+    times = [NOW + 5 * k for k in range(5000)]
+    values: list[float | None] = [float(k % 50 == 0) * k for k in range(5000)]
+    w = charts.window(times, 5)
+    bucketed, [out] = charts.bucket(w, times, [values])
+    assert len(bucketed) <= charts.MAX_POINTS + 1
+    assert max(v for v in out if v is not None) == max(v for v in values if v is not None)
+    parts = charts.runs(charts.grid(w, bucketed), out)
+    assert len(charts.line_path(parts)) < 8 * charts.MAX_POINTS * 2
+
+
+def _fleet(n: int, bad: set[int]) -> FakeRuntime:
+    obs = _observation()
+    samples = {}
+    for i in range(n):
+        eid = f"e{i:03d}"
+        samples[eid] = EndpointSample(endpoint_id=eid, health_outcome=OK, http_status=200,
+                                      health=Health(in_queue=i, idle=1), jobs=())
+    fleet = Observation(cycle=obs.cycle, t=obs.t, graphql_outcome=OK, account=obs.account,
+                        endpoints=samples)
+    active = [_incident(endpoint_id=f"e{i:03d}", endpoint_name=None) for i in sorted(bad)]
+    return _runtime(observation=fleet, active=active, names={})
+
+
+def test_endpoints_are_paged_trouble_first() -> None:
+    """25 cards a page, endpoints with a diagnosis first; a page past the end shows the
+    last one; only the cards shown get charts."""
+    rt = _fleet(60, bad={40, 59})
+    first = render(rt, now=NOW)
+    ids = [a.attrs["id"] for a in _all(_tree(first), "article") if "ep" in a.attrs["class"]]
+    assert len(ids) == 25
+    assert ids[:3] == ["ep-e040", "ep-e059", "ep-e000"]
+    assert "1–25 of 60, in trouble first" in first
+    assert 'href="?page=2#endpoints"' in first
+    assert first.count('data-chart="in_queue"') == 25
+    last = render(rt, now=NOW, page=99)
+    ids = [a.attrs["id"] for a in _all(_tree(last), "article") if "ep" in a.attrs["class"]]
+    assert len(ids) == 10
+    assert ids[-1] == "ep-e058"
+    assert "page 3 of 3" in last
+    assert 'href="?page=2#endpoints"' in last
+
+
+def test_without_pictures_the_page_is_as_before() -> None:
+    """pictures=False (the benchmark's baseline): every card, no chart, no history."""
+    page = render(_fleet(60, bad=set()), now=NOW, per_page=None, pictures=False)
+    assert page.count('class="card ep') == 60
+    assert "<svg" not in page
+    assert 'id="history"' not in page
+
+
+async def test_page_query_is_validated() -> None:
+    """?page=K serves that page; anything but a positive integer is a 400 naming the field."""
+    app = build_app(_fleet(60, bad=set()))
+    async with TestClient(TestServer(app)) as client:
+        ok = await client.get("/?page=3")
+        assert ok.status == 200
+        assert "page 3 of 3" in await ok.text()
+        for bad in ("0", "-1", "x", "²", "1" * 12):
+            resp = await client.get("/", params={"page": bad})
+            assert resp.status == 400, bad
+            assert (await resp.text()).startswith("page: must be a positive integer")
+
+
+def test_incident_history_rows_are_escaped_and_say_what_happened() -> None:
+    """A row per episode: severity, code, where, raised/escalated/resolved, how long, the
+    summary; everything escaped; an active one says so; past HISTORY_ROWS the rest count."""
+    from monitor.status_page import HISTORY_ROWS
+
+    noon = NOW + 12 * 3600  # times of the same day show without their date
+
+    ended = Episode(code=XSS, endpoint_id="ep-busy", endpoint_name="busy<b>", summary=XSS,
+                    first_severity="warning", severity="critical", since=noon - 3000,
+                    raised_cycle=1, escalated_at=noon - 2700, ended_at=noon - 1200, ended_cycle=60)
+    live = Episode(code="low_balance", endpoint_id=None, endpoint_name=None,
+                   summary="Balance is low.", first_severity="warning", severity="warning",
+                   since=noon - 600, raised_cycle=80)
+    page = render(_runtime(log=[live, ended]), now=noon)
+    assert "<script" not in page
+    assert "busy&lt;b&gt;" in page
+    rows = [li for li in _all(_tree(page), "li") if "ev" in li.attrs.get("class", "")]
+    assert [r.attrs["data-code"] for r in rows] == ["low_balance", XSS]
+    assert rows[1].attrs["data-ended"] == f"{noon - 1200:.0f}"
+    assert ("raised 11:10, escalated to critical 11:15, resolved 11:40 UTC · lasted 30 min"
+            in page)
+    assert "raised 11:50 UTC · for 10 min so far" in page
+    many = [Episode("c", f"e{k}", None, "s", "info", "info", noon - k, k) for k in range(130)]
+    page = render(_runtime(log=many), now=noon)
+    assert page.count('class="card ev') == HISTORY_ROWS
+    assert f"and {130 - HISTORY_ROWS} older not shown" in page
+
+
+def test_incident_spans_on_the_endpoint_charts() -> None:
+    """An episode of an endpoint shades its charts from raised to resolved (escalated: two
+    spans), with a tooltip naming it; the account's episodes shade the account's charts."""
+    obs = _observation()
+    past = [Observation(cycle=k, t=NOW - 12 - 30 * (40 - k), graphql_outcome=OK,
+                        account=obs.account, endpoints=obs.endpoints) for k in range(41)]
+    ended = Episode("crash_loop", "ep-busy", "busy<b>", "s", "warning", "critical",
+                    since=past[10].t, raised_cycle=10, escalated_at=past[20].t,
+                    ended_at=past[30].t, ended_cycle=30)
+    low = Episode("low_balance", None, None, "s", "warning", "warning", since=past[35].t,
+                  raised_cycle=35)
+    page = render(_runtime(past=past, log=[ended, low]), now=NOW)
+    root = _tree(page)
+    t0 = int(past[0].t)
+    for svg in _charts(root, "ep-ep-busy").values():
+        rects = [(r.attrs["class"], int(r.attrs["x"]), int(r.attrs["width"]))
+                 for r in _all(svg, "rect")]
+        assert rects == [("sp warning", 300, 300), ("sp critical", 600, 300)]
+    for svg in _charts(root, None).values():
+        [(cls, x, width)] = [(r.attrs["class"], int(r.attrs["x"]), int(r.attrs["width"]))
+                             for r in _all(svg, "rect")]
+        assert (cls, x, x + width) == ("sp warning", round(past[35].t - t0), 1230)
+    assert "crash_loop (critical) 2025-12-31 23:44–2025-12-31 23:54 UTC" in page
