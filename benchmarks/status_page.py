@@ -135,7 +135,7 @@ def build(n: int) -> Runtime:
     t0 = observations[0].t
     active = [Incident(diagnosis(eid), since=t0 + 600, raised_cycle=21) for eid in stuck]
     log = [Episode.opened(i) for i in active]
-    busy = [eid for i, eid in enumerate(configs) if i % 10 == 0 and i % 100]
+    busy = [eid for i, eid in enumerate(configs) if i % 10 == 0 and i % 100] or list(configs)
     for k in range(50):
         eid = busy[k % len(busy)]
         since = t0 + 120 * k
