@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from monitor.replay import ReplayResult, replay
@@ -188,6 +190,27 @@ def test_two_5xx_and_a_backoff_skip_raise_nothing() -> None:
     result = _own("rest-5xx-twice-then-recovers.yaml")
     assert result.unprobed["q4h7t2n9w1b6xd"] == [6]  # the trap: the skip really happened
     assert _raised(result, "runpod_api_errors") == []
+
+
+def test_a_skipped_probe_is_logged_as_a_skip_not_a_failure() -> None:
+    """The two 500s are logged as failed calls; the back-off's cycle 6 as a skip, with no
+    failure in its cycle line."""
+    old = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as logs:
+            asyncio.run(replay(load_scenario(OWN_DIR / "rest-5xx-twice-then-recovers.yaml"),
+                               env={}))
+    finally:
+        structlog.configure(**old)
+    failed = [x for x in logs if x["event"] == "runpod_call_failed"]
+    assert [(x["probe"], x["kind"]) for x in failed] == [("health", "http_5xx")] * 2
+    skips = [x for x in logs if x["event"] == "probe skipped"]
+    assert [(x["target"], x["reason"], x["failures"]) for x in skips] == [
+        ("q4h7t2n9w1b6xd", "backoff", 2)]
+    cycles = {x["cycle"]: x for x in logs if x["event"] == "cycle"}
+    assert [(cycles[k]["failures"], cycles[k]["skipped"]) for k in (4, 5, 6, 7)] == [
+        (1, 0), (1, 0), (0, 1), (0, 0)]
 
 
 def test_three_sent_5xx_raise_api_errors() -> None:
