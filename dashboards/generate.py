@@ -12,7 +12,9 @@ so the committed JSON is reviewed like code and a test proves it is up to date.
 
 Metric names follow spec/metrics.md. Every query filters endpoint series with
 `endpoint=~"$endpoint"`; the per-endpoint row also repeats by `$endpoint`, so each of its
-panels shows one endpoint.
+panels shows one endpoint. Panels for stale workers, worker restarts, per-endpoint spend
+and the API budget wait for their metrics (REST v2 and worker-evidence work): a panel
+here must select a series the monitor exports (tests/test_dashboard.py).
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
     python deploy/kubernetes/generate.py            # writes deploy/kubernetes/**/*.yaml
     python deploy/kubernetes/generate.py --check    # exit 1 when a committed file is stale
 
-Three directories, applied with `kubectl apply -f`:
-  base/     ConfigMap (deploy/config.docker.yaml, verbatim), Service, ServiceMonitor and
-            PrometheusRule (deploy/prometheus/alerts.yml's groups, verbatim)
-  single/   one replica: a Deployment and the PVC of its SQLite state
-  sharded/  several: a StatefulSet whose pod ordinal becomes `--shard I/N`, one PVC each
+Four directories, applied with `kubectl apply -f` (docs/deploy.md, "Kubernetes"):
+  base/                 ConfigMap (deploy/config.docker.yaml, verbatim) and Service
+  single/               one replica: a Deployment and the PVC of its SQLite state
+  sharded/              several: a StatefulSet whose pod ordinal becomes `--shard I/N`,
+                        one PVC each, and its headless Service
+  prometheus-operator/  ServiceMonitor and PrometheusRule (deploy/prometheus/alerts.yml's
+                        groups, verbatim), for clusters that run the operator
 
 The Deployment and the StatefulSet share the same pod spec (`pod_spec`), so probes,
 secrets, the non-root user and the read-only root filesystem cannot drift apart; the
@@ -240,8 +242,8 @@ def headless_service() -> Manifest:
 FILES: dict[str, tuple[str, Any]] = {
     "base/configmap.yaml": ("deploy/config.docker.yaml", configmap),
     "base/service.yaml": ("", service),
-    "base/servicemonitor.yaml": ("", servicemonitor),
-    "base/prometheusrule.yaml": ("deploy/prometheus/alerts.yml", prometheusrule),
+    "prometheus-operator/servicemonitor.yaml": ("", servicemonitor),
+    "prometheus-operator/prometheusrule.yaml": ("deploy/prometheus/alerts.yml", prometheusrule),
     "single/deployment.yaml": ("", deployment),
     "single/pvc.yaml": ("", pvc),
     "sharded/statefulset.yaml": ("", statefulset),
