@@ -23,13 +23,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
@@ -44,7 +45,9 @@ EP_SELECTOR = "{" + EP + "}"
 
 # Panels are builders until the dashboard places them; values of overrides, options and
 # transformation settings Grafana types as free-form JSON stay plain dicts.
-PanelBuilder = Builder[dm.Panel]
+P = TypeVar("P", stat.Panel, timeseries.Panel, table.Panel)
+Item = db.Row | stat.Panel | timeseries.Panel | table.Panel
+Targets = list[Builder[Dataquery]]
 Json = dict[str, Any]
 
 
@@ -64,7 +67,7 @@ def _target(
     return query.instant().format(PromQueryFormat.TABLE) if instant else query.range()
 
 
-def _targets(*queries: tuple[str, str]) -> list[prometheus.Dataquery]:
+def _targets(*queries: tuple[str, str]) -> Targets:
     return [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
 
 
@@ -87,11 +90,11 @@ def _override(name: str, *props: tuple[str, Any]) -> tuple[str, list[dm.DynamicC
 
 
 def _common(
-    panel: Any, title: str, description: str, targets: list[prometheus.Dataquery], *,
+    panel: P, title: str, description: str, targets: Targets, *,
     unit: str, thresholds: db.ThresholdsConfig | None, color: dm.FieldColorModeId,
     mappings: list[dm.ValueMapping] | None,
     overrides: list[tuple[str, list[dm.DynamicConfigValue]]] | None,
-) -> Any:
+) -> P:
     """The settings every panel kind shares: title, queries, unit, colors, overrides."""
     panel = (
         panel.title(title)
@@ -109,11 +112,11 @@ def _common(
 
 
 def _stat(
-    title: str, description: str, targets: list[prometheus.Dataquery], *, unit: str = "short",
+    title: str, description: str, targets: Targets, *, unit: str = "short",
     thresholds: db.ThresholdsConfig | None = None, mappings: list[dm.ValueMapping] | None = None,
     no_value: str | None = None, decimals: int | None = None,
     text_mode: cm.BigValueTextMode = cm.BigValueTextMode.AUTO,
-) -> PanelBuilder:
+) -> stat.Panel:
     panel = _common(
         stat.Panel(), title, description, targets, unit=unit, thresholds=thresholds,
         color=dm.FieldColorModeId.THRESHOLDS, mappings=mappings, overrides=None,
@@ -134,10 +137,10 @@ def _stat(
 
 
 def _timeseries(
-    title: str, description: str, targets: list[prometheus.Dataquery], *, unit: str = "short",
+    title: str, description: str, targets: Targets, *, unit: str = "short",
     stacked: bool = False, axis_label: str = "",
     overrides: list[tuple[str, list[dm.DynamicConfigValue]]] | None = None,
-) -> PanelBuilder:
+) -> timeseries.Panel:
     panel = _common(
         timeseries.Panel(), title, description, targets, unit=unit, thresholds=None,
         color=dm.FieldColorModeId.PALETTE_CLASSIC, mappings=None, overrides=overrides,
@@ -163,10 +166,10 @@ def _timeseries(
 
 
 def _table(
-    title: str, description: str, targets: list[prometheus.Dataquery], *,
+    title: str, description: str, targets: Targets, *,
     organize: Json, sort_by: str | None = None,
     overrides: list[tuple[str, list[dm.DynamicConfigValue]]] | None = None,
-) -> PanelBuilder:
+) -> table.Panel:
     panel = _common(
         table.Panel(), title, description, targets, unit="short", thresholds=None,
         color=dm.FieldColorModeId.PALETTE_CLASSIC, mappings=None, overrides=overrides,
@@ -207,13 +210,13 @@ def _severity_mappings() -> list[dm.ValueMapping]:
     return [_value_map({sev: (color, sev) for sev, color in colors.items()})]
 
 
-UP_DOWN = [_value_map({"0": ("red", "DOWN"), "1": ("green", "UP")})]
+UP_DOWN: list[dm.ValueMapping] = [_value_map({"0": ("red", "DOWN"), "1": ("green", "UP")})]
 
 
 # -- rows ------------------------------------------------------------------------------
 
 
-def account_row() -> list[Builder[Any]]:
+def account_row() -> list[Item]:
     stats = [
         _stat(
             "Balance",
@@ -253,7 +256,7 @@ def account_row() -> list[Builder[Any]]:
     ]
 
 
-def diagnoses_row() -> list[Builder[Any]]:
+def diagnoses_row() -> list[Item]:
     table = _table(
         "Active diagnoses",
         "Diagnoses active now, one per row (account-scope diagnoses have no endpoint). "
@@ -296,7 +299,7 @@ def diagnoses_row() -> list[Builder[Any]]:
     return [_row("Diagnoses"), _sized(table, 14, 8), _sized(raised, 10, 8)]
 
 
-def endpoint_row() -> list[Builder[Any]]:
+def endpoint_row() -> list[Item]:
     queue_states = 'state=~"in_queue|in_progress"'
     done_states = 'state=~"completed|failed"'
     return [
@@ -392,7 +395,7 @@ def endpoint_row() -> list[Builder[Any]]:
     ]
 
 
-def monitor_row() -> list[Builder[Any]]:
+def monitor_row() -> list[Item]:
     return [
         _row("Monitor health"),
         _sized(_stat(
@@ -465,12 +468,12 @@ def monitor_row() -> list[Builder[Any]]:
 _GRID_WIDTH = 24
 
 
-def _sized(panel: Any, w: int, h: int) -> Any:
+def _sized(panel: P, w: int, h: int) -> P:
     """`panel` with a size other than its kind's default."""
     return panel.span(w).height(h)
 
 
-def _layout(items: list[Builder[Any]]) -> db.Dashboard:
+def _layout(items: list[Item]) -> db.Dashboard:
     """A dashboard holding `items` in order: ids 1.., rows full width, panels left to right.
 
     The SDK places a panel only when it has no position, and lets it run past the 24-column
@@ -487,6 +490,7 @@ def _layout(items: list[Builder[Any]]) -> db.Dashboard:
             x = line_h = 0
             continue
         size = item.build().grid_pos
+        assert size is not None, "every panel helper sizes its panel (_sized)"
         w, h = size.w, size.h
         if x + w > _GRID_WIDTH:
             y += line_h

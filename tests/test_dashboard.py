@@ -168,6 +168,31 @@ def test_model_round_trip_drops_unknown_fields() -> None:
         assert _through_grafanas_model(data) != data
 
 
+def _mypy(path: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir",
+         str(cache), str(path)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+
+
+def test_generator_type_checks_against_grafanas_model(tmp_path: Path) -> None:
+    """generate.py passes mypy --strict against the SDK's types, which do reject a wrong
+    value: a number where Grafana wants a unit string, a mode it does not have."""
+    done = _mypy(DASHBOARD_DIR / "generate.py", tmp_path / "cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text(
+        "from grafana_foundation_sdk.builders import stat\n"
+        "from grafana_foundation_sdk.models import common\n"
+        "stat.Panel().unit(3)\n"
+        "stat.Panel().color_mode(common.BigValueGraphMode.AREA)\n"
+    )
+    done = _mypy(wrong, tmp_path / "cache")
+    assert done.returncode == 1
+    assert "wrong.py:3: error" in done.stdout
+    assert "wrong.py:4: error" in done.stdout
+
+
 def test_provisionable() -> None:
     """No `id`, fixed uid and title, a modern schemaVersion, unique panel ids on a 24 grid."""
     dash = committed()
