@@ -223,7 +223,7 @@ def test_configmap_config_loads_with_the_pods_environment(tmp_path: Path) -> Non
     env.update(SECRET_ENV)
     path = tmp_path / "config.yaml"
     path.write_text(one("ConfigMap")["data"]["config.yaml"])
-    path.chmod(0o600)
+    path.chmod(0o644)   # a ConfigMap's files are world-readable: no secret may be inline
     settings = load_settings(path, env=env)
     assert settings.http.listen == "0.0.0.0:9108"
     assert settings.runpod.api_key is not None
@@ -349,7 +349,7 @@ def test_statefulset_entrypoint_turns_the_ordinal_into_a_shard(tmp_path: Path) -
             cfg["runpod"] = {**config["runpod"], "graphql_url": f"{url}/graphql",
                              "rest_url": f"{url}/v2"}
             cfg["state"] = {"path": str(tmp_path / f"state-{ordinal}.db")}
-            path = write_yaml(tmp_path / f"config-{ordinal}.yaml", cfg, mode=0o600)
+            path = write_yaml(tmp_path / f"config-{ordinal}.yaml", cfg, mode=0o644)
             port = free_port()
             env = base_env(
                 **SECRET_ENV, POD_NAME=f"runpod-monitor-{ordinal}", SHARD_COUNT="2",
