@@ -23,7 +23,8 @@ MAX_POINTS = 360
 # Samples further apart than this many intervals are not joined: the gap shows.
 GAP_INTERVALS = 2.5
 # Tick spacings to choose from (seconds): the smallest giving at most 4 ticks.
-TICK_STEPS = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+TICK_STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+              86400)
 
 Values = Sequence[float | None]
 
@@ -55,7 +56,7 @@ class Window:
 def window(times: Sequence[float], interval_s: float) -> Window:
     """The window over sample `times` (oldest first): from the first to the last sample's
     end; its step is the interval, or the bucket width."""
-    t0 = int(times[0])
+    t0 = round(times[0])
     t1 = round(times[-1] + interval_s)
     step = interval_s
     if len(times) > MAX_POINTS:
@@ -169,23 +170,25 @@ class Span:
     label: str  # the tooltip: what and when
 
 
-def _hhmm(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%H:%M")
+def _step(w: Window) -> int:
+    return next((s for s in TICK_STEPS if w.span / s <= 4), -(-w.span // 4))
 
 
 def ticks(w: Window) -> list[int]:
     """Tick times (unix seconds) on round multiples of a step giving at most 4."""
-    step = next((s for s in TICK_STEPS if w.span / s <= 4), -(-w.span // 4))
+    step = _step(w)
     first = -(-w.t0 // step) * step
     return list(range(first, w.t1, step))
 
 
 def axis(w: Window) -> str:
-    """HTML tick labels under a chart, placed at their share of the width."""
+    """HTML tick labels (UTC) under a chart, placed at their share of the width."""
+    fmt = "%H:%M" if _step(w) >= 60 else "%H:%M:%S"
     at = [(t, 100 * (t - w.t0) / w.span) for t in ticks(w)]
     # a label centred on a tick near either edge would be cut off: only its gridline shows
     labels = "".join(
-        f'<span style="left:{pct:.1f}%">{_hhmm(t)}</span>' for t, pct in at if 6 <= pct <= 93
+        f'<span style="left:{pct:.1f}%">{datetime.fromtimestamp(t, UTC).strftime(fmt)}</span>'
+        for t, pct in at if 6 <= pct <= 93
     )
     return f'<div class="ax" aria-hidden="true">{labels}</div>'
 
@@ -205,16 +208,19 @@ def chart(
     pad = (hi - lo) * 0.08
     bottom, top = lo - pad, hi + pad
     grid = "".join(f"M{w.x(t)} {num(bottom)}V{num(top)}" for t in ticks(w))
-    rects = []
+    rects: list[str] = []
+    bars: list[str] = []
     for s in spans:
         x0, x1 = max(0, w.x(s.t_from)), min(w.span, w.x(s.t_to))
         if x1 <= x0:
             continue
+        # a tint over the whole height behind the data, and a bar along the top over it
         rects.append(
             f'<rect class="sp {escape(s.severity)}" x="{x0}" y="{num(bottom)}" '
             f'width="{x1 - x0}" height="{num(top - bottom)}" data-code="{escape(s.code)}">'
             f"<title>{escape(s.label)}</title></rect>"
         )
+        bars.append(f'<path class="bar {escape(s.severity)}" d="M{x0} {num(top)}H{x1}"/>')
     body = "".join(
         f'<path class="{escape(cls)}" data-series="{escape(series)}" d="{d}"/>'
         for series, cls, d in paths if d
@@ -224,5 +230,5 @@ def chart(
         f'preserveAspectRatio="none" role="img" aria-label="{escape(name)}" '
         f'data-chart="{escape(name)}" data-t0="{w.t0}">'
         f'<g transform="scale(1 -1)">{"".join(rects)}'
-        f'<path class="grid" d="{grid}"/>{body}</g></svg>'
+        f'<path class="grid" d="{grid}"/>{body}{"".join(bars)}</g></svg>'
     )

@@ -149,8 +149,10 @@ svg.chart path{vector-effect:non-scaling-stroke}
 .w{stroke:var(--warn);fill:var(--warn-bg)}.line.w{fill:none}
 .sp{stroke:var(--info);fill:var(--info-bg)}.line.sp{fill:none}
 .b{stroke:var(--ok)}
-rect.sp{stroke:none;opacity:.28}rect.sp.critical{fill:var(--crit)}
+rect.sp{stroke:none;opacity:.2}rect.sp.critical{fill:var(--crit)}
 rect.sp.warning{fill:var(--warn)}rect.sp.info{fill:var(--info)}
+.bar{fill:none;stroke-width:6px}.bar.critical{stroke:var(--crit)}
+.bar.warning{stroke:var(--warn)}.bar.info{stroke:var(--info)}
 .s-running{fill:var(--ok);background:var(--ok)}
 .s-idle{fill:var(--muted);background:var(--muted)}
 .s-ready{fill:var(--idle);background:var(--idle)}
@@ -170,7 +172,7 @@ color:var(--muted)}
 .ev .head{display:flex;flex-wrap:wrap;align-items:center;gap:4px 8px;margin-bottom:2px}
 @media (max-width:520px){main{padding:8px}.stat{padding:8px}.stat .value{font-size:1.1rem}
 .card{padding:10px 12px}th{width:40%}.charts{grid-template-columns:1fr;gap:4px}
-svg.chart{height:40px}}
+.charts.two{grid-template-columns:1fr}svg.chart{height:40px}}
 @media (max-width:340px){.stats,.kv{grid-template-columns:1fr 1fr}}
 """
 
@@ -503,6 +505,7 @@ def _spans(past: _Past, endpoint_id: str | None) -> list[Span]:
             out.append(Span(e.escalated_at, end, e.severity, e.code, label))
         else:
             out.append(Span(e.since, end, e.severity, e.code, label))
+    out.sort(key=lambda s: SEVERITY_ORDER.get(s.severity, 0))  # the worst drawn last, on top
     return out
 
 
@@ -679,7 +682,7 @@ def _history(episodes: list[Episode], span_s: float | None, now: float) -> str:
 
 def _the_past(runtime: Runtime, incidents: list[Incident], now: float) -> _Past | None:
     observations = runtime.history().observations
-    if not observations:
+    if len(observations) < 2:  # one sample is no picture of anything
         return None
     times = [o.t for o in observations]
     w = charts.window(times, runtime.interval_s())
@@ -713,6 +716,8 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
         span = past.observations[-1].t - past.observations[0].t
         window = (f'<div class="small muted">charts: the last {_e(_ago(span))} '
                   "(the retained history); shaded: incidents</div>")
+    elif pictures and obs is not None:
+        window = '<div class="small muted">charts from the second probe cycle on</div>'
     if pictures:
         kept = past.episodes if past is not None else runtime.episodes()
         history = _history(sorted(kept, key=lambda e: -e.since),

@@ -303,9 +303,13 @@ def test_no_external_assets_and_no_script() -> None:
 
 
 def test_before_the_first_cycle() -> None:
-    """With no observation yet the page renders and says so."""
+    """With no observation yet the page renders and says so; with one, it draws no chart
+    yet and says when it will."""
     page = render(_runtime(observation=None), now=NOW)
     assert "no probe cycle has completed yet" in page
+    first = render(_runtime(), now=NOW)
+    assert "<svg" not in first
+    assert "charts from the second probe cycle on" in first
     assert "No endpoint observed yet." in page
     assert "No active diagnosis" in page
 
@@ -761,8 +765,10 @@ def _fleet(n: int, bad: set[int]) -> FakeRuntime:
                                       health=Health(in_queue=i, idle=1), jobs=())
     fleet = Observation(cycle=obs.cycle, t=obs.t, graphql_outcome=OK, account=obs.account,
                         endpoints=samples)
+    before = Observation(cycle=obs.cycle - 1, t=obs.t - 30, graphql_outcome=OK,
+                         account=obs.account, endpoints=samples)
     active = [_incident(endpoint_id=f"e{i:03d}", endpoint_name=None) for i in sorted(bad)]
-    return _runtime(observation=fleet, active=active, names={})
+    return _runtime(observation=fleet, past=[before, fleet], active=active, names={})
 
 
 def test_endpoints_are_paged_trouble_first() -> None:
