@@ -269,10 +269,11 @@ class Store:
         newest (active ones first, then by end); return how many."""
         with self._tx() as db:
             n = db.execute("DELETE FROM episodes WHERE ended_t < ?", (older_than_t,)).rowcount
-            n += db.execute(
-                "DELETE FROM episodes WHERE rowid NOT IN (SELECT rowid FROM episodes "
-                "ORDER BY ended_t IS NULL DESC, ended_t DESC LIMIT ?)", (keep,)
-            ).rowcount
+            if db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > keep:
+                n += db.execute(
+                    "DELETE FROM episodes WHERE rowid NOT IN (SELECT rowid FROM episodes "
+                    "ORDER BY ended_t IS NULL DESC, ended_t DESC LIMIT ?)", (keep,)
+                ).rowcount
             return int(n)
 
     # --- config references ------------------------------------------------------------
