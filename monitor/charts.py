@@ -200,9 +200,12 @@ def chart(
     hi: float,
     paths: Sequence[tuple[str, str, str]],
     spans: Sequence[Span] = (),
+    *,
+    label: str = "",
 ) -> str:
     """One chart: `paths` are (series name, css class, path data), drawn in order over
-    the `spans`, on the value range [lo, hi] (padded so a line at either end shows)."""
+    the `spans`, on the value range [lo, hi] (padded so a line at either end shows);
+    `label` is what a screen reader says (the name by default)."""
     if hi <= lo:
         hi = lo + 1
     pad = (hi - lo) * 0.08
@@ -227,7 +230,7 @@ def chart(
     )
     return (
         f'<svg class="chart" viewBox="0 {num(-top)} {w.span} {num(top - bottom)}" '
-        f'preserveAspectRatio="none" role="img" aria-label="{escape(name)}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{escape(label or name)}" '
         f'data-chart="{escape(name)}" data-t0="{w.t0}">'
         f'<g transform="scale(1 -1)">{"".join(rects)}'
         f'<path class="grid" d="{grid}"/>{body}{"".join(bars)}</g></svg>'

@@ -509,13 +509,19 @@ def _spans(past: _Past, endpoint_id: str | None) -> list[Span]:
     return out
 
 
-def _figure(title: str, now_text: str, note: str, svg: str, w: Window,
+def _figure(w: Window, name: str, title: str, now_text: str, note: str,
+            chart: tuple[float, float, Sequence[tuple[str, str, str]]], spans: list[Span],
             legend: str = "") -> str:
+    """A captioned chart: `title` and its value now, a `note` (plain text), the chart of
+    (lo, hi, paths) with the spans, the time axis, and an optional legend (HTML)."""
+    lo, hi, paths = chart
+    label = f"{title} over the last {_ago(w.span)}: now {now_text}, {note}"
     if legend:
         legend = f'<div class="legend">{legend}</div>'
     return (
         f'<figure class="fig"><figcaption><span>{_e(title)} <b>{_e(now_text)}</b></span>'
-        f'<span class="muted">{note}</span></figcaption>{svg}{charts.axis(w)}{legend}'
+        f'<span class="muted">{_e(note)}</span></figcaption>'
+        f"{charts.chart(w, name, lo, hi, paths, spans, label=label)}{charts.axis(w)}{legend}"
         "</figure>"
     )
 
@@ -565,18 +571,16 @@ def _endpoint_charts(eid: str, past: _Past, spans: list[Span]) -> tuple[str, flo
     queue_runs = charts.runs(past.grid, queue)
     wait_runs = charts.runs(past.grid, wait)
     figures = [
-        _figure("queue", str(int(queue[-1])) if queue[-1] is not None else "—",
-                f"max {int(max(q, default=0))}",
-                charts.chart(w, "in_queue", 0, max(q, default=0), [
+        _figure(w, "in_queue", "queue", "—" if queue[-1] is None else str(int(queue[-1])),
+                f"max {int(max(q, default=0))}", (0, max(q, default=0), [
                     ("in_queue", "area q", charts.area_path(queue_runs, 0)),
                     ("in_queue", "line q", charts.line_path(queue_runs)),
-                ], spans), w),
-        _figure("oldest wait", _wait_text(wait[-1]),
-                f"max {_e(_wait_text(max(wt))) if wt else '—'}",
-                charts.chart(w, "oldest_wait_s", 0, max(wt, default=0), [
+                ]), spans),
+        _figure(w, "oldest_wait_s", "oldest wait", _wait_text(wait[-1]),
+                f"max {_wait_text(max(wt)) if wt else '—'}", (0, max(wt, default=0), [
                     ("oldest_wait_s", "area w", charts.area_path(wait_runs, 0)),
                     ("oldest_wait_s", "line w", charts.line_path(wait_runs)),
-                ], spans), w),
+                ]), spans),
     ]
     paths: list[tuple[str, str, str]] = []
     legend = []
@@ -590,9 +594,8 @@ def _endpoint_charts(eid: str, past: _Past, spans: list[Span]) -> tuple[str, flo
     paths.reverse()  # the tallest (cumulative) first, each lower band painted over it
     top = max(_known(stacked[-1]), default=0)
     figures.append(_figure(
-        "workers", str(int(stacked[-1][-1])) if stacked[-1][-1] is not None else "—",
-        f"max {int(top)}", charts.chart(w, "workers", 0, top, paths, spans), w,
-        " ".join(legend),
+        w, "workers", "workers", "—" if stacked[-1][-1] is None else str(int(stacked[-1][-1])),
+        f"max {int(top)}", (0, top, paths), spans, " ".join(legend),
     ))
     return f'<div class="charts">{"".join(figures)}</div>', last_wait
 
@@ -610,19 +613,18 @@ def _account_charts(past: _Past, spans: list[Span]) -> str:
         return ""
     b_runs, s_runs = charts.runs(past.grid, balance), charts.runs(past.grid, spend)
     lo, hi = min(b), max(b)
-    spread = f"{_e(_usd(lo))} – {_e(_usd(hi))}" if hi > lo else "unchanged"
+    spread = f"{_usd(lo)} – {_usd(hi)}" if hi > lo else "unchanged"
     if hi - lo < 0.01:  # a flat balance sits mid-height, not on the floor
         lo, hi = lo - 0.5, hi + 0.5
     return '<div class="charts two">' + "".join([
-        _figure("balance", _usd(b[-1]), spread,
-                charts.chart(w, "balance_usd", lo, hi, [
-                    ("balance_usd", "line b", charts.line_path(b_runs)),
-                ], spans), w),
-        _figure("spend", f"{_usd(sp[-1])}/h", f"max {_e(_usd(max(sp)))}/h",
-                charts.chart(w, "spend_usd_per_hr", 0, max(sp), [
+        _figure(w, "balance_usd", "balance", _usd(b[-1]), spread, (lo, hi, [
+            ("balance_usd", "line b", charts.line_path(b_runs)),
+        ]), spans),
+        _figure(w, "spend_usd_per_hr", "spend", f"{_usd(sp[-1])}/h", f"max {_usd(max(sp))}/h",
+                (0, max(sp), [
                     ("spend_usd_per_hr", "area sp", charts.area_path(s_runs, 0)),
                     ("spend_usd_per_hr", "line sp", charts.line_path(s_runs)),
-                ], spans), w),
+                ]), spans),
     ]) + "</div>"
 
 

@@ -824,7 +824,11 @@ def test_incident_history_rows_are_escaped_and_say_what_happened() -> None:
     live = Episode(code="low_balance", endpoint_id=None, endpoint_name=None,
                    summary="Balance is low.", first_severity="warning", severity="warning",
                    since=noon - 600, raised_cycle=80)
-    page = render(_runtime(log=[live, ended]), now=noon)
+    obs = _observation()
+    past = [Observation(cycle=k, t=noon - 3600 + 60 * k, graphql_outcome=OK,
+                        account=obs.account, endpoints=obs.endpoints) for k in range(60)]
+    page = render(_runtime(log=[live, ended], past=past), now=noon)
+    assert 'data-code="&lt;script&gt;' in page  # its span on the charts, escaped too
     assert "<script" not in page
     assert "busy&lt;b&gt;" in page
     rows = [li for li in _all(_tree(page), "li") if "ev" in li.attrs.get("class", "")]
