@@ -715,8 +715,7 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
     account_pictures = history = window = ""
     if past is not None:
         account_pictures = _account_charts(past, _spans(past, None))
-        span = past.observations[-1].t - past.observations[0].t
-        window = (f'<div class="small muted">charts: the last {_e(_ago(span))} '
+        window = (f'<div class="small muted">charts: the last {_e(_ago(past.w.span))} '
                   "(the retained history); shaded: incidents</div>")
     elif pictures and obs is not None:
         window = '<div class="small muted">charts from the second probe cycle on</div>'
