@@ -308,9 +308,8 @@ def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
         remedy = (
             f"Network volumes bill while idle (about {th.volume_usd_per_gb_month:g} USD per "
             f"GB-month): {volumes}. Delete the ones no endpoint needs, in the console "
-            "(Storage) or with: curl -s -X DELETE "
-            f"{VOLUMES_REST_URL}/<volume id> -H \"Authorization: Bearer $RUNPOD_API_KEY\"; "
-            "a volume's data is lost when it is deleted."
+            "(Storage) or with curl (a volume's data is lost when it is deleted): curl -s -X "
+            f"DELETE {VOLUMES_REST_URL}/<volume id> -H \"Authorization: Bearer $RUNPOD_API_KEY\""
         )
     else:
         remedy = (
