@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from alertkit import T0, diag
+from remedykit import queries
 from slack_sdk.models.blocks import Block
 
-from monitor.alerts.message import TRUNCATED, message_text
+from monitor.alerts.message import LOCK_SCREEN_LIMIT, TRUNCATED, message_text
 from monitor.alerts.model import Message, Notification
 from monitor.alerts.slack import (
     FIELD_LIMIT,
@@ -85,10 +87,17 @@ def test_firing_message_layout() -> None:
     assert fields == ["*in_queue*\n3", "*restarts*\n2"]
     fix = blocks[4]["text"]["text"]
     assert fix.startswith("*Fix*\nDo the thing for crash_loop:")
-    mutation = 'mutation { saveEndpoint(input: { id: "ep1", workersMax: 2 }) { id } }'
-    assert f"```{mutation}\ncurl -s" in fix
-    assert body["text"].startswith("[CRITICAL] crash_loop on sdxl-images (ep1): ")
-    assert "Fix: Do the thing" in body["text"]
+    # the command once, whole, in a code block
+    assert "```curl -s https://api.runpod.io/graphql " in fix
+    assert fix.count("saveEndpoint") == 1
+    (code,) = re.findall(r"```(.*?)```", fix, re.S)
+    assert queries(code) == [
+        'mutation { saveEndpoint(input: { id: "ep1", workersMax: 2 }) { id } }'
+    ]
+    # the fallback is the lock-screen line: what and where; the fix is in the blocks
+    assert body["text"] == ("[CRITICAL] crash_loop on sdxl-images (ep1): "
+                            "crash_loop on sdxl-images: 3 jobs wait.")
+    assert len(body["text"]) <= LOCK_SCREEN_LIMIT
 
 
 def test_long_fields_are_cut_with_a_visible_marker() -> None:
@@ -110,7 +119,8 @@ def test_long_fields_are_cut_with_a_visible_marker() -> None:
     assert all(f.endswith(TRUNCATED) for f in fields)
     assert any(TRUNCATED + "```" in t for t in texts)  # the code block, closed after the cut
     assert body["blocks"][0]["text"]["text"].endswith(TRUNCATED)  # the long name
-    assert body["text"].endswith(TRUNCATED)
+    assert body["text"].endswith("…")
+    assert len(body["text"]) <= LOCK_SCREEN_LIMIT
 
 
 def test_many_incidents_stay_within_fifty_blocks() -> None:
@@ -127,7 +137,10 @@ def test_many_incidents_stay_within_fifty_blocks() -> None:
     assert "3 more diagnoses not shown" in last["elements"][0]["text"]
     header = body["blocks"][0]["text"]["text"]
     assert header == ":rotating_light: CRITICAL · 15 problems on sdxl-images"
-    assert body["text"].startswith("[CRITICAL] 15 problems on sdxl-images (ep1):")
+    # as many codes as a lock screen shows, and how many more
+    assert body["text"].startswith("[CRITICAL] 15 problems on sdxl-images (ep1): code_0, code_1,")
+    assert body["text"].endswith(" more")
+    assert len(body["text"]) <= LOCK_SCREEN_LIMIT
 
 
 def test_one_incident_with_huge_evidence_is_cut_at_fifty_blocks() -> None:
@@ -152,8 +165,8 @@ def test_resolved_message_is_short_and_green() -> None:
     text = att["blocks"][0]["text"]["text"]
     assert text.count(":white_check_mark:") == 2
     assert "after 10 min" in text
-    assert body["text"] == ("[RESOLVED] 2 problems on sdxl-images (ep1):\n"
-                            "- crash_loop after 10 min\n- job_failures after 10 min")
+    assert body["text"] == ("[RESOLVED] 2 problems on sdxl-images (ep1): "
+                            "crash_loop after 10 min, job_failures after 10 min")
 
 
 def test_reminder_and_account_messages() -> None:
