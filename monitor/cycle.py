@@ -54,6 +54,7 @@ class Pipeline:
         log.info(
             "cycle",
             cycle=cycle,
+            t=t,
             endpoints=len(report.observation.endpoints),
             calls=len(report.calls),
             failures=len(failures),
@@ -62,6 +63,7 @@ class Pipeline:
             active=len(self.tracker.active),
             duration_s=round(duration, 4),
         )
+        _log_incidents(changes, cycle, t)
         return CycleResult(
             report.observation,
             changes,
@@ -71,3 +73,18 @@ class Pipeline:
             report.listed,
             duration,
         )
+
+
+def _log_incidents(changes: Changes, cycle: int, t: float) -> None:
+    """One `incident` event per raised, escalated or resolved incident: short fields (the
+    console draws the Diagnosis it carries as a block; the JSON log drops it)."""
+    for change, incidents in (
+        ("raised", changes.raised), ("escalated", changes.escalated),
+        ("resolved", changes.resolved),
+    ):
+        for inc in incidents:
+            d = inc.diagnosis
+            lasted = None if inc.resolved_at is None else round(inc.resolved_at - inc.since, 1)
+            log.info("incident", change=change, code=d.code, severity=d.severity,
+                     endpoint_id=d.endpoint_id, cycle=cycle, t=t, since=inc.since,
+                     lasted_s=lasted, diagnosis=d)

@@ -22,7 +22,8 @@ def _clock(seconds: float) -> str:
 
 
 def _evidence(evidence: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in evidence.items())
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in evidence.items())
 
 
 def _wrap(label: str, text: str) -> list[str]:
@@ -35,7 +36,8 @@ def _wrap(label: str, text: str) -> list[str]:
             indent = " " * (len(prose) - len(prose.lstrip()))
             prefix = f"    {label:<6}" if not lines else " " * 10
             lines.extend(textwrap.wrap(prose.strip(), width=WIDTH, initial_indent=prefix + indent,
-                                       subsequent_indent=" " * 10 + indent)
+                                       subsequent_indent=" " * 10 + indent,
+                                       break_on_hyphens=False)
                          or [prefix.rstrip()])
         if code:
             # inline ("4. Check: curl ..."): the command goes under its step
