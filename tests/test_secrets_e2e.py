@@ -227,7 +227,8 @@ def test_no_secret_in_daemon_logs(captured: Captured) -> None:
     assert captured.texts["run stderr"].strip()
     # the console drew the leak's block: its summary and evidence went through the redactor
     console = captured.texts["run console stderr"]
-    assert "secret_in_template" in console and "GITHUB_TOKEN" in console, console[-3000:]
+    assert "RAISED    critical secret_in_template" in console, console[-3000:]
+    assert "GITHUB_TOKEN" in console
 
 
 def test_no_secret_in_http_bodies(captured: Captured) -> None:
