@@ -210,3 +210,44 @@ def test_mrkdwn_control_characters_are_escaped() -> None:
     assert "<!channel>" not in flat
     assert "<@U123>" not in flat
     assert "&lt;!channel&gt; &amp;" in flat
+
+
+def _shapes() -> list[Message]:
+    """Messages of every kind, with names and summaries far past a lock screen."""
+    long = Diagnosis("crash_loop", "endpoint", "critical", "S " * 900, "R", {}, "ep1",
+                     "n" * 400)
+    account = diag("low_balance", eid=None)
+    many = [diag(f"code_{i}") for i in range(15)]
+    return [
+        message(kind, ds)
+        for kind in ("firing", "reminder", "resolved")
+        for ds in ([diag("crash_loop")], [long], [account], many, many[:2])
+    ]
+
+
+async def test_fallback_text_fits_a_lock_screen() -> None:
+    """Slack's `text` is one line of at most LOCK_SCREEN_LIMIT characters that names the
+    severity (or RESOLVED), the code or how many problems, and where; for every message the
+    demo replay sends and for names and summaries far past the limit. The fix is in the
+    blocks only."""
+    from monitor.demo import demo_scenario
+    from monitor.replay import replay
+
+    scenario = demo_scenario()
+    monitor = {**scenario.monitor, "alerts": {"group_wait_s": 0}}
+    result = await replay(scenario.model_copy(update={"monitor": monitor}), env={})
+    replayed = [Message(n.kind, "slack", n.batch, n.t, n.cycle, (n,), n.text)
+                for n in result.alerts]
+    assert len(replayed) >= 10
+    for m in [*replayed, *_shapes()]:
+        text = render(m)["text"]
+        assert 0 < len(text) <= LOCK_SCREEN_LIMIT, text
+        assert "\n" not in text
+        assert "Fix" not in text
+        assert text.startswith(("[CRITICAL]", "[WARNING]", "[INFO]", "[RESOLVED]",
+                                "[REMINDER]")), text
+        d = m.notifications[0].incident.diagnosis
+        where = f"({d.endpoint_id})" if d.endpoint_id else "(account)"
+        if len(d.endpoint_name or "") < 100:
+            assert where in text or "the account" in text, text
+            assert d.code in text or "problems on" in text, text
