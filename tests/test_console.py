@@ -239,3 +239,17 @@ def test_demo_off_a_tty_logs_json_and_log_format_overrides() -> None:
     assert "RAISED" not in outs["auto"]
     assert "RAISED    critical secret_in_template  llm-chat (demollm00003)" in outs["console"]
     assert '"event"' not in outs["console"]
+
+
+def test_console_escalated_is_a_block_and_resolved_one_line() -> None:
+    """An escalated incident is drawn again as a block; a resolved one is one line that
+    says how long it lasted."""
+    base = {"code": "crash_loop", "endpoint_id": "ep1", "cycle": 12, "t": 60.0,
+            "diagnosis": DIAG}
+    out = _capture("console", ("incident", {**base, "change": "escalated"}),
+                   ("incident", {**base, "change": "resolved", "lasted_s": 600.0}))
+    lines = out.splitlines()
+    assert "00:01:00  cycle 12   ESCALATED critical crash_loop  whisper (ep1)" in lines
+    assert lines[-1] == ("00:01:00  cycle 12   RESOLVED  critical crash_loop  whisper (ep1)"
+                         "  (after 10 min)")
+    assert sum(line.startswith("    fix") for line in lines) == 1
