@@ -103,13 +103,15 @@ class Presenter:
         t = float(event.get("t") or 0.0)
         raised, resolved = event.get("raised") or [], event.get("resolved") or []
         failures = int(event.get("failures") or 0)
+        skipped = int(event.get("skipped") or 0)
         quiet = not (raised or resolved or failures)
         if quiet and self._last_shown is not None and t - self._last_shown < QUIET_EVERY_S:
             raise structlog.DropEvent
         self._last_shown = t
         line = (f"{_clock(event)}  cycle {event.get('cycle', '?'):<4} "
                 f"{event.get('endpoints', 0)} endpoints, {event.get('calls', 0)} calls"
-                f"{f', {failures} failed' if failures else ''}, "
+                f"{f', {failures} failed' if failures else ''}"
+                f"{f', {skipped} held back' if skipped else ''}, "
                 f"{event.get('active', 0)} active")
         if raised:
             line += f" | raised {', '.join(map(str, raised))}"
