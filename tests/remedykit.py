@@ -6,7 +6,7 @@ import json
 import re
 import shlex
 
-_CURL = re.compile(r"(?:^|(?<=\s))curl\s.*$", re.M)
+_CURL = re.compile(r"(?:^|(?<=\s))curl\s+-.*$", re.M)
 
 
 def curls(remedy: str) -> list[list[str]]:
