@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -497,7 +498,7 @@ def _steps(d: str) -> list[tuple[float, float, float]]:
     """A step path read back: the (x from, x to, value) of every horizontal segment."""
     out: list[tuple[float, float, float]] = []
     x = y = 0.0
-    for cmd, args in __import__("re").findall(r"([MHVZ])([^MHVZ]*)", d):
+    for cmd, args in re.findall(r"([MHVZ])([^MHVZ]*)", d):
         nums = [float(a) for a in args.split()]
         if cmd == "M":
             x, y = nums
