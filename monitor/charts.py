@@ -1,5 +1,5 @@
 """Small server-rendered SVG charts for the status page: step lines and stacked areas over
-time, with incident spans behind them. No script, no external asset.
+time, with incident spans marked (a tint behind, a bar on top). No script, no asset.
 
 The drawing is the data: inside each chart, x is seconds since the chart's `data-t0` (unix
 seconds) and y is the value itself (the group is flipped, the viewBox stretched to the
