@@ -102,7 +102,7 @@ class Daemon:
             log.info("state restored", observations=len(observations),
                      active=len(restored.active), last_cycle=restored.last_cycle)
 
-    def _persist(self, obs: Observation, episodes: list[Episode]) -> None:
+    def _persist(self, obs: Observation, episodes: Sequence[Episode] = ()) -> None:
         p = self.pipeline
         self.store.save_cycle(obs, p.history.memory, p.tracker.active, p.router.announced,
                               episodes)
