@@ -167,7 +167,8 @@ def guard(auth: tuple[str, str] | None, writes: WritePolicy) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         basic_ok = _matches(_basic_credentials(header), basic)
-        if request.method in _READ_METHODS:
+        unrouted = request.match_info.http_exception is not None  # 404, 405: nothing to guard
+        if request.method in _READ_METHODS or unrouted:
             if basic is None or basic_ok or request.path == "/healthz":
                 return await handler(request)
             return _json_error(401, "unauthorized",
