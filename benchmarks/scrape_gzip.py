@@ -55,6 +55,11 @@ def main(argv: list[str]) -> int:
               f"  {sc['after_cycle_median_ms']:>14.1f} / {sc['after_cycle_p99_ms']:>8.1f}"
               f"  {sc['gzip_after_cycle_median_ms']:>13.1f} / {sc['gzip_after_cycle_p99_ms']:>8.1f}"
               f"  {q['bytes']:>10.3f}, {q['p99']:>5.2f}, {q['after_cycle_p99']:>5.2f}")
+        g, rd = sc["server_gzip_cpu_ms"], sc["server_render_ms"]
+        print(f"       server: render after a cycle {rd['after_cycle_median']:.1f} ms (wall, "
+              f"median); gzip CPU {g['after_cycle_median']:.2f} ms (max "
+              f"{g['after_cycle_max']:.2f}) after a cycle, {g['compressions']} compressions "
+              f"for {2 * args.scrapes + 1} gzip scrapes")
     doc = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "command": " ".join(["scrape_gzip.py", *argv]), "machine": bench.machine(),
            "scrapes": args.scrapes, "sizes": rows}

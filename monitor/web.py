@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
@@ -225,13 +226,17 @@ class GzipCache:
     def __init__(self) -> None:
         self._last: tuple[bytes, bytes] | None = None
 
-    def compress(self, body: bytes) -> bytes:
-        """`body` gzipped (mtime 0: the same text gives the same bytes)."""
+    def cached(self, body: bytes) -> bytes | None:
+        """The gzip of `body` if it is the last one compressed."""
         last = self._last
-        if last is not None and last[0] == body:
-            return last[1]
-        packed = gzip.compress(body, compresslevel=self.LEVEL, mtime=0)
-        self._last = (body, packed)
+        return last[1] if last is not None and last[0] == body else None
+
+    def compress(self, body: bytes) -> bytes:
+        """`body` gzipped (mtime 0: the same text gives the same bytes), and kept."""
+        packed = self.cached(body)
+        if packed is None:
+            packed = gzip.compress(body, compresslevel=self.LEVEL, mtime=0)
+            self._last = (body, packed)
         return packed
 
 
@@ -255,7 +260,10 @@ def build_app(
         headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
-            body = compressed.compress(body)
+            packed = compressed.cached(body)
+            # zlib lets go of the GIL: the loop serves probes and other routes meanwhile
+            body = packed if packed is not None else await asyncio.to_thread(
+                compressed.compress, body)
         return web.Response(body=body, headers=headers)
 
     async def healthz(_: web.Request) -> web.Response:
