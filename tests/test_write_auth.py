@@ -22,8 +22,9 @@ import pytest
 from daemonkit import base_env, run_monitor, write_yaml
 
 from monitor.alerts.router import RecordingSink
-from monitor.config import ConfigError, settings_from_dict
+from monitor.config import ConfigError, load_settings, settings_from_dict
 from monitor.daemon import Daemon
+from monitor.demo import demo_scenario, demo_settings
 
 TOKEN = "wt-0123456789abcdef-Right"
 WRONG = "wt-0123456789abcdef-Wrong"
@@ -356,3 +357,29 @@ async def test_ids_longer_than_256_are_400(start: Start) -> None:
     assert status == 400
     assert answer["error"].startswith("endpoint_id: must be a non-empty string of at most 256")
     assert (await served.call("POST", "/api/v1/jobs", {**JOB, "job_id": "j" * 256}))[0] == 202
+
+
+def test_literal_token_in_a_readable_file_is_refused(tmp_path: Path) -> None:
+    """A write token written in a file every user can read is refused like the other
+    secrets, and the report does not quote it."""
+    config = write_yaml(tmp_path / "config.yaml", {"api": {"write_token": TOKEN}}, mode=0o644)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, env={})
+    assert refused.value.problems == [
+        "api.write_token: the file is readable by every user and holds this secret; "
+        f"chmod 600 {config} or use ${{RUNPOD_MONITOR_WRITE_TOKEN}}"]
+    assert TOKEN not in str(refused.value)
+
+
+def test_demo_beyond_loopback_is_read_only_without_a_token(tmp_path: Path) -> None:
+    """`demo --host 0.0.0.0` starts with its write routes off, or on with the token."""
+    scenario = demo_scenario()
+    read_only = demo_settings(scenario, CLOSED, "k", 9108, tmp_path, {}, "0.0.0.0")
+    assert settings_from_dict(read_only, env={}).api.write_routes is False
+    env = {"RUNPOD_MONITOR_WRITE_TOKEN": TOKEN}
+    writable = settings_from_dict(
+        demo_settings(scenario, CLOSED, "k", 9108, tmp_path, env, "0.0.0.0"), env=env)
+    assert writable.api.write_routes is True
+    assert writable.api.write_token is not None
+    loopback = demo_settings(scenario, CLOSED, "k", 9108, tmp_path, {})
+    assert settings_from_dict(loopback, env={}).api.write_routes is True
