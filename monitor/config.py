@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -595,6 +596,20 @@ def _cross_checks(tree: dict[str, Any]) -> list[Any]:
     return problems
 
 
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+def _flag(value: Any, default: bool) -> bool | None:
+    """A raw boolean as the model will read it ("yes", 1, "true" included); None when it is
+    not one (the model reports that)."""
+    if value is None:
+        return default
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return None
+
+
 def _open_writes(tree: dict[str, Any]) -> list[Any]:
     """A listener beyond loopback whose write routes anyone who reaches it could call."""
     listen = _dig(tree, "http", "listen")
@@ -605,11 +620,11 @@ def _open_writes(tree: dict[str, Any]) -> list[Any]:
         host = _split_listen(listen)[0] if isinstance(listen, str) else None
     except ValueError:
         host = None  # reported on http.listen
-    if host is None or is_loopback(host) or api.get("write_routes", True) is not True:
+    if host is None or is_loopback(host) or _flag(api.get("write_routes"), True) is not True:
         return []
     credential = api.get("write_token") is not None or isinstance(
         _dig(tree, "http", "basic_auth"), dict)
-    if credential or api.get("allow_unauthenticated_writes") is True:
+    if credential or _flag(api.get("allow_unauthenticated_writes"), False) is not False:
         return []
     return [(("api", "write_token"), _OPEN_WRITES.format(listen=listen))]
 

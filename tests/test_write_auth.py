@@ -383,3 +383,22 @@ def test_demo_beyond_loopback_is_read_only_without_a_token(tmp_path: Path) -> No
     assert writable.api.write_token is not None
     loopback = demo_settings(scenario, CLOSED, "k", 9108, tmp_path, {})
     assert settings_from_dict(loopback, env={}).api.write_routes is True
+
+
+@pytest.mark.parametrize(("write_routes", "allow", "refused"), [
+    ("true", None, True), (1, None, True), ("on", "false", True), (None, 0, True),
+    ("false", None, False), (0, None, False), (None, "yes", False), (None, "true", False),
+])
+def test_refusal_reads_flags_as_the_model_does(
+    tmp_path: Path, write_routes: Any, allow: Any, refused: bool
+) -> None:
+    """`write_routes: "true"` (from a ${VAR}, say) is on, `allow...: "yes"` is allowed: the
+    start-up check reads each flag as the settings will."""
+    api = {k: v for k, v in (("write_routes", write_routes),
+                             ("allow_unauthenticated_writes", allow)) if v is not None}
+    data = _settings(tmp_path, "0.0.0.0:9108", api=api)
+    if refused:
+        with pytest.raises(ConfigError, match=r"api\.write_token: required"):
+            settings_from_dict(data, env={})
+    else:
+        settings_from_dict(data, env={})
