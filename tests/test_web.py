@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
-from monitor.web import build_app
+from monitor.web import WritePolicy, build_app
 from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, Observation
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
@@ -358,3 +358,14 @@ async def test_metrics_gzip_follows_the_exposition() -> None:
     assert gzip.decompress(first) == _exposition(500, 1.0)
     assert plain == _exposition(500, 0.0)
     assert gzip.decompress(changed) == _exposition(500, 0.0)
+
+
+async def test_writes_closed_without_a_credential_are_403() -> None:
+    """An app built for a listener beyond loopback with no credential at all (the config
+    refuses that at start; this is the app's own guard) refuses every write."""
+    app = build_app(FakeRuntime(), writes=WritePolicy(open_without_credential=False))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        r = await client.post("/api/v1/jobs", json={"endpoint_id": "ep1", "job_id": "j"})
+        assert r.status == 403
+        assert "api.write_token" in (await r.json())["error"]
+        assert (await client.get("/metrics")).status == 200
