@@ -608,10 +608,10 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     real_persist = daemon._persist
     persist_bytes: list[int] = []
 
-    def persist(obs: Any) -> None:
+    def persist(obs: Any, *episodes: Any) -> None:
         before = _wchar()
         with phases.phase("persist"):
-            real_persist(obs)
+            real_persist(obs, *episodes)
         after = _wchar()
         if before is not None and after is not None:
             persist_bytes.append(after - before)

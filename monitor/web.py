@@ -19,10 +19,11 @@ from aiohttp.typedefs import Middleware
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import TrackerFull
 from monitor.status_page import status_handler
-from rules.model import Observation
+from rules.model import History, Observation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,6 +38,8 @@ class Runtime(Protocol):
     def endpoint_name(self, endpoint_id: str) -> str: ...
     def register_job(self, endpoint_id: str, job_id: str) -> bool: ...
     def interval_s(self) -> float: ...
+    def history(self) -> History: ...  # the retained observations, for the page's charts
+    def episodes(self) -> list[Episode]: ...  # the incident history, newest first
 
 
 def iso(t: float | None) -> str | None:

@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
 from monitor.web import WritePolicy, build_app
-from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, Observation
+from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, History, Observation
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
 CONTRACT = {"code", "scope", "endpoint_id", "endpoint_name", "severity", "summary",
@@ -72,6 +73,12 @@ class FakeRuntime:
 
     def interval_s(self) -> float:
         return 30.0
+
+    def history(self) -> History:
+        return History(() if self.observation is None else (self.observation,))
+
+    def episodes(self) -> list[Episode]:
+        return []
 
 
 Factory = Callable[..., Any]
