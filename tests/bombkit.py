@@ -2,9 +2,11 @@
 bodies, a Content-Length that never arrives. Used by tests/test_bodycap.py and
 benchmarks/bombs.py.
 
-`BombServer.kinds` says what `/graphql` and `/v2/{id}/{probe}` answer, and can change
-between requests: "ok" is a small valid answer (one endpoint), so a test can switch back
-and see the next cycle work.
+`BombServer.kinds` says what `/graphql`, `/v2/{id}/{probe}`, a Slack webhook
+(`/services/...`) or `chat.postMessage` (`/api/...`), and Alertmanager (`/api/v2/alerts`)
+answer, and can change between requests: "ok" is a small valid answer (for RunPod, an
+account of one endpoint), so a test can switch back and see the next cycle work.
+Alertmanager's bombs come with status 500: the sink reads only an error's body.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import resource
 import zlib
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ class BombServer:
     """What /graphql and /v2/... answer (`kinds`), how big a bomb inflates (`decoded_bytes`)
     and how many requests each path saw."""
 
-    kinds: dict[str, str] = field(default_factory=lambda: {"graphql": "ok", "rest": "ok"})
+    kinds: dict[str, str] = field(default_factory=lambda: {
+        "graphql": "ok", "rest": "ok", "slack": "ok", "alertmanager": "ok"})
     decoded_bytes: int = 256 * 1024 * 1024
     seen: list[str] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by kind
@@ -66,6 +68,9 @@ class BombServer:
         app = web.Application()
         app.router.add_post("/graphql", self._graphql)
         app.router.add_get("/v2/{endpoint_id}/{probe}", self._rest)
+        app.router.add_post("/services/{tail:.*}", self._slack)
+        app.router.add_post("/api/v2/alerts", self._alertmanager)
+        app.router.add_post("/api/{method}", self._slack)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                      shutdown_timeout=0.5)
         await self._runner.setup()
@@ -90,27 +95,51 @@ class BombServer:
         ok: object = HEALTH_OK if probe == "health" else {"requests": []}
         return await self._answer(request, self.kinds["rest"], ok)
 
+    async def _slack(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.seen.append("slack")
+        if self.kinds["slack"] == "ok" and request.path.startswith("/services/"):
+            return web.Response(text="ok")
+        return await self._answer(request, self.kinds["slack"],
+                                  {"ok": True, "channel": "C0BOMB", "ts": "1.000001"})
+
+    async def _alertmanager(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.seen.append("alertmanager")
+        if self.kinds["alertmanager"] == "ok":
+            return web.Response(status=200)
+        return await self._answer(request, self.kinds["alertmanager"], None, status=500)
+
     def _count(self, kind: str, n: int) -> None:
         self.sent[kind] = self.sent.get(kind, 0) + n
 
-    async def _answer(self, request: web.Request, kind: str, ok: object) -> web.StreamResponse:
+    async def _write(self, resp: web.StreamResponse, kind: str, data: bytes) -> None:
+        await resp.write(data)
+        self._count(kind, len(data))
+        # a write the socket takes at once does not yield: let the client (often on the
+        # same event loop) read, and its timeout fire
+        await asyncio.sleep(0)
+
+    async def _answer(
+        self, request: web.Request, kind: str, ok: object, status: int = 200
+    ) -> web.StreamResponse:
         if kind == "ok":
             return web.json_response(ok)
         if kind in ("gzip", "deflate"):
             body = bomb(kind, self.decoded_bytes)
             self._count(kind, len(body))
-            return web.Response(body=body, content_type="application/json",
+            return web.Response(status=status, body=body, content_type="application/json",
                                 headers={"Content-Encoding": kind})
         if kind == "huge-length":
             # 1 TB promised, 64 KiB sent, then nothing: the connection stays open
-            resp = web.StreamResponse(headers={"Content-Length": str(10**12),
-                                               "Content-Type": "application/json"})
+            resp = web.StreamResponse(status=status, headers={
+                "Content-Length": str(10**12), "Content-Type": "application/json"})
             await resp.prepare(request)
             await resp.write(b'{"data": ' + b" " * (CHUNK - 9))
             self._count(kind, CHUNK)
             await asyncio.sleep(3600)
             return resp
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
         if kind != "endless":
             resp.headers["Content-Encoding"] = "gzip" if kind == "endless-gzip" else "deflate"
         resp.enable_chunked_encoding()
@@ -120,26 +149,21 @@ class BombServer:
         return resp
 
     async def _stream(self, resp: web.StreamResponse, kind: str) -> None:
-        if kind == "endless":  # JSON that never closes
-            head = b'{"data": {"myself": {"endpoints": ['
-            item = b'{"id": "x", "name": "y"}, '
-            chunk = item * (CHUNK // len(item))
-            await resp.write(head)
-            total = len(head)
+        if kind == "endless":  # JSON that never ends: an object, then whitespace
+            chunk = b" " * CHUNK
+            await resp.write(b'{"data": ')
+            total = 9
             while total < ENDLESS_STOP:
-                await resp.write(chunk)
+                await self._write(resp, kind, chunk)
                 total += len(chunk)
-                self._count(kind, len(chunk))
             return
         if kind == "endless-gzip":  # a gzip stream of zeros, made as it is read
             c = zlib.compressobj(9, zlib.DEFLATED, 31)
             zeros = bytes(1 << 20)
-            total = 0
-            while total < ENDLESS_STOP:
-                piece = c.compress(zeros) + c.flush(zlib.Z_SYNC_FLUSH)
-                await resp.write(piece)
-                self._count(kind, len(piece))
-                total += len(piece)
+            decoded = 0
+            while decoded < ENDLESS_STOP:
+                await self._write(resp, kind, c.compress(zeros) + c.flush(zlib.Z_SYNC_FLUSH))
+                decoded += len(zeros)
             return
         # empty-deflate: a zlib header, then empty stored blocks (BFINAL 0, LEN 0, NLEN
         # 0xffff), forever: a valid deflate stream that decodes to nothing at all, so only
@@ -149,9 +173,8 @@ class BombServer:
         await resp.write(b"\x78\x9c")
         total = 2
         while total < ENDLESS_STOP:
-            await resp.write(chunk)
+            await self._write(resp, kind, chunk)
             total += len(chunk)
-            self._count(kind, len(chunk))
 
 
 def peak_rss_reset() -> bool:

@@ -443,3 +443,16 @@ async def test_content_encoding_over_the_wire(case: str) -> None:
     else:
         assert isinstance(result, Failure), result
         assert result.kind == expected
+
+
+@pytest.mark.parametrize("path", ["aiohttp", "httpx"])
+async def test_only_the_encodings_we_decode_with_a_cap_are_asked_for(
+    server: Server, path: str
+) -> None:
+    """Both paths send Accept-Encoding: gzip, deflate (monitor.bodies decodes those two
+    with a bound on the output) and decode a gzip answer."""
+    transport = httpx.AsyncHTTPTransport() if path == "httpx" else None
+    async with client_for(server, transport=transport, timeout_s=2.0) as c:
+        assert isinstance(await c.health("ep1"), Ok)
+    _, _, headers, _ = server.seen[-1]
+    assert headers["Accept-Encoding"] == "gzip, deflate"
