@@ -184,11 +184,18 @@ class CappedResponse(aiohttp.ClientResponse):
 
     async def read(self) -> bytes:
         if self._body is None:
+            length = self.headers.get("Content-Length")
             try:
+                chunks: AsyncIterable[bytes] = self.content.iter_chunked(READ_CHUNK)
+                if length is not None and length.isdigit() and int(length) <= min(
+                        self.limits.max_answer_bytes, self.limits.max_decoded_bytes):
+                    # aiohttp's parser stops at Content-Length: one read is bounded by it,
+                    # and cheaper than a stream of chunks for the small answers most get
+                    chunks = in_memory(await self.content.read())
                 self._body = await read_capped(
-                    self.content.iter_chunked(READ_CHUNK), limits=self.limits,
+                    chunks, limits=self.limits,
                     content_encoding=self.headers.get("Content-Encoding"),
-                    content_length=self.headers.get("Content-Length"),
+                    content_length=length,
                 )
             except BaseException:
                 self.close()  # the rest of the body is not read: the connection cannot be reused
