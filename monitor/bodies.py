@@ -46,7 +46,7 @@ class BodyLimits:
         return f"the {size(n)} cap" + (f" ({self.setting}.{key})" if self.setting else "")
 
 
-# RunPod: the simulator's `myself` for 5,000 endpoints is 2.7 MB decoded, 74 kB gzip
+# RunPod: the simulator's `myself` for 5,000 endpoints is 2.7 MB decoded, 76 kB gzip
 # (benchmarks/bombs.py); config.yaml's runpod.max_answer_bytes / max_decoded_bytes.
 RUNPOD_BODY_LIMITS = BodyLimits(32 * MIB, 64 * MIB, "runpod")
 # Slack and Alertmanager answer "ok", a few kB of JSON (chat.postMessage echoes the message
