@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import yaml  # noqa: E402
-
 from bombkit import KINDS, BombServer, bomb  # noqa: E402
 
 KEY = "bomb-bench-key-0123456789"
