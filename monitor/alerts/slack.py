@@ -11,6 +11,8 @@
   one sink posts to one channel.
 - If Slack refuses a message's content (invalid_blocks, msg_too_long, ...), it is sent
   once more as plain text; only a refusal of that is permanent.
+- Slack's answers are read through a `monitor.bodies.capped_session` handed to slack_sdk's
+  clients, so a huge or endless answer costs at most `SINK_LIMITS` (a failed delivery).
 - The webhook URL and the bot token never appear in a log line or an exception: errors
   are re-raised as DeliveryError with the secret scrubbed and without their cause, and
   slack_sdk's own logger (which logs the URL at debug level) is silenced.
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -40,6 +43,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
 from monitor.alerts.model import DeliveryError, Message, Notification
+from monitor.bodies import SINK_LIMITS, capped_session
 from rules.model import Diagnosis
 from rules.signals import minutes
 
@@ -312,16 +316,19 @@ class SlackSink:
             BoundedRateLimitRetryHandler(rate_limit_retries, max_inline_wait_s),
         ]
         logger = _quiet_logger()
+        self._timeout_s = max(1, round(timeout_s))
+        self._http: aiohttp.ClientSession | None = None  # made in the loop that posts
+        self._http_loop: asyncio.AbstractEventLoop | None = None
         self._webhook: AsyncWebhookClient | None = None
         self._web: AsyncWebClient | None = None
         if webhook_url is not None:
             self._webhook = AsyncWebhookClient(
-                webhook_url, timeout=max(1, round(timeout_s)), logger=logger,
+                webhook_url, timeout=self._timeout_s, logger=logger,
                 retry_handlers=handlers,
             )
         else:
             self._web = AsyncWebClient(
-                token=bot_token, base_url=base_url, timeout=max(1, round(timeout_s)),
+                token=bot_token, base_url=base_url, timeout=self._timeout_s,
                 logger=logger, retry_handlers=handlers,
             )
 
@@ -351,8 +358,20 @@ class SlackSink:
                 return
             raise
 
+    def _attach_session(self) -> None:
+        """Hand slack_sdk a session whose answers are capped (it would make its own)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http.closed or self._http_loop is not loop:
+            self._http = capped_session(
+                SINK_LIMITS, timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+            self._http_loop = loop
+        for client in (self._webhook, self._web):
+            if client is not None:
+                client.session = self._http
+
     async def _post(self, body: dict[str, Any]) -> None:
         await self._throttle()
+        self._attach_session()
         try:
             if self._webhook is not None:
                 await self._post_webhook(body)
@@ -405,5 +424,7 @@ class SlackSink:
         return DeliveryError(reason, permanent=error in CONTENT_ERRORS, status=status)
 
     async def close(self) -> None:
-        return None
+        if self._http is not None and self._http_loop is asyncio.get_running_loop():
+            await self._http.close()
+        self._http = None
 
