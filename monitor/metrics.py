@@ -42,17 +42,18 @@ from rules.model import (
     OK,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
+    WORKER_STATES,
     Account,
     Diagnosis,
     EndpointConfig,
     Health,
     Job,
+    queued_wait_ms,
 )
 
 __all__ = [
     "CYCLE_BUCKETS",
     "ENDPOINT_JOB_STATES",
-    "ENDPOINT_WORKER_STATES",
     "ERROR_REASONS",
     "EXTENSIONS",
     "JOB_BUCKETS",
@@ -75,7 +76,6 @@ CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # How many job ids the job histograms remember, to observe each job once.
 SEEN_JOBS_MAX = 50_000
 
-ENDPOINT_WORKER_STATES = ("idle", "initializing", "ready", "running", "throttled", "unhealthy")
 ENDPOINT_JOB_STATES = ("in_queue", "in_progress", "completed", "failed", "retried")
 
 # Probe failure kinds (rules.model.FAILURE_KINDS) to the bounded `reason` label.
@@ -342,7 +342,7 @@ class SnapshotCollector:
             ids = [e.endpoint_id, e.endpoint]
             info.add_metric([*ids, e.gpu_ids, e.network_volume_id, e.datacenter], 1)
             if e.health is not None:
-                for state in ENDPOINT_WORKER_STATES:
+                for state in WORKER_STATES:
                     workers.add_metric([*ids, state], getattr(e.health, state))
                 for state in ENDPOINT_JOB_STATES:
                     jobs.add_metric([*ids, state], getattr(e.health, state))
@@ -374,7 +374,7 @@ def _endpoint_lines(e: EndpointState) -> tuple[str, ...]:
         h = e.health
         workers = "".join(
             f'runpod_endpoint_workers{{{ids},state="{state}"}} {_num(getattr(h, state))}\n'
-            for state in ENDPOINT_WORKER_STATES
+            for state in WORKER_STATES
         )
         jobs = "".join(
             f'runpod_endpoint_jobs{{{ids},state="{state}"}} {_num(getattr(h, state))}\n'
@@ -876,8 +876,5 @@ class MonitorMetrics:
 
 def _queue_delay_s(jobs: Sequence[Job], last: float | None) -> float | None:
     """The oldest queued job's wait: 0 with none queued, `last` when none tells its delay."""
-    queued = [j for j in jobs if j.status == "IN_QUEUE"]
-    delays = [j.delay_ms for j in queued if j.delay_ms is not None]
-    if delays:
-        return max(delays) / 1000
-    return 0.0 if not queued else last
+    wait = queued_wait_ms(jobs)
+    return last if wait is None else wait / 1000

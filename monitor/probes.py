@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from monitor.backoff import capped_backoff
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Myself, Ok, Result
 from monitor.sharding import owns
@@ -73,9 +74,7 @@ def backoff_jitter(key: str, failures: int, t: float) -> float:
 
 def backoff_s(interval_s: float, failures: int) -> float:
     """The un-jittered pause after `failures` consecutive transient failures (0 for none)."""
-    if failures <= 0:
-        return 0.0
-    return min(interval_s * 2.0 ** min(failures - 1, 32), BACKOFF_CAP_S)
+    return capped_backoff(interval_s, BACKOFF_CAP_S, failures)
 
 
 @dataclass(slots=True)

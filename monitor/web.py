@@ -8,9 +8,8 @@ import binascii
 import gzip
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -23,7 +22,7 @@ from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import TrackerFull
 from monitor.status_page import status_handler
-from rules.model import History, Observation
+from rules.model import WORKER_STATES, History, Job, Observation, iso_utc, queued_wait_ms
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,9 +41,6 @@ class Runtime(Protocol):
     def episodes(self) -> list[Episode]: ...  # the incident history, newest first
 
 
-def iso(t: float | None) -> str | None:
-    """Unix seconds as an ISO-8601 UTC timestamp."""
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def diagnosis_json(incident: Incident) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def diagnosis_json(incident: Incident) -> dict[str, Any]:
         "summary": d.summary,
         "evidence": dict(d.evidence),
         "remedy": d.remedy,
-        "since": iso(incident.since),
+        "since": iso_utc(incident.since),
     }
 
 
@@ -76,10 +72,7 @@ def endpoints_json(obs: Observation | None, name: Callable[[str], str]) -> dict[
             "listed": s.listed,
             "outcome": s.health_outcome,
             "http_status": s.http_status,
-            "workers": None if h is None else {
-                "idle": h.idle, "initializing": h.initializing, "ready": h.ready,
-                "running": h.running, "throttled": h.throttled, "unhealthy": h.unhealthy,
-            },
+            "workers": None if h is None else {k: getattr(h, k) for k in WORKER_STATES},
             "jobs": None if h is None else {
                 "completed": h.completed, "failed": h.failed, "in_progress": h.in_progress,
                 "in_queue": h.in_queue, "retried": h.retried,
@@ -92,14 +85,13 @@ def endpoints_json(obs: Observation | None, name: Callable[[str], str]) -> dict[
                 "workers_max": s.config.workers_max,
             },
         })
-    return {"observed_at": iso(obs.t), "cycle": obs.cycle, "endpoints": rows}
+    return {"observed_at": iso_utc(obs.t), "cycle": obs.cycle, "endpoints": rows}
 
 
-def _oldest_queued_s(jobs: Any) -> float | None:
-    if jobs is None:
-        return None
-    delays = [j.delay_ms for j in jobs if j.status == "IN_QUEUE" and j.delay_ms is not None]
-    return max(delays) / 1000 if delays else 0.0
+def _oldest_queued_s(jobs: Sequence[Job] | None) -> float | None:
+    """The oldest queued job's wait; null when the jobs were not read or none tells it."""
+    wait = None if jobs is None else queued_wait_ms(jobs)
+    return None if wait is None else wait / 1000
 
 
 # Methods that change nothing: guarded by basic auth alone (when set), like an exporter.

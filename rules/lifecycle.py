@@ -22,6 +22,7 @@ from rules.model import (
     Job,
     Thresholds,
     evidence,
+    queued_wait_ms,
 )
 from rules.remedies import graphql_curl, rest_curl, save_endpoint
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
@@ -43,9 +44,11 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
 
 
 def head_wait_ms(jobs: Sequence[Job] | None) -> int | None:
-    """How long the oldest queued job has waited (its delay), when the jobs data says."""
-    waits = [j.delay_ms for j in jobs or () if j.status == "IN_QUEUE" and j.delay_ms is not None]
-    return max(waits) if waits else None
+    """How long the head of the queue has waited, when the jobs data shows it; None with none
+    queued (unlike the gauge's 0: the health says jobs are queued, the listing missed them)."""
+    if not jobs or not any(j.status == "IN_QUEUE" for j in jobs):
+        return None
+    return queued_wait_ms(jobs)
 
 
 def count_restarts(run: Sequence[tuple[float, Health]]) -> int:

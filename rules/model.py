@@ -6,8 +6,9 @@ turn a history of them into diagnoses, and the incident tracker diffs those over
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,6 +87,24 @@ class Job:
     execution_ms: int | None = None
     worker_id: str | None = None
     error: str | None = None
+
+
+def queued_wait_ms(jobs: Iterable[Job]) -> int | None:
+    """How long the oldest queued job has waited: 0 with none queued, None when jobs are
+    queued but none tells its delay."""
+    queued = False
+    oldest: int | None = None
+    for job in jobs:
+        if job.status == "IN_QUEUE":
+            queued = True
+            if job.delay_ms is not None and (oldest is None or job.delay_ms > oldest):
+                oldest = job.delay_ms
+    return oldest if oldest is not None or queued else 0
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds (an observation's `t`) as ISO-8601 UTC with a Z."""
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from rulekit import (
 
 from rules import lifecycle
 from rules.lifecycle import count_restarts, head_wait_ms, larger_tiers
-from rules.model import Diagnosis, History, NetworkVolume, Thresholds
+from rules.model import Diagnosis, History, NetworkVolume, Thresholds, queued_wait_ms
 
 CFG = config(
     gpu_ids="AMPERE_48",
@@ -323,6 +323,16 @@ def test_head_wait_is_the_oldest_queued_job() -> None:
     assert head_wait_ms(jobs) == 9
     assert head_wait_ms([job("a")]) is None
     assert head_wait_ms(None) is None
+    assert head_wait_ms([job("c", "IN_PROGRESS", delay_ms=99)]) is None, "none queued"
+
+
+def test_queued_wait_tells_none_queued_from_unknown() -> None:
+    """queued_wait_ms: 0 with nothing queued, None when queued jobs tell no delay."""
+    assert queued_wait_ms([]) == 0
+    assert queued_wait_ms([job("c", "IN_PROGRESS", delay_ms=99)]) == 0
+    assert queued_wait_ms([job("a"), job("b", delay_ms=0)]) == 0
+    assert queued_wait_ms([job("a")]) is None
+    assert queued_wait_ms([job("a", delay_ms=5), job("b", delay_ms=9), job("c")]) == 9
 
 
 def test_empty_history_returns_nothing() -> None:
