@@ -28,10 +28,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
@@ -466,37 +466,6 @@ class _JobHistogram:
         return "".join(lines)
 
 
-class _WithoutCreated:
-    """Client_python metrics without their `_created` series, which the contract lacks.
-
-    Exposes, for example::
-
-        # HELP runpod_alerts_sent_total Notifications delivered, by sink and kind.
-        # TYPE runpod_alerts_sent_total counter
-        runpod_alerts_sent_total{kind="firing",sink="slack"} 3.0
-        # HELP runpod_job_delay_seconds delayTime of jobs as they leave the queue. ...
-        # TYPE runpod_job_delay_seconds histogram
-        runpod_job_delay_seconds_bucket{endpoint="sdxl",endpoint_id="e1",le="0.5"} 0.0
-        ...
-        runpod_job_delay_seconds_count{endpoint="sdxl",endpoint_id="e1"} 12.0
-        runpod_job_delay_seconds_sum{endpoint="sdxl",endpoint_id="e1"} 341.2
-    """
-
-    def __init__(self, metrics: Sequence[MetricWrapperBase]) -> None:
-        self.metrics = list(metrics)
-
-    def describe(self) -> Iterable[Metric]:
-        for m in self.metrics:
-            yield from m.describe()
-
-    def collect(self) -> Iterable[Metric]:
-        for m in self.metrics:
-            for family in m.collect():
-                created = family.name + "_created"
-                family.samples = [s for s in family.samples if s.name != created]
-                yield family
-
-
 class _SeenIds:
     """A bounded memory of keys, least recently seen evicted first."""
 
@@ -566,67 +535,71 @@ class MonitorMetrics:
         self._execution_seen = _SeenIds(seen_jobs_max)
         self._probes_seen: set[str] = set()
 
-        # Metrics live in no registry of their own: `_WithoutCreated` exposes them.
+        # The contract has no `_created` series: client_python's own switch, process-wide
+        # (as PROMETHEUS_DISABLE_CREATED_SERIES=True), read when a metric is collected.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        # registered first: generate_latest(registry) writes the collectors in this order
+        self.registry.register(self.snapshot)
         ep = ["endpoint_id", "endpoint"]
         self.diagnoses_raised = Counter(
             "runpod_diagnoses_raised_total",
             "Diagnoses raised since the monitor started, by code and severity.",
-            ["code", "severity"], registry=None,
+            ["code", "severity"], registry=self.registry,
         )
         self.probe_duration = Histogram(
             "runpod_probe_duration_seconds",
             "Latency of the background calls to RunPod by probe: graphql, health, requests, "
             "status.",
-            ["probe"], buckets=PROBE_BUCKETS, registry=None,
+            ["probe"], buckets=PROBE_BUCKETS, registry=self.registry,
         )
         self.probe_errors = Counter(
             "runpod_probe_errors_total",
             "Failed calls to RunPod by probe and reason: timeout, connect, http_4xx, "
             "http_429, http_5xx, malformed, auth.",
-            ["probe", "reason"], registry=None,
+            ["probe", "reason"], registry=self.registry,
         )
         self.probe_last_success = Gauge(
             "runpod_probe_last_success_timestamp_seconds",
             "Unix time of the last good answer of each probe: how fresh the data is. "
             f"{_POLLED}",
-            ["probe"], registry=None,
+            ["probe"], registry=self.registry,
         )
         self.cycle_duration = Histogram(
             "runpod_monitor_cycle_duration_seconds",
             "Duration of one whole background probe cycle (probes, rules, alerts).",
-            buckets=CYCLE_BUCKETS, registry=None,
+            buckets=CYCLE_BUCKETS, registry=self.registry,
         )
         self.job_delay = Histogram(
             "runpod_job_delay_seconds",
             "delayTime of jobs as they leave the queue, each job once. "
             f"{_POLLED}",
-            ep, buckets=JOB_BUCKETS, registry=None,
+            ep, buckets=JOB_BUCKETS, registry=self.registry,
         )
         self.job_execution = Histogram(
             "runpod_job_execution_seconds",
             "executionTime of finished jobs, each job once. "
             f"{_POLLED}",
-            ep, buckets=JOB_BUCKETS, registry=None,
+            ep, buckets=JOB_BUCKETS, registry=self.registry,
         )
         self.alerts_sent = Counter(
             "runpod_alerts_sent_total",
             "Notifications delivered, by sink and kind: firing, resolved, reminder.",
-            ["sink", "kind"], registry=None,
+            ["sink", "kind"], registry=self.registry,
         )
         self.alerts_failed = Counter(
             "runpod_alerts_failed_total",
             "Notification deliveries that failed (and will be retried), by sink.",
-            ["sink"], registry=None,
+            ["sink"], registry=self.registry,
         )
         self.alerts_pending = Gauge(
             "runpod_alerts_pending",
             "Notifications waiting in the outbox, by sink.",
-            ["sink"], registry=None,
+            ["sink"], registry=self.registry,
         )
         self.build_info = Gauge(
             "runpod_monitor_build_info",
             "The monitor's version (always 1).",
-            ["version"], registry=None,
+            ["version"], registry=self.registry,
         )
         self.build_info.labels(__version__).set(1)
         self._delay_text = _JobHistogram(self.job_delay, "runpod_job_delay_seconds", JOB_BUCKETS)
@@ -637,23 +610,12 @@ class MonitorMetrics:
             "runpod_monitor_cycles_skipped",
             "Probe cycles not started because the previous one was still running (a slow "
             "RunPod) or the schedule fell behind. An addition beyond spec/metrics.md.",
-            registry=None,
+            registry=self.registry if extensions else None,
         )
         # Known series start at 0 so that rate() and increase() see their first rise.
         for info in CATALOG.values():
             self.diagnoses_raised.labels(info.code, info.severity)
 
-        self.registry.register(self.snapshot)
-        self.registry.register(
-            _WithoutCreated([
-                self.diagnoses_raised, self.probe_duration, self.probe_errors,
-                self.probe_last_success, self.cycle_duration, self.job_delay,
-                self.job_execution, self.alerts_sent, self.alerts_failed,
-                self.alerts_pending, self.build_info,
-            ])
-        )
-        if extensions:
-            self.registry.register(_WithoutCreated([self.cycles_skipped]))
 
     # -- the pipeline ------------------------------------------------------------------
 
@@ -784,20 +746,21 @@ class MonitorMetrics:
         text = self.snapshot.exposition()
         if self._snapshot_data is None or self._snapshot_data[0] is not text:
             self._snapshot_data = (text, text.encode())
+        # in the registry's order (the constructor's), the job histograms by hand
         parts = [
             self._snapshot_data[1],
-            generate_latest(_WithoutCreated([
+            *map(generate_latest, (
                 self.diagnoses_raised, self.probe_duration, self.probe_errors,
                 self.probe_last_success, self.cycle_duration,
-            ])),
+            )),
             self._delay_text.data(),
             self._execution_text.data(),
-            generate_latest(_WithoutCreated([
+            *map(generate_latest, (
                 self.alerts_sent, self.alerts_failed, self.alerts_pending, self.build_info,
-            ])),
+            )),
         ]
         if self._extensions:
-            parts.append(generate_latest(_WithoutCreated([self.cycles_skipped])))
+            parts.append(generate_latest(self.cycles_skipped))
         return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------
