@@ -16,6 +16,7 @@ from aiohttp import web
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from model.observation import Observation
 from monitor.alerts.model import Sink
 from monitor.alerts.setup import build_router, build_sinks, silences_path
 from monitor.config import Settings
@@ -28,7 +29,6 @@ from monitor.probes import Prober
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
 from monitor.web import build_app
-from rules.model import Observation
 
 log = structlog.get_logger("monitor.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from model.observation import OK, Observation
 from rules.catalog import CATALOG
-from rules.model import OK, SEVERITY_ORDER, Diagnosis, Observation
+from rules.diagnosis import SEVERITY_ORDER, Diagnosis
 
 Key = tuple[str, str | None]
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from model.observation import OK, WORKER_STATES, Account, EndpointSample, Observation
 from monitor import __version__
 from monitor.incidents import Incident
-from rules.model import OK, SEVERITY_ORDER, WORKER_STATES, Account, EndpointSample, Observation
+from rules.diagnosis import SEVERITY_ORDER
 
 if TYPE_CHECKING:
     from monitor.web import Runtime

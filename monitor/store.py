@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.history import Memory
+from model.observation import Observation
 from monitor import codec
 from monitor.incidents import Incident, Key
-from rules.model import Memory, Observation
 from rules.secrets import mask
 
 SCHEMA_VERSION = 2  # 2: configs by reference (table `configs`); 1: configs inline

@@ -13,11 +13,11 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from model.observation import Observation
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import SilenceBook
 from monitor.incidents import Incident
 from monitor.status_page import status_handler
-from rules.model import Observation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -12,19 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from rules.model import (
-    AUTH_OUTCOMES,
-    UNKNOWN_OUTCOMES,
-    Account,
-    Diagnosis,
-    History,
-    Observation,
-    Severity,
-    Thresholds,
-    evidence,
-)
+from model.history import History
+from model.observation import AUTH_OUTCOMES, UNKNOWN_OUTCOMES, Account, Observation
+from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import REST_URL, graphql_curl
 from rules.signals import minutes, plural
+from rules.thresholds import Thresholds
 
 BILLING_URL = "https://www.runpod.io/console/user/billing"
 API_KEYS_URL = "https://www.runpod.io/console/user/settings"

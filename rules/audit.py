@@ -10,18 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from model.history import History
+from model.observation import EndpointConfig, Template
+from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.gpus import compatible_tiers
-from rules.model import (
-    Diagnosis,
-    EndpointConfig,
-    History,
-    Severity,
-    Template,
-    Thresholds,
-    evidence,
-)
 from rules.remedies import graphql_curl, save_endpoint
 from rules.secrets import find_secrets, mask
+from rules.thresholds import Thresholds
 
 VOLUME_MOUNT = "/runpod-volume"
 POD_MOUNT = "/workspace"

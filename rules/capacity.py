@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from model.history import History
+from model.observation import Account, EndpointConfig, Health
+from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import compatible_tiers
-from rules.model import (
-    Account,
-    Diagnosis,
-    EndpointConfig,
-    Health,
-    History,
-    Thresholds,
-    evidence,
-)
 from rules.remedies import graphql_curl, save_endpoint
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
+from rules.thresholds import Thresholds
 
 GPU_TYPES_QUERY = "{ gpuTypes { id displayName memoryInGb secureCloud communityCloud } }"
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from rules.model import Scope, Severity
+from rules.diagnosis import Scope, Severity
 
 Source = Literal["health", "rest+graphql", "graphql", "account", "self"]
 

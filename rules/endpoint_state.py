@@ -12,20 +12,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rules.model import (
-    OK,
-    Diagnosis,
-    EndpointConfig,
-    EndpointSample,
-    Health,
-    History,
-    Observation,
-    Severity,
-    Thresholds,
-    evidence,
-)
+from model.history import History
+from model.observation import OK, EndpointConfig, EndpointSample, Health, Observation
+from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import create_endpoint, delete_endpoint, graphql_curl, save_endpoint
 from rules.signals import plural
+from rules.thresholds import Thresholds
 
 NOT_FOUND = "http_404"
 BILLING_URL = "https://www.runpod.io/console/user/billing"

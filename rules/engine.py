@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from model.history import History
 from rules import account, audit, capacity, endpoint_state, jobs, lifecycle
-from rules.model import Diagnosis, History, Thresholds
+from rules.diagnosis import Diagnosis
+from rules.thresholds import Thresholds
 
 Family = Callable[[History, Thresholds], list[Diagnosis]]
 

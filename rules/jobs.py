@@ -12,9 +12,12 @@ import re
 from collections.abc import Sequence
 from itertools import pairwise
 
-from rules.model import Diagnosis, Health, History, Thresholds, evidence
+from model.history import History
+from model.observation import Health
+from rules.diagnosis import Diagnosis, evidence
 from rules.remedies import rest_curl
 from rules.signals import minutes, plural
+from rules.thresholds import Thresholds
 
 MAX_ERRORS = 3
 MAX_ERROR_CHARS = 200

@@ -12,19 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
+from model.history import History
+from model.observation import Account, EndpointConfig, Health, Job
+from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
-from rules.model import (
-    Account,
-    Diagnosis,
-    EndpointConfig,
-    Health,
-    History,
-    Job,
-    Thresholds,
-    evidence,
-)
 from rules.remedies import graphql_curl, rest_curl, save_endpoint
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
+from rules.thresholds import Thresholds
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from model.observation import Account, EndpointSample, Health, Observation
 from monitor.incidents import IncidentTracker, suppress
-from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
+from rules.diagnosis import Diagnosis
 
 HEALTHY = Health()
 

@@ -19,13 +19,9 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor.incidents import Incident
-from monitor.status_page import render
-from monitor.web import build_app
-from rules.model import (
+from model.observation import (
     OK,
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
@@ -34,6 +30,10 @@ from rules.model import (
     Observation,
     Template,
 )
+from monitor.incidents import Incident
+from monitor.status_page import render
+from monitor.web import build_app
+from rules.diagnosis import Diagnosis
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 API_KEY = "rpa_TESTSECRETAPIKEY0123456789"

@@ -40,7 +40,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.alerts.message import TRUNCATED, truncate, worst
 from monitor.alerts.model import DeliveryError, Message, Notification
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 from rules.signals import minutes
 
 # Slack's limits (Block Kit reference)
