@@ -8,13 +8,14 @@ dropping the volume pin, or moving the volume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from model.history import History
 from model.observation import Account, EndpointConfig, Health
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import compatible_tiers
 from rules.remedies import graphql_curl, save_endpoint
+from rules.rule import Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
 from rules.thresholds import Thresholds
 
@@ -27,8 +28,8 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     for eid in history.endpoints_with_health():
         series = history.known_health(eid)
         config = history.latest_config(eid)
-        for rule in (_no_gpu_capacity, _not_scheduling, _queue_backlog):
-            diagnosis = rule(history, th, eid, series, config)
+        for rule in RULES:
+            diagnosis = rule.check(history, th, eid, series, config)
             if diagnosis is not None:
                 found.append(diagnosis)
     return found
@@ -313,3 +314,33 @@ def _capacity_remedy(config: EndpointConfig | None, account: Account | None, ope
             n += 1
     steps.append(f"{n}. Check which GPU types RunPod offers now: {graphql_curl(GPU_TYPES_QUERY)}")
     return "\n".join(steps)
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, thresholds, endpoint id, its known health, its latest config) -> diagnosis
+EndpointCheck = Callable[
+    [History, Thresholds, str, Sequence[tuple[float, Health]], EndpointConfig | None],
+    Diagnosis | None,
+]
+
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="no_gpu_capacity", scope="endpoint", severity="critical", source="health",
+        family="capacity", check=_no_gpu_capacity, thresholds=("throttled_cycles",),
+        severity_doc="critical while the queue is stalled, else warning",
+        raised_when="`workers.throttled > 0` in 2 consecutive cycles",
+    ),
+    Rule(
+        code="not_scheduling", scope="endpoint", severity="critical", source="health",
+        family="capacity", check=_not_scheduling, thresholds=("not_scheduling_s",),
+        raised_when="jobs queued, none in progress, `workersMax > 0`, every worker count 0, "
+        "for 5 min",
+    ),
+    Rule(
+        code="queue_backlog", scope="endpoint", severity="warning", source="health",
+        family="capacity", check=_queue_backlog,
+        thresholds=("queue_backlog_jobs", "queue_backlog_s"),
+        raised_when="≥ 10 queued for 5 min while running equals `workersMax`",
+    ),
+)

@@ -1,23 +1,15 @@
-"""The diagnosis catalog of spec/diagnoses.md: every code, its scope and the data it reads.
-
-`source` tells the incident tracker when a rule cannot see its data, so that an active
-diagnosis is held rather than resolved:
-- ``health``: the endpoint's latest `/health` answer (data or a 404);
-- ``rest+graphql``: both the latest `/health` answer and a successful GraphQL answer;
-- ``graphql``: a successful GraphQL answer (configuration, templates);
-- ``account``: the account data from GraphQL;
-- ``self``: the rule decides itself (it is about the probes' outcomes).
-"""
+"""The diagnosis catalog of spec/diagnoses.md: every code's record, collected from the
+families' `RULES` (rules/rule.py says what a record holds)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
+from rules import capacity
 from rules.diagnosis import Scope, Severity
-
-Source = Literal["health", "rest+graphql", "graphql", "account", "self"]
+from rules.rule import Rule, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +22,6 @@ class CodeInfo:
 
 
 _ROWS: tuple[CodeInfo, ...] = (
-    CodeInfo("no_gpu_capacity", "endpoint", "critical", "health", "capacity"),
-    CodeInfo("not_scheduling", "endpoint", "critical", "health", "capacity"),
-    CodeInfo("queue_backlog", "endpoint", "warning", "health", "capacity"),
     CodeInfo("crash_loop", "endpoint", "critical", "health", "lifecycle"),
     CodeInfo("workers_unhealthy", "endpoint", "critical", "health", "lifecycle"),
     CodeInfo("idle_workers_queued", "endpoint", "warning", "health", "lifecycle"),
@@ -53,5 +42,6 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("container_disk_small", "endpoint", "warning", "graphql", "audit"),
 )
 
-CATALOG: Mapping[str, CodeInfo] = {row.code: row for row in _ROWS}
+ALL_RULES: tuple[Rule[Any] | CodeInfo, ...] = (*capacity.RULES, *_ROWS)
+CATALOG: Mapping[str, Rule[Any] | CodeInfo] = {row.code: row for row in ALL_RULES}
 CODES: tuple[str, ...] = tuple(CATALOG)
