@@ -16,6 +16,7 @@ from model.history import History
 from model.observation import AUTH_OUTCOMES, UNKNOWN_OUTCOMES, Account, Observation
 from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import REST_URL, graphql_curl
+from rules.rule import Inhibit, Rule
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 
@@ -186,9 +187,10 @@ def _hours(h: float) -> str:
     return f"{h:.1f} h" if h >= 1 else f"{h:.1f} h ({h * 60:.0f} min)"
 
 
-def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
-    account = latest.account
-    if account is None:
+def _low_balance(history: History, th: Thresholds) -> Diagnosis | None:
+    latest = history.latest
+    account = latest.account if latest is not None else None
+    if latest is None or account is None:
         return None
     balance, spend = account.balance, account.spend_per_hr
     runway_h: float | None = None
@@ -334,13 +336,39 @@ def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """auth_invalid, runpod_api_errors, low_balance and idle_spend for the account."""
-    latest = history.latest
-    if latest is None:
+    if history.latest is None:
         return []
-    found = [
-        _auth_invalid(history, th),
-        _api_errors(history, th),
-        _low_balance(latest, th),
-        _idle_spend(history, th),
-    ]
+    found = [rule.check(history, th) for rule in RULES]
     return [d for d in found if d is not None]
+
+
+# --- the records ---------------------------------------------------------------------
+
+AccountCheck = Callable[[History, Thresholds], Diagnosis | None]
+
+RULES: tuple[Rule[AccountCheck], ...] = (
+    Rule(
+        code="auth_invalid", scope="account", severity="critical", source="self",
+        family="account", check=_auth_invalid, thresholds=("auth_cycles",),
+        raised_when="GraphQL or REST answers 401/403 in 2 consecutive cycles",
+        inhibits=Inhibit(drops="endpoint_scope", holds=True, mutes="all"),
+    ),
+    Rule(
+        code="runpod_api_errors", scope="account", severity="warning", source="self",
+        family="account", check=_api_errors, thresholds=("api_error_cycles",),
+        raised_when="every probe of a kind failed in 3 consecutive cycles",
+    ),
+    Rule(
+        code="low_balance", scope="account", severity="warning", source="account",
+        family="account", check=_low_balance,
+        thresholds=("low_balance_runway_h", "low_balance_critical_runway_h", "low_balance_usd"),
+        severity_doc="warning; critical under 2 h of runway",
+        raised_when="runway under 24 h or balance under 5 USD",
+    ),
+    Rule(
+        code="idle_spend", scope="account", severity="info", source="account",
+        family="account", check=_idle_spend,
+        thresholds=("idle_spend_s", "volume_usd_per_gb_month"),
+        raised_when="spend > 0 with no worker and no running pod for 30 min",
+    ),
+)

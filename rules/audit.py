@@ -8,19 +8,23 @@ through `rules.secrets.mask`, and secrets are named only by kind, place and mask
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from model.history import History
 from model.observation import EndpointConfig, Template
 from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.gpus import compatible_tiers
 from rules.remedies import graphql_curl, save_endpoint
+from rules.rule import Rule
 from rules.secrets import find_secrets, mask
 from rules.thresholds import Thresholds
 
 VOLUME_MOUNT = "/runpod-volume"
 POD_MOUNT = "/workspace"
 SECRETS_DOC = "https://docs.runpod.io/pods/templates/secrets"
+# (severity, summary, remedy, evidence numbers): diagnose() adds code, scope and endpoint
+Finding = tuple[Severity, str, str, dict[str, object]]
+
 STORAGE_KEYS = frozenset(
     {"HF_HOME", "MODEL_DIR", "TRANSFORMERS_CACHE", "HF_HUB_CACHE", "HF_DATASETS_CACHE",
      "TORCH_HOME", "XDG_CACHE_HOME"}
@@ -56,8 +60,10 @@ def _where(template: Template) -> Iterator[tuple[str, str]]:
 
 
 def _secret_in_template(
-    config: EndpointConfig, template: Template, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     hits: list[tuple[str, str, str]] = []  # (place, kind, masked)
     for place, text in _where(template):
         hits.extend((place, f.kind, f.masked) for f in find_secrets(text))
@@ -106,8 +112,10 @@ def _under_workspace(value: str) -> bool:
 
 
 def _volume_path_mismatch(
-    config: EndpointConfig, template: Template, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     if not config.network_volume_id:
         return None
     wrong = [
@@ -206,8 +214,10 @@ def clone_masking(docker_args: str) -> list[tuple[str, str]]:
 
 
 def _clone_failure_masked(
-    config: EndpointConfig, template: Template, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     masked = clone_masking(template.docker_args)
     if not masked:
         return None
@@ -235,8 +245,8 @@ def _clone_failure_masked(
 
 
 def _single_gpu_tier(
-    config: EndpointConfig, template: Template | None, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
     tiers = config.gpu_tiers
     if not config.network_volume_id or len(tiers) != 1:
         return None
@@ -269,8 +279,10 @@ def _single_gpu_tier(
 
 
 def _container_disk_small(
-    config: EndpointConfig, template: Template, label: str, th: Thresholds
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     disk = template.container_disk_gb
     if disk is None:
         return None
@@ -316,26 +328,15 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
             continue
         name = history.endpoint_name(endpoint_id)
         label = f"'{name}' ({endpoint_id})" if name != endpoint_id else endpoint_id
-        template = config.template
-        results: list[tuple[str, tuple[Severity, str, str, dict[str, object]] | None]] = [
-            ("single_gpu_tier", _single_gpu_tier(config, template, label)),
-        ]
-        if template is not None:
-            results = [
-                ("secret_in_template", _secret_in_template(config, template, label)),
-                ("volume_path_mismatch", _volume_path_mismatch(config, template, label)),
-                ("clone_failure_masked", _clone_failure_masked(config, template, label)),
-                *results,
-                ("container_disk_small", _container_disk_small(config, template, label, th)),
-            ]
-        for code, result in results:
+        for rule in RULES:
+            result = rule.check(config, config.template, label, th)
             if result is None:
                 continue
             severity, summary, remedy, numbers = result
             found.append(
                 Diagnosis(
-                    code=code,
-                    scope="endpoint",
+                    code=rule.code,
+                    scope=rule.scope,
                     severity=severity,
                     summary=summary,
                     remedy=remedy,
@@ -345,3 +346,43 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
                 )
             )
     return found
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (config, its template or None, the endpoint's label, thresholds) -> finding; the
+# template checks find nothing without a template.
+AuditCheck = Callable[[EndpointConfig, Template | None, str, Thresholds], Finding | None]
+
+RULES: tuple[Rule[AuditCheck], ...] = (
+    Rule(
+        code="secret_in_template", scope="endpoint", severity="critical", source="graphql",
+        family="audit", check=_secret_in_template,
+        raised_when="`dockerArgs` or an env value holds a GitHub, Hugging Face, AWS, Slack or "
+        "RunPod token, or a URL with a password; only the kind and a masked prefix "
+        "(`ghp_****`) are ever shown",
+    ),
+    Rule(
+        code="volume_path_mismatch", scope="endpoint", severity="warning", source="graphql",
+        family="audit", check=_volume_path_mismatch,
+        raised_when="a network volume is attached and a path env var points under "
+        "`/workspace` (the volume mounts at `/runpod-volume`)",
+    ),
+    Rule(
+        code="clone_failure_masked", scope="endpoint", severity="warning", source="graphql",
+        family="audit", check=_clone_failure_masked,
+        raised_when="`dockerArgs` runs `git clone` and masks its failure (`|| true`, "
+        "`; true`, `2>/dev/null` without a check)",
+    ),
+    Rule(
+        code="single_gpu_tier", scope="endpoint", severity="info", source="graphql",
+        family="audit", check=_single_gpu_tier,
+        raised_when="a network volume is attached and `gpuIds` names one tier",
+    ),
+    Rule(
+        code="container_disk_small", scope="endpoint", severity="warning", source="graphql",
+        family="audit", check=_container_disk_small,
+        thresholds=("container_disk_min_gb", "container_disk_no_volume_min_gb"),
+        raised_when="`containerDiskInGb` under 20, or under 50 with no network volume",
+    ),
+)

@@ -10,12 +10,14 @@ when the latest one failed, or the latest GraphQL answer did, nothing is said.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from model.history import History
 from model.observation import OK, EndpointConfig, EndpointSample, Health, Observation
 from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import create_endpoint, delete_endpoint, graphql_curl, save_endpoint
+from rules.rule import Inhibit, Rule
 from rules.signals import plural
 from rules.thresholds import Thresholds
 
@@ -92,9 +94,10 @@ def _label(history: History, endpoint_id: str) -> str:
 
 
 def _workers_max_zero(
-    history: History, latest: Observation, endpoint_id: str, config: EndpointConfig
+    history: History, latest: Observation, endpoint_id: str, th: Thresholds
 ) -> Diagnosis | None:
-    if config.workers_max != 0:
+    config = latest.endpoints[endpoint_id].config
+    if not latest.graphql_ok or config is None or config.workers_max != 0:
         return None
     health = _latest_health(history, endpoint_id)
     queued = health.in_queue if health is not None else None
@@ -252,13 +255,51 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
         return []
     found: list[Diagnosis] = []
     for endpoint_id, sample in latest.endpoints.items():
-        if latest.graphql_ok and sample.config is not None:
-            zero = _workers_max_zero(history, latest, endpoint_id, sample.config)
-            if zero is not None:
-                found.append(zero)
-        if not _known(sample):
-            continue
-        not_found = _not_found(history, latest, endpoint_id, th)
-        if not_found is not None:
-            found.append(not_found)
+        for check in _CHECKS:
+            if check is _not_found and not _known(sample):
+                continue
+            diagnosis = check(history, latest, endpoint_id, th)
+            if diagnosis is not None:
+                found.append(diagnosis)
     return found
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, the latest observation, endpoint id, thresholds) -> diagnosis
+EndpointCheck = Callable[[History, Observation, str, Thresholds], Diagnosis | None]
+
+# One check, _not_found, decides the four readings of a 404: it names the code it found.
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="workers_max_zero", scope="endpoint", severity="critical", source="graphql",
+        family="endpoint_state", check=_workers_max_zero,
+        severity_doc="critical while jobs are queued, else warning",
+        raised_when="`workersMax == 0`",
+    ),
+    Rule(
+        code="balance_exhausted", scope="endpoint", severity="critical", source="rest+graphql",
+        family="endpoint_state", check=_not_found, thresholds=("not_found_cycles",),
+        raised_when="REST 404 in 2 consecutive cycles, GraphQL lists the endpoint, "
+        "balance ≤ 0",
+        inhibits=Inhibit(drops="same_endpoint", holds=False, mutes="same_endpoint"),
+    ),
+    Rule(
+        code="endpoint_disabled", scope="endpoint", severity="critical", source="rest+graphql",
+        family="endpoint_state", check=_not_found, thresholds=("not_found_cycles",),
+        raised_when="REST 404, listed, balance now > 0, and the endpoint answered before or "
+        "the balance was ≤ 0 before",
+    ),
+    Rule(
+        code="never_started", scope="endpoint", severity="warning", source="rest+graphql",
+        family="endpoint_state", check=_not_found, thresholds=("not_found_cycles",),
+        raised_when="REST 404, listed, balance > 0, never answered, balance never ≤ 0",
+    ),
+    Rule(
+        code="endpoint_not_found", scope="endpoint", severity="critical",
+        source="rest+graphql", family="endpoint_state", check=_not_found,
+        thresholds=("not_found_cycles",),
+        raised_when="REST 404 and GraphQL does not list the endpoint (an id in `endpoints:`)",
+    ),
+)
+_CHECKS: tuple[EndpointCheck, ...] = tuple(dict.fromkeys(r.check for r in RULES))

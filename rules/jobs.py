@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from model.history import History
 from model.observation import Health
 from rules.diagnosis import Diagnosis, evidence
 from rules.remedies import rest_curl
+from rules.rule import Rule
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 
@@ -28,9 +29,10 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """job_failures for every watched endpoint."""
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
-        diagnosis = _job_failures(history, th, eid, history.observations[-1].t)
-        if diagnosis is not None:
-            found.append(diagnosis)
+        for rule in RULES:
+            diagnosis = rule.check(history, th, eid, history.observations[-1].t)
+            if diagnosis is not None:
+                found.append(diagnosis)
     return found
 
 
@@ -177,3 +179,19 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Dia
         endpoint_id=eid,
         endpoint_name=name,
     )
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, thresholds, endpoint id, the latest observation's time) -> diagnosis
+EndpointCheck = Callable[[History, Thresholds, str, float], Diagnosis | None]
+
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="job_failures", scope="endpoint", severity="warning", source="health",
+        family="jobs", check=_job_failures,
+        thresholds=("job_failures_window_s", "job_failures_min", "job_failures_ratio"),
+        raised_when="within 10 min failed rose by ≥ 3 and is ≥ half of the finished jobs; "
+        "quotes up to three job errors",
+    ),
+)

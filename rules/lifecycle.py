@@ -9,7 +9,7 @@ restarts, or a wait well beyond any cold start this endpoint has shown, make it 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from model.history import History
@@ -17,6 +17,7 @@ from model.observation import Account, EndpointConfig, Health, Job
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
 from rules.remedies import graphql_curl, rest_curl, save_endpoint
+from rules.rule import Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
 from rules.thresholds import Thresholds
 
@@ -26,8 +27,8 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
         series = history.known_health(eid)
-        for rule in (_crash_loop, _workers_unhealthy, _idle_workers_queued):
-            diagnosis = rule(history, th, eid, series)
+        for rule in RULES:
+            diagnosis = rule.check(history, th, eid, series)
             if diagnosis is not None:
                 found.append(diagnosis)
     return found
@@ -319,3 +320,34 @@ def _idle_workers_queued(
         endpoint_id=eid,
         endpoint_name=name,
     )
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, thresholds, endpoint id, its known health) -> diagnosis
+EndpointCheck = Callable[
+    [History, Thresholds, str, Sequence[tuple[float, Health]]], Diagnosis | None
+]
+
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="crash_loop", scope="endpoint", severity="critical", source="health",
+        family="lifecycle", check=_crash_loop,
+        thresholds=(
+            "crash_loop_s", "crash_loop_restarts", "crash_loop_no_restart_s",
+            "crash_loop_cold_start_factor",
+        ),
+        raised_when="stalled queue with workers present and the head-of-queue wait growing, "
+        "for 5 min with ≥ 2 worker restarts, or 15 min / 2× the longest cold start without",
+    ),
+    Rule(
+        code="workers_unhealthy", scope="endpoint", severity="critical", source="health",
+        family="lifecycle", check=_workers_unhealthy,
+        raised_when="`workers.unhealthy > 0`",
+    ),
+    Rule(
+        code="idle_workers_queued", scope="endpoint", severity="warning", source="health",
+        family="lifecycle", check=_idle_workers_queued, thresholds=("idle_workers_queued_s",),
+        raised_when="jobs queued beside idle workers for 5 min",
+    ),
+)
