@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from model.observation import Account, EndpointSample, Health, Observation
-from monitor.incidents import IncidentTracker, suppress
+from monitor.incidents import IncidentTracker
 from rules.diagnosis import Diagnosis
+from rules.inhibit import suppress
 
 HEALTHY = Health()
 
