@@ -24,7 +24,7 @@ def test_the_docs_table_is_the_records_rendered() -> None:
     assert BEGIN in text
     assert END in text
     generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
-    assert generated == markdown()
+    assert generated == markdown(), "regenerate: python -m rules.catalog, between the markers"
 
 
 def test_every_code_has_one_record_and_its_docs_row() -> None:
