@@ -3,20 +3,29 @@ families' `RULES` in engine order (rules/rule.py says what a record holds)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
+from model.history import History
 from rules import account, audit, capacity, endpoint_state, jobs, lifecycle
+from rules.diagnosis import Diagnosis
 from rules.rule import Inhibit, Rule
+from rules.thresholds import Thresholds
 
-ALL_RULES: tuple[Rule[Any], ...] = (
-    *capacity.RULES,
-    *lifecycle.RULES,
-    *jobs.RULES,
-    *endpoint_state.RULES,
-    *account.RULES,
-    *audit.RULES,
-)
+
+class Family(Protocol):
+    """A family module: its records, and `diagnose`, which runs their checks."""
+
+    @property
+    def RULES(self) -> Sequence[Rule[Any]]: ...
+
+    def diagnose(self, history: History, th: Thresholds) -> list[Diagnosis]: ...
+
+
+# The families in evaluation order (the order of the diagnoses, the catalog and CODES).
+FAMILIES: tuple[Family, ...] = (capacity, lifecycle, jobs, endpoint_state, account, audit)
+
+ALL_RULES: tuple[Rule[Any], ...] = tuple(rule for family in FAMILIES for rule in family.RULES)
 
 CATALOG: Mapping[str, Rule[Any]] = {rule.code: rule for rule in ALL_RULES}
 CODES: tuple[str, ...] = tuple(CATALOG)
