@@ -16,7 +16,7 @@ from model.history import History
 from model.observation import AUTH_OUTCOMES, SKIPPED, UNKNOWN_OUTCOMES, Account, Observation
 from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import REST_URL, graphql_curl
-from rules.rule import Inhibit, Rule
+from rules.rule import Finding, Inhibit, Rule
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 
@@ -28,17 +28,10 @@ HOURS_PER_MONTH = 730
 AuthState = Literal["auth", "clear", "unknown"]
 
 
-def _account(
-    code: str, severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
-) -> Diagnosis:
-    return Diagnosis(
-        code=code,
-        scope="account",
-        severity=severity,
-        summary=summary,
-        remedy=remedy,
-        evidence=evidence(**numbers),
-    )
+def _finding(
+    severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
+) -> Finding:
+    return Finding(severity, summary, remedy, evidence(**numbers))
 
 
 def _counts(outcomes: Iterable[str]) -> str:
@@ -65,7 +58,7 @@ def auth_state(obs: Observation) -> AuthState:
     return "clear"
 
 
-def _auth_invalid(history: History, th: Thresholds) -> Diagnosis | None:
+def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
     run: list[Observation] = []
     for obs in reversed(history.observations):
         state = auth_state(obs)
@@ -94,8 +87,7 @@ def _auth_invalid(history: History, th: Thresholds) -> Diagnosis | None:
         where.append(f"REST /health of {plural(len(rest_endpoints), 'endpoint')}")
     codes = sorted({o.replace("http_", "") for o in graphql + rest})
     probe = graphql_curl("query { myself { id } }")
-    return _account(
-        "auth_invalid",
+    return _finding(
         "critical",
         f"RunPod answered {'/'.join(codes)} to {' and '.join(where)} "
         f"in {plural(len(run), 'cycle')}: "
@@ -163,7 +155,7 @@ def _not_probed(cycles: int) -> str:
     return f", with {plural(cycles, 'more cycle')} not probed (back-off)" if cycles else ""
 
 
-def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
+def _api_errors(history: History, th: Thresholds) -> Finding | None:
     graphql_run, graphql_unsent = _failed_run(history.observations, _graphql_failed)
     rest_run, rest_unsent = _failed_run(history.observations, _rest_failed)
     parts: list[str] = []
@@ -190,8 +182,7 @@ def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
     run = graphql_run if len(graphql_run) >= len(rest_run) else rest_run
     numbers["failing_s"] = round(run[-1].t - run[0].t, 1)
     summary = "RunPod's API is failing from here: " + " and ".join(parts) + "."
-    return _account(
-        "runpod_api_errors",
+    return _finding(
         "warning",
         summary[0].upper() + summary[1:],
         "Check RunPod's status page and this host's network path to "
@@ -210,7 +201,7 @@ def _hours(h: float) -> str:
     return f"{h:.1f} h" if h >= 1 else f"{h:.1f} h ({h * 60:.0f} min)"
 
 
-def _low_balance(history: History, th: Thresholds) -> Diagnosis | None:
+def _low_balance(history: History, th: Thresholds) -> Finding | None:
     latest = history.latest
     account = latest.account if latest is not None else None
     if latest is None or account is None:
@@ -246,8 +237,7 @@ def _low_balance(history: History, th: Thresholds) -> Diagnosis | None:
             f"The balance is {balance:.2f} USD, under the {th.low_balance_usd:g} USD floor "
             "(nothing is spending right now)."
         )
-    return _account(
-        "low_balance",
+    return _finding(
         severity,
         summary,
         f"Add funds at {BILLING_URL} (or turn on auto-pay); an exhausted balance disables "
@@ -300,7 +290,7 @@ def _volume_lines(account: Account, th: Thresholds) -> tuple[str, float]:
     return "; ".join(lines), total
 
 
-def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
+def _idle_spend(history: History, th: Thresholds) -> Finding | None:
     latest = history.latest
     if latest is None or _idle(latest) is not True:
         return None
@@ -338,8 +328,7 @@ def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
                 "volumeInGb } networkVolumes { id name size } } }"
             )
         )
-    return _account(
-        "idle_spend",
+    return _finding(
         "info",
         f"The account spends {spend:.3f} USD/h ({monthly:.2f} USD/month) with no worker and "
         f"no pod running for {minutes(idle_s)}"
@@ -360,13 +349,17 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """auth_invalid, runpod_api_errors, low_balance and idle_spend for the account."""
     if history.latest is None:
         return []
-    found = [rule.check(history, th) for rule in RULES]
-    return [d for d in found if d is not None]
+    found: list[Diagnosis] = []
+    for rule in RULES:
+        finding = rule.check(history, th)
+        if finding is not None:
+            found.append(rule.diagnosis(finding))
+    return found
 
 
 # --- the records ---------------------------------------------------------------------
 
-AccountCheck = Callable[[History, Thresholds], Diagnosis | None]
+AccountCheck = Callable[[History, Thresholds], Finding | None]
 
 RULES: tuple[Rule[AccountCheck], ...] = (
     Rule(

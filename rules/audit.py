@@ -12,19 +12,16 @@ from collections.abc import Callable, Iterator
 
 from model.history import History
 from model.observation import EndpointConfig, Template
-from rules.diagnosis import Diagnosis, Severity, evidence
+from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import compatible_tiers
 from rules.remedies import graphql_curl, save_endpoint
-from rules.rule import Rule
+from rules.rule import Finding, Rule
 from rules.secrets import find_secrets, mask
 from rules.thresholds import Thresholds
 
 VOLUME_MOUNT = "/runpod-volume"
 POD_MOUNT = "/workspace"
 SECRETS_DOC = "https://docs.runpod.io/pods/templates/secrets"
-# (severity, summary, remedy, evidence numbers): diagnose() adds code, scope and endpoint
-Finding = tuple[Severity, str, str, dict[str, object]]
-
 STORAGE_KEYS = frozenset(
     {"HF_HOME", "MODEL_DIR", "TRANSFORMERS_CACHE", "HF_HUB_CACHE", "HF_DATASETS_CACHE",
      "TORCH_HOME", "XDG_CACHE_HOME"}
@@ -94,7 +91,7 @@ def _secret_in_template(
         "places": ", ".join(places),
         "masked": ", ".join(f"{place}: {masked}" for place, _, masked in hits),
     }
-    return "critical", summary, remedy, numbers
+    return Finding("critical", summary, remedy, evidence(**numbers))
 
 
 # --- volume_path_mismatch --------------------------------------------------------------
@@ -147,7 +144,7 @@ def _volume_path_mismatch(
         "keys": ", ".join(key for key, _ in wrong),
         "paths": ", ".join(f"{key}={value}" for key, value in wrong),
     }
-    return "warning", summary, remedy, numbers
+    return Finding("warning", summary, remedy, evidence(**numbers))
 
 
 # --- clone_failure_masked ---------------------------------------------------------------
@@ -238,7 +235,7 @@ def _clone_failure_masked(
         "masking": how,
         "command": excerpt,
     }
-    return "warning", summary, remedy, numbers
+    return Finding("warning", summary, remedy, evidence(**numbers))
 
 
 # --- single_gpu_tier --------------------------------------------------------------------
@@ -272,7 +269,7 @@ def _single_gpu_tier(
         "gpu_tiers": len(tiers),
         "compatible_tiers": ",".join(wider),
     }
-    return "info", summary, remedy, numbers
+    return Finding("info", summary, remedy, evidence(**numbers))
 
 
 # --- container_disk_small ---------------------------------------------------------------
@@ -311,7 +308,7 @@ def _container_disk_small(
         "minimum_gb": minimum,
         "network_volume": volume,
     }
-    return "warning", summary, remedy, numbers
+    return Finding("warning", summary, remedy, evidence(**numbers))
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
@@ -329,22 +326,9 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
         name = history.endpoint_name(endpoint_id)
         label = f"'{name}' ({endpoint_id})" if name != endpoint_id else endpoint_id
         for rule in RULES:
-            result = rule.check(config, config.template, label, th)
-            if result is None:
-                continue
-            severity, summary, remedy, numbers = result
-            found.append(
-                Diagnosis(
-                    code=rule.code,
-                    scope=rule.scope,
-                    severity=severity,
-                    summary=summary,
-                    remedy=remedy,
-                    evidence=evidence(**numbers),
-                    endpoint_id=endpoint_id,
-                    endpoint_name=name,
-                )
-            )
+            finding = rule.check(config, config.template, label, th)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, endpoint_id, name))
     return found
 
 

@@ -17,7 +17,7 @@ from model.history import History
 from model.observation import OK, EndpointConfig, EndpointSample, Health, Observation
 from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import create_endpoint, delete_endpoint, graphql_curl, save_endpoint
-from rules.rule import Inhibit, Rule
+from rules.rule import Finding, Inhibit, Rule
 from rules.signals import plural
 from rules.thresholds import Thresholds
 
@@ -64,25 +64,10 @@ def _latest_health(history: History, endpoint_id: str) -> Health | None:
     return known[-1][1] if known else None
 
 
-def _diagnosis(
-    history: History,
-    endpoint_id: str,
-    code: str,
-    severity: Severity,
-    summary: str,
-    remedy: str,
-    numbers: dict[str, object],
-) -> Diagnosis:
-    return Diagnosis(
-        code=code,
-        scope="endpoint",
-        severity=severity,
-        summary=summary,
-        remedy=remedy,
-        evidence=evidence(**numbers),
-        endpoint_id=endpoint_id,
-        endpoint_name=history.endpoint_name(endpoint_id),
-    )
+def _finding(
+    code: str, severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
+) -> Finding:
+    return Finding(severity, summary, remedy, evidence(**numbers), code=code)
 
 
 def _label(history: History, endpoint_id: str) -> str:
@@ -95,7 +80,7 @@ def _label(history: History, endpoint_id: str) -> str:
 
 def _workers_max_zero(
     history: History, latest: Observation, endpoint_id: str, th: Thresholds
-) -> Diagnosis | None:
+) -> Finding | None:
     config = latest.endpoints[endpoint_id].config
     if not latest.graphql_ok or config is None or config.workers_max != 0:
         return None
@@ -130,8 +115,8 @@ def _workers_max_zero(
         f"that first. Raise it to {target} with saveEndpoint:\n"
         f"{graphql_curl(mutation)}"
     )
-    return _diagnosis(
-        history, endpoint_id, "workers_max_zero", severity, summary, remedy,
+    return _finding(
+        "workers_max_zero", severity, summary, remedy,
         {
             "workers_max": config.workers_max,
             "workers_min": config.workers_min,
@@ -170,7 +155,7 @@ def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
 
 def _not_found(
     history: History, latest: Observation, endpoint_id: str, th: Thresholds
-) -> Diagnosis | None:
+) -> Finding | None:
     sample = latest.endpoints[endpoint_id]
     if sample.health_outcome != NOT_FOUND or not latest.graphql_ok:
         return None
@@ -181,8 +166,8 @@ def _not_found(
     cycles = plural(run, "cycle")
     listed = latest.listed_ids is not None and endpoint_id in latest.listed_ids
     if not listed:
-        return _diagnosis(
-            history, endpoint_id, "endpoint_not_found", "critical",
+        return _finding(
+            "endpoint_not_found", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} and RunPod's "
             "GraphQL API does not list it on this account.",
             "The endpoint id in the configuration is wrong, or the endpoint was deleted: "
@@ -205,8 +190,8 @@ def _not_found(
         "balance_seen_nonpositive": was_nonpositive,
     }
     if balance <= 0:
-        return _diagnosis(
-            history, endpoint_id, "balance_exhausted", "critical",
+        return _finding(
+            "balance_exhausted", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL "
             f"still lists it and the balance is {balance:.2f} USD: RunPod disabled it for "
             "the exhausted balance.",
@@ -219,8 +204,8 @@ def _not_found(
         because = (
             "it answered /health before" if answered else "the balance was at or below zero"
         )
-        return _diagnosis(
-            history, endpoint_id, "endpoint_disabled", "critical",
+        return _finding(
+            "endpoint_disabled", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} although GraphQL "
             f"lists it and the balance is {balance:.2f} USD, and {because}: an endpoint "
             "disabled by an exhausted balance stays broken after a top-up.",
@@ -230,8 +215,8 @@ def _not_found(
     image = config.template.image_name if config is not None and config.template else None
     gpu_ids = config.gpu_ids if config is not None else None
     numbers.update(image=image, gpu_ids=gpu_ids)
-    return _diagnosis(
-        history, endpoint_id, "never_started", "warning",
+    return _finding(
+        "never_started", "warning",
         f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL lists "
         f"it and the balance is {balance:.2f} USD: no worker has ever registered.",
         "1. Check the image name"
@@ -257,16 +242,18 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
         for check in _CHECKS:
             if check is _not_found and not _known(sample):
                 continue
-            diagnosis = check(history, latest, endpoint_id, th)
-            if diagnosis is not None:
-                found.append(diagnosis)
+            finding = check(history, latest, endpoint_id, th)
+            if finding is not None and finding.code is not None:
+                name = history.endpoint_name(endpoint_id)
+                found.append(_BY_CODE[finding.code].diagnosis(finding, endpoint_id, name))
     return found
 
 
 # --- the records ---------------------------------------------------------------------
 
 # (history, the latest observation, endpoint id, thresholds) -> diagnosis
-EndpointCheck = Callable[[History, Observation, str, Thresholds], Diagnosis | None]
+# (each finding names its code: one check decides the four 404 readings)
+EndpointCheck = Callable[[History, Observation, str, Thresholds], Finding | None]
 
 # One check, _not_found, decides the four readings of a 404: it names the code it found.
 RULES: tuple[Rule[EndpointCheck], ...] = (
@@ -302,3 +289,4 @@ RULES: tuple[Rule[EndpointCheck], ...] = (
     ),
 )
 _CHECKS: tuple[EndpointCheck, ...] = tuple(dict.fromkeys(r.check for r in RULES))
+_BY_CODE: dict[str, Rule[EndpointCheck]] = {r.code: r for r in RULES}

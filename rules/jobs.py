@@ -16,7 +16,7 @@ from model.history import History
 from model.observation import Health
 from rules.diagnosis import Diagnosis, evidence
 from rules.remedies import rest_curl
-from rules.rule import Rule
+from rules.rule import Finding, Rule
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 
@@ -30,9 +30,9 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
         for rule in RULES:
-            diagnosis = rule.check(history, th, eid, history.observations[-1].t)
-            if diagnosis is not None:
-                found.append(diagnosis)
+            finding = rule.check(history, th, eid, history.observations[-1].t)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, eid, history.endpoint_name(eid)))
     return found
 
 
@@ -116,7 +116,7 @@ def _failed_rise_since(history: History, eid: str, since: float) -> int:
     return rise
 
 
-def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Diagnosis | None:
+def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Finding | None:
     since = now - th.job_failures_window_s
     if history.time_ordered and _failed_rise_since(history, eid, since) < th.job_failures_min:
         return None  # nearly every endpoint: decided without building its window
@@ -169,22 +169,18 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Dia
     for i, (job_id, text) in enumerate(errors, start=1):
         ev[f"error_{i}"] = text
         ev[f"error_{i}_job"] = job_id
-    return Diagnosis(
-        code="job_failures",
-        scope="endpoint",
+    return Finding(
         severity="warning",
         summary=summary,
         remedy="\n".join(steps),
         evidence=ev,
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
 # --- the records ---------------------------------------------------------------------
 
 # (history, thresholds, endpoint id, the latest observation's time) -> diagnosis
-EndpointCheck = Callable[[History, Thresholds, str, float], Diagnosis | None]
+EndpointCheck = Callable[[History, Thresholds, str, float], Finding | None]
 
 RULES: tuple[Rule[EndpointCheck], ...] = (
     Rule(

@@ -17,7 +17,7 @@ from model.observation import Account, EndpointConfig, Health, Job
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
 from rules.remedies import graphql_curl, rest_curl, save_endpoint
-from rules.rule import Rule
+from rules.rule import Finding, Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
 from rules.thresholds import Thresholds
 
@@ -28,9 +28,9 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     for eid in history.endpoints_with_health():
         series = history.known_health(eid)
         for rule in RULES:
-            diagnosis = rule.check(history, th, eid, series)
-            if diagnosis is not None:
-                found.append(diagnosis)
+            finding = rule.check(history, th, eid, series)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, eid, history.endpoint_name(eid)))
     return found
 
 
@@ -50,7 +50,7 @@ def count_restarts(run: Sequence[tuple[float, Health]]) -> int:
 
 def _crash_loop(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
-) -> Diagnosis | None:
+) -> Finding | None:
     run = stalled_run(series)
     if len(run) < 2:
         return None
@@ -94,9 +94,7 @@ def _crash_loop(
             f"seen, past {limit}: the startup may be hanging (a model download or a call "
             f"that never returns before runpod.serverless.start())."
         )
-    return Diagnosis(
-        code="crash_loop",
-        scope="endpoint",
+    return Finding(
         severity="critical",
         summary=summary,
         remedy=_crash_loop_remedy(eid, name, config, history.latest_account(), restarts),
@@ -115,8 +113,6 @@ def _crash_loop(
             completed=h.completed,
             failed=h.failed,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -198,7 +194,7 @@ def larger_tiers(current: Sequence[str]) -> list[str]:
 
 def _workers_unhealthy(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
-) -> Diagnosis | None:
+) -> Finding | None:
     if not series or series[-1][1].unhealthy <= 0:
         return None
     run = trailing_run(series, lambda h: h.unhealthy > 0)
@@ -243,9 +239,7 @@ def _workers_unhealthy(
         "- exit 1: a Python exception at startup (missing module, bad import); the log shows "
         "the traceback.",
     ]
-    return Diagnosis(
-        code="workers_unhealthy",
-        scope="endpoint",
+    return Finding(
         severity="critical",
         summary=summary,
         remedy="\n".join(steps),
@@ -260,8 +254,6 @@ def _workers_unhealthy(
             container_disk_gb=disk,
             workers_max=config.workers_max if config is not None else None,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -270,7 +262,7 @@ def _workers_unhealthy(
 
 def _idle_workers_queued(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
-) -> Diagnosis | None:
+) -> Finding | None:
     run = trailing_run(series, lambda h: h.in_queue > 0 and h.idle > 0)
     seconds = run_seconds(run)
     if not run or seconds < th.idle_workers_queued_s:
@@ -301,9 +293,7 @@ def _idle_workers_queued(
         "with saveEndpoint"
         + (f": {graphql_curl(save_endpoint(config))}" if config is not None else "."),
     ]
-    return Diagnosis(
-        code="idle_workers_queued",
-        scope="endpoint",
+    return Finding(
         severity="warning",
         summary=summary,
         remedy="\n".join(steps),
@@ -318,8 +308,6 @@ def _idle_workers_queued(
             cycles=len(run),
             network_volume_id=config.network_volume_id if volume and config else None,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -327,7 +315,7 @@ def _idle_workers_queued(
 
 # (history, thresholds, endpoint id, its known health) -> diagnosis
 EndpointCheck = Callable[
-    [History, Thresholds, str, Sequence[tuple[float, Health]]], Diagnosis | None
+    [History, Thresholds, str, Sequence[tuple[float, Health]]], Finding | None
 ]
 
 RULES: tuple[Rule[EndpointCheck], ...] = (

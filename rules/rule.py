@@ -16,11 +16,11 @@ diagnosis is held rather than resolved:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
 
-from rules.diagnosis import Scope, Severity
+from rules.diagnosis import Diagnosis, Scope, Severity
 
 Source = Literal["health", "rest+graphql", "graphql", "account", "self"]
 
@@ -43,9 +43,22 @@ class Inhibit:
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """What a check found; its record adds the code and scope, its family the endpoint."""
+
+    severity: Severity
+    summary: str
+    remedy: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    # which code, where one check decides several (the 404 readings of endpoint_state)
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule(Generic[Check]):
-    """One diagnosis code and everything about it; the family's `diagnose` calls `check`
-    (each family has one check signature; one check may decide several codes)."""
+    """One diagnosis code and everything about it. The family's `diagnose` calls `check`
+    (one signature per family; one check may decide several codes) and turns its
+    `Finding` into the Diagnosis with `diagnosis()`."""
 
     code: str
     scope: Scope
@@ -57,3 +70,18 @@ class Rule(Generic[Check]):
     thresholds: tuple[str, ...] = ()  # the `Thresholds` keys (config.yaml `rules:`) it reads
     severity_doc: str = ""  # the docs' severity column, when it is not just `severity`
     inhibits: Inhibit | None = None
+
+    def diagnosis(
+        self, found: Finding, endpoint_id: str | None = None, endpoint_name: str | None = None
+    ) -> Diagnosis:
+        """The Diagnosis of a finding of this rule's check."""
+        return Diagnosis(
+            code=self.code,
+            scope=self.scope,
+            severity=found.severity,
+            summary=found.summary,
+            remedy=found.remedy,
+            evidence=found.evidence,
+            endpoint_id=endpoint_id,
+            endpoint_name=endpoint_name,
+        )
