@@ -18,21 +18,21 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
-from monitor.incidents import Incident
-from rules.model import (
+from model.history import Memory
+from model.observation import (
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
     Health,
     Job,
-    Memory,
     NetworkVolume,
     Observation,
     Pod,
     Template,
 )
+from monitor.incidents import Incident
+from rules.diagnosis import Diagnosis
 from rules.secrets import mask
 
 Json = dict[str, Any]

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from rules.catalog import CODES
-from rules.model import Thresholds
+from rules.thresholds import Thresholds
 
 # dotted path -> (sibling *_file key, environment variable); an unset ${VAR} there means
 # "not given in the file" rather than an error

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from model.observation import SKIPPED, EndpointConfig, Observation
 from monitor.alerts.router import AlertRouter, Notification
 from monitor.history import HistoryBuffer
 from monitor.incidents import Changes, Incident, IncidentTracker
 from monitor.probes import ProbeCall, Prober
+from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
-from rules.model import SKIPPED, Diagnosis, EndpointConfig, Observation, Thresholds
+from rules.thresholds import Thresholds
 
 log = structlog.get_logger("monitor.cycle")
 

@@ -16,6 +16,8 @@ from aiohttp import web
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from model.history import History
+from model.observation import Observation
 from monitor.alerts.model import Sink
 from monitor.alerts.setup import build_router, build_sinks, silences_path
 from monitor.config import Settings
@@ -29,7 +31,6 @@ from monitor.probes import Prober
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
 from monitor.web import WritePolicy, build_app
-from rules.model import History, Observation
 
 log = structlog.get_logger("monitor.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)

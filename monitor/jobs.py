@@ -7,9 +7,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
+from model.observation import TERMINAL_JOB_STATUSES, Job
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Ok
-from rules.model import TERMINAL_JOB_STATUSES, Job
 
 # A job that RunPod no longer knows (404, `request does not exist`) was purged or expired.
 GONE = "http_404"

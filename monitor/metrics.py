@@ -35,19 +35,19 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
-from monitor import __version__
-from monitor.cycle import CycleResult
-from rules.catalog import CATALOG
-from rules.model import (
+from model.observation import (
     OK,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
     Account,
-    Diagnosis,
     EndpointConfig,
     Health,
     Job,
 )
+from monitor import __version__
+from monitor.cycle import CycleResult
+from rules.catalog import CATALOG
+from rules.diagnosis import Diagnosis
 
 __all__ = [
     "CYCLE_BUCKETS",
@@ -78,7 +78,7 @@ SEEN_JOBS_MAX = 50_000
 ENDPOINT_WORKER_STATES = ("idle", "initializing", "ready", "running", "throttled", "unhealthy")
 ENDPOINT_JOB_STATES = ("in_queue", "in_progress", "completed", "failed", "retried")
 
-# Probe failure kinds (rules.model.FAILURE_KINDS) to the bounded `reason` label.
+# Probe failure kinds (model.observation.FAILURE_KINDS) to the bounded `reason` label.
 ERROR_REASONS: Mapping[str, str] = {
     "timeout": "timeout",
     "connect": "connect",

@@ -10,10 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from monitor.runpod.client import RunPodClient
-from monitor.runpod.models import Failure, Myself, Ok, Result
-from monitor.sharding import owns
-from rules.model import (
+from model.observation import (
     OK,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
@@ -23,6 +20,9 @@ from rules.model import (
     Job,
     Observation,
 )
+from monitor.runpod.client import RunPodClient
+from monitor.runpod.models import Failure, Myself, Ok, Result
+from monitor.sharding import owns
 
 log = structlog.get_logger("monitor.probes")
 

@@ -18,7 +18,7 @@ from monitor.incidents import Incident, IncidentTracker
 from monitor.probes import Prober
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 
 # Simulated runs start here, so dates in summaries (runway) are the same on every run.
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -24,20 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from model.observation import OK, WORKER_STATES, Account, EndpointSample, Health, Observation
 from monitor import __version__, charts
 from monitor.charts import Span, Window
 from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.metrics import _queue_delay_s
-from rules.model import (
-    OK,
-    SEVERITY_ORDER,
-    WORKER_STATES,
-    Account,
-    EndpointSample,
-    Health,
-    Observation,
-)
+from rules.diagnosis import SEVERITY_ORDER
 
 if TYPE_CHECKING:
     from monitor.web import Runtime

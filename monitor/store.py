@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.history import Memory
+from model.observation import Observation
 from monitor import codec
 from monitor.episodes import Episode
 from monitor.incidents import Incident, Key
-from rules.model import Memory, Observation
 from rules.secrets import mask
 
 SCHEMA_VERSION = 2  # 2: configs by reference (table `configs`); 1: configs inline

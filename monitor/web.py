@@ -16,6 +16,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from model.history import History
+from model.observation import Observation
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
@@ -23,7 +25,6 @@ from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import TrackerFull
 from monitor.status_page import status_handler
-from rules.model import History, Observation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

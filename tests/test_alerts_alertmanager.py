@@ -30,7 +30,7 @@ from monitor.probes import Prober
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.store import Store
-from rules.model import Thresholds
+from rules.thresholds import Thresholds
 
 
 def _ts(iso: str) -> float:

@@ -381,7 +381,7 @@ async def test_end_to_end_over_the_simulator(standin: SlackStandIn, sim_scenario
     from monitor.probes import Prober
     from monitor.runpod.client import RunPodClient
     from monitor.simulator import SimulatorServer, load_scenario
-    from rules.model import Thresholds
+    from rules.thresholds import Thresholds
 
     scenario = load_scenario(sim_scenarios_dir / "throttled-capacity.yaml")
     server = SimulatorServer(scenario, "k" * 24)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.observation import SKIPPED
 from monitor.config import settings_from_dict
 from monitor.cycle import CycleResult
 from monitor.daemon import Daemon
@@ -25,7 +26,6 @@ from monitor.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, b
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.simulator.server import RATE_LIMITS
-from rules.model import SKIPPED
 
 KEY = "bp-test-key-0123456789abcdef"
 EP = "bpendpoint01"

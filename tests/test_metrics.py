@@ -9,14 +9,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from monitor import __version__
-from monitor.cycle import CycleResult
-from monitor.incidents import Changes, Incident
-from monitor.metrics import ERROR_REASONS, MonitorMetrics, error_reason
-from monitor.probes import ProbeCall
-from rules.model import (
+from model.observation import (
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
@@ -26,6 +20,12 @@ from rules.model import (
     Observation,
     Template,
 )
+from monitor import __version__
+from monitor.cycle import CycleResult
+from monitor.incidents import Changes, Incident
+from monitor.metrics import ERROR_REASONS, MonitorMetrics, error_reason
+from monitor.probes import ProbeCall
+from rules.diagnosis import Diagnosis
 
 # spec/metrics.md: name -> (type, labels)
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from monitor.incidents import Incident
-from rules.model import SEVERITY_ORDER
+from rules.diagnosis import SEVERITY_ORDER
 
 Kind = Literal["firing", "resolved", "reminder"]
 KINDS: tuple[Kind, ...] = ("firing", "resolved", "reminder")
 
-SEVERITY_RANK = SEVERITY_ORDER  # info < warning < critical: the one order, from rules.model
+SEVERITY_RANK = SEVERITY_ORDER  # info < warning < critical: the one order, from rules.diagnosis
 
 
 def severe_enough(severity: str, minimum: str) -> bool:

@@ -49,6 +49,7 @@ from monitor.alerts.model import (
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox
 from monitor.alerts.silences import SilenceBook
 from monitor.incidents import Changes, Incident, Key
+from rules.inhibit import muted_by
 
 __all__ = [
     "AlertRouter",
@@ -95,20 +96,11 @@ class LogSink:
 
 
 def inhibitors(active: Iterable[Incident]) -> dict[Key, str]:
-    """Which active incidents a cause mutes, and the cause: auth_invalid mutes everything
-    else; balance_exhausted mutes the other diagnoses of its endpoint."""
+    """Which active incidents a cause mutes, and the cause (rules/inhibit.py's table:
+    auth_invalid mutes everything else, balance_exhausted its endpoint's other codes)."""
     active = list(active)
     keys = {i.key for i in active}
-    out: dict[Key, str] = {}
-    auth = ("auth_invalid", None) in keys
-    exhausted = {eid for code, eid in keys if code == "balance_exhausted"}
-    for incident in active:
-        code, eid = incident.key
-        if auth and code != "auth_invalid":
-            out[incident.key] = "auth_invalid"
-        elif eid in exhausted and code != "balance_exhausted":
-            out[incident.key] = "balance_exhausted"
-    return out
+    return {i.key: cause for i in active if (cause := muted_by(i.key, keys)) is not None}
 
 
 class AlertRouter:
@@ -295,9 +287,4 @@ def _order(incident: Incident) -> tuple[int, float, str]:
 
 def _cause(incident: Incident, active: dict[Key, Incident]) -> str | None:
     """The cause now active that explains why `incident` ended, if any."""
-    code, eid = incident.key
-    if code != "auth_invalid" and ("auth_invalid", None) in active:
-        return "auth_invalid"
-    if code != "balance_exhausted" and eid is not None and ("balance_exhausted", eid) in active:
-        return "balance_exhausted"
-    return None
+    return muted_by(incident.key, active.keys())

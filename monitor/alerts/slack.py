@@ -44,7 +44,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
 from monitor.alerts.model import DeliveryError, Message, Notification
 from monitor.bodies import SINK_LIMITS, capped_session
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 from rules.signals import minutes
 
 # Slack's limits (Block Kit reference)
