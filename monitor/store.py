@@ -57,8 +57,9 @@ CREATE INDEX IF NOT EXISTS outbox_sent_t ON outbox (sent_t);
 
 
 @dataclass(frozen=True, slots=True)
-class Restored:
-    """What `Store.load` found; empty for a new file."""
+class PipelineState:
+    """What the pipeline carries from one cycle to the next: what `Store.load` reads back
+    (empty for a new file) and `Pipeline.snapshot` gives."""
 
     observations: list[Observation] = field(default_factory=list)  # oldest first
     memory: Memory = field(default_factory=Memory)
@@ -199,7 +200,7 @@ class Store:
             db.execute("DELETE FROM announced")
             db.executemany("INSERT INTO announced VALUES (?, ?)", keys)
 
-    def load(self) -> Restored:
+    def load(self) -> PipelineState:
         """The state as of the last committed cycle. Unchanged parts of consecutive
         observations are shared objects, as in the live history."""
         with self._tx("BEGIN") as db:  # one snapshot of every table
@@ -224,7 +225,7 @@ class Store:
             if self._refs is None and self._writes == writes:  # nothing written since
                 self._set_references(cycle_refs)
         memory = state.get("memory")
-        return Restored(
+        return PipelineState(
             observations=observations,
             memory=Memory() if memory is None else codec.memory_from_json(json.loads(memory)),
             active={(c, e): codec.incident_from_json(json.loads(j)) for c, e, j in incidents},

@@ -39,7 +39,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
-from monitor.alerts.model import DeliveryError, Message, Notification
+from monitor.alerts.model import DeliveryError, Message, Notification, Sink
 from rules.model import Diagnosis
 from rules.signals import minutes
 
@@ -269,7 +269,7 @@ class BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         return wait is None or wait <= self.max_wait_s
 
 
-class SlackSink:
+class SlackSink(Sink):
     """Posts messages to one Slack channel."""
 
     mode = "messages"
