@@ -115,7 +115,9 @@ async def test_snapshot_survives_the_store_and_restore_drops_what_fell_out(
         server.set_cycle(k)
         await first.cycle(k, T0 + (k - 1) * INTERVAL)
     before = first.snapshot()
-    assert before.active and before.announced and before.last_cycle == 6
+    assert before.active
+    assert before.announced
+    assert before.last_cycle == 6
     tracked = before.observations[-1].tracked_jobs
     assert tracked == (TrackedJob(EP, Job("job-2", "IN_QUEUE", delay_ms=5 * 30_000)),)
     store.close()
@@ -129,8 +131,10 @@ async def test_snapshot_survives_the_store_and_restore_drops_what_fell_out(
     later: Pipeline = build_pipeline(settings, client, sinks=[], store=None)
     later.restore(store.load(), now + settings.state.retention_s + 3 * INTERVAL)
     state = later.snapshot()
-    assert state.observations == [] and state.active == before.active
-    assert state.memory == before.memory and state.last_cycle == 6
+    assert state.observations == []
+    assert state.active == before.active
+    assert state.memory == before.memory
+    assert state.last_cycle == 6
     store.close()
 
 
