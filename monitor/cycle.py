@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
 from monitor.alerts.setup import build_router, build_sinks
 from monitor.config import Settings
+from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
 from monitor.history import HistoryBuffer
 from monitor.incidents import Changes, Incident, IncidentTracker
 from monitor.jobs import JobTracker
@@ -80,6 +82,8 @@ class Pipeline:
     router: AlertRouter
     account_rules: bool = True  # only shard 0 raises account-scope diagnoses
     metrics: MonitorMetrics = field(default_factory=MonitorMetrics)
+    # the incident history (status page); bounded by its cap when no retention is given
+    episodes: EpisodeLog = field(default_factory=lambda: EpisodeLog(math.inf))
     store: Store | None = None  # None: nothing is persisted (check, replay)
     outbox_keep_s: float = OUTBOX_KEEP_S
     last_cycle: int = 0  # the number of the last cycle run or restored
@@ -110,7 +114,7 @@ class Pipeline:
         _log_cycle(result, cycle, t, len(self.tracker.active))
         _log_incidents(changes, cycle, t)
         self._observe(result, history)
-        self.persist(obs)
+        self.persist(obs, self.episodes.update(changes, t, cycle))
         self.last_cycle = cycle
         return result
 
@@ -129,13 +133,16 @@ class Pipeline:
             )
         self.metrics.observe_cycle(result.facts)
 
-    def persist(self, obs: Observation) -> None:
-        """Save the cycle that saw `obs` in one transaction, then bound the file."""
+    def persist(self, obs: Observation, episodes: Sequence[Episode] = ()) -> None:
+        """Save the cycle that saw `obs` (and the `episodes` it changed) in one
+        transaction, then bound the file."""
         if self.store is None:
             return
-        state = self.snapshot()
-        self.store.save_cycle(obs, state.memory, state.active, state.announced)
-        self.store.prune(obs.t - self.history.retention_s)
+        self.store.save_cycle(obs, self.history.memory, self.tracker.snapshot(),
+                              self.router.snapshot(), episodes)
+        horizon = obs.t - self.history.retention_s
+        self.store.prune(horizon)
+        self.store.prune_episodes(horizon, MAX_EPISODES)
         self.store.prune_outbox(obs.t - self.outbox_keep_s)
 
     def snapshot(self) -> PipelineState:
@@ -144,7 +151,7 @@ class Pipeline:
         return PipelineState(
             observations=list(view.observations), memory=view.memory,
             active=self.tracker.snapshot(), announced=set(self.router.snapshot()),
-            last_cycle=self.last_cycle,
+            last_cycle=self.last_cycle, episodes=self.episodes.episodes(),
         )
 
     def restore(self, state: PipelineState, now: float) -> None:
@@ -154,6 +161,8 @@ class Pipeline:
         self.history.restore([o for o in state.observations if o.t >= horizon], state.memory)
         self.tracker.restore(state.active)
         self.router.restore(state.announced)
+        self.episodes.restore(state.episodes)
+        self.episodes.prune(horizon)
         self.last_cycle = state.last_cycle
 
 
@@ -188,6 +197,7 @@ def build_pipeline(
         track_requests=settings.runpod.track_requests,
         shard=shard,
         interval_s=settings.interval_s if interval_s is None else interval_s,
+        jobs=JobTracker(max_jobs=settings.api.max_jobs),
     )
     return Pipeline(
         prober=prober,
@@ -197,6 +207,7 @@ def build_pipeline(
         router=router,
         account_rules=account_rules,
         metrics=metrics,
+        episodes=EpisodeLog(settings.state.retention_s),
         store=store,
         outbox_keep_s=max(2 * settings.alerts.repeat_interval_s, OUTBOX_KEEP_S),
     )

@@ -20,11 +20,12 @@ from monitor.alerts.model import Sink
 from monitor.alerts.setup import silences_path
 from monitor.config import Settings
 from monitor.cycle import CycleResult, build_pipeline
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
-from monitor.web import build_app
-from rules.model import Observation
+from monitor.web import WritePolicy, build_app
+from rules.model import History, Observation
 
 log = structlog.get_logger("monitor.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)
@@ -51,6 +52,7 @@ class Daemon:
                                        silences_file=silences_path(settings))
         self.metrics = self.pipeline.metrics
         self.sinks = self.pipeline.router.sinks
+        self.jobs = self.pipeline.jobs
         self.cycle_no = 0
         self.last_result: CycleResult | None = None
         self.started_mono = time.monotonic()
@@ -136,6 +138,12 @@ class Daemon:
     def endpoint_name(self, endpoint_id: str) -> str:
         return self.pipeline.history.view().endpoint_name(endpoint_id)
 
+    def history(self) -> History:
+        return self.pipeline.history.view()
+
+    def episodes(self) -> list[Episode]:
+        return self.pipeline.episodes.episodes()
+
     def register_job(self, endpoint_id: str, job_id: str) -> bool:
         return self.pipeline.jobs.register(endpoint_id, job_id, self.clock())
 
@@ -155,7 +163,9 @@ class Daemon:
         if http.basic_auth is not None:
             auth = (http.basic_auth.username, http.basic_auth.password.get_secret_value())
         silences = (self.pipeline.router.silences, self.clock)
-        self._runner = web.AppRunner(build_app(self, auth, silences=silences), access_log=None)
+        writes = WritePolicy.from_settings(self.settings)
+        app = build_app(self, auth, silences=silences, writes=writes)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, http.host, http.port)
         await site.start()
