@@ -179,6 +179,15 @@ class EndpointSample:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedJob:
+    """A job the user's app registered (`POST /api/v1/jobs`), as `/status` answered this
+    cycle; one RunPod no longer knows (purged or expired) reads as CANCELLED."""
+
+    endpoint_id: str
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything one probe cycle saw. Unknown is None, never zero."""
 
@@ -190,6 +199,9 @@ class Observation:
     # ids GraphQL listed this cycle; None when GraphQL failed
     listed_ids: frozenset[str] | None = None
     endpoints: Mapping[str, EndpointSample] = field(default_factory=dict)
+    # the tracked jobs `/status` answered for this cycle (a job whose endpoint is closed by
+    # a back-off or Retry-After, or whose call failed, is not here: unknown this cycle)
+    tracked_jobs: tuple[TrackedJob, ...] = ()
 
     @property
     def graphql_ok(self) -> bool:

@@ -66,6 +66,14 @@ class IncidentTracker:
     def __init__(self, active: Mapping[Key, Incident] | None = None) -> None:
         self.active: dict[Key, Incident] = dict(active or {})
 
+    def snapshot(self) -> dict[Key, Incident]:
+        """The active incidents, to persist (a copy)."""
+        return dict(self.active)
+
+    def restore(self, active: Mapping[Key, Incident]) -> None:
+        """Take the active incidents saved before a restart."""
+        self.active = dict(active)
+
     def update(self, obs: Observation, found: Iterable[Diagnosis]) -> Changes:
         """Apply one cycle's diagnoses; return what was raised, held and resolved."""
         current = {d.key: d for d in suppress(found)}

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import structlog
 
@@ -62,7 +61,7 @@ __all__ = [
 ]
 
 
-class RecordingSink:
+class RecordingSink(Sink):
     """Keeps what would have been sent: replay's and the tests' sink."""
 
     mode = "messages"
@@ -78,7 +77,7 @@ class RecordingSink:
         self.sent.extend(message.notifications)
 
 
-class LogSink:
+class LogSink(Sink):
     """Writes each message to the log: what `run` does when no other sink is set."""
 
     name = "log"
@@ -132,6 +131,10 @@ class AlertRouter:
     @property
     def sinks(self) -> list[Sink]:
         return list(self.outbox.sinks.values())
+
+    def snapshot(self) -> frozenset[Key]:
+        """The announced keys, to persist (what group_wait and reminders rebuild from)."""
+        return frozenset(self.announced)
 
     def restore(self, announced: Iterable[Key]) -> None:
         """Take the announced keys saved before a restart."""
@@ -237,12 +240,9 @@ class AlertRouter:
         for sink in self.sinks:
             if sink.mode != "state":
                 continue
-            observe: Any = getattr(sink, "observe", None)
-            if observe is None:
-                continue
-            for n in observe(unmuted, changes.resolved, t, cycle):
-                if self.outbox.enqueue(n, t):
-                    out.append(n)
+            for note in sink.observe(unmuted, changes.resolved, t, cycle):
+                if self.outbox.enqueue(note, t):
+                    out.append(note)
         return out
 
     def _reminder_no(self, incident: Incident, t: float) -> int:

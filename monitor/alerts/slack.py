@@ -42,7 +42,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
-from monitor.alerts.model import DeliveryError, Message, Notification
+from monitor.alerts.model import DeliveryError, Message, Notification, Sink
 from monitor.bodies import SINK_LIMITS, capped_session
 from rules.diagnosis import Diagnosis
 from rules.signals import minutes
@@ -273,7 +273,7 @@ class BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         return wait is None or wait <= self.max_wait_s
 
 
-class SlackSink:
+class SlackSink(Sink):
     """Posts messages to one Slack channel."""
 
     mode = "messages"
