@@ -447,7 +447,7 @@ class RestV2:
         return resp
 
     def _event(self, seq: int, x: LogEntry) -> bytes:
-        ts = x.ts or self.view.iso(x.t)
+        ts = self.view.iso(x.t)
         data = json.dumps({"ts": ts, "source": x.source, "line": x.line})
         return f"id: {ts}/{seq:012d}\ndata: {data}\n\n".encode()
 

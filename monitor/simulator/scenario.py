@@ -320,7 +320,6 @@ class V2LogLine(_Strict):
     line: str
     source: Literal["container", "system"] = "container"
     t: float | None = None
-    ts: Timestamp | None = None
 
 
 LogLine = V2LogLine | str

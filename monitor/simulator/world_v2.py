@@ -52,7 +52,6 @@ class LogEntry:
     t: float
     source: str
     line: str
-    ts: str | None = None
 
 
 @dataclass
@@ -112,13 +111,13 @@ class EndpointV2State:
             self.releases = [
                 (r, r.created_s if r.created_s is not None else start_s) for r in change.releases
             ]
-        for worker, lines in (change.logs or {}).items():
-            self.logs[worker] = [
+        for worker, lines in (change.logs or {}).items():  # a log only grows
+            self.logs.setdefault(worker, []).extend([
                 LogEntry(t=start_s, source="container", line=x) if isinstance(x, str)
                 else LogEntry(t=x.t if x.t is not None else start_s, source=x.source,
-                              line=x.line, ts=x.ts)
+                              line=x.line)
                 for x in lines
-            ]
+            ])
         for route, fault in (change.faults or {}).items():
             self.faults[route] = fault
         if change.billing is not None:
@@ -185,6 +184,12 @@ class V2World:
 
     def sim_s(self, when: datetime) -> float:
         return (when - self.epoch).total_seconds()
+
+    def _when(self, stamp: str | None, default: float) -> float:
+        """Simulated seconds of an RFC 3339 `stamp`, else `default`."""
+        if stamp is None:
+            return default
+        return self.sim_s(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
 
     def _index(self, m: Moment) -> int:
         return max(0, self.world.scenario.step_index(m.cycle))
@@ -300,7 +305,7 @@ class V2World:
     def _releases_now(self, endpoint_id: str, ep: EndpointState, m: Moment) -> list[_Release]:
         if ep.v2.releases is not None:
             return [
-                _Release(r.version, created, None, {
+                _Release(r.version, self._when(r.createdAt, created), None, {
                     "id": r.id or _hid(endpoint_id, "release", r.version)[:8],
                     "version": r.version, "source": r.source, "buildId": r.buildId,
                     "createdByUserId": None, "createdAt": r.createdAt or self.iso(created),
@@ -399,7 +404,7 @@ class V2World:
                 placed = w.status != "THROTTLED"
                 started = w.started_s
                 if w.startedAt is not None:
-                    started = self.sim_s(datetime.fromisoformat(w.startedAt.replace("Z", "+00:00")))
+                    started = self._when(w.startedAt, 0.0)
                 elif started is None and placed:
                     started = self.world.state(m).start_s
                 version = w.version if w.version is not None else current
