@@ -4,6 +4,7 @@ per route, worker logs as server-sent events, billing, the catalog, and a retire
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from conftest import SIM_KEY, SimStart
 
-from monitor.simulator import ScenarioError, load_scenario
+from monitor.simulator import Scenario, ScenarioError, load_scenario
 
 AUTH = {"Authorization": f"Bearer {SIM_KEY}"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,8 @@ def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
     body = r.json()
     assert body["status"] == status
     assert body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     return dict(body)
 
 
@@ -107,8 +109,9 @@ async def test_problem_json_errors(http: httpx.AsyncClient, sim_server: SimStart
     assert _problem(r, 404)["detail"] == "resource not found"
     assert r.headers["x-request-id"]
     assert "RateLimit" in r.headers
-    for path in ("/v2/serverless/ep00/nothing", "/v2/billing/nothing", "/v2/serverless/nope/workers",
-                 "/v2/serverless/ep00/workers/nope/logs", "/v2/pods/nope"):
+    for path in ("/v2/serverless/ep00/nothing", "/v2/billing/nothing",
+                 "/v2/serverless/nope/workers", "/v2/serverless/ep00/workers/nope/logs",
+                 "/v2/pods/nope"):
         _problem(await http.get(f"{sim.url}{path}"), 404)
     r = await http.patch(f"{sim.url}/v2/serverless/ep00", json={"workers": {"max": 0}})
     _problem(r, 405)
@@ -354,7 +357,7 @@ async def test_worker_logs_stream_stays_open_and_tails(
     scenario["steps"] = [
         {"cycles": 1},
         {"cycles": 1, "endpoints": {"ep00": {"v2": {"logs": {"*": [
-            {"source": "system", "line": "start container"}]}}}}},
+            {"source": "system", "line": "start container (restart 1)"}]}}}}},
     ]
     sim = await sim_server(scenario)
     [w] = (await http.get(f"{sim.url}/v2/serverless/ep00/workers")).json()["workers"]
@@ -371,12 +374,10 @@ async def test_worker_logs_stream_stays_open_and_tails(
         sim.set_cycle(2)
         got.append(await asyncio.wait_for(next_data(), 2))
     assert '"line": "start container"' in got[0]  # the synthesized start line
-    assert '"line": "start container"' in got[1] and '"source": "system"' in got[1]
+    assert '"line": "start container (restart 1)"' in got[1]  # written by step 2, live
 
 
 def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    import json
-
     out = []
     for block in text.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines())
@@ -508,15 +509,11 @@ def test_v2_example_scenarios_load_and_serve() -> None:
 )
 def test_bad_v2_keys_name_the_field(v2: dict[str, Any], message: str) -> None:
     with pytest.raises(ScenarioError) as exc:
-        from monitor.simulator import Scenario
-
         Scenario.from_dict(_account(1, v2))
     assert str(exc.value).startswith(message), str(exc.value)
 
 
 def test_bad_endpoint_v2_keys_name_the_field() -> None:
-    from monitor.simulator import Scenario
-
     bad = _account(1)
     bad["endpoints"][0]["v2"] = {"workers": [{"id": "w", "status": "OUTDATED"}]}
     with pytest.raises(ScenarioError, match=r"^endpoints\[0\]\.v2\.workers\[0\]\.status"):
