@@ -16,7 +16,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -234,8 +234,10 @@ class RestV2:
     # -- pagination ------------------------------------------------------------------
 
     def _page(
-        self, request: web.Request, items: list[dict[str, Any]], key: str
+        self, request: web.Request, items: Sequence[Any], key: str,
+        render: Callable[[Any], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        """One page of `items` (each rendered only when on the page) under `key`."""
         p: V2Pagination = self.settings.pagination
         raw_limit = request.query.get(p.limit_param)
         limit = p.page_size
@@ -250,14 +252,17 @@ class RestV2:
             if decoded is None:
                 raise BadRequest(f"{p.cursor_param}: not a cursor this API issued")
             offset = decoded
-        page = items[offset:offset + limit]
+        page = list(items[offset:offset + limit])
         end = offset + len(page)
-        return {key: page, p.next_field: _encode_cursor(end) if end < len(items) else None}
+        body = [render(x) for x in page] if render is not None else page
+        return {key: body, p.next_field: _encode_cursor(end) if end < len(items) else None}
 
     # -- routes ----------------------------------------------------------------------
 
     def _list_endpoints(self, request: web.Request, m: Moment, _h: dict[str, str]) -> Any:
-        return self._page(request, self.view.endpoints(m, self.host.url), "endpoints")
+        url = self.host.url
+        return self._page(request, self.view.listed(m), "endpoints",
+                          lambda x: self.view.render_endpoint(x[0], x[1], url))
 
     def _get_endpoint(self, request: web.Request, m: Moment, _h: dict[str, str]) -> Any:
         return self.view.endpoint(request.match_info["endpoint_id"], m, self.host.url)

@@ -172,6 +172,9 @@ class V2World:
         self.settings = world.scenario.v2
         self.epoch = datetime.fromisoformat(self.settings.epoch.replace("Z", "+00:00"))
         self._releases: dict[str, list[_Release]] = {}
+        # Step states are built once and never change: their rates are computed once.
+        self._rate_cache: dict[int, dict[str, V2Billing]] = {}
+        self._totals: dict[str, list[int]] = {}  # endpoint -> active workers per state
 
     # -- time ------------------------------------------------------------------------
 
@@ -204,12 +207,12 @@ class V2World:
         ep = self.world.state(m).listed(endpoint_id)
         if ep is None:
             return None
-        return self._endpoint(endpoint_id, ep, base_url)
+        return self.render_endpoint(endpoint_id, ep, base_url)
 
-    def endpoints(self, m: Moment, base_url: str) -> list[dict[str, Any]]:
-        return [self._endpoint(eid, ep, base_url) for eid, ep in self.listed(m)]
-
-    def _endpoint(self, endpoint_id: str, ep: EndpointState, base_url: str) -> dict[str, Any]:
+    def render_endpoint(
+        self, endpoint_id: str, ep: EndpointState, base_url: str
+    ) -> dict[str, Any]:
+        """One endpoint's v2 body from its state."""
         item = ep.item
         tpl = item.get("template") if isinstance(item.get("template"), Mapping) else {}
         assert isinstance(tpl, Mapping)
@@ -434,12 +437,15 @@ class V2World:
 
     def _slot_start(self, endpoint_id: str, slot: int, m: Moment) -> int:
         """The first state of the unbroken run, ending now, with more than `slot` workers."""
+        totals = self._totals.get(endpoint_id)
+        if totals is None:
+            totals = self._totals[endpoint_id] = [
+                sum(ep.health["workers"].get(k, 0) for k in ACTIVE)
+                if ep is not None and ep.listed else 0
+                for ep in (st.endpoints.get(endpoint_id) for st in self.world.states)
+            ]
         first = self._index(m)
-        while first > 0:
-            ep = self.world.states[first - 1].endpoints.get(endpoint_id)
-            if ep is None or not ep.listed or sum(ep.health["workers"].get(k, 0)
-                                                  for k in ACTIVE) <= slot:
-                break
+        while first > 0 and totals[first - 1] > slot:
             first -= 1
         return first
 
@@ -487,6 +493,12 @@ class V2World:
 
     def _rates(self, st: StepState) -> dict[str, V2Billing]:
         """USD/h per listed endpoint: scripted, else the account's serverless spend split."""
+        cached = self._rate_cache.get(id(st))
+        if cached is None:
+            cached = self._rate_cache[id(st)] = self._compute_rates(st)
+        return cached
+
+    def _compute_rates(self, st: StepState) -> dict[str, V2Billing]:
         listed = {eid: ep for eid, ep in st.endpoints.items() if ep.listed}
         out = {eid: ep.v2.billing for eid, ep in listed.items() if ep.v2.billing is not None}
         rest = [eid for eid in listed if eid not in out]
