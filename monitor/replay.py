@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox
-from monitor.alerts.router import AlertRouter, Notification, RecordingSink
+from monitor.alerts.router import AlertRouter, Notification, RecordingSink, Sink
 from monitor.alerts.silences import SilenceBook
 from monitor.config import load_settings
 from monitor.cycle import Pipeline
@@ -34,6 +34,9 @@ class ReplayResult:
     alerts: list[Notification] = field(default_factory=list)
     passed: int = 0
     failed: list[str] = field(default_factory=list)
+    # per target (graphql or an endpoint id), the cycles whose probe the back-off or a
+    # Retry-After held back (not in the JSON of spec/scenario-format.md)
+    unprobed: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The `replay` JSON of spec/scenario-format.md."""
@@ -134,8 +137,11 @@ class Expectations:
                 self.passed += 1
 
 
-async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> ReplayResult:
-    """Replay `scenario` cycle by cycle against an in-process simulator on loopback."""
+async def replay(
+    scenario: Scenario, env: Mapping[str, str] | None = None, sinks: Sequence[Sink] = (),
+) -> ReplayResult:
+    """Replay `scenario` cycle by cycle against an in-process simulator on loopback;
+    `sinks` get the messages too (e.g. the log sink `demo` uses)."""
     env = dict(os.environ if env is None else env)
     # replay only records notifications: the user's Slack credentials are not its business
     # (an exported SLACK_BOT_TOKEN, with no channel here, would fail validation)
@@ -153,7 +159,7 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
     # what a person would receive on Slack: its minimum severity, the configured group_wait,
     # repeat_interval and silences, in simulated time; delivered right after each cycle
     sink = RecordingSink("slack", settings.alerts.slack.min_severity)
-    outbox = Outbox(MemoryOutboxStore(), [sink])
+    outbox = Outbox(MemoryOutboxStore(), [sink, *sinks])
     router = AlertRouter(
         outbox=outbox,
         group_wait_s=settings.alerts.group_wait_s,
@@ -185,7 +191,11 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
             for k in range(1, scenario.total_cycles + 1):
                 server.set_cycle(k)
                 t_rel = (k - 1) * scenario.interval_s
+                skipped = dict(pipeline.prober.skipped)
                 out = await pipeline.cycle(k, EPOCH + t_rel)
+                for target, n in pipeline.prober.skipped.items():
+                    if n > skipped.get(target, 0):
+                        result.unprobed.setdefault(target, []).append(k)
                 await outbox.deliver(EPOCH + t_rel)
                 # an incident is reported as it was when raised (what a person was told),
                 # with the cycle it resolved in
