@@ -91,6 +91,8 @@ SCENARIO: dict[str, Any] = {
             "health": {"workers": {"running": 2, "initializing": 1, "throttled": 1}},
         },
     ],
+    # Cycle 2 only (test_quota_exhausted): the hour's quota is spent.
+    "steps": [{"cycles": 1}, {"cycles": 1, "v2": {"quota": {"minute": 100, "hour": 0}}}],
 }
 
 
@@ -353,3 +355,20 @@ def test_list_network_volumes_and_pods(judged: tuple[McpClient, SimulatorServer]
     for route in ("network-volumes", "pods", "catalog-gpus", "billing-serverless", "logs",
                   "releases", "workers", "get-endpoint"):
         assert server.request_counts[("v2", route)] >= 1, route
+
+
+def test_quota_exhausted_reaches_the_client(judged: tuple[McpClient, SimulatorServer]) -> None:
+    """RunPod's SDK reads the simulator's 429: its RateLimit names the spent window and its
+    Retry-After the wait (to the hour's end: 12:30:30 is cycle 2), which the tool hands back."""
+    client, server = judged
+    server.set_cycle(2)
+    try:
+        is_error, payload = client.call("list-pods")
+    finally:
+        server.set_cycle(1)
+    assert is_error
+    assert payload["status"] == 429
+    assert payload["detail"] == "rate limit exceeded for the hour window"
+    assert "the hour quota is exhausted" in payload["hint"]
+    assert "(1770s)" in payload["hint"]
+    assert client.ok("list-pods")["pods"]  # the next cycle's quota is back
