@@ -20,6 +20,7 @@ from monitor.alerts.model import Sink
 from monitor.alerts.setup import build_router, build_sinks, silences_path
 from monitor.config import Settings
 from monitor.cycle import CycleResult, Pipeline
+from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
 from monitor.history import HistoryBuffer
 from monitor.incidents import Incident, IncidentTracker
 from monitor.jobs import JobTracker
@@ -27,8 +28,8 @@ from monitor.metrics import MonitorMetrics
 from monitor.probes import Prober
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
-from monitor.web import build_app
-from rules.model import Observation
+from monitor.web import WritePolicy, build_app
+from rules.model import History, Observation
 
 log = structlog.get_logger("monitor.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)
@@ -70,7 +71,8 @@ class Daemon:
             router=router,
             account_rules=shard is None or shard[0] == 0,
         )
-        self.jobs = JobTracker()
+        self.jobs = JobTracker(max_jobs=settings.api.max_jobs)
+        self.episodes_log = EpisodeLog(settings.state.retention_s)
         self.cycle_no = 0
         self.last_result: CycleResult | None = None
         self.started_mono = time.monotonic()
@@ -93,15 +95,19 @@ class Daemon:
         self.pipeline.history.restore(observations, restored.memory)
         self.pipeline.tracker.active = dict(restored.active)
         self.pipeline.router.restore(restored.announced)
+        self.episodes_log.restore(restored.episodes)
+        self.episodes_log.prune(horizon)
         self.cycle_no = restored.last_cycle
         if restored.last_cycle:
             log.info("state restored", observations=len(observations),
                      active=len(restored.active), last_cycle=restored.last_cycle)
 
-    def _persist(self, obs: Observation) -> None:
+    def _persist(self, obs: Observation, episodes: Sequence[Episode] = ()) -> None:
         p = self.pipeline
-        self.store.save_cycle(obs, p.history.memory, p.tracker.active, p.router.announced)
+        self.store.save_cycle(obs, p.history.memory, p.tracker.active, p.router.announced,
+                              episodes)
         self.store.prune(obs.t - self.settings.state.retention_s)
+        self.store.prune_episodes(obs.t - self.settings.state.retention_s, MAX_EPISODES)
         # sent notifications are kept long enough to dedupe a restart's re-decisions
         keep = max(2 * self.settings.alerts.repeat_interval_s, 86400.0)
         self.store.prune_outbox(obs.t - keep)
@@ -123,7 +129,9 @@ class Daemon:
                     job_id=j.id,
                 )
             self.metrics.observe_cycle(result)
-            self._persist(result.observation)
+            changed = self.episodes_log.update(result.changes, result.observation.t,
+                                               self.cycle_no)
+            self._persist(result.observation, changed)
             self.last_result = result
             self.last_cycle_mono = time.monotonic()
             self._deliver_wake.set()
@@ -179,6 +187,12 @@ class Daemon:
     def endpoint_name(self, endpoint_id: str) -> str:
         return self.pipeline.history.view().endpoint_name(endpoint_id)
 
+    def history(self) -> History:
+        return self.pipeline.history.view()
+
+    def episodes(self) -> list[Episode]:
+        return self.episodes_log.episodes()
+
     def register_job(self, endpoint_id: str, job_id: str) -> bool:
         return self.jobs.register(endpoint_id, job_id, self.clock())
 
@@ -198,7 +212,9 @@ class Daemon:
         if http.basic_auth is not None:
             auth = (http.basic_auth.username, http.basic_auth.password.get_secret_value())
         silences = (self.pipeline.router.silences, self.clock)
-        self._runner = web.AppRunner(build_app(self, auth, silences=silences), access_log=None)
+        writes = WritePolicy.from_settings(self.settings)
+        app = build_app(self, auth, silences=silences, writes=writes)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, http.host, http.port)
         await site.start()
