@@ -33,22 +33,22 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 
-from monitor.episodes import Episode  # noqa: E402
-from monitor.incidents import Incident  # noqa: E402
-from monitor.status_page import render  # noqa: E402
-from monitor.web import build_app  # noqa: E402
-from rules.model import (  # noqa: E402
+from model.history import History  # noqa: E402
+from model.observation import (  # noqa: E402
     OK,
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     Health,
-    History,
     Job,
     Observation,
     Template,
 )
+from monitor.episodes import Episode  # noqa: E402
+from monitor.incidents import Incident  # noqa: E402
+from monitor.status_page import render  # noqa: E402
+from monitor.web import build_app  # noqa: E402
+from rules.diagnosis import Diagnosis  # noqa: E402
 
 INTERVAL_S = 30.0
 OBSERVATIONS = 240  # state.retention_s 7200 / 30 s

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from monitor.incidents import Changes, Incident, Key
-from rules.model import SEVERITY_ORDER
+from rules.diagnosis import SEVERITY_ORDER
 
 # At most this many records are kept, the newest by `since`: a fleet of flapping
 # endpoints cannot grow the history (or the SQLite table) without bound.

@@ -24,13 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from monitor import __version__, charts
-from monitor.charts import Span, Window
-from monitor.episodes import Episode
-from monitor.incidents import Incident
-from rules.model import (
+from model.observation import (
     OK,
-    SEVERITY_ORDER,
     WORKER_STATES,
     Account,
     EndpointSample,
@@ -39,6 +34,11 @@ from rules.model import (
     iso_utc,
     queued_wait_ms,
 )
+from monitor import __version__, charts
+from monitor.charts import Span, Window
+from monitor.episodes import Episode
+from monitor.incidents import Incident
+from rules.diagnosis import SEVERITY_ORDER
 
 if TYPE_CHECKING:
     from monitor.web import Runtime

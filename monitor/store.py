@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.history import Memory
+from model.observation import Observation
 from monitor import codec
 from monitor.episodes import Episode
 from monitor.incidents import Incident, Key
-from rules.model import Memory, Observation
 from rules.secrets import mask
 
 SCHEMA_VERSION = 2  # 2: configs by reference (table `configs`); 1: configs inline
@@ -64,8 +65,9 @@ CREATE TABLE IF NOT EXISTS episodes (
 
 
 @dataclass(frozen=True, slots=True)
-class Restored:
-    """What `Store.load` found; empty for a new file."""
+class PipelineState:
+    """What the pipeline carries from one cycle to the next: what `Store.load` reads back
+    (empty for a new file) and `Pipeline.snapshot` gives."""
 
     observations: list[Observation] = field(default_factory=list)  # oldest first
     memory: Memory = field(default_factory=Memory)
@@ -213,7 +215,7 @@ class Store:
             db.executemany("INSERT INTO announced VALUES (?, ?)", keys)
             db.executemany("INSERT OR REPLACE INTO episodes VALUES (?, ?, ?, ?, ?)", history)
 
-    def load(self) -> Restored:
+    def load(self) -> PipelineState:
         """The state as of the last committed cycle. Unchanged parts of consecutive
         observations are shared objects, as in the live history."""
         with self._tx("BEGIN") as db:  # one snapshot of every table
@@ -239,7 +241,7 @@ class Store:
             if self._refs is None and self._writes == writes:  # nothing written since
                 self._set_references(cycle_refs)
         memory = state.get("memory")
-        return Restored(
+        return PipelineState(
             observations=observations,
             memory=Memory() if memory is None else codec.memory_from_json(json.loads(memory)),
             active={(c, e): codec.incident_from_json(json.loads(j)) for c, e, j in incidents},

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from model.history import History
+from model.observation import WORKER_STATES, Job, Observation, iso_utc, queued_wait_ms
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
@@ -21,7 +23,6 @@ from monitor.incidents import Incident
 from monitor.jobs import TrackerFull
 from monitor.metrics.http import metrics_handler
 from monitor.status_page import status_handler
-from rules.model import WORKER_STATES, History, Job, Observation, iso_utc, queued_wait_ms
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

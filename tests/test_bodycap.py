@@ -29,7 +29,7 @@ from monitor.incidents import Incident, IncidentTracker
 from monitor.probes import Prober
 from monitor.runpod import Failure, Ok, RunPodClient
 from monitor.runpod.client import client_for
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 
 KEY = "rpa_BODYCAPSECRET0123456789abcdef"
 MIB = 1024 * 1024

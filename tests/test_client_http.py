@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from model.observation import Health, Job
 from monitor.runpod import Failure, Myself, Ok, RunPodClient
 from monitor.runpod.queries import MYSELF
-from rules.model import Health, Job
 
 KEY = "rpa_TESTSECRET0123456789abcdef"
 TIMEOUT_S = 0.3

@@ -7,10 +7,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from model.history import Memory
+from model.observation import Observation
 from monitor.episodes import Episode, EpisodeLog
 from monitor.incidents import Changes, Incident
 from monitor.store import Store
-from rules.model import Diagnosis, Memory, Observation
+from rules.diagnosis import Diagnosis
 
 T0 = 1_767_225_600.0
 

@@ -20,23 +20,23 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor.episodes import Episode
-from monitor.incidents import Incident
-from monitor.status_page import render
-from monitor.web import build_app
-from rules.model import (
+from model.history import History
+from model.observation import (
     OK,
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
     Health,
-    History,
     Job,
     Observation,
     Template,
 )
+from monitor.episodes import Episode
+from monitor.incidents import Incident
+from monitor.status_page import render
+from monitor.web import build_app
+from rules.diagnosis import Diagnosis
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 API_KEY = "rpa_TESTSECRETAPIKEY0123456789"

@@ -13,19 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from model.history import History
+from model.observation import EndpointConfig, EndpointSample, Health, Job, Observation
 from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
 from monitor.web import WritePolicy, build_app
-from rules.model import (
-    Diagnosis,
-    EndpointConfig,
-    EndpointSample,
-    Health,
-    History,
-    Job,
-    Observation,
-)
+from rules.diagnosis import Diagnosis
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
 CONTRACT = {"code", "scope", "endpoint_id", "endpoint_name", "severity", "summary",

@@ -24,10 +24,10 @@ from typing import Any
 
 import aiohttp
 
-from monitor.alerts.model import DeliveryError, Message, Notification, severe_enough
+from model.observation import iso_utc
+from monitor.alerts.model import DeliveryError, Message, Notification, Sink, severe_enough
 from monitor.bodies import SINK_LIMITS, BodyError, capped_session
 from monitor.incidents import Incident, Key
-from rules.model import iso_utc
 
 # the annotation size Alertmanager and its receivers handle comfortably
 ANNOTATION_LIMIT = 8000
@@ -57,7 +57,7 @@ def alert_json(incident: Incident, ends_at: float) -> dict[str, Any]:
     }
 
 
-class AlertmanagerSink:
+class AlertmanagerSink(Sink):
     """Pushes the active set every cycle and each resolution once."""
 
     mode = "state"

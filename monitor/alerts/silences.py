@@ -22,10 +22,10 @@ from typing import Any
 
 import structlog
 
+from model.observation import iso_utc
 from monitor.config import Silence
 from monitor.incidents import Key
 from rules.catalog import CODES
-from rules.model import iso_utc
 
 log = structlog.get_logger("monitor.alerts")
 

@@ -42,9 +42,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
-from monitor.alerts.model import DeliveryError, Message, Notification
+from monitor.alerts.model import DeliveryError, Message, Notification, Sink
 from monitor.bodies import SINK_LIMITS, capped_session
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 from rules.signals import minutes
 
 # Slack's limits (Block Kit reference)
@@ -273,7 +273,7 @@ class BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         return wait is None or wait <= self.max_wait_s
 
 
-class SlackSink:
+class SlackSink(Sink):
     """Posts messages to one Slack channel."""
 
     mode = "messages"
@@ -317,8 +317,6 @@ class SlackSink:
         ]
         logger = _quiet_logger()
         self._timeout_s = max(1, round(timeout_s))
-        self._http: aiohttp.ClientSession | None = None  # made in the loop that posts
-        self._http_loop: asyncio.AbstractEventLoop | None = None
         self._webhook: AsyncWebhookClient | None = None
         self._web: AsyncWebClient | None = None
         if webhook_url is not None:
@@ -358,25 +356,25 @@ class SlackSink:
                 return
             raise
 
-    def _attach_session(self) -> None:
-        """Hand slack_sdk a session whose answers are capped (it would make its own)."""
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http.closed or self._http_loop is not loop:
-            self._http = capped_session(
-                SINK_LIMITS, timeout=aiohttp.ClientTimeout(total=self._timeout_s))
-            self._http_loop = loop
-        for client in (self._webhook, self._web):
-            if client is not None:
-                client.session = self._http
-
     async def _post(self, body: dict[str, Any]) -> None:
         await self._throttle()
-        self._attach_session()
         try:
-            if self._webhook is not None:
-                await self._post_webhook(body)
-            else:
-                await self._post_web(body)
+            # slack_sdk reads Slack's answer itself: hand it a session whose answers are
+            # capped, for this post only (as the session it would make for itself)
+            async with capped_session(
+                SINK_LIMITS, timeout=aiohttp.ClientTimeout(total=self._timeout_s)
+            ) as http:
+                client = self._webhook or self._web
+                if client is not None:
+                    client.session = http
+                try:
+                    if self._webhook is not None:
+                        await self._post_webhook(body)
+                    else:
+                        await self._post_web(body)
+                finally:
+                    if client is not None:
+                        client.session = None
         except DeliveryError:
             raise
         except SlackApiError as exc:
@@ -424,7 +422,5 @@ class SlackSink:
         return DeliveryError(reason, permanent=error in CONTENT_ERRORS, status=status)
 
     async def close(self) -> None:
-        if self._http is not None and self._http_loop is asyncio.get_running_loop():
-            await self._http.close()
-        self._http = None
+        return None
 

@@ -23,7 +23,7 @@ from pydantic import (
 
 from monitor.config.errors import _FieldProblem, _got
 from rules.catalog import CODES
-from rules.model import Thresholds
+from rules.thresholds import Thresholds
 
 _NO_TARGET = "needs a code, an endpoint_id or both"
 _NO_CHANNEL = "required with a bot token"

@@ -17,7 +17,7 @@ from monitor.metrics.collectors import (
     SnapshotCollector,
     error_reason,
 )
-from monitor.metrics.recorder import MonitorMetrics
+from monitor.metrics.recorder import CycleFacts, MonitorMetrics, ProbeTiming
 
 __all__ = [
     "CYCLE_BUCKETS",
@@ -27,8 +27,10 @@ __all__ = [
     "JOB_BUCKETS",
     "PROBE_BUCKETS",
     "SEEN_JOBS_MAX",
+    "CycleFacts",
     "EndpointState",
     "MonitorMetrics",
+    "ProbeTiming",
     "Snapshot",
     "SnapshotCollector",
     "error_reason",

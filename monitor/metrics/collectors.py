@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from rules.model import (
+from model.observation import (
     WORKER_STATES,
     Account,
     Health,
@@ -37,7 +37,7 @@ SEEN_JOBS_MAX = 50_000
 
 ENDPOINT_JOB_STATES = ("in_queue", "in_progress", "completed", "failed", "retried")
 
-# Probe failure kinds (rules.model.FAILURE_KINDS) to the bounded `reason` label.
+# Probe failure kinds (model.observation.FAILURE_KINDS) to the bounded `reason` label.
 ERROR_REASONS: Mapping[str, str] = {
     "timeout": "timeout",
     "connect": "connect",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -24,8 +25,18 @@ from prometheus_client import (
     generate_latest,
 )
 
+from model.observation import (
+    OK,
+    SKIPPED,
+    TERMINAL_JOB_STATUSES,
+    Account,
+    EndpointConfig,
+    Health,
+    Job,
+    Observation,
+    queued_wait_ms,
+)
 from monitor import __version__
-from monitor.cycle import CycleResult
 from monitor.metrics.collectors import (
     _POLLED,
     _REASONS,
@@ -40,17 +51,31 @@ from monitor.metrics.collectors import (
 )
 from monitor.metrics.renderer import JobHistogram, SnapshotText
 from rules.catalog import CATALOG
-from rules.model import (
-    OK,
-    SKIPPED,
-    TERMINAL_JOB_STATUSES,
-    Account,
-    Diagnosis,
-    EndpointConfig,
-    Health,
-    Job,
-    queued_wait_ms,
-)
+from rules.diagnosis import Diagnosis
+
+
+class ProbeTiming(Protocol):
+    """One API call of a cycle, as the probe metrics read it (`monitor.probes.ProbeCall`)."""
+
+    @property
+    def probe(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def elapsed_s(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CycleFacts:
+    """What one cycle hands the metrics, built by the pipeline (`CycleResult.facts`): the
+    metrics read the cycle's facts and import nothing of the pipeline."""
+
+    observation: Observation
+    active: Sequence[Diagnosis] = ()
+    raised: Sequence[Diagnosis] = ()  # the diagnoses that became incidents this cycle
+    calls: Sequence[ProbeTiming] = ()
+    listed: tuple[EndpointConfig, ...] | None = None  # what GraphQL listed; None: failed
+    duration_s: float = 0.0
 
 
 class _SeenIds:
@@ -207,8 +232,8 @@ class MonitorMetrics:
 
     # -- the pipeline ------------------------------------------------------------------
 
-    def observe_cycle(self, result: CycleResult) -> None:
-        """Take one cycle's result: new snapshot, probe and diagnosis counts, job times."""
+    def observe_cycle(self, result: CycleFacts) -> None:
+        """Take one cycle's facts: new snapshot, probe and diagnosis counts, job times."""
         obs = result.observation
         if obs.account is not None and self._account_gauges:
             self._account = obs.account
@@ -253,8 +278,7 @@ class MonitorMetrics:
             Snapshot(self._account, tuple(states), self._diagnosis_labels(result.active))
         )
 
-        for incident in result.changes.raised:
-            d = incident.diagnosis
+        for d in result.raised:
             self.diagnoses_raised.labels(d.code, d.severity).inc()
         for call in result.calls:
             if call.probe not in self._probes_seen:

@@ -11,13 +11,13 @@ from prometheus_client import Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from model.observation import WORKER_STATES
 from monitor.metrics.collectors import (
     ENDPOINT_JOB_STATES,
     EndpointState,
     Snapshot,
     SnapshotCollector,
 )
-from rules.model import WORKER_STATES
 
 
 def _esc(value: str) -> str:

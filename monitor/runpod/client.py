@@ -45,7 +45,7 @@ from monitor.runpod.queries import MYSELF
 
 if TYPE_CHECKING:
     from monitor.config import Settings
-from rules.model import Health, Job
+from model.observation import Health, Job
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
