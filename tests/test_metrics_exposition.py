@@ -139,7 +139,7 @@ EVENT = st.one_of(
 def apply(m: MonitorMetrics, event: tuple[Any, ...], n: int, data: st.DataObject) -> None:
     kind, *args = event
     if kind == "cycle":
-        m.observe_cycle(data.draw(cycle(n)))
+        m.observe_cycle(data.draw(cycle(n)).facts)
     elif kind == "job":
         eid, name, delay, execution, job_id = args
         m.observe_job(eid, name, delay, execution, job_id=job_id)
