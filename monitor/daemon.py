@@ -7,6 +7,7 @@ import contextlib
 import gc
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -28,11 +29,13 @@ from monitor.probes import Prober
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
 from monitor.web import build_app
-from rules.model import Observation
+from rules.model import History, Observation
 
 log = structlog.get_logger("monitor.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)
 DELIVER_POLL_S = 2.0
+# resolved incidents kept for /api/v1/incidents (also cut at the retention window)
+RESOLVED_KEPT = 1000
 
 
 class Daemon:
@@ -71,6 +74,8 @@ class Daemon:
             account_rules=shard is None or shard[0] == 0,
         )
         self.jobs = JobTracker()
+        # in memory only: a restart forgets the incidents that ended before it
+        self.resolved: deque[Incident] = deque(maxlen=RESOLVED_KEPT)
         self.cycle_no = 0
         self.last_result: CycleResult | None = None
         self.started_mono = time.monotonic()
@@ -114,6 +119,7 @@ class Daemon:
             self.cycle_no += 1
             now = self.clock()
             result = await self.pipeline.cycle(self.cycle_no, now)
+            self.resolved.extend(result.changes.resolved)
             for done in await self.jobs.poll(self.client, now, self.pipeline.prober):
                 j = done.job
                 self.metrics.observe_job(
@@ -184,6 +190,14 @@ class Daemon:
 
     def interval_s(self) -> float:
         return self.settings.interval_s
+
+    def history(self) -> History:
+        return self.pipeline.history.view()
+
+    def resolved_incidents(self) -> list[Incident]:
+        """The incidents resolved since start-up, within the retention window, oldest first."""
+        horizon = self.clock() - self.settings.state.retention_s
+        return [i for i in self.resolved if i.resolved_at is not None and i.resolved_at >= horizon]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> str:

@@ -17,7 +17,7 @@ from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import SilenceBook
 from monitor.incidents import Incident
 from monitor.status_page import status_handler
-from rules.model import Observation
+from rules.model import History, Observation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,6 +32,8 @@ class Runtime(Protocol):
     def endpoint_name(self, endpoint_id: str) -> str: ...
     def register_job(self, endpoint_id: str, job_id: str) -> bool: ...
     def interval_s(self) -> float: ...
+    def history(self) -> History: ...
+    def resolved_incidents(self) -> list[Incident]: ...
 
 
 def iso(t: float | None) -> str | None:
@@ -173,4 +175,7 @@ def build_app(
     app.router.add_post("/api/v1/jobs", register_job)
     if silences is not None:
         add_silence_routes(app, *silences)
+    from monitor.history_api import add_history_routes  # it builds on this module
+
+    add_history_routes(app, runtime)
     return app

@@ -130,7 +130,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
 
                 c.diagnoses = wait_until("secret_in_template", leak_found, 20)
                 time.sleep(2.5)  # a few more cycles: alerts delivered, state written
-                for path in ("/metrics", "/api/v1/diagnoses", "/api/v1/endpoints", "/"):
+                for path in ("/metrics", "/api/v1/diagnoses", "/api/v1/endpoints",
+                             f"/api/v1/endpoints/{EID}", "/api/v1/incidents", "/"):
                     r = client.get(base + path)
                     assert r.status_code == 200, path
                     c.texts[f"GET {path}"] = r.text
@@ -192,6 +193,8 @@ def test_the_secrets_were_really_in_play(captured: Captured) -> None:
     # the template (env names, masked values) was stored: the database was worth searching
     assert any(b"GITHUB_TOKEN" in blob for blob in captured.blobs.values())
     assert "leaky-worker" in captured.texts["GET /api/v1/endpoints"]
+    # the one-endpoint view carries the template (docker args masked, env names only)
+    assert "GITHUB_TOKEN" in captured.texts[f"GET /api/v1/endpoints/{EID}"]
     posted = [r.body.decode("utf-8", "replace") for r in captured.slack]
     assert any("secret_in_template" in body for body in posted), posted
 
@@ -205,7 +208,8 @@ def test_no_secret_in_daemon_logs(captured: Captured) -> None:
 
 
 def test_no_secret_in_http_bodies(captured: Captured) -> None:
-    """No secret in /metrics, /api/v1/diagnoses, /api/v1/endpoints or the status page."""
+    """No secret in /metrics, /api/v1/diagnoses, /api/v1/endpoints (all and one),
+    /api/v1/incidents or the status page."""
     leaks = [leak for where, text in captured.texts.items() if where.startswith("GET ")
              for leak in _leaks(where, text)]
     assert not leaks
