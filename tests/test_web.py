@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
 from monitor.web import build_app
-from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, Observation
+from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, History, Observation
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
 CONTRACT = {"code", "scope", "endpoint_id", "endpoint_name", "severity", "summary",
@@ -47,6 +47,7 @@ class FakeRuntime:
     observation: Observation | None = None
     jobs: JobTracker = field(default_factory=JobTracker)
     registered: list[tuple[str, str]] = field(default_factory=list)
+    resolved: list[Incident] = field(default_factory=list)
 
     def metrics_body(self) -> tuple[bytes, str]:
         return b"runpod_monitor_build_info{version=\"0\"} 1.0\n", "text/plain; version=0.0.4"
@@ -69,6 +70,12 @@ class FakeRuntime:
 
     def interval_s(self) -> float:
         return 30.0
+
+    def history(self) -> History:
+        return History(() if self.observation is None else (self.observation,))
+
+    def resolved_incidents(self) -> list[Incident]:
+        return list(self.resolved)
 
 
 Factory = Callable[..., Any]
@@ -293,3 +300,54 @@ async def test_endpoints_before_and_after_the_first_cycle(serve: Factory) -> Non
     assert two["outcome"] == "timeout"
     assert two["workers"] is None
     assert two["config"] is None
+
+
+# ---------------------------------------------------------------- one endpoint, incidents
+
+
+async def test_one_endpoint_now_and_its_history(serve: Factory) -> None:
+    """/api/v1/endpoints/{id}: the latest sample, the config, one history point; 404 for an
+    endpoint it knows nothing of; 400 naming window_s when that is not a positive number."""
+    runtime = FakeRuntime(observation=Observation(cycle=3, t=T0, graphql_outcome="ok", endpoints={
+        "ep1": EndpointSample("ep1", "ok", 200, Health(in_queue=4, unhealthy=1), (), True,
+                              EndpointConfig("ep1", "video-worker", "AMPERE_48", None, 0, 2)),
+    }))
+    client = await serve(runtime)
+    body = await (await client.get("/api/v1/endpoints/ep1")).json()
+    assert body["endpoint_name"] == "video-worker"
+    assert body["watched"] is True
+    assert body["now"]["jobs"]["in_queue"] == 4
+    assert body["config"]["gpu_ids"] == "AMPERE_48"
+    assert body["history"]["window_s"] == 3600
+    [point] = body["history"]["points"]
+    assert point["workers"] == {"unhealthy": 1}
+    assert point["in_queue"] == 4
+    r = await client.get("/api/v1/endpoints/nope")
+    assert r.status == 404
+    assert "nope" in (await r.json())["error"]
+    for bad in ("abc", "-5", "0", "nan", "inf"):
+        r = await client.get("/api/v1/endpoints/ep1", params={"window_s": bad})
+        assert r.status == 400, bad
+        assert (await r.json())["error"].startswith("window_s:")
+
+
+async def test_incidents_in_a_window(serve: Factory) -> None:
+    """/api/v1/incidents: the active ones and those resolved within window_s of the last
+    cycle, newest change first."""
+    old = _incident("queue_backlog", "warning", T0 - 9000)
+    runtime = FakeRuntime(
+        active=[_incident("crash_loop", "critical", T0 - 60)],
+        observation=Observation(cycle=3, t=T0, graphql_outcome="ok"),
+        resolved=[
+            Incident(old.diagnosis, old.since, 1, resolved_at=T0 - 8000, resolved_cycle=2),
+            Incident(old.diagnosis, T0 - 900, 5, resolved_at=T0 - 120, resolved_cycle=9),
+        ],
+    )
+    client = await serve(runtime)
+    body = await (await client.get("/api/v1/incidents", params={"window_s": "600"})).json()
+    assert [(i["code"], i["state"]) for i in body["incidents"]] == [
+        ("crash_loop", "active"), ("queue_backlog", "resolved")]
+    assert body["incidents"][1]["duration_s"] == 780.0
+    assert body["incidents"][1]["raised_in_window"] is False
+    assert body["to"] == "2026-01-01T00:00:00Z"
+    assert body["truncated"] is False
