@@ -117,6 +117,7 @@ def test_finish_bounds_the_answer_and_says_what_went() -> None:
     kept = len(out["diagnoses"])
     assert 0 < kept < 400
     assert out["omitted"] == {"diagnoses": 400 - kept}
+    assert "narrow" in out["hint"]
     assert [d["n"] for d in out["diagnoses"]] == list(range(kept))  # the first ones stay
     assert out["note"].endswith(answers.CUT)
     assert len(out["note"]) == answers.MAX_STRING + len(answers.CUT)

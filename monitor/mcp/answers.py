@@ -198,6 +198,7 @@ def finish(
     if omitted:
         out["truncated"] = True
         out["omitted"] = omitted
+        out["hint"] = "cut to fit: narrow the question (an endpoint, a severity, a window)"
     elif "truncated" not in out:
         out["truncated"] = False
     return out
