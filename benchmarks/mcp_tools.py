@@ -82,7 +82,7 @@ async def _initialize(config: Path) -> float:
                                    args=["-m", "monitor", "mcp", "--config", str(config)])
     start = time.perf_counter()
     async with stdio_client(params, errlog=subprocess.DEVNULL) as (r, w), \
-            ClientSession(r, w) as session:  # type: ignore[arg-type]
+            ClientSession(r, w) as session:
         await session.initialize()
         return time.perf_counter() - start
 

@@ -102,7 +102,12 @@ def _mcp(args: argparse.Namespace) -> int:
     from monitor.mcp.daemon_api import target_for
     from monitor.mcp.server import serve_stdio
 
-    settings = _settings(args.config)
+    # an agent starts the server in its own project, where there may be no config.yaml:
+    # then the defaults (the daemon on 127.0.0.1:9108, or --url) serve
+    config = args.config
+    if config is None and os.path.exists("config.yaml"):
+        config = "config.yaml"
+    settings = _settings(config)
     if settings is None:
         return 2
     # stdout carries the protocol: every log line goes to stderr (logs.configure does)
@@ -143,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_check)
 
     p = sub.add_parser("mcp", help="serve the diagnoses to a coding agent (MCP over stdio)")
-    p.add_argument("--config", default="config.yaml",
-                   help="configuration file (default config.yaml): where the daemon listens")
+    p.add_argument("--config", default=None,
+                   help="configuration file: where the daemon listens, its basic auth, the "
+                        "RunPod key for `check` (default config.yaml if present, else none)")
     p.add_argument("--url", default=None,
                    help="the daemon's base URL (default: from http.listen in the config)")
     p.set_defaults(func=_mcp)

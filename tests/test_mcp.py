@@ -106,10 +106,11 @@ class Story:
 
 
 @asynccontextmanager
-async def _session(tmp: Path, config: Path, name: str, **env: str) -> AsyncIterator[ClientSession]:
+async def _session(tmp: Path, args: list[str], name: str, cwd: Path | None = None,
+                   **env: str) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
-        command=PYTHON, args=["-m", "monitor", "mcp", "--config", str(config)],
-        env=base_env(RUNPOD_API_KEY=KEY, **env), cwd=str(tmp),
+        command=PYTHON, args=["-m", "monitor", "mcp", *args],
+        env=base_env(RUNPOD_API_KEY=KEY, **env), cwd=str(cwd or tmp),
     )
     with (tmp / f"{name}.stderr").open("w", encoding="utf-8") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write), \
@@ -144,7 +145,8 @@ async def _until(what: str, probe: Any, timeout_s: float) -> Any:
 
 
 async def _drive(story: Story, tmp: Path, config: Path, base: str) -> None:
-    async with _session(tmp, config, "mcp", RUNPOD_MONITOR_WRITE_TOKEN=WRITE_TOKEN) as s:
+    async with _session(tmp, ["--config", str(config)], "mcp",
+                        RUNPOD_MONITOR_WRITE_TOKEN=WRITE_TOKEN) as s:
         story.tools = {t.name: t for t in (await s.list_tools()).tools}
 
         async def sick_and_leaky() -> bool:
@@ -164,6 +166,7 @@ async def _drive(story: Story, tmp: Path, config: Path, base: str) -> None:
         await _call(story, s, "silence", "silence", code="no_gpu_capacity",
                     endpoint="sick-worker", minutes=30)
         await _call(story, s, "silence everything", "silence")
+        await _call(story, s, "silence bad code", "silence", code="not_a_code", minutes=5)
 
         async def resolved() -> bool:
             got = await _call(story, s, "history poll", "incident_history", window_minutes=10)
@@ -176,7 +179,11 @@ async def _drive(story: Story, tmp: Path, config: Path, base: str) -> None:
                     endpoint=SICK, severity="critical")
         await _call(story, s, "check", "check")
         await _call(story, s, "explain sick after", "explain_endpoint", endpoint=SICK)
-    async with _session(tmp, config, "mcp-no-token") as s:
+    # no config file where the agent starts it: the defaults and --url serve
+    elsewhere = tmp / "agent-project"
+    elsewhere.mkdir()
+    async with _session(tmp, ["--url", base], "mcp-no-token", cwd=elsewhere) as s:
+        await _call(story, s, "by url", "list_diagnoses", endpoint=LEAKY)
         await _call(story, s, "silence without token", "silence", code="crash_loop", minutes=5)
     with http() as client:
         story.silences_after = client.get(f"{base}/api/v1/silences").json()["silences"]
@@ -331,7 +338,11 @@ def test_silence_needs_the_write_token(story: Story) -> None:
     assert added["endpoint_id"] == SICK
     assert added["source"] == "api"
     assert "RUNPOD_MONITOR_WRITE_TOKEN" in story.errors["silence without token"]
+    # that server, started without a config beside it, read the daemon through --url
+    assert [d["code"] for d in story.answers["by url"]["diagnoses"]] == ["secret_in_template"]
     assert "code, an endpoint or both" in story.errors["silence everything"]
+    # the daemon's own validation comes back to the agent, naming the field
+    assert "code: not a known diagnosis code" in story.errors["silence bad code"]
     assert [(x["code"], x["endpoint_id"]) for x in story.silences_after] == [
         ("no_gpu_capacity", SICK)]
 
