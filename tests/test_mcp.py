@@ -110,7 +110,7 @@ async def _session(tmp: Path, args: list[str], name: str, cwd: Path | None = Non
                    **env: str) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
         command=PYTHON, args=["-m", "monitor", "mcp", *args],
-        env=base_env(RUNPOD_API_KEY=KEY, **env), cwd=str(cwd or tmp),
+        env=base_env(**{"RUNPOD_API_KEY": KEY, **env}), cwd=str(cwd or tmp),
     )
     with (tmp / f"{name}.stderr").open("w", encoding="utf-8") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write), \
@@ -182,8 +182,10 @@ async def _drive(story: Story, tmp: Path, config: Path, base: str) -> None:
     # no config file where the agent starts it: the defaults and --url serve
     elsewhere = tmp / "agent-project"
     elsewhere.mkdir()
-    async with _session(tmp, ["--url", base], "mcp-no-token", cwd=elsewhere) as s:
+    async with _session(tmp, ["--url", base], "mcp-no-token", cwd=elsewhere,
+                        RUNPOD_API_KEY="") as s:
         await _call(story, s, "by url", "list_diagnoses", endpoint=LEAKY)
+        await _call(story, s, "check without key", "check")
         await _call(story, s, "silence without token", "silence", code="crash_loop", minutes=5)
     with http() as client:
         story.silences_after = client.get(f"{base}/api/v1/silences").json()["silences"]
@@ -328,6 +330,10 @@ def test_check_probes_now(story: Story) -> None:
     keys = {(d["code"], d["endpoint_id"]) for d in c["diagnoses"]}
     assert ("secret_in_template", LEAKY) in keys
     assert ("no_gpu_capacity", SICK) not in keys
+
+
+def test_check_without_a_key_says_how_to_give_one(story: Story) -> None:
+    assert "RUNPOD_API_KEY" in story.errors["check without key"]
 
 
 def test_silence_needs_the_write_token(story: Story) -> None:

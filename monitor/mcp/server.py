@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import structlog
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -25,6 +27,8 @@ from monitor.config import ConfigError, Settings
 from monitor.logs import Redactor
 from monitor.mcp import answers
 from monitor.mcp.daemon_api import DaemonAPI, DaemonError, Target
+
+log = structlog.get_logger("monitor.mcp")
 
 SeverityArg = Annotated[
     Literal["critical", "warning", "info"] | None,
@@ -61,11 +65,20 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
         "runpod-monitor", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING",
     )
 
-    def finish(answer: dict[str, Any]) -> dict[str, Any]:
-        return answers.finish(answer, redactor)
-
-    def failed(exc: Exception) -> ToolError:
-        return ToolError(redactor.scrub(str(exc)))
+    async def answer(
+        work: Callable[[DaemonAPI], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run one tool's work (with a client of the daemon): its answer masked and bounded,
+        or an error the agent can act on, masked too; nothing escapes unscrubbed."""
+        try:
+            async with DaemonAPI(target) as api:
+                return answers.finish(await work(api), redactor)
+        except (DaemonError, ConfigError, ToolError) as exc:
+            raise ToolError(redactor.scrub(str(exc))) from None
+        except Exception as exc:
+            log.warning("tool failed", error=type(exc).__name__)
+            raise ToolError(redactor.scrub(
+                f"internal error ({type(exc).__name__}): {exc}")) from None
 
     async def endpoint_id(api: DaemonAPI, endpoint: str) -> str:
         rows = (await api.get("/api/v1/endpoints")).get("endpoints") or []
@@ -89,12 +102,11 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
     async def list_diagnoses(
         endpoint: EndpointArg = None, severity: SeverityArg = None
     ) -> dict[str, Any]:
-        try:
-            async with DaemonAPI(target) as api:
-                body = await api.get("/api/v1/diagnoses")
-        except DaemonError as exc:
-            raise failed(exc) from None
-        return finish(answers.list_diagnoses(body.get("diagnoses") or [], endpoint, severity))
+        async def work(api: DaemonAPI) -> dict[str, Any]:
+            body = await api.get("/api/v1/diagnoses")
+            return answers.list_diagnoses(body.get("diagnoses") or [], endpoint, severity)
+
+        return await answer(work)
 
     @server.tool(
         annotations=READ_ONLY,
@@ -115,19 +127,19 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
         window_minutes: WindowArg = 60,
     ) -> dict[str, Any]:
         window_s = window_minutes * 60.0
-        try:
-            async with DaemonAPI(target) as api:
-                report = await api.endpoint(endpoint, window_s)
-                if report is None:
-                    report = await api.endpoint(await endpoint_id(api, endpoint), window_s)
-                if report is None:
-                    raise DaemonError(f"the daemon has no data on {endpoint[:80]!r} yet")
-                diagnoses = (await api.get("/api/v1/diagnoses")).get("diagnoses") or []
-                incidents = (await api.get("/api/v1/incidents", window_s=window_s)).get(
-                    "incidents") or []
-        except DaemonError as exc:
-            raise failed(exc) from None
-        return finish(answers.explain(report, diagnoses, incidents))
+
+        async def work(api: DaemonAPI) -> dict[str, Any]:
+            report = await api.endpoint(endpoint, window_s)
+            if report is None:
+                report = await api.endpoint(await endpoint_id(api, endpoint), window_s)
+            if report is None:
+                raise DaemonError(f"the daemon has no data on {endpoint[:80]!r} yet")
+            diagnoses = (await api.get("/api/v1/diagnoses")).get("diagnoses") or []
+            incidents = (await api.get("/api/v1/incidents", window_s=window_s)).get(
+                "incidents") or []
+            return answers.explain(report, diagnoses, incidents)
+
+        return await answer(work)
 
     @server.tool(
         annotations=READ_ONLY,
@@ -143,12 +155,11 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
         window_minutes: WindowArg = 60, endpoint: EndpointArg = None,
         severity: SeverityArg = None,
     ) -> dict[str, Any]:
-        try:
-            async with DaemonAPI(target) as api:
-                body = await api.get("/api/v1/incidents", window_s=window_minutes * 60.0)
-        except DaemonError as exc:
-            raise failed(exc) from None
-        return finish(answers.incident_events(body, endpoint, severity))
+        async def work(api: DaemonAPI) -> dict[str, Any]:
+            body = await api.get("/api/v1/incidents", window_s=window_minutes * 60.0)
+            return answers.incident_events(body, endpoint, severity)
+
+        return await answer(work)
 
     @server.tool(
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False,
@@ -162,12 +173,11 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
         ),
     )
     async def check() -> dict[str, Any]:
-        async with check_lock:
-            try:
-                result = await _check_cycle(settings, time.time())
-            except ConfigError as exc:
-                raise failed(exc) from None
-        return finish(result)
+        async def work(_: DaemonAPI) -> dict[str, Any]:
+            async with check_lock:
+                return await _check_cycle(settings, time.time())
+
+        return await answer(work)
 
     @server.tool(
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
@@ -196,16 +206,16 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
                             "RUNPOD_MONITOR_WRITE_TOKEN (the daemon's api.write_token) in this "
                             "MCP server's environment")
         until = datetime.now(UTC) + timedelta(minutes=minutes)
-        try:
-            async with DaemonAPI(target) as api:
-                eid = None if endpoint is None else await endpoint_id(api, endpoint)
-                body = {"code": code, "endpoint_id": eid,
-                        "until": until.isoformat().replace("+00:00", "Z")}
-                rule = await api.post("/api/v1/silences", body)
-                active = (await api.get("/api/v1/silences")).get("silences") or []
-        except DaemonError as exc:
-            raise failed(exc) from None
-        return finish({"silence": rule, "active_silences": len(active)})
+
+        async def work(api: DaemonAPI) -> dict[str, Any]:
+            eid = None if endpoint is None else await endpoint_id(api, endpoint)
+            body = {"code": code, "endpoint_id": eid,
+                    "until": until.isoformat().replace("+00:00", "Z")}
+            rule = await api.post("/api/v1/silences", body)
+            active = (await api.get("/api/v1/silences")).get("silences") or []
+            return {"silence": rule, "active_silences": len(active)}
+
+        return await answer(work)
 
     return server
 
