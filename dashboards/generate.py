@@ -1,15 +1,20 @@
-"""The Grafana dashboard of runpod-monitor, generated from plain Python.
+"""The Grafana dashboard of runpod-monitor, built with Grafana's Foundation SDK.
 
     python dashboards/generate.py            # writes dashboards/runpod-serverless.json
     python dashboards/generate.py --check    # exit 1 when the committed file is stale
 
-The output is provisionable (fixed `uid`, no `id`, the data source chosen by a template
+Panels, queries, variables and the dashboard itself are made with the builders of
+`grafana-foundation-sdk` (types generated from Grafana 11.6's own schema), so a field
+Grafana does not know, or a value of the wrong kind, does not type-check or build. The
+output is provisionable (fixed `uid`, no `id`, the data source chosen by a template
 variable) and deterministic (sorted keys, panel ids in layout order, trailing newline),
 so the committed JSON is reviewed like code and a test proves it is up to date.
 
 Metric names follow spec/metrics.md. Every query filters endpoint series with
 `endpoint=~"$endpoint"`; the per-endpoint row also repeats by `$endpoint`, so each of its
-panels shows one endpoint.
+panels shows one endpoint. Panels for stale workers, worker restarts, per-endpoint spend
+and the API budget wait for their metrics (REST v2 and worker-evidence work): a panel
+here must select a series the monitor exports (tests/test_dashboard.py).
 """
 
 from __future__ import annotations
@@ -18,128 +23,174 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 UID = "runpod-serverless"
 TITLE = "RunPod Serverless"
-SCHEMA_VERSION = 39
 OUTPUT = Path(__file__).resolve().parent / "runpod-serverless.json"
 
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 EP = 'endpoint=~"$endpoint"'
 EP_SELECTOR = "{" + EP + "}"
 
-Panel = dict[str, Any]
+# Panels are builders until the dashboard places them; values of overrides, options and
+# transformation settings Grafana types as free-form JSON stay plain dicts.
+P = TypeVar("P", stat.Panel, timeseries.Panel, table.Panel)
+Item = db.Row | stat.Panel | timeseries.Panel | table.Panel
+Targets = list[Builder[Dataquery]]
+Json = dict[str, Any]
 
 
 # -- building blocks -------------------------------------------------------------------
 
 
-def _target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False) -> Panel:
-    target: Panel = {
-        "datasource": DATASOURCE,
-        "expr": expr,
-        "legendFormat": legend or "__auto",
-        "refId": ref,
-    }
-    if instant:
-        target.update({"format": "table", "instant": True, "range": False})
-    else:
-        target.update({"instant": False, "range": True})
-    return target
+def _target(
+    expr: str, legend: str = "", ref: str = "A", *, instant: bool = False
+) -> prometheus.Dataquery:
+    query = (
+        prometheus.Dataquery()
+        .datasource(DATASOURCE)
+        .expr(expr)
+        .legend_format(legend or "__auto")
+        .ref_id(ref)
+    )
+    return query.instant().format(PromQueryFormat.TABLE) if instant else query.range()
 
 
-def _targets(*queries: tuple[str, str]) -> list[Panel]:
+def _targets(*queries: tuple[str, str]) -> Targets:
     return [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
 
 
-def _thresholds(*steps: tuple[str, float | None]) -> Panel:
-    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
+def _thresholds(*steps: tuple[str, float | None]) -> db.ThresholdsConfig:
+    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+        [dm.Threshold(color=c, value=v) for c, v in steps]
+    )
 
 
-def _panel(
-    kind: str, title: str, description: str, targets: list[Panel], *, unit: str = "short",
-    thresholds: Panel | None = None, custom: Panel | None = None, options: Panel | None = None,
-    mappings: list[Panel] | None = None, overrides: list[Panel] | None = None,
-    extra: Panel | None = None,
-) -> Panel:
-    defaults: Panel = {
-        "color": {"mode": "thresholds" if kind == "stat" else "palette-classic"},
-        "mappings": mappings or [],
-        "thresholds": thresholds or _thresholds(("green", None)),
-        "unit": unit,
-    }
-    if custom is not None:
-        defaults["custom"] = custom
-    panel: Panel = {
-        "datasource": DATASOURCE,
-        "description": description,
-        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "options": options or {},
-        "targets": targets,
-        "title": title,
-        "type": kind,
-    }
-    panel.update(extra or {})
+def _value_map(texts: dict[str, tuple[str, str]]) -> dm.ValueMap:
+    """A value mapping: each value shown as (color, text)."""
+    return dm.ValueMap(options={
+        value: dm.ValueMappingResult(color=color, index=i, text=text)
+        for i, (value, (color, text)) in enumerate(texts.items())
+    })
+
+
+def _override(name: str, *props: tuple[str, Any]) -> tuple[str, list[dm.DynamicConfigValue]]:
+    return name, [dm.DynamicConfigValue(id_val=k, value=v) for k, v in props]
+
+
+def _common(
+    panel: P, title: str, description: str, targets: Targets, *,
+    unit: str, thresholds: db.ThresholdsConfig | None, color: dm.FieldColorModeId,
+    mappings: list[dm.ValueMapping] | None,
+    overrides: list[tuple[str, list[dm.DynamicConfigValue]]] | None,
+) -> P:
+    """The settings every panel kind shares: title, queries, unit, colors, overrides."""
+    panel = (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .unit(unit)
+        .color_scheme(db.FieldColor().mode(color))
+        .thresholds(thresholds or _thresholds(("green", None)))
+        .mappings(mappings or [])
+    )
+    for name, props in overrides or []:
+        panel = panel.override_by_name(name, props)
     return panel
 
 
 def _stat(
-    title: str, description: str, targets: list[Panel], *, unit: str = "short",
-    thresholds: Panel | None = None, mappings: list[Panel] | None = None,
-    no_value: str | None = None, decimals: int | None = None, text_mode: str = "auto",
-) -> Panel:
-    panel = _panel(
-        "stat", title, description, targets, unit=unit, thresholds=thresholds,
-        mappings=mappings,
-        options={
-            "colorMode": "background",
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": text_mode,
-        },
+    title: str, description: str, targets: Targets, *, unit: str = "short",
+    thresholds: db.ThresholdsConfig | None = None, mappings: list[dm.ValueMapping] | None = None,
+    no_value: str | None = None, decimals: int | None = None,
+    text_mode: cm.BigValueTextMode = cm.BigValueTextMode.AUTO,
+) -> stat.Panel:
+    panel = _common(
+        stat.Panel(), title, description, targets, unit=unit, thresholds=thresholds,
+        color=dm.FieldColorModeId.THRESHOLDS, mappings=mappings, overrides=None,
+    )
+    panel = (
+        panel.color_mode(cm.BigValueColorMode.BACKGROUND)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .justify_mode(cm.BigValueJustifyMode.AUTO)
+        .orientation(cm.VizOrientation.AUTO)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        .text_mode(text_mode)
     )
     if no_value is not None:
-        panel["fieldConfig"]["defaults"]["noValue"] = no_value
+        panel = panel.no_value(no_value)
     if decimals is not None:
-        panel["fieldConfig"]["defaults"]["decimals"] = decimals
-    return panel
+        panel = panel.decimals(decimals)
+    return _sized(panel, 6, 5)
 
 
 def _timeseries(
-    title: str, description: str, targets: list[Panel], *, unit: str = "short",
-    stacked: bool = False, axis_label: str = "", overrides: list[Panel] | None = None,
-    thresholds: Panel | None = None, threshold_style: str = "off",
-) -> Panel:
-    custom: Panel = {
-        "axisLabel": axis_label,
-        "drawStyle": "line",
-        "fillOpacity": 30 if stacked else 10,
-        "lineInterpolation": "stepAfter",
-        "lineWidth": 1,
-        "showPoints": "never",
-        "spanNulls": False,
-        "stacking": {"group": "A", "mode": "normal" if stacked else "none"},
-        "thresholdsStyle": {"mode": threshold_style},
-    }
-    return _panel(
-        "timeseries", title, description, targets, unit=unit, custom=custom,
-        thresholds=thresholds, overrides=overrides,
-        options={
-            "legend": {"calcs": ["lastNotNull", "max"], "displayMode": "table",
-                       "placement": "bottom", "showLegend": True},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
+    title: str, description: str, targets: Targets, *, unit: str = "short",
+    stacked: bool = False, axis_label: str = "",
+    overrides: list[tuple[str, list[dm.DynamicConfigValue]]] | None = None,
+) -> timeseries.Panel:
+    panel = _common(
+        timeseries.Panel(), title, description, targets, unit=unit, thresholds=None,
+        color=dm.FieldColorModeId.PALETTE_CLASSIC, mappings=None, overrides=overrides,
     )
+    panel = (
+        panel.axis_label(axis_label)
+        .draw_style(cm.GraphDrawStyle.LINE)
+        .fill_opacity(30 if stacked else 10)
+        .line_interpolation(cm.LineInterpolation.STEP_AFTER)
+        .line_width(1)
+        .show_points(cm.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(cb.StackingConfig().group("A").mode(
+            cm.StackingMode.NORMAL if stacked else cm.StackingMode.NONE))
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.OFF))
+        .legend(cb.VizLegendOptions().calcs(["lastNotNull", "max"])
+                .display_mode(cm.LegendDisplayMode.TABLE)
+                .placement(cm.LegendPlacement.BOTTOM).show_legend(True))
+        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI)
+                 .sort(cm.SortOrder.DESCENDING))
+    )
+    return _sized(panel, 12, 8)
 
 
-def _row(title: str, *, repeat: str | None = None) -> Panel:
-    row: Panel = {"collapsed": False, "panels": [], "title": title, "type": "row"}
-    if repeat is not None:
-        row["repeat"] = repeat
-    return row
+def _table(
+    title: str, description: str, targets: Targets, *,
+    organize: Json, sort_by: str | None = None,
+    overrides: list[tuple[str, list[dm.DynamicConfigValue]]] | None = None,
+) -> table.Panel:
+    panel = _common(
+        table.Panel(), title, description, targets, unit="short", thresholds=None,
+        color=dm.FieldColorModeId.PALETTE_CLASSIC, mappings=None, overrides=overrides,
+    )
+    panel = (
+        panel.align(cm.FieldTextAlignment.AUTO)
+        .cell_options(cm.TableAutoCellOptions())
+        .inspect(False)
+        .cell_height(cm.TableCellHeight.SM)
+        .footer(cb.TableFooterOptions().show(False))
+        .show_header(True)
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options=organize))
+    )
+    if sort_by is not None:
+        panel = panel.sort_by([cb.TableSortByFieldState().display_name(sort_by).desc(False)])
+    return _sized(panel, 24, 8)
+
+
+def _row(title: str, *, repeat: str | None = None) -> db.Row:
+    row = db.Row(title).collapsed(False)
+    return row.repeat(repeat) if repeat is not None else row
 
 
 def _quantiles(metric: str, by: str, selector: str, *qs: float) -> list[tuple[str, str]]:
@@ -154,28 +205,18 @@ def _quantiles(metric: str, by: str, selector: str, *qs: float) -> list[tuple[st
     ]
 
 
-def _severity_mappings() -> list[Panel]:
+def _severity_mappings() -> list[dm.ValueMapping]:
     colors = {"critical": "red", "warning": "orange", "info": "blue"}
-    return [{
-        "options": {
-            sev: {"color": color, "index": i, "text": sev}
-            for i, (sev, color) in enumerate(colors.items())
-        },
-        "type": "value",
-    }]
+    return [_value_map({sev: (color, sev) for sev, color in colors.items()})]
 
 
-def _override(name: str, *props: tuple[str, Any]) -> Panel:
-    return {
-        "matcher": {"id": "byName", "options": name},
-        "properties": [{"id": k, "value": v} for k, v in props],
-    }
+UP_DOWN: list[dm.ValueMapping] = [_value_map({"0": ("red", "DOWN"), "1": ("green", "UP")})]
 
 
 # -- rows ------------------------------------------------------------------------------
 
 
-def account_row() -> list[Panel]:
+def account_row() -> list[Item]:
     stats = [
         _stat(
             "Balance",
@@ -215,9 +256,8 @@ def account_row() -> list[Panel]:
     ]
 
 
-def diagnoses_row() -> list[Panel]:
-    table = _panel(
-        "table",
+def diagnoses_row() -> list[Item]:
+    table = _table(
         "Active diagnoses",
         "Diagnoses active now, one per row (account-scope diagnoses have no endpoint). "
         "Prometheus holds only the labels: when each was first raised (`since`), its "
@@ -228,29 +268,22 @@ def diagnoses_row() -> list[Panel]:
             '(runpod_diagnosis_active{endpoint=~"$endpoint|"})',
             instant=True,
         )],
-        custom={"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False},
-        options={
-            "cellHeight": "sm",
-            "footer": {"show": False},
-            "showHeader": True,
-            "sortBy": [{"desc": False, "displayName": "severity"}],
-        },
+        sort_by="severity",
         overrides=[
             _override("severity", ("mappings", _severity_mappings()),
                       ("custom.cellOptions", {"type": "color-text"})),
-            _override("endpoint", ("mappings", [{
-                "options": {"match": "empty", "result": {"index": 0, "text": "(account)"}},
-                "type": "special",
-            }])),
+            _override("endpoint", ("mappings", [dm.SpecialValueMap(
+                options=dm.DashboardSpecialValueMapOptions(
+                    match=dm.SpecialValueMatch.EMPTY,
+                    result=dm.ValueMappingResult(index=0, text="(account)"),
+                ),
+            )])),
         ],
-        extra={"transformations": [{
-            "id": "organize",
-            "options": {
-                "excludeByName": {"Time": True, "Value": True},
-                "indexByName": {"severity": 0, "code": 1, "endpoint": 2, "endpoint_id": 3},
-                "renameByName": {},
-            },
-        }]},
+        organize={
+            "excludeByName": {"Time": True, "Value": True},
+            "indexByName": {"severity": 0, "code": 1, "endpoint": 2, "endpoint_id": 3},
+            "renameByName": {},
+        },
     )
     raised = _timeseries(
         "Diagnoses raised",
@@ -266,7 +299,7 @@ def diagnoses_row() -> list[Panel]:
     return [_row("Diagnoses"), _sized(table, 14, 8), _sized(raised, 10, 8)]
 
 
-def endpoint_row() -> list[Panel]:
+def endpoint_row() -> list[Item]:
     queue_states = 'state=~"in_queue|in_progress"'
     done_states = 'state=~"completed|failed"'
     return [
@@ -341,10 +374,7 @@ def endpoint_row() -> list[Panel]:
             "Whether the last /health probe got a valid answer.",
             [_target(f"min(runpod_endpoint_up{{{EP}}})")],
             thresholds=_thresholds(("red", None), ("green", 1)),
-            mappings=[{"options": {
-                "0": {"color": "red", "index": 0, "text": "DOWN"},
-                "1": {"color": "green", "index": 1, "text": "UP"},
-            }, "type": "value"}],
+            mappings=UP_DOWN,
         ),
         _stat(
             "/health HTTP status",
@@ -352,28 +382,20 @@ def endpoint_row() -> list[Panel]:
             "endpoint means balance_exhausted, endpoint_disabled or never_started.",
             [_target(f"max(runpod_endpoint_http_status{{{EP}}})")],
             thresholds=_thresholds(("red", None), ("green", 200), ("red", 300)),
-            mappings=[{"options": {
-                "0": {"color": "red", "index": 0, "text": "no answer"},
-            }, "type": "value"}],
+            mappings=[_value_map({"0": ("red", "no answer")})],
         ),
-        _sized(_panel(
-            "table",
+        _sized(_table(
             "Configuration",
             "GPU tiers, network volume and its datacenter (runpod_endpoint_info).",
             [_target(f"max by (endpoint_id, gpu_ids, network_volume_id, datacenter) "
                      f"(runpod_endpoint_info{{{EP}}})", instant=True)],
-            custom={"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False},
-            options={"cellHeight": "sm", "footer": {"show": False}, "showHeader": True},
-            extra={"transformations": [{
-                "id": "organize",
-                "options": {"excludeByName": {"Time": True, "Value": True},
-                            "indexByName": {}, "renameByName": {}},
-            }]},
+            organize={"excludeByName": {"Time": True, "Value": True},
+                      "indexByName": {}, "renameByName": {}},
         ), 12, 5),
     ]
 
 
-def monitor_row() -> list[Panel]:
+def monitor_row() -> list[Item]:
     return [
         _row("Monitor health"),
         _sized(_stat(
@@ -381,10 +403,7 @@ def monitor_row() -> list[Panel]:
             "Whether Prometheus can scrape the monitor (job runpod-monitor).",
             [_target('min(up{job="runpod-monitor"})')],
             thresholds=_thresholds(("red", None), ("green", 1)),
-            mappings=[{"options": {
-                "0": {"color": "red", "index": 0, "text": "DOWN"},
-                "1": {"color": "green", "index": 1, "text": "UP"},
-            }, "type": "value"}],
+            mappings=UP_DOWN,
         ), 6, 8),
         _sized(_stat(
             "Last good answer, age",
@@ -394,7 +413,7 @@ def monitor_row() -> list[Panel]:
             [_target("time() - runpod_probe_last_success_timestamp_seconds", "{{probe}}")],
             unit="s", decimals=0,
             thresholds=_thresholds(("green", None), ("orange", 90), ("red", 300)),
-            text_mode="value_and_name",
+            text_mode=cm.BigValueTextMode.VALUE_AND_NAME,
         ), 6, 8),
         _timeseries(
             "Probe errors by reason",
@@ -446,110 +465,88 @@ def monitor_row() -> list[Panel]:
 
 # -- layout ----------------------------------------------------------------------------
 
-# (width, height) by panel type; rows take the full width.
-_SIZES = {"stat": (6, 5), "timeseries": (12, 8), "table": (24, 8)}
 _GRID_WIDTH = 24
 
 
-def _sized(panel: Panel, w: int, h: int) -> Panel:
-    """`panel` with a size other than its type's default."""
-    return {**panel, "gridPos": {"h": h, "w": w}}
+def _sized(panel: P, w: int, h: int) -> P:
+    """`panel` with a size other than its kind's default."""
+    return panel.span(w).height(h)
 
 
-def _layout(panels: list[Panel]) -> list[Panel]:
-    """Give each panel an id (in order) and a gridPos, filling rows left to right."""
+def _layout(items: list[Item]) -> db.Dashboard:
+    """A dashboard holding `items` in order: ids 1.., rows full width, panels left to right.
+
+    The SDK places a panel only when it has no position, and lets it run past the 24-column
+    grid; so every position is set here, wrapping a panel that would not fit.
+    """
+    dash = db.Dashboard(TITLE)
     x = y = line_h = 0
-    out: list[Panel] = []
-    for pid, panel in enumerate(panels, start=1):
-        if panel["type"] == "row":
+    for pid, item in enumerate(items, start=1):
+        if isinstance(item, db.Row):
             if x:
                 y += line_h
-            w, h = _GRID_WIDTH, 1
-            x = line_h = 0
-        else:
-            w, h = _SIZES[panel["type"]]
-            w, h = panel.get("gridPos", {}).get("w", w), panel.get("gridPos", {}).get("h", h)
-            if x + w > _GRID_WIDTH:
-                y += line_h
-                x = line_h = 0
-        out.append({**panel, "gridPos": {"h": h, "w": w, "x": x, "y": y}, "id": pid})
-        if panel["type"] == "row":
+            dash = dash.with_row(item.id(pid).grid_pos(dm.GridPos(h=1, w=_GRID_WIDTH, x=0, y=y)))
             y += 1
-        else:
-            x += w
-            line_h = max(line_h, h)
-    return out
+            x = line_h = 0
+            continue
+        size = item.build().grid_pos
+        assert size is not None, "every panel helper sizes its panel (_sized)"
+        w, h = size.w, size.h
+        if x + w > _GRID_WIDTH:
+            y += line_h
+            x = line_h = 0
+        dash = dash.with_panel(item.id(pid).grid_pos(dm.GridPos(h=h, w=w, x=x, y=y)))
+        x += w
+        line_h = max(line_h, h)
+    return dash
 
 
-def templating() -> list[Panel]:
+def _templating(dash: db.Dashboard) -> db.Dashboard:
     query = "label_values(runpod_endpoint_info, endpoint)"
-    return [
-        {
-            "current": {},
-            "hide": 0,
-            "includeAll": False,
-            "label": "Data source",
-            "multi": False,
-            "name": "datasource",
-            "options": [],
-            "query": "prometheus",
-            "refresh": 1,
-            "regex": "",
-            "type": "datasource",
-        },
-        {
-            "allValue": ".*",
-            "current": {},
-            "datasource": DATASOURCE,
-            "definition": query,
-            "hide": 0,
-            "includeAll": True,
-            "label": "Endpoint",
-            "multi": True,
-            "name": "endpoint",
-            "options": [],
-            "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor"},
-            "refresh": 2,
-            "regex": "",
-            "sort": 1,
-            "type": "query",
-        },
-    ]
+    return dash.with_variable(
+        db.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        .hide(dm.VariableHide.DONT_HIDE).multi(False).include_all(False).regex("")
+    ).with_variable(
+        db.QueryVariable("endpoint").label("Endpoint").datasource(DATASOURCE)
+        .hide(dm.VariableHide.DONT_HIDE)
+        .query({"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor"})
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(True).include_all(True).all_value(".*").regex("")
+    )
 
 
-def dashboard() -> Panel:
-    """The whole dashboard model, ready for provisioning."""
-    panels = account_row() + diagnoses_row() + endpoint_row() + monitor_row()
-    return {
-        "annotations": {"list": [{
-            "builtIn": 1,
-            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True,
-            "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts",
-            "type": "dashboard",
-        }]},
-        "description": "runpod-monitor: account, active diagnoses, per-endpoint workers, "
-                       "queue and jobs, and the monitor's own health. Generated by "
-                       "dashboards/generate.py; edit that, not this file.",
-        "editable": True,
-        "fiscalYearStartMonth": 0,
-        "graphTooltip": 1,
-        "links": [],
-        "panels": _layout(panels),
-        "refresh": "30s",
-        "schemaVersion": SCHEMA_VERSION,
-        "tags": ["runpod", "serverless", "runpod-monitor"],
-        "templating": {"list": templating()},
-        "time": {"from": "now-6h", "to": "now"},
-        "timepicker": {},
-        "timezone": "",
-        "title": TITLE,
-        "uid": UID,
-        "version": 1,
-        "weekStart": "",
-    }
+def build() -> dm.Dashboard:
+    """The whole dashboard as Grafana's model (grafana_foundation_sdk), ready for provisioning."""
+    dash = _layout(account_row() + diagnoses_row() + endpoint_row() + monitor_row())
+    dash = _templating(dash)
+    return (
+        dash.uid(UID)
+        .description(
+            "runpod-monitor: account, active diagnoses, per-endpoint workers, queue and "
+            "jobs, and the monitor's own health. Generated by dashboards/generate.py with "
+            "Grafana's Foundation SDK; edit that, not this file."
+        )
+        .annotation(
+            db.AnnotationQuery().built_in(1).name("Annotations & Alerts")
+            .datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+            .enable(True).hide(True).icon_color("rgba(0, 211, 255, 1)").type("dashboard")
+        )
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .tags(["runpod", "serverless", "runpod-monitor"])
+        .time("now-6h", "now")
+        .timezone(cm.TimeZoneBrowser)
+        .version(1)
+        .build()
+    )
+
+
+def dashboard() -> Json:
+    """The dashboard as the JSON object Grafana reads."""
+    data: Json = json.loads(json.dumps(build(), cls=JSONEncoder))
+    return data
 
 
 def render() -> str:

@@ -139,6 +139,60 @@ def test_check_flag_detects_a_stale_file(tmp_path: Path) -> None:
     assert bad.returncode == 1
 
 
+def _through_grafanas_model(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` decoded into the Foundation SDK's Grafana model and encoded back to JSON."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    register_default_plugins()  # panel options and Prometheus queries decode to their types
+    back: dict[str, Any] = json.loads(json.dumps(Dashboard.from_json(data), cls=JSONEncoder))
+    return back
+
+
+def test_committed_json_is_grafanas_model() -> None:
+    """Decoding the file into Grafana's model (Foundation SDK) and back loses nothing."""
+    assert _through_grafanas_model(committed()) == committed()
+
+
+def test_model_round_trip_drops_unknown_fields() -> None:
+    """The round trip above can fail: a field Grafana's model lacks does not survive it."""
+    for edit in (
+        lambda d: d["panels"][1]["fieldConfig"]["defaults"].update(colour="red"),
+        lambda d: d["panels"][1]["options"].update(textSize=3),
+        lambda d: d["panels"][1]["targets"][0].update(exprs="up"),
+        lambda d: d.update(schemaVersoin=41),
+    ):
+        data = committed()
+        edit(data)
+        assert _through_grafanas_model(data) != data
+
+
+def _mypy(path: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir",
+         str(cache), str(path)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+
+
+def test_generator_type_checks_against_grafanas_model(tmp_path: Path) -> None:
+    """generate.py passes mypy --strict against the SDK's types, which do reject a wrong
+    value: a number where Grafana wants a unit string, a mode it does not have."""
+    done = _mypy(DASHBOARD_DIR / "generate.py", tmp_path / "cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text(
+        "from grafana_foundation_sdk.builders import stat\n"
+        "from grafana_foundation_sdk.models import common\n"
+        "stat.Panel().unit(3)\n"
+        "stat.Panel().color_mode(common.BigValueGraphMode.AREA)\n"
+    )
+    done = _mypy(wrong, tmp_path / "cache")
+    assert done.returncode == 1
+    assert "wrong.py:3: error" in done.stdout
+    assert "wrong.py:4: error" in done.stdout
+
+
 def test_provisionable() -> None:
     """No `id`, fixed uid and title, a modern schemaVersion, unique panel ids on a 24 grid."""
     dash = committed()
@@ -164,7 +218,6 @@ def test_template_variables() -> None:
     assert (ds["type"], ds["query"]) == ("datasource", "prometheus")
     ep = variables["endpoint"]
     assert ep["type"] == "query"
-    assert ep["definition"] == "label_values(runpod_endpoint_info, endpoint)"
     assert ep["query"]["query"] == "label_values(runpod_endpoint_info, endpoint)"
     assert ep["multi"] is True
     assert ep["includeAll"] is True
