@@ -140,3 +140,31 @@ def test_list_diagnoses_filters_by_endpoint_name_and_severity() -> None:
     assert answers.resolve_endpoint([{"endpoint_id": "e1", "endpoint_name": "Img-API"}],
                                     "IMG-api") == "e1"
     assert answers.resolve_endpoint([{"endpoint_id": "e1", "endpoint_name": "x"}], "y") is None
+
+
+# ---------------------------------------------------------------- the server in process
+
+
+async def test_a_daemon_that_is_down_is_an_error_saying_what_to_do() -> None:
+    """Every daemon-reading tool, pointed at a closed port, answers an error (not a crash)
+    that names the URL and the command to start; the credentials are not in it."""
+    from daemonkit import free_port
+    from mcp import Client
+
+    from monitor.config import settings_from_dict
+    from monitor.mcp.daemon_api import Target
+    from monitor.mcp.server import build_server
+
+    settings = settings_from_dict({}, env={})
+    url = f"http://127.0.0.1:{free_port()}"
+    server = build_server(settings, Target(url, ("u", "Pw-0123456789"), "tok-0123456789abcdef"))
+    async with Client(server) as client:
+        for tool, args in (("list_diagnoses", {}), ("explain_endpoint", {"endpoint": "x"}),
+                           ("incident_history", {}), ("silence", {"code": "crash_loop"})):
+            result = await client.call_tool(tool, args)
+            assert result.is_error, tool
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            assert url in text, (tool, text)
+            assert "runpod-monitor run" in text, (tool, text)
+            assert "Pw-0123456789" not in text
+            assert "tok-0123456789abcdef" not in text
