@@ -1,7 +1,8 @@
 """The running daemon's JSON API, as the MCP server reads and writes it.
 
-Reads send the configured basic auth (when set); writes send the bearer write token, or the
-basic auth when no token is given. Each answer is read up to `MAX_BODY_BYTES`; a daemon that
+Reads send the configured basic auth (when set); writes send the bearer write token and
+nothing else: basic auth for reading does not make an agent a writer, only the operator's
+token given to this process does. Each answer is read up to `MAX_BODY_BYTES`; a daemon that
 is down, refuses, or answers something else is a `DaemonError` naming what to do, and no
 error text ever holds a credential.
 """
@@ -35,7 +36,7 @@ class Target:
 
     @property
     def can_write(self) -> bool:
-        return self.write_token is not None or self.basic_auth is not None
+        return self.write_token is not None
 
 
 def daemon_url(settings: Settings) -> str:
@@ -93,13 +94,8 @@ class DaemonAPI:
         if not self.target.can_write:
             raise DaemonError("no write credential: set RUNPOD_MONITOR_WRITE_TOKEN in the MCP "
                               "server's environment (the daemon's api.write_token)")
-        headers = {}
-        auth: httpx.Auth | None = None
-        if self.target.write_token is not None:
-            headers["Authorization"] = f"Bearer {self.target.write_token}"
-        elif self.target.basic_auth is not None:
-            auth = httpx.BasicAuth(*self.target.basic_auth)
-        return await self._call("POST", path, json_body=body, headers=headers, auth=auth)
+        headers = {"Authorization": f"Bearer {self.target.write_token}"}
+        return await self._call("POST", path, json_body=body, headers=headers)
 
     async def _call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
@@ -135,7 +131,10 @@ class DaemonAPI:
         except (ValueError, UnicodeDecodeError):
             value = None
         if status in (401, 403):
-            raise DaemonError(f"{where} refused the credentials for {method} {path} "
+            given = ("the write token (RUNPOD_MONITOR_WRITE_TOKEN, which must equal the "
+                     "daemon's api.write_token)" if method != "GET"
+                     else "the basic auth of the configuration (http.basic_auth)")
+            raise DaemonError(f"{where} refused {given} for {method} {path} "
                               f"(HTTP {status}): {_error(value)}")
         if status >= 400:
             raise DaemonError(f"{where} answered HTTP {status} to {method} {path}: "
