@@ -12,7 +12,7 @@ from monitor.history import HistoryBuffer
 from monitor.incidents import Changes, IncidentTracker
 from monitor.probes import ProbeCall, Prober
 from rules.engine import evaluate
-from rules.model import Diagnosis, EndpointConfig, Observation, Thresholds
+from rules.model import SKIPPED, Diagnosis, EndpointConfig, Observation, Thresholds
 
 log = structlog.get_logger("monitor.cycle")
 
@@ -51,12 +51,18 @@ class Pipeline:
         notifications = await self.router.route(changes, t, cycle)
         duration = time.perf_counter() - started
         failures = [c for c in report.calls if c.outcome != "ok"]
+        obs = report.observation
+        # probes the back-off or a Retry-After held back: not sent, so not failures
+        skipped = (obs.graphql_outcome == SKIPPED) + sum(
+            s.health_outcome == SKIPPED for s in obs.endpoints.values()
+        )
         log.info(
             "cycle",
             cycle=cycle,
             endpoints=len(report.observation.endpoints),
             calls=len(report.calls),
             failures=len(failures),
+            skipped=skipped,
             raised=[i.key[0] for i in changes.raised],
             resolved=[i.key[0] for i in changes.resolved],
             active=len(self.tracker.active),

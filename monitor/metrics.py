@@ -40,6 +40,7 @@ from monitor.cycle import CycleResult
 from rules.catalog import CATALOG
 from rules.model import (
     OK,
+    SKIPPED,
     TERMINAL_JOB_STATUSES,
     Account,
     Diagnosis,
@@ -525,6 +526,9 @@ class _Known:
     config: EndpointConfig | None = None
     health: Health | None = None
     queue_delay_s: float | None = None
+    # the last /health probe sent (a skipped probe is no answer and no failure)
+    up: bool = False
+    http_status: int = 0
 
 
 class MonitorMetrics:
@@ -678,6 +682,8 @@ class MonitorMetrics:
                 k.name = diag_names.get(eid, "")
             if sample.health is not None:
                 k.health = sample.health
+            if sample.health_outcome != SKIPPED:
+                k.up, k.http_status = sample.health is not None, sample.http_status
             if sample.jobs is not None:
                 k.queue_delay_s = _queue_delay_s(sample.jobs, k.queue_delay_s)
             known[eid] = k
@@ -686,7 +692,7 @@ class MonitorMetrics:
             label = self._job_label(eid, name)
             self._delay_text.labels(eid, label)
             self._execution_text.labels(eid, label)
-            states.append(self._state(eid, name, k, sample.health is not None, sample.http_status))
+            states.append(self._state(eid, name, k))
             if sample.jobs is not None:
                 self._observe_jobs(eid, name, sample.jobs)
         self._known = known
@@ -796,9 +802,7 @@ class MonitorMetrics:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _state(
-        self, eid: str, name: str, k: _Known, up: bool, http_status: int
-    ) -> EndpointState:
+    def _state(self, eid: str, name: str, k: _Known) -> EndpointState:
         config = k.config
         volume = (config.network_volume_id or "") if config is not None else ""
         return EndpointState(
@@ -811,8 +815,8 @@ class MonitorMetrics:
             workers_max=config.workers_max if config is not None else None,
             health=k.health,
             queue_delay_s=k.queue_delay_s,
-            up=up,
-            http_status=http_status,
+            up=k.up,
+            http_status=k.http_status,
         )
 
     def _datacenter(self, volume_id: str) -> str:

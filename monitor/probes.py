@@ -15,6 +15,7 @@ from monitor.runpod.models import Failure, Myself, Ok, Result
 from monitor.sharding import owns
 from rules.model import (
     OK,
+    SKIPPED,
     TERMINAL_JOB_STATUSES,
     EndpointConfig,
     EndpointSample,
@@ -88,8 +89,6 @@ class Gate:
     failures: int = 0  # consecutive transient failures
     backoff_until: float = -math.inf  # from the exponential back-off (rounded to a cycle)
     retry_until: float = -math.inf  # from Retry-After (strict)
-    last_outcome: str = OK  # the failure a skipped probe reports
-    last_status: int = 0
 
     def due(self, t: float, interval_s: float | None) -> bool:
         """May the target be called in the cycle at `t`?"""
@@ -103,7 +102,6 @@ class Gate:
         t: float,
         interval_s: float | None,
         outcome: str,
-        status: int,
         retry_after_s: float | None,
     ) -> None:
         """Take the outcome of a call made in the cycle at `t`."""
@@ -117,8 +115,6 @@ class Gate:
         elif retry_after_s is None:
             self.failures = 0
             self.backoff_until = -math.inf
-        if outcome != OK:
-            self.last_outcome, self.last_status = outcome, status
 
 
 def select_endpoints(
@@ -204,15 +200,16 @@ class Prober:
 
     def _skip(self, target: str, gate: Gate, t: float) -> None:
         self.skipped[target] = self.skipped.get(target, 0) + 1
-        log.debug("probe skipped", target=target, outcome=gate.last_outcome,
+        log.debug("probe skipped", target=target,
+                  reason="retry_after" if t < gate.retry_until else "backoff",
                   failures=gate.failures, retry_at=_finite(gate.retry_until),
                   backoff_until=_finite(gate.backoff_until), t=t)
 
     async def probe(self, cycle: int, t: float) -> ProbeReport:
         """Probe RunPod once and return what was seen; never raises on RunPod's answers.
 
-        A target that is backing off or waiting out a Retry-After is not called: its sample
-        is unknown and carries the outcome of the failure that closed the gate.
+        A target that is backing off or waiting out a Retry-After is not called: its outcome
+        is `SKIPPED` (status 0), unknown to the rules and not a failure: nothing was sent.
         """
         calls: list[ProbeCall] = []
         interval = self._interval(t)
@@ -224,10 +221,10 @@ class Prober:
             retry = _retry_after(gql)
             calls.append(ProbeCall("graphql", outcome, status, gql.elapsed_s,
                                    retry_after_s=retry))
-            gate.record("graphql", t, interval, outcome, status, retry)
+            gate.record("graphql", t, interval, outcome, retry)
             myself = gql.value if isinstance(gql, Ok) else None
         else:
-            outcome, status = gate.last_outcome, gate.last_status
+            outcome, status = SKIPPED, 0
             self._skip("graphql", gate, t)
         listed = myself.endpoints if myself is not None and myself.endpoints_listed else None
         self.watched = self._shard(select_endpoints(self.configured, listed, self.watched))
@@ -305,8 +302,8 @@ class Prober:
             self._skip(endpoint_id, gate, t)
             return EndpointSample(
                 endpoint_id=endpoint_id,
-                health_outcome=gate.last_outcome,
-                http_status=gate.last_status,
+                health_outcome=SKIPPED,
+                http_status=0,
                 health=None,
                 jobs=None,
                 listed=listed,
@@ -323,7 +320,7 @@ class Prober:
         outcome, status = outcome_of(health)
         calls.append(ProbeCall("health", outcome, status, health.elapsed_s, endpoint_id,
                                _retry_after(health)))
-        gate.record(endpoint_id, t, interval, outcome, status, _retry_after(health))
+        gate.record(endpoint_id, t, interval, outcome, _retry_after(health))
         if jobs_result is not None:
             j_outcome, j_status = outcome_of(jobs_result)
             j_retry = _retry_after(jobs_result)
@@ -335,8 +332,6 @@ class Prober:
                 # Retry-After covers the endpoint's whole data plane; /requests failures
                 # otherwise do not drive the back-off, which follows /health
                 gate.retry_until = max(gate.retry_until, t + j_retry)
-                if outcome == OK:
-                    gate.last_outcome, gate.last_status = j_outcome, j_status
         value: Health | None = health.value if isinstance(health, Ok) else None
         return EndpointSample(
             endpoint_id=endpoint_id,

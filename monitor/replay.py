@@ -34,6 +34,9 @@ class ReplayResult:
     alerts: list[Notification] = field(default_factory=list)
     passed: int = 0
     failed: list[str] = field(default_factory=list)
+    # per target (graphql or an endpoint id), the cycles whose probe the back-off or a
+    # Retry-After held back (not in the JSON of spec/scenario-format.md)
+    unprobed: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The `replay` JSON of spec/scenario-format.md."""
@@ -185,7 +188,11 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
             for k in range(1, scenario.total_cycles + 1):
                 server.set_cycle(k)
                 t_rel = (k - 1) * scenario.interval_s
+                skipped = dict(pipeline.prober.skipped)
                 out = await pipeline.cycle(k, EPOCH + t_rel)
+                for target, n in pipeline.prober.skipped.items():
+                    if n > skipped.get(target, 0):
+                        result.unprobed.setdefault(target, []).append(k)
                 await outbox.deliver(EPOCH + t_rel)
                 # an incident is reported as it was when raised (what a person was told),
                 # with the cycle it resolved in

@@ -14,6 +14,7 @@ from typing import Literal
 
 from rules.model import (
     AUTH_OUTCOMES,
+    SKIPPED,
     UNKNOWN_OUTCOMES,
     Account,
     Diagnosis,
@@ -125,48 +126,71 @@ def _auth_invalid(history: History, th: Thresholds) -> Diagnosis | None:
 # --- runpod_api_errors ------------------------------------------------------------------
 
 
-def _graphql_failed(obs: Observation) -> bool:
+def _graphql_failed(obs: Observation) -> bool | None:
+    """Whether GraphQL failed this cycle; None when no GraphQL probe was sent (back-off)."""
+    if obs.graphql_outcome == SKIPPED:
+        return None
     return obs.graphql_outcome in UNKNOWN_OUTCOMES
 
 
-def _rest_failed(obs: Observation) -> bool:
-    outcomes = [s.health_outcome for s in obs.endpoints.values()]
-    return bool(outcomes) and all(o in UNKNOWN_OUTCOMES for o in outcomes)
+def _rest_failed(obs: Observation) -> bool | None:
+    """Whether every `/health` probe sent this cycle failed; None when endpoints are watched
+    but none was probed (back-off, Retry-After): a probe not sent did not fail."""
+    sent = _sent_outcomes(obs)
+    if not sent:
+        return None if obs.endpoints else False
+    return all(o in UNKNOWN_OUTCOMES for o in sent)
 
 
-def _trailing(
-    observations: Sequence[Observation], pred: Callable[[Observation], bool]
-) -> list[Observation]:
-    """The newest unbroken run of observations for which `pred` holds, oldest first."""
+def _sent_outcomes(obs: Observation) -> list[str]:
+    return [s.health_outcome for s in obs.endpoints.values() if s.health_outcome != SKIPPED]
+
+
+def _failed_run(
+    observations: Sequence[Observation], failed: Callable[[Observation], bool | None]
+) -> tuple[list[Observation], int]:
+    """The newest run of failed cycles, oldest first, and how many cycles since its first
+    were not probed: those (None) neither count toward the run nor break it."""
     run: list[Observation] = []
+    unsent = pending = 0
     for obs in reversed(observations):
-        if not pred(obs):
+        state = failed(obs)
+        if state is None:
+            pending += 1
+            continue
+        if not state:
             break
         run.append(obs)
+        unsent, pending = unsent + pending, 0
     run.reverse()
-    return run
+    return run, unsent
+
+
+def _not_probed(cycles: int) -> str:
+    return f", with {plural(cycles, 'more cycle')} not probed (back-off)" if cycles else ""
 
 
 def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
-    graphql_run = _trailing(history.observations, _graphql_failed)
-    rest_run = _trailing(history.observations, _rest_failed)
+    graphql_run, graphql_unsent = _failed_run(history.observations, _graphql_failed)
+    rest_run, rest_unsent = _failed_run(history.observations, _rest_failed)
     parts: list[str] = []
     numbers: dict[str, object] = {}
     if len(graphql_run) >= th.api_error_cycles:
         reasons = _counts(o.graphql_outcome for o in graphql_run)
         parts.append(f"every GraphQL probe failed for {plural(len(graphql_run), 'cycle')} "
-                     f"({reasons})")
-        numbers.update(graphql_failed_cycles=len(graphql_run), graphql_failures=reasons)
+                     f"({reasons}){_not_probed(graphql_unsent)}")
+        numbers.update(graphql_failed_cycles=len(graphql_run), graphql_failures=reasons,
+                       graphql_unprobed_cycles=graphql_unsent or None)
     if len(rest_run) >= th.api_error_cycles:
-        outcomes = [s.health_outcome for o in rest_run for s in o.endpoints.values()]
-        reasons = _counts(outcomes)
+        reasons = _counts(o for obs in rest_run for o in _sent_outcomes(obs))
         endpoints = len(rest_run[-1].endpoints)
         parts.append(
             f"every REST /health probe of {plural(endpoints, 'endpoint')} failed for "
-            f"{plural(len(rest_run), 'cycle')} ({reasons})"
+            f"{plural(len(rest_run), 'cycle')} ({reasons}){_not_probed(rest_unsent)}"
         )
         numbers.update(
-            rest_failed_cycles=len(rest_run), rest_failures=reasons, rest_endpoints=endpoints
+            rest_failed_cycles=len(rest_run), rest_failures=reasons, rest_endpoints=endpoints,
+            rest_unprobed_cycles=rest_unsent or None,
         )
     if not parts:
         return None

@@ -31,9 +31,13 @@ FAILURE_KINDS = (
     "malformed",
     "graphql_error",
 )
+# A probe the back-off or a Retry-After held back: never sent, so neither an answer nor a
+# failure (not in FAILURE_KINDS; the rules neither count it nor resolve anything from it).
+SKIPPED = "skipped"
 # Outcomes that tell nothing about RunPod's state: the sample is unknown.
 UNKNOWN_OUTCOMES = frozenset(
-    {"timeout", "connect", "http_429", "http_4xx", "http_5xx", "malformed", "graphql_error"}
+    {"timeout", "connect", "http_429", "http_4xx", "http_5xx", "malformed", "graphql_error",
+     SKIPPED}
 )
 AUTH_OUTCOMES = frozenset({"http_401", "http_403"})
 

@@ -13,14 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import settings_from_dict
+from monitor.cycle import CycleResult
 from monitor.daemon import Daemon
+from monitor.incidents import Changes
 from monitor.jobs import JobTracker
+from monitor.metrics import MonitorMetrics
 from monitor.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, backoff_s
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.simulator.server import RATE_LIMITS
+from rules.model import SKIPPED
 
 KEY = "bp-test-key-0123456789abcdef"
 EP = "bpendpoint01"
@@ -100,9 +105,10 @@ async def test_rest_retry_after_blocks_the_endpoint_until_it_passes(drive: Drive
     server, prober = await drive(sc)
     called, reports = await run_cycles(server, prober, 8, (EP, "health"))
     assert called == [1, 2, 6, 7, 8]  # 30 + 100 = 130 s: cycle 6 (150 s) is the first after
-    for k in (3, 4, 5):
+    for k in (3, 4, 5):  # not sent: no outcome, no status, nothing known
         sample = reports[k - 1].observation.endpoints[EP]
-        assert sample.health_outcome == "http_429"
+        assert sample.health_outcome == SKIPPED
+        assert sample.http_status == 0
         assert sample.health is None
         assert sample.jobs is None
     assert server.request_counts[(EP, "requests")] == 4  # not after the 429 of /health
@@ -120,7 +126,7 @@ async def test_graphql_retry_after_blocks_graphql_only(drive: Drive) -> None:
     called, reports = await run_cycles(server, prober, 6, ("graphql", "myself"))
     assert called == [1, 2, 5, 6]  # 30 + 65 = 95 s: cycle 5 (120 s)
     assert [r.observation.graphql_outcome for r in reports] == [
-        "ok", "http_429", "http_429", "http_429", "ok", "ok"]
+        "ok", "http_429", SKIPPED, SKIPPED, "ok", "ok"]
     assert server.request_counts[(EP, "health")] == 6
 
 
@@ -227,16 +233,83 @@ async def test_persistent_5xx_backs_off_exponentially_then_recovers(drive: Drive
         assert max(INTERVAL, 0.5 * pause - INTERVAL / 2) <= gap <= pause + INTERVAL / 2, (k, gaps)
     assert max(gaps) <= BACKOFF_CAP_S + INTERVAL / 2
     assert len(failing) < 25  # 80 failing cycles, far fewer calls
-    # skipped cycles report the last failure, as unknown samples
+    # a skipped cycle sent nothing: its sample is unknown, not another failure
     skipped = [k for k in range(2, 82) if k not in called]
+    assert skipped
     for k in skipped:
-        assert reports[k - 1].observation.endpoints[EP].health_outcome == "http_5xx"
+        assert reports[k - 1].observation.endpoints[EP].health_outcome == SKIPPED
+    for k in called:
+        assert reports[k - 1].observation.endpoints[EP].health_outcome != SKIPPED
     # GraphQL backed off too, on its own schedule
     assert prober.skipped.get("graphql", 0) > 40
     # after the outage: the first due probe succeeds, then every cycle is probed
     first_ok = next(k for k in called if k > 81)
     assert first_ok <= 81 + math.ceil(BACKOFF_CAP_S / INTERVAL)
     assert [k for k in called if k >= first_ok] == list(range(first_ok, 102))
+
+
+async def test_skipped_probes_are_not_counted_as_failures_in_metrics(drive: Drive) -> None:
+    """runpod_probe_errors_total counts the /health calls sent and failed, not the cycles
+    skipped by the back-off; the status gauges keep the last probe that was sent."""
+    sc = scenario([
+        {"cycles": 1},
+        {"cycles": 30, "endpoints": {EP: {"rest": 500}}},
+    ])
+    server, prober = await drive(sc)
+    metrics = MonitorMetrics()
+    sent_500 = 0
+    skipped = 0
+    for k in range(1, 32):
+        server.set_cycle(k)
+        before = server.request_counts[(EP, "health")]
+        report = await prober.probe(k, T0 + (k - 1) * INTERVAL)
+        metrics.observe_cycle(CycleResult(report.observation, Changes(), [], [], report.calls,
+                                          report.listed, 0.0))
+        if server.request_counts[(EP, "health")] > before:
+            sent_500 += k > 1
+        else:
+            skipped += 1
+            assert k > 2  # the first failure never skips a cycle
+            # a cycle that sent nothing still shows the last answer: 500, down
+            assert _gauge(metrics, "runpod_endpoint_http_status") == 500
+            assert _gauge(metrics, "runpod_endpoint_up") == 0
+    assert skipped > 10
+    assert prober.skipped[EP] == skipped
+    assert _gauge(metrics, "runpod_probe_errors_total", probe="health",
+                  reason="http_5xx") == sent_500
+
+
+def _gauge(m: MonitorMetrics, name: str, **labels: str) -> float:
+    body, _ = m.render()
+    found = [s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
+             if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+async def test_retry_after_from_job_polls_leaves_health_unknown(drive: Drive) -> None:
+    """A /status Retry-After closes the data plane: the next /health is skipped and its
+    sample is unknown, not the endpoint's last failure (an old 404) replayed as news."""
+    job = [{"id": "job-1", "status": "IN_QUEUE"}]
+    sc = scenario([
+        {"cycles": 1, "endpoints": {EP: {"rest": 404}}},
+        {"cycles": 1, "endpoints": {EP: {"rest": "ok", "jobs": job}}},
+        {"cycles": 1, "endpoints": {EP: {"rest": {"code": 429, "retry_after": 100}}}},
+    ])
+    server, prober = await drive(sc)
+    tracker = JobTracker()
+    tracker.register(EP, "job-1", T0)
+    outcomes = []
+    for k in (1, 2, 3):
+        server.set_cycle(k)
+        t = T0 + (k - 1) * INTERVAL
+        if k == 3:  # the poll between two cycles meets the 429 first
+            await tracker.poll(prober.client, t, prober)
+        outcomes.append((await prober.probe(k, t)).observation.endpoints[EP])
+    assert [s.health_outcome for s in outcomes] == ["http_404", "ok", SKIPPED]
+    assert server.request_counts[(EP, "health")] == 2
+    assert outcomes[2].http_status == 0
+    assert not outcomes[2].health_known
 
 
 async def test_auth_and_404_answers_do_not_back_off(drive: Drive) -> None:

@@ -19,6 +19,7 @@ from rulekit import (
 from rules import account as account_rules
 from rules import engine
 from rules.model import (
+    SKIPPED,
     Account,
     Diagnosis,
     EndpointSample,
@@ -189,6 +190,68 @@ def test_api_errors_flapping_raises_nothing() -> None:
     outcomes = ["timeout", "timeout", "ok", "timeout", "timeout"]
     observations = [obs(i + 1, g) for i, g in enumerate(outcomes)]
     assert only(run(observations), "runpod_api_errors") == []
+
+
+def test_skipped_probe_after_two_failures_is_not_a_third() -> None:
+    """5xx, 5xx, then a cycle the back-off skipped, then 200: two probes failed, none of
+    the 3 consecutive failures the rule needs (the skip is not a failure)."""
+    rest = ["http_5xx", "http_5xx", SKIPPED]
+    observations = [obs(1), *(obs(i + 2, rest=(r,)) for i, r in enumerate(rest))]
+    assert only(run(observations), "runpod_api_errors") == []
+    assert only(run([*observations, obs(5)]), "runpod_api_errors") == []
+
+
+def test_skipped_probes_neither_count_nor_break_the_run() -> None:
+    """5xx, skipped, 5xx, skipped, 5xx: three sent probes failed, raised; the evidence
+    counts the failures only and says how many cycles were not probed."""
+    rest = ["http_5xx", SKIPPED, "http_5xx", SKIPPED, SKIPPED, "timeout"]
+    observations = [obs(1), *(obs(i + 2, rest=(r,)) for i, r in enumerate(rest))]
+    assert only(run(observations[:-1]), "runpod_api_errors") == []
+    found = only(run(observations), "runpod_api_errors")
+    assert len(found) == 1
+    ev = found[0].evidence
+    assert ev["rest_failed_cycles"] == 3
+    assert ev["rest_failures"] == "http_5xx: 2, timeout: 1"
+    assert ev["rest_unprobed_cycles"] == 3
+    assert ev["failing_s"] == 150.0
+    assert SKIPPED not in found[0].summary
+    assert "3 more cycles not probed (back-off)" in found[0].summary
+    # held while the back-off skips the next cycles, ended by the first answer
+    held = [*observations, obs(8, rest=(SKIPPED,))]
+    assert only(run(held), "runpod_api_errors")
+    assert only(run([*held, obs(9)]), "runpod_api_errors") == []
+
+
+def test_skipped_graphql_is_unknown_too() -> None:
+    """GraphQL: timeout, timeout, skipped is not raised; a third sent failure raises."""
+    first = [obs(1), obs(2, "timeout"), obs(3, "timeout"), obs(4, SKIPPED)]
+    assert only(run(first), "runpod_api_errors") == []
+    found = only(run([*first, obs(5, "http_5xx")]), "runpod_api_errors")
+    assert len(found) == 1
+    assert found[0].evidence["graphql_failures"] == "timeout: 2, http_5xx: 1"
+    assert found[0].evidence["graphql_unprobed_cycles"] == 1
+    assert "rest_failed_cycles" not in found[0].evidence
+
+
+def test_rest_cycle_counts_only_the_probes_sent() -> None:
+    """One endpoint skipped and the other failing: every probe sent failed, a failed cycle;
+    one skipped and the other answering: not failing."""
+    failing = [obs(c, rest=("timeout", SKIPPED if c == 2 else "timeout")) for c in (1, 2, 3)]
+    found = only(run(failing), "runpod_api_errors")
+    assert len(found) == 1
+    assert found[0].evidence["rest_failures"] == "timeout: 5"
+    assert "rest_unprobed_cycles" not in found[0].evidence
+    answering = [obs(c, rest=("timeout", SKIPPED if c == 2 else "ok")) for c in (1, 2, 3)]
+    assert only(run([*failing[:2], answering[2]]), "runpod_api_errors") == []
+
+
+def test_skipped_probes_do_not_clear_auth_invalid() -> None:
+    """A cycle whose every REST probe was skipped tells nothing: auth_invalid holds."""
+    assert account_rules.auth_state(obs(1, "ok", (SKIPPED,))) == "unknown"
+    assert account_rules.auth_state(obs(1, SKIPPED, ("ok",))) == "unknown"
+    assert account_rules.auth_state(obs(1, "ok", (SKIPPED, "ok"))) == "clear"
+    observations = [obs(1, "http_401"), obs(2, "http_401"), obs(3, "ok", (SKIPPED,))]
+    assert len(only(run(observations), "auth_invalid")) == 1
 
 
 def test_outage_raises_only_runpod_api_errors() -> None:

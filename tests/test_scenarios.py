@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from monitor.replay import ReplayResult, replay
@@ -176,6 +178,64 @@ def test_auth_period_raises_only_auth_invalid() -> None:
 def test_false_alarm_traps_raise_nothing(name: str) -> None:
     """Routine traffic, a long first cold start and throttle flapping raise no incident."""
     assert _own(name).incidents == []
+
+
+def _raised(result: ReplayResult, code: str) -> list[tuple[int, int | None]]:
+    return [(i.raised_cycle, i.resolved_cycle) for i in result.incidents
+            if i.diagnosis.code == code]
+
+
+def test_two_5xx_and_a_backoff_skip_raise_nothing() -> None:
+    """500, 500, then the back-off skips /health (cycle 6), then 200: not an API outage."""
+    result = _own("rest-5xx-twice-then-recovers.yaml")
+    assert result.unprobed["q4h7t2n9w1b6xd"] == [6]  # the trap: the skip really happened
+    assert _raised(result, "runpod_api_errors") == []
+
+
+def test_a_skipped_probe_is_logged_as_a_skip_not_a_failure() -> None:
+    """The two 500s are logged as failed calls; the back-off's cycle 6 as a skip, with no
+    failure in its cycle line."""
+    old = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as logs:
+            asyncio.run(replay(load_scenario(OWN_DIR / "rest-5xx-twice-then-recovers.yaml"),
+                               env={}))
+    finally:
+        structlog.configure(**old)
+    failed = [x for x in logs if x["event"] == "runpod_call_failed"]
+    assert [(x["probe"], x["kind"]) for x in failed] == [("health", "http_5xx")] * 2
+    skips = [x for x in logs if x["event"] == "probe skipped"]
+    assert [(x["target"], x["reason"], x["failures"]) for x in skips] == [
+        ("q4h7t2n9w1b6xd", "backoff", 2)]
+    cycles = {x["cycle"]: x for x in logs if x["event"] == "cycle"}
+    assert [(cycles[k]["failures"], cycles[k]["skipped"]) for k in (4, 5, 6, 7)] == [
+        (1, 0), (1, 0), (0, 1), (0, 0)]
+
+
+def test_three_sent_5xx_raise_api_errors() -> None:
+    """Three probes sent and failed (cycles 4-6) raise in cycle 6; it holds while the
+    back-off skips cycles 7-8 and resolves with the first probe answered (cycle 9)."""
+    result = _own("rest-5xx-three-cycles.yaml")
+    assert result.unprobed["m3v8c1r6z2k9tp"] == [7, 8]
+    assert _raised(result, "runpod_api_errors") == [(6, 9)]
+    (incident,) = [i for i in result.incidents if i.diagnosis.code == "runpod_api_errors"]
+    assert incident.diagnosis.evidence["rest_failures"] == "http_5xx: 3"
+
+
+def test_api_errors_wait_for_the_third_sent_probe() -> None:
+    """500 from cycle 4, cycle 6 skipped by the back-off: raised in cycle 7, when the third
+    probe sent failed, with the skipped cycle said as such, not counted as a failure."""
+    result = _own("rest-5xx-backoff-skips.yaml")
+    skipped = result.unprobed["f9d2k7s4x1w8gn"]
+    assert skipped[0] == 6
+    assert 7 not in skipped
+    (incident,) = [i for i in result.incidents if i.diagnosis.code == "runpod_api_errors"]
+    assert incident.raised_cycle == 7
+    ev = incident.diagnosis.evidence
+    assert (ev["rest_failed_cycles"], ev["rest_failures"]) == (3, "http_5xx: 3")
+    assert ev["rest_unprobed_cycles"] == 1
+    assert "skipped" not in incident.diagnosis.summary
 
 
 def test_severity_follows_the_queue() -> None:

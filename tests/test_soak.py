@@ -4,14 +4,16 @@ cycles with RunPod faults injected at random; only the diagnoses the faults warr
 What a fault burst warrants (the oracle below, from spec/diagnoses.md), computed from the
 *truth*: the fault the simulator was scripted to answer in each cycle, for each target
 (GraphQL, each endpoint's data plane), and whether the target was called at all (the
-simulator's request counts; a target the monitor is backing off from is not called and its
-sample carries the last failure):
+simulator's request counts; a target the monitor is backing off from is not called, and
+its truth that cycle is "skipped": nothing was asked, so nothing failed):
 
-- `runpod_api_errors` while, for 3 consecutive cycles, GraphQL's truth is transient
-  (timeout, reset, 429, 5xx, malformed body, GraphQL `errors`) or every endpoint's is;
-- `auth_invalid` while, walking back over the cycles whose truth says anything (GraphQL not
-  transient and not every endpoint transient), at least 2 cycles saw a 401/403 anywhere
-  before one that saw none;
+- `runpod_api_errors` while, walking back over the cycles that called the target, the
+  last 3 of them saw GraphQL's truth transient (timeout, reset, 429, 5xx, malformed body,
+  GraphQL `errors`), or every called endpoint's; a cycle that called none of them neither
+  counts nor breaks the run;
+- `auth_invalid` while, walking back over the cycles whose truth says anything (GraphQL
+  neither transient nor skipped, and not every endpoint so), at least 2 cycles saw a 401/403
+  anywhere before one that saw none;
 - `endpoint_disabled` on an endpoint whose last 2 known `/health` truths (ok or 404;
   others skipped) were both 404: the endpoint answered 200 earlier and the balance is > 0.
 
@@ -62,6 +64,7 @@ GRAPHQL_FAULTS = ("401", "403", "429", "500", "502", "503", "timeout", "reset", 
                   "errors")
 RETRY_AFTER = (0, 2, 45, 100)  # 429's Retry-After (s): 45 and 100 outlast a cycle
 ALLOWED = {"runpod_api_errors", "auth_invalid", "endpoint_disabled"}
+NO_ANSWER = ("transient", "skipped")  # truths that tell nothing about the key
 
 
 # the outcome the client must report for each scripted fault
@@ -195,7 +198,7 @@ def scenario_of(plan: Plan, name: str) -> Scenario:
 
 @dataclass
 class Truth:
-    """What each target really answered in each cycle (carried over while not called)."""
+    """What each target really answered in each cycle ("skipped" while not called)."""
 
     classes: dict[str, list[str]] = field(default_factory=dict)
 
@@ -207,7 +210,7 @@ class Truth:
         rest = [self.of(e, k) for e in ENDPOINTS]
         if g == "auth" or "auth" in rest:
             return "auth"
-        if g == "transient" or all(r == "transient" for r in rest):
+        if g in NO_ANSWER or all(r in NO_ANSWER for r in rest):
             return "unknown"
         return "clear"
 
@@ -221,17 +224,18 @@ class Truth:
         return run >= 2
 
     def api_errors(self, k: int) -> bool:
-        def trailing(pred: Any) -> int:
+        def failed_cycles(targets: tuple[str, ...]) -> int:
             n = 0
             for j in range(k, 0, -1):
-                if not pred(j):
+                called = [c for t in targets if (c := self.of(t, j)) != "skipped"]
+                if not called:
+                    continue
+                if any(c != "transient" for c in called):
                     break
                 n += 1
             return n
 
-        gql = trailing(lambda j: self.of(GRAPHQL, j) == "transient")
-        rest = trailing(lambda j: all(self.of(e, j) == "transient" for e in ENDPOINTS))
-        return max(gql, rest) >= 3
+        return max(failed_cycles((GRAPHQL,)), failed_cycles(ENDPOINTS)) >= 3
 
     def not_found(self, endpoint: str, k: int, horizon: int) -> bool:
         run = 0
@@ -367,10 +371,12 @@ async def soak(seed: int, cycles: int, measure_from: int, workdir: Path) -> Soak
                         if c.probe in ("graphql", "health")}
                 for target in truth.classes:
                     received = after[target] > before[target]
-                    if target not in seen:  # not called: backing off, the last truth holds
+                    if target not in seen:  # not called: backing off, nothing asked
                         if received:
                             problems.append(f"cycle {k}: {target} not probed, yet called")
-                    elif seen[target] == "timeout" != OUTCOME[plan.fault(target, k)]:
+                        truth.classes[target].append("skipped")
+                        continue
+                    if seen[target] == "timeout" != OUTCOME[plan.fault(target, k)]:
                         # a real timeout on a loaded host (the answer, or even the request's
                         # arrival, came too late): the monitor really saw no answer
                         spurious += 1
