@@ -64,7 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args.config, args.shard)
     if settings is None:
         return 2
-    logs.configure(settings.log.level, settings.log.format, settings.secrets())
+    logs.configure(settings.log.level, args.log_format or settings.log.format,
+                   settings.secrets())
     try:
         daemon = Daemon(settings)
     except ConfigError as exc:
@@ -122,8 +123,14 @@ def _demo(args: argparse.Namespace) -> int:
     from monitor import logs
     from monitor.demo import run_demo
 
-    logs.configure("info", "auto")
+    logs.configure("info", args.log_format or "auto")
     return asyncio.run(run_demo(args.port, os.environ, host=args.host))
+
+
+def _log_format(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--log-format", choices=("auto", "json", "console"), default=None,
+                   help="console: lines and incident blocks for a person; json: one JSON "
+                        f"object a line; auto: console on a TTY, else json (default: {default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configuration file (default config.yaml)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="watch this replica's share of the endpoints (overrides `shard`)")
+    _log_format(p, "log.format, auto by default")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("check", help="probe once now and print the diagnoses (exit 1 if critical)")
@@ -159,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9108, help="the daemon's port (default 9108)")
     p.add_argument("--host", default="127.0.0.1",
                    help="the daemon's address (default 127.0.0.1; 0.0.0.0 in a container)")
+    _log_format(p, "auto")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("replay", help="run the pipeline over a scenario in simulated time")

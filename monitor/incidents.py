@@ -32,11 +32,13 @@ class Incident:
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """What one cycle changed: new incidents, ones still active, ones that ended."""
+    """What one cycle changed: new incidents, ones still active, ones that ended; among the
+    held, those whose severity rose (`escalated`)."""
 
     raised: list[Incident] = field(default_factory=list)
     held: list[Incident] = field(default_factory=list)
     resolved: list[Incident] = field(default_factory=list)
+    escalated: list[Incident] = field(default_factory=list)
 
 
 def data_unknown(code: str, endpoint_id: str | None, obs: Observation) -> bool:
@@ -85,8 +87,11 @@ class IncidentTracker:
                 incident = Incident(diagnosis, since=obs.t, raised_cycle=obs.cycle)
                 changes.raised.append(incident)
             else:
+                was = incident.diagnosis.severity
                 incident = replace(incident, diagnosis=diagnosis)
                 changes.held.append(incident)
+                if SEVERITY_ORDER[diagnosis.severity] > SEVERITY_ORDER[was]:
+                    changes.escalated.append(incident)
             self.active[key] = incident
         for key in [k for k in self.active if k not in current]:
             incident = self.active[key]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox
-from monitor.alerts.router import AlertRouter, Notification, RecordingSink
+from monitor.alerts.router import AlertRouter, Notification, RecordingSink, Sink
 from monitor.alerts.silences import SilenceBook
 from monitor.config import load_settings
 from monitor.cycle import Pipeline
@@ -137,8 +137,11 @@ class Expectations:
                 self.passed += 1
 
 
-async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> ReplayResult:
-    """Replay `scenario` cycle by cycle against an in-process simulator on loopback."""
+async def replay(
+    scenario: Scenario, env: Mapping[str, str] | None = None, sinks: Sequence[Sink] = (),
+) -> ReplayResult:
+    """Replay `scenario` cycle by cycle against an in-process simulator on loopback;
+    `sinks` get the messages too (e.g. the log sink `demo` uses)."""
     env = dict(os.environ if env is None else env)
     # replay only records notifications: the user's Slack credentials are not its business
     # (an exported SLACK_BOT_TOKEN, with no channel here, would fail validation)
@@ -156,7 +159,7 @@ async def replay(scenario: Scenario, env: Mapping[str, str] | None = None) -> Re
     # what a person would receive on Slack: its minimum severity, the configured group_wait,
     # repeat_interval and silences, in simulated time; delivered right after each cycle
     sink = RecordingSink("slack", settings.alerts.slack.min_severity)
-    outbox = Outbox(MemoryOutboxStore(), [sink])
+    outbox = Outbox(MemoryOutboxStore(), [sink, *sinks])
     router = AlertRouter(
         outbox=outbox,
         group_wait_s=settings.alerts.group_wait_s,

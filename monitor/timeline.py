@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitor.alerts.message import place
-from monitor.replay import ReplayResult
+from monitor.alerts.message import code_split, place, shell_lines
+from rules.model import Diagnosis
 from rules.signals import minutes
+
+if TYPE_CHECKING:  # replay runs the daemon's pipeline; the console renderer needs none of it
+    from monitor.replay import ReplayResult
+
+WIDTH = 100
 
 
 def _clock(seconds: float) -> str:
@@ -17,18 +22,43 @@ def _clock(seconds: float) -> str:
 
 
 def _evidence(evidence: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in evidence.items())
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in evidence.items())
 
 
 def _wrap(label: str, text: str) -> list[str]:
+    """`text` under `label`: prose wrapped at WIDTH; each command whole, on lines of its
+    own joined by ' \\' (never cut inside a quoted word), so it pastes as it is."""
     lines: list[str] = []
-    for i, para in enumerate(text.splitlines() or [""]):
-        prefix = f"    {label:<6}" if i == 0 else " " * 10
-        lines.extend(
-            textwrap.wrap(para, width=100, initial_indent=prefix, subsequent_indent=" " * 10)
-            or [prefix.rstrip()]
-        )
+    for para in text.splitlines() or [""]:
+        prose, code = code_split(para)
+        if prose:
+            indent = " " * (len(prose) - len(prose.lstrip()))
+            prefix = f"    {label:<6}" if not lines else " " * 10
+            lines.extend(textwrap.wrap(prose.strip(), width=WIDTH, initial_indent=prefix + indent,
+                                       subsequent_indent=" " * 10 + indent,
+                                       break_on_hyphens=False)
+                         or [prefix.rstrip()])
+        if code:
+            # inline ("4. Check: curl ..."): the command goes under its step
+            lead = prose if prose else para
+            indent = " " * (len(lead) - len(lead.lstrip())) + ("   " if prose else "")
+            prefix = f"    {label:<6}" if not lines else " " * 10
+            for i, piece in enumerate(shell_lines(code, WIDTH - 12)):
+                lines.append((prefix if i == 0 else " " * 12) + indent + piece)
+        if not prose and not code:
+            lines.append(f"    {label:<6}".rstrip() if not lines else "")
     return lines
+
+
+def incident_block(d: Diagnosis, head: str) -> list[str]:
+    """One incident as a person reads it: `head`, then what, why and the fix."""
+    return [
+        head,
+        *_wrap("what", d.summary),
+        *_wrap("why", _evidence(dict(d.evidence))),
+        *_wrap("fix", d.remedy),
+    ]
 
 
 def render_text(result: ReplayResult) -> str:
@@ -37,7 +67,7 @@ def render_text(result: ReplayResult) -> str:
     total = sc.total_cycles * sc.interval_s
     out = [f"{sc.name}: {sc.total_cycles} cycles of {sc.interval_s:g} s ({minutes(total)})"]
     if sc.description:
-        out.extend(textwrap.wrap(" ".join(sc.description.split()), width=100,
+        out.extend(textwrap.wrap(" ".join(sc.description.split()), width=WIDTH,
                                  initial_indent="  ", subsequent_indent="  "))
     out.append("")
     events: list[tuple[int, int, list[str]]] = []
@@ -45,11 +75,8 @@ def render_text(result: ReplayResult) -> str:
         d = inc.diagnosis
         where = place(d)
         t = (inc.raised_cycle - 1) * sc.interval_s
-        lines = [f"{_clock(t)}  cycle {inc.raised_cycle:<3} RAISED    "
-                 f"{d.severity:<8} {d.code}  {where}"]
-        lines += _wrap("what", d.summary)
-        lines += _wrap("why", _evidence(dict(d.evidence)))
-        lines += _wrap("fix", d.remedy)
+        lines = incident_block(d, f"{_clock(t)}  cycle {inc.raised_cycle:<3} RAISED    "
+                                  f"{d.severity:<8} {d.code}  {where}")
         events.append((inc.raised_cycle, 0, lines))
         if inc.resolved_cycle is not None:
             t_end = (inc.resolved_cycle - 1) * sc.interval_s

@@ -331,10 +331,9 @@ def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
     if count:
         remedy = (
             f"Network volumes bill while idle (about {th.volume_usd_per_gb_month:g} USD per "
-            f"GB-month): {volumes}. Delete the ones no endpoint needs, in the console "
-            "(Storage) or with: curl -s -X DELETE "
-            f"{VOLUMES_REST_URL}/<volume id> -H \"Authorization: Bearer $RUNPOD_API_KEY\"; "
-            "a volume's data is lost when it is deleted."
+            f"GB-month): {volumes}. Delete the ones no endpoint needs (a volume's data is "
+            "lost when it is deleted), in the console (Storage) or with: curl -s -X "
+            f"DELETE {VOLUMES_REST_URL}/<volume id> -H \"Authorization: Bearer $RUNPOD_API_KEY\""
         )
     else:
         remedy = (

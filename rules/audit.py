@@ -46,7 +46,7 @@ def _release_step(config: EndpointConfig) -> str:
     mutation = save_endpoint(config)
     return (
         "a template change reaches the workers only with a new release: run saveEndpoint "
-        f"on the endpoint afterwards:\n{mutation}\n{graphql_curl(mutation)}"
+        f"on the endpoint afterwards:\n{graphql_curl(mutation)}"
     )
 
 
@@ -254,7 +254,7 @@ def _single_gpu_tier(
         mutation = save_endpoint(config, gpuIds=",".join(wider))
         remedy = (
             f"Allow every compatible tier: gpuIds {','.join(wider)} (same VRAM or more):\n"
-            f"{mutation}\n{graphql_curl(mutation)}"
+            f"{graphql_curl(mutation)}"
         )
     else:
         remedy = (

@@ -182,7 +182,6 @@ def _queue_backlog(
         f"Throughput is capped by workersMax ({cap}): every allowed worker is running and "
         f"at least {plural(least, 'job')} waited throughout.",
         f"1. Raise workersMax, e.g. to {raised}:",
-        f"   {mutation}",
         f"   {graphql_curl(mutation)}",
     ]
     if config.scaler_value is not None and config.scaler_value > 1:
@@ -195,7 +194,7 @@ def _queue_backlog(
             f"2. Or lower scalerValue (now {config.scaler_value}"
             f"{', ' + config.scaler_type if config.scaler_type else ''}), e.g. to {lower}, so "
             f"workers start sooner on a growing queue:",
-            f"   {scaler}",
+            f"   {graphql_curl(scaler)}",
         ]
     else:
         steps.append(
@@ -288,7 +287,6 @@ def _capacity_remedy(config: EndpointConfig | None, account: Account | None, ope
             steps += [
                 f"{n}. Add every compatible GPU tier to gpuIds ({config.gpu_ids or 'empty'} -> "
                 f"{','.join(wider)}):",
-                f"   {mutation}",
                 f"   {graphql_curl(mutation)}",
             ]
             n += 1
@@ -306,7 +304,6 @@ def _capacity_remedy(config: EndpointConfig | None, account: Account | None, ope
                 f"{n}. Or drop the network volume pin (volume {config.network_volume_id}{pinned}) "
                 "so workers may start in any datacenter (models then load to container disk, "
                 "so size containerDiskInGb for them):",
-                f"   {unpin}",
                 f"   {graphql_curl(unpin)}",
             ]
             n += 1

@@ -133,7 +133,7 @@ def _workers_max_zero(
         "RunPod lowers workersMax on its own after days without requests (to 2 after 3 days, "
         "to 0 after 7) or after repeated unhealthy workers; if workers were unhealthy, fix "
         f"that first. Raise it to {target} with saveEndpoint:\n"
-        f"{mutation}\n{graphql_curl(mutation)}"
+        f"{graphql_curl(mutation)}"
     )
     return _diagnosis(
         history, endpoint_id, "workers_max_zero", severity, summary, remedy,
@@ -153,10 +153,11 @@ def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
     """Scale to zero, delete, create again with the same config, update the id."""
     if config is None:
         return (
-            f"delete endpoint {endpoint_id} (set workersMin and workersMax to 0 first, then "
-            f"{delete_endpoint(endpoint_id)}) and create it again with the same template, "
-            "GPU ids, network volume and worker limits (saveEndpoint without an id); "
-            "then update the endpoint id everywhere it is used (apps, env vars, config.yaml)"
+            f"set workersMin and workersMax of endpoint {endpoint_id} to 0, delete it, create "
+            "it again with the same template, GPU ids, network volume and worker limits "
+            "(saveEndpoint without an id), then update the endpoint id everywhere it is used "
+            f"(apps, env vars, config.yaml). Delete it with: "
+            f"{graphql_curl(delete_endpoint(endpoint_id))}"
         )
     scale_down = save_endpoint(config, workersMin=0, workersMax=0)
     delete = delete_endpoint(endpoint_id)
@@ -164,10 +165,9 @@ def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
     create = create_endpoint(replace(config, workers_max=max(1, config.workers_max)))
     return (
         "delete the endpoint and create it again with the same configuration:\n"
-        f"  a. scale it to zero (deleteEndpoint requires it): {scale_down}\n"
-        f"  b. delete it: {delete}\n"
-        f"  c. create it again: {create}\n"
-        "     (with curl: " + graphql_curl(create) + ")\n"
+        f"  a. scale it to zero (deleteEndpoint requires it): {graphql_curl(scale_down)}\n"
+        f"  b. delete it: {graphql_curl(delete)}\n"
+        f"  c. create it again: {graphql_curl(create)}\n"
         f"  d. the new endpoint has a new id: update it everywhere {endpoint_id} is used "
         "(apps, env vars, config.yaml)"
     )
@@ -191,9 +191,8 @@ def _not_found(
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} and RunPod's "
             "GraphQL API does not list it on this account.",
             "The endpoint id in the configuration is wrong, or the endpoint was deleted: "
-            "compare it with the ids your account lists ("
-            + graphql_curl("query { myself { endpoints { id name } } }")
-            + ") and update the configuration, or recreate the endpoint.",
+            "update the configuration with the right id, or recreate the endpoint. The ids "
+            "your account lists: " + graphql_curl("query { myself { endpoints { id name } } }"),
             {"not_found_cycles": run, "listed": False,
              "endpoints_listed": len(latest.listed_ids or ())},
         )

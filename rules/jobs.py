@@ -149,9 +149,9 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Dia
         steps.append(
             "No error text was seen for the failed jobs (/requests and /status gave none): "
             "read the worker logs (RunPod console > Serverless > "
-            f"{name} > Logs), or fetch a failed job with {rest_curl(eid, 'status/JOB_ID', 'GET')}; "
-            "then tell bad client input from a broken worker, and check recent image or "
-            "template changes."
+            f"{name} > Logs), tell bad client input from a broken worker, and check recent "
+            "image or template changes. Fetch a failed job with: "
+            f"{rest_curl(eid, 'status/JOB_ID', 'GET')}"
         )
     ev = evidence(
         failed_rise=failed,

@@ -150,7 +150,8 @@ def _crash_loop_remedy(
     if config is not None:
         steps.append(
             "4. After fixing the image or template, roll a new release with saveEndpoint "
-            f"(a template change alone does not reach the endpoint): {save_endpoint(config)}"
+            f"(a template change alone does not reach the endpoint): "
+            f"{graphql_curl(save_endpoint(config))}"
         )
     else:
         steps.append(
@@ -230,7 +231,6 @@ def _workers_unhealthy(
         mutation = save_endpoint(config, gpuIds=",".join(bigger))
         steps += [
             f"- {oom}, e.g. gpuIds {','.join(bigger)}:",
-            f"  {mutation}",
             f"  {graphql_curl(mutation)}",
         ]
     else:
@@ -303,7 +303,8 @@ def _idle_workers_queued(
         '"concurrency_modifier": lambda current: N}) with N the jobs one worker can run at '
         "once.",
         "3. Rebuild and push the image, point the template at it, and roll a new release "
-        "with saveEndpoint" + (f": {save_endpoint(config)}" if config is not None else "."),
+        "with saveEndpoint"
+        + (f": {graphql_curl(save_endpoint(config))}" if config is not None else "."),
     ]
     return Diagnosis(
         code="idle_workers_queued",

@@ -36,7 +36,8 @@ def save_endpoint(config: EndpointConfig, **changes: Any) -> str:
         fields["idleTimeout"] = config.idle_timeout
     fields.update(changes)
     body = ", ".join(f"{k}: {_graphql_value(v)}" for k, v in fields.items())
-    return f"mutation {{ saveEndpoint(input: {{ {body} }}) {{ id gpuIds workersMax }} }}"
+    # the selection is only `id`: the command stays short enough to read on one line
+    return f"mutation {{ saveEndpoint(input: {{ {body} }}) {{ id }} }}"
 
 
 def create_endpoint(config: EndpointConfig) -> str:

@@ -59,9 +59,11 @@ def document(chosen: list[tuple[str, Message]], scenario: str) -> str:
         "",
         "Rendered by `scripts/example_message.py` from a real `replay` of the built-in "
         f"`{scenario}` scenario (group_wait 0, as `runpod-monitor demo` runs it), exactly as "
-        "the Slack sink posts them: `text` is the fallback that phone notifications show, "
-        "`blocks` (or, for a resolved message, the green attachment's blocks) is what the "
-        "Slack apps render. Paste a body into Slack's Block Kit Builder to see it.",
+        "the Slack sink posts them: `text` is the short fallback a phone's lock screen shows "
+        "(one line of at most 160 characters: severity, what, where), `blocks` (or, for a "
+        "resolved message, the green attachment's blocks) is what the Slack apps render, with "
+        "the fix and each command once, ready to paste. Paste a body into Slack's Block Kit "
+        "Builder to see it.",
         "",
         "Regenerate with `.venv/bin/python scripts/example_message.py`.",
         "",

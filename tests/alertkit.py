@@ -15,6 +15,7 @@ from monitor.alerts.silences import SilenceBook
 from monitor.alerts.slack import SlackSink
 from monitor.incidents import Changes, IncidentTracker
 from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
+from rules.remedies import graphql_curl
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, as replay's simulated epoch
 NAMES = {"ep1": "sdxl-images", "ep2": "whisper", "ep3": "llm-chat"}
@@ -23,13 +24,10 @@ NAMES = {"ep1": "sdxl-images", "ep2": "whisper", "ep3": "llm-chat"}
 def diag(
     code: str, eid: str | None = "ep1", severity: str = "critical", **evidence: Any
 ) -> Diagnosis:
-    """A diagnosis with a summary, evidence and a remedy holding a mutation and a curl."""
+    """A diagnosis with a summary, evidence and a remedy holding a command to paste."""
     scope = "endpoint" if eid else "account"
-    remedy = (
-        f"Do the thing for {code}:\n"
-        f'mutation {{ saveEndpoint(input: {{ id: "{eid}", workersMax: 2 }}) {{ id }} }}\n'
-        "curl -s https://api.runpod.io/graphql -H 'Content-Type: application/json' "
-        "-d '{\"query\": \"{ myself { id } }\"}'"
+    remedy = f"Do the thing for {code}:\n" + graphql_curl(
+        f'mutation {{ saveEndpoint(input: {{ id: "{eid}", workersMax: 2 }}) {{ id }} }}'
     )
     return Diagnosis(
         code, scope, severity,  # type: ignore[arg-type]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from alertkit import T0, diag
+from remedykit import queries
 from slack_sdk.models.blocks import Block
 
-from monitor.alerts.message import TRUNCATED, message_text
+from monitor.alerts.message import LOCK_SCREEN_LIMIT, TRUNCATED, message_text
 from monitor.alerts.model import Message, Notification
 from monitor.alerts.slack import (
     FIELD_LIMIT,
@@ -85,10 +87,17 @@ def test_firing_message_layout() -> None:
     assert fields == ["*in_queue*\n3", "*restarts*\n2"]
     fix = blocks[4]["text"]["text"]
     assert fix.startswith("*Fix*\nDo the thing for crash_loop:")
-    mutation = 'mutation { saveEndpoint(input: { id: "ep1", workersMax: 2 }) { id } }'
-    assert f"```{mutation}\ncurl -s" in fix
-    assert body["text"].startswith("[CRITICAL] crash_loop on sdxl-images (ep1): ")
-    assert "Fix: Do the thing" in body["text"]
+    # the command once, whole, in a code block
+    assert "```curl -s https://api.runpod.io/graphql " in fix
+    assert fix.count("saveEndpoint") == 1
+    (code,) = re.findall(r"```(.*?)```", fix, re.S)
+    assert queries(code) == [
+        'mutation { saveEndpoint(input: { id: "ep1", workersMax: 2 }) { id } }'
+    ]
+    # the fallback is the lock-screen line: what and where; the fix is in the blocks
+    assert body["text"] == ("[CRITICAL] crash_loop on sdxl-images (ep1): "
+                            "crash_loop on sdxl-images: 3 jobs wait.")
+    assert len(body["text"]) <= LOCK_SCREEN_LIMIT
 
 
 def test_long_fields_are_cut_with_a_visible_marker() -> None:
@@ -110,7 +119,8 @@ def test_long_fields_are_cut_with_a_visible_marker() -> None:
     assert all(f.endswith(TRUNCATED) for f in fields)
     assert any(TRUNCATED + "```" in t for t in texts)  # the code block, closed after the cut
     assert body["blocks"][0]["text"]["text"].endswith(TRUNCATED)  # the long name
-    assert body["text"].endswith(TRUNCATED)
+    assert body["text"].endswith("…")
+    assert len(body["text"]) <= LOCK_SCREEN_LIMIT
 
 
 def test_many_incidents_stay_within_fifty_blocks() -> None:
@@ -127,7 +137,10 @@ def test_many_incidents_stay_within_fifty_blocks() -> None:
     assert "3 more diagnoses not shown" in last["elements"][0]["text"]
     header = body["blocks"][0]["text"]["text"]
     assert header == ":rotating_light: CRITICAL · 15 problems on sdxl-images"
-    assert body["text"].startswith("[CRITICAL] 15 problems on sdxl-images (ep1):")
+    # as many codes as a lock screen shows, and how many more
+    assert body["text"].startswith("[CRITICAL] 15 problems on sdxl-images (ep1): code_0, code_1,")
+    assert body["text"].endswith(" more")
+    assert len(body["text"]) <= LOCK_SCREEN_LIMIT
 
 
 def test_one_incident_with_huge_evidence_is_cut_at_fifty_blocks() -> None:
@@ -152,8 +165,8 @@ def test_resolved_message_is_short_and_green() -> None:
     text = att["blocks"][0]["text"]["text"]
     assert text.count(":white_check_mark:") == 2
     assert "after 10 min" in text
-    assert body["text"] == ("[RESOLVED] 2 problems on sdxl-images (ep1):\n"
-                            "- crash_loop after 10 min\n- job_failures after 10 min")
+    assert body["text"] == ("[RESOLVED] 2 problems on sdxl-images (ep1): "
+                            "crash_loop after 10 min, job_failures after 10 min")
 
 
 def test_reminder_and_account_messages() -> None:
@@ -197,3 +210,44 @@ def test_mrkdwn_control_characters_are_escaped() -> None:
     assert "<!channel>" not in flat
     assert "<@U123>" not in flat
     assert "&lt;!channel&gt; &amp;" in flat
+
+
+def _shapes() -> list[Message]:
+    """Messages of every kind, with names and summaries far past a lock screen."""
+    long = Diagnosis("crash_loop", "endpoint", "critical", "S " * 900, "R", {}, "ep1",
+                     "n" * 400)
+    account = diag("low_balance", eid=None)
+    many = [diag(f"code_{i}") for i in range(15)]
+    return [
+        message(kind, ds)
+        for kind in ("firing", "reminder", "resolved")
+        for ds in ([diag("crash_loop")], [long], [account], many, many[:2])
+    ]
+
+
+async def test_fallback_text_fits_a_lock_screen() -> None:
+    """Slack's `text` is one line of at most LOCK_SCREEN_LIMIT characters that names the
+    severity (or RESOLVED), the code or how many problems, and where; for every message the
+    demo replay sends and for names and summaries far past the limit. The fix is in the
+    blocks only."""
+    from monitor.demo import demo_scenario
+    from monitor.replay import replay
+
+    scenario = demo_scenario()
+    monitor = {**scenario.monitor, "alerts": {"group_wait_s": 0}}
+    result = await replay(scenario.model_copy(update={"monitor": monitor}), env={})
+    replayed = [Message(n.kind, "slack", n.batch, n.t, n.cycle, (n,), n.text)
+                for n in result.alerts]
+    assert len(replayed) >= 10
+    for m in [*replayed, *_shapes()]:
+        text = render(m)["text"]
+        assert 0 < len(text) <= LOCK_SCREEN_LIMIT, text
+        assert "\n" not in text
+        assert "Fix" not in text
+        assert text.startswith(("[CRITICAL]", "[WARNING]", "[INFO]", "[RESOLVED]",
+                                "[REMINDER]")), text
+        d = m.notifications[0].incident.diagnosis
+        where = f"({d.endpoint_id})" if d.endpoint_id else "(account)"
+        if len(d.endpoint_name or "") < 100:
+            assert where in text or "the account" in text, text
+            assert d.code in text or "problems on" in text, text

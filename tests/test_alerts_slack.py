@@ -365,6 +365,10 @@ async def test_refused_blocks_fall_back_to_plain_text(standin: SlackStandIn) -> 
     await story.deliver(T0)
     assert [r.answered for r in standin.requests] == ["invalid_blocks", "ok"]
     assert set(standin.delivered()[0].body) == {"text"}
+    # without the blocks, the plain text carries the whole fix, command included
+    retry = standin.delivered()[0].body["text"]
+    assert "Fix: Do the thing for crash_loop:" in retry
+    assert "curl -s https://api.runpod.io/graphql" in retry
     assert story.router.outbox.store.pending() == 0
 
 

@@ -40,6 +40,18 @@ def test_raise_then_hold_then_resolve() -> None:
     assert not tr.active
 
 
+def test_a_severity_that_rises_is_escalated_once() -> None:
+    """warning -> critical is held and escalated in that cycle only; a fall is not."""
+    tr = IncidentTracker()
+    tr.update(obs(1), [diag("no_gpu_capacity", severity="warning")])
+    rose = tr.update(obs(2), [diag("no_gpu_capacity", severity="critical")])
+    assert [i.key for i in rose.escalated] == [("no_gpu_capacity", "ep1")]
+    assert rose.escalated[0].diagnosis.severity == "critical"
+    assert rose.escalated[0].since == 30.0
+    assert not tr.update(obs(3), [diag("no_gpu_capacity", severity="critical")]).escalated
+    assert not tr.update(obs(4), [diag("no_gpu_capacity", severity="warning")]).escalated
+
+
 def test_unknown_health_holds_crash_loop() -> None:
     """An API outage (health timeouts) never resolves a crash loop."""
     tr = IncidentTracker()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import pytest
+from remedykit import posted
 from rulekit import TH, Health, account, build, config, observation, sample, template
 from test_secrets import CASES, GH_BODY, GHP, HF
 
@@ -266,7 +267,7 @@ def test_single_tier_with_volume_suggests_compatible_tiers() -> None:
     assert [d.severity for d in found] == ["info"]
     d = found[0]
     assert d.evidence["compatible_tiers"] == "AMPERE_48,ADA_48_PRO,AMPERE_80,ADA_80_PRO"
-    assert 'gpuIds: "AMPERE_48,ADA_48_PRO,AMPERE_80,ADA_80_PRO"' in d.remedy
+    assert 'gpuIds: "AMPERE_48,ADA_48_PRO,AMPERE_80,ADA_80_PRO"' in posted(d.remedy)
     assert "saveEndpoint" in d.remedy
 
 

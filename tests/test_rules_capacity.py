@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from remedykit import posted
 from rulekit import (
     EID,
     TH,
@@ -130,16 +131,16 @@ def test_summary_and_evidence_carry_the_numbers() -> None:
 def test_remedy_gives_save_endpoint_with_wider_gpu_list_and_volume_unpin() -> None:
     """The remedy holds this endpoint's saveEndpoint with every compatible tier, and unpin."""
     d = only(endpoint_history([THROTTLED] * 2, config=PINNED, account=TX3), "no_gpu_capacity")
-    assert 'saveEndpoint(input: { id: "ep1"' in d.remedy
-    assert f'gpuIds: "{WIDER}"' in d.remedy
-    assert 'networkVolumeId: ""' in d.remedy
+    assert 'saveEndpoint(input: { id: "ep1"' in posted(d.remedy)
+    assert f'gpuIds: "{WIDER}"' in posted(d.remedy)
+    assert 'networkVolumeId: ""' in posted(d.remedy)
     assert "gpuTypes" in d.remedy
 
 
 def test_remedy_without_a_volume_offers_no_unpin() -> None:
     """Without a network volume the remedy widens gpuIds and does not offer to unpin."""
     d = only(endpoint_history([THROTTLED] * 2, config=config()), "no_gpu_capacity")
-    assert f'gpuIds: "{WIDER}"' in d.remedy
+    assert f'gpuIds: "{WIDER}"' in posted(d.remedy)
     assert "network volume pin" not in d.remedy
     assert "createNetworkVolume" not in d.remedy
 
@@ -195,8 +196,8 @@ def test_not_scheduling_at_the_duration_raises_critical() -> None:
 def test_not_scheduling_remedy_widens_gpu_ids_and_checks_gpu_types() -> None:
     """The remedy holds the saveEndpoint with the wider list, the unpin and gpuTypes."""
     d = only(endpoint_history([SILENT] * 11, config=PINNED), "not_scheduling")
-    assert f'gpuIds: "{WIDER}"' in d.remedy
-    assert 'networkVolumeId: ""' in d.remedy
+    assert f'gpuIds: "{WIDER}"' in posted(d.remedy)
+    assert 'networkVolumeId: ""' in posted(d.remedy)
     assert "gpuTypes" in d.remedy
 
 
@@ -289,7 +290,7 @@ def test_queue_backlog_remedy_raises_workers_max_and_lowers_scaler() -> None:
     d = only(endpoint_history([BACKLOG] * 11, config=CAPPED), "queue_backlog")
     assert "workersMax: 6" in d.remedy
     assert "scalerValue: 2" in d.remedy
-    assert 'saveEndpoint(input: { id: "ep1"' in d.remedy
+    assert 'saveEndpoint(input: { id: "ep1"' in posted(d.remedy)
 
 
 def test_queue_backlog_latest_unknown_returns_nothing() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from remedykit import posted
 from rulekit import (
     CONFIG,
     EID,
@@ -79,7 +80,7 @@ def test_two_404s_with_nonpositive_balance_raise_balance_exhausted() -> None:
     assert d.evidence["listed"] is True
     assert "-0.12" in d.summary
     assert "Add funds" in d.remedy
-    assert f'deleteEndpoint(id: "{EID}")' in d.remedy
+    assert f'deleteEndpoint(id: "{EID}")' in posted(d.remedy)
     assert "saveEndpoint(input: { name:" in d.remedy  # the create mutation has no id
     assert "workersMax: 0" in d.remedy  # scale to zero before deleting
 
@@ -139,7 +140,7 @@ def test_top_up_with_404_continuing_raises_endpoint_disabled() -> None:
     assert d.evidence["balance_usd"] == 50.0
     assert d.evidence["answered_200_before"] is True
     assert d.evidence["balance_seen_nonpositive"] is True
-    assert f'deleteEndpoint(id: "{EID}")' in d.remedy
+    assert f'deleteEndpoint(id: "{EID}")' in posted(d.remedy)
     assert "saveEndpoint(input: { name:" in d.remedy
     assert "update it everywhere" in d.remedy
 

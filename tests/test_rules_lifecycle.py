@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from remedykit import posted
 from rulekit import (
     EID,
     TH,
@@ -199,7 +200,7 @@ def test_crash_loop_remedy_gives_purge_queue_and_release() -> None:
     """The remedy names logs, disk room, the saveEndpoint release and the purge-queue curl."""
     d = only(endpoint_history(looping(11), config=CFG, account=TX3), "crash_loop")
     assert "curl -s -X POST https://api.runpod.ai/v2/ep1/purge-queue" in d.remedy
-    assert 'saveEndpoint(input: { id: "ep1"' in d.remedy
+    assert 'saveEndpoint(input: { id: "ep1"' in posted(d.remedy)
     assert "network volume vol-tx3 of 50 GB" in d.remedy
     assert "containerDiskInGb 20" in d.remedy
     no_config = only(endpoint_history(looping(11), config=None), "crash_loop")
@@ -243,7 +244,7 @@ def test_unhealthy_remedy_explains_exit_codes_with_a_larger_tier() -> None:
     d = only(endpoint_history([UNHEALTHY], config=CFG), "workers_unhealthy")
     for code in ("exit 137", "exit 139", "exit 2"):
         assert code in d.remedy
-    assert 'gpuIds: "AMPERE_80,ADA_80_PRO"' in d.remedy
+    assert 'gpuIds: "AMPERE_80,ADA_80_PRO"' in posted(d.remedy)
     assert "containerDiskInGb (now 20 GB)" in d.remedy
 
 

@@ -146,6 +146,28 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
         c.texts["run stderr"] = run.stderr()
         _read_db_files(state, "stopped", c.blobs)
 
+        # the console a person reads (`--log-format console`), with its own state so the
+        # leaked token's incident is raised, and drawn as a block, again
+        console_config = write_config(
+            tmp / "console.yaml", sim_port(sim), free_port(), tmp / "console.db",
+            runpod={"api_key": API_KEY, "timeout_s": 5},
+            alerts={"slack": {"webhook_url": webhook, "channel": "#gpu-alerts",
+                              "min_severity": "info"}},
+            log={"level": "debug", "format": "json"},
+        )
+        console = group.monitor("run-console", "run", "--config", str(console_config),
+                                "--log-format", "console", env=env)
+        try:
+            wait_until("the console's secret_in_template block",
+                       lambda: "RAISED" in console.stderr() and "fix" in console.stderr(), 20)
+            time.sleep(1.5)
+            console.signal(SIGTERM)
+            console.wait(15)
+        finally:
+            console.kill()
+        c.texts["run console stdout"] = console.stdout()
+        c.texts["run console stderr"] = console.stderr()
+
         # then, at once: `check` on the stopped daemon's config and database; `check` refusing
         # the same config when it is readable by every user, and a YAML syntax error on a line
         # that holds a secret; `replay` of the scenario
@@ -200,11 +222,16 @@ def test_the_secrets_were_really_in_play(captured: Captured) -> None:
 
 
 def test_no_secret_in_daemon_logs(captured: Captured) -> None:
-    """No secret in any stdout or stderr line of `run` (at debug level)."""
-    leaks = [leak for where in ("run stdout", "run stderr")
-             for leak in _leaks(where, captured.texts[where])]
+    """No secret in any stdout or stderr line of `run` (at debug level), in JSON or on the
+    console."""
+    logs = ("run stdout", "run stderr", "run console stdout", "run console stderr")
+    leaks = [leak for where in logs for leak in _leaks(where, captured.texts[where])]
     assert not leaks
     assert captured.texts["run stderr"].strip()
+    # the console drew the leak's block: its summary and evidence went through the redactor
+    console = captured.texts["run console stderr"]
+    assert "RAISED    critical secret_in_template" in console, console[-3000:]
+    assert "GITHUB_TOKEN" in console
 
 
 def test_no_secret_in_http_bodies(captured: Captured) -> None:

@@ -1,5 +1,6 @@
-"""The words a person reads: the plain-text form of a notification (Slack's fallback, what
-phones show, and replay's `text`)."""
+"""The words a person reads: the short text of a notification (Slack's `text`, what a phone's
+lock screen shows, replay's `text`) and its full plain-text form (the Slack retry when the
+blocks are refused)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from rules.signals import minutes
 TRUNCATED = "… (truncated)"
 # Slack truncates a message's `text` past 4000 characters; cut it ourselves, visibly.
 TEXT_LIMIT = 4000
+# A phone's lock screen shows about four lines of a notification, some 40 characters each
+# on a narrow phone, before it cuts: the short text says severity, what and where in that.
+LOCK_SCREEN_LIMIT = 160
 
 
 def truncate(text: str, limit: int, marker: str = TRUNCATED) -> str:
@@ -19,6 +23,80 @@ def truncate(text: str, limit: int, marker: str = TRUNCATED) -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - len(marker))].rstrip() + marker
+
+
+CODE_STARTS = ("mutation {", "mutation{", "query {", "curl ", "{ ")
+
+
+def code_split(line: str) -> tuple[str, str]:
+    """(prose, code) of one remedy line: code starts at a mutation, a query or a curl, at
+    the line's start or after ': ', and runs to the end of the line."""
+    stripped = line.strip()
+    for start in CODE_STARTS:
+        if stripped.startswith(start):
+            return "", stripped
+        at = line.find(": " + start)
+        if at >= 0:
+            return line[: at + 1].strip(), line[at + 2:].strip()
+    return line, ""
+
+
+def shell_words(command: str) -> list[str]:
+    """`command` split at the spaces a shell splits it at, each word kept as written
+    (quotes included), so the words joined by spaces are the command again."""
+    words: list[str] = []
+    word: list[str] = []
+    quote = ""
+    escaped = False
+    for ch in command:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+            continue
+        word.append(ch)
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def shell_lines(command: str, width: int) -> list[str]:
+    """`command` over lines of about `width` characters joined by ' \\' continuations,
+    broken only before an option (`-H`, `-d`, ...) and never inside a quoted word, so it
+    pastes as the same command; an option wider than `width` keeps a line to itself."""
+    units: list[str] = []
+    for word in shell_words(command):
+        if units and not word.startswith("-"):
+            units[-1] += " " + word  # an option's argument stays with it
+        else:
+            units.append(word)
+    lines: list[str] = []
+    for unit in units:
+        if lines and len(lines[-1]) + 1 + len(unit) <= width:
+            lines[-1] += " " + unit
+        else:
+            lines.append(unit)
+    return [line + " \\" for line in lines[:-1]] + lines[-1:]
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut at a word to at most `limit` characters, ending in '…'."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def subject(d: Diagnosis) -> str:
@@ -57,7 +135,50 @@ def _indent(text: str, prefix: str) -> str:
 
 
 def message_text(kind: str, notifications: Sequence[Notification], t: float) -> str:
-    """The plain text of one message: the notifications of one batch (one endpoint)."""
+    """The short text of one message (one batch, one endpoint): severity, what and where on
+    one line of at most LOCK_SCREEN_LIMIT characters; the remedy is in the blocks."""
+    if not notifications:
+        return ""
+    ds = [n.incident.diagnosis for n in notifications]
+    if kind == "resolved":
+        if len(notifications) == 1:
+            n = notifications[0]
+            return shorten(resolved_text(ds[0], _lasted(n, t), n.note), LOCK_SCREEN_LIMIT)
+        ended = ", ".join(
+            f"{d.code} after {minutes(_lasted(n, t))}"
+            + (f" (now explained by {n.note})" if n.note else "")
+            for n, d in zip(notifications, ds, strict=True)
+        )
+        return shorten(f"[RESOLVED] {len(ds)} problems on {place(ds[0])}: {ended}",
+                       LOCK_SCREEN_LIMIT)
+    prefix = "[REMINDER] " if kind == "reminder" else ""
+    if len(ds) == 1:
+        d = ds[0]
+        still = (
+            f" still active after {minutes(t - notifications[0].incident.since)}"
+            if kind == "reminder" else ""
+        )
+        return shorten(f"{prefix}[{d.severity.upper()}] {subject(d)}{still}: {d.summary}",
+                       LOCK_SCREEN_LIMIT)
+    still = " still active" if kind == "reminder" else ""
+    head = f"{prefix}[{worst(ds).upper()}] {len(ds)} problems on {place(ds[0])}{still}: "
+    return shorten(head + _listed([d.code for d in ds], LOCK_SCREEN_LIMIT - len(head)),
+                   LOCK_SCREEN_LIMIT)
+
+
+def _listed(items: Sequence[str], room: int) -> str:
+    """As many of `items` as fit in `room` characters, then '+N more'."""
+    for shown in range(len(items), 0, -1):
+        rest = len(items) - shown
+        text = ", ".join(items[:shown]) + (f" +{rest} more" if rest else "")
+        if len(text) <= room:
+            return text
+    return f"{len(items)} codes"
+
+
+def plain_text(kind: str, notifications: Sequence[Notification], t: float) -> str:
+    """The full plain text of one message, with each fix: what Slack shows when it refused
+    the blocks."""
     if not notifications:
         return ""
     ds = [n.incident.diagnosis for n in notifications]

@@ -91,7 +91,7 @@ class LogSink:
         for n in message.notifications:
             d = n.incident.diagnosis
             self._log.info("alert", kind=n.kind, code=d.code, severity=d.severity,
-                           endpoint_id=d.endpoint_id, batch=n.batch, text=n.text)
+                           endpoint_id=d.endpoint_id, batch=n.batch, t=n.t, text=n.text)
 
 
 def inhibitors(active: Iterable[Incident]) -> dict[Key, str]:

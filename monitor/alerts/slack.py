@@ -38,7 +38,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from monitor.alerts.message import TRUNCATED, truncate, worst
+from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
 from monitor.alerts.model import DeliveryError, Message, Notification
 from rules.model import Diagnosis
 from rules.signals import minutes
@@ -63,7 +63,6 @@ CONTENT_ERRORS = frozenset({
     "invalid_attachments", "too_many_attachments", "invalid_payload", "no_text",
     "invalid_arguments",
 })
-CODE_STARTS = ("mutation {", "mutation{", "query {", "curl ", "{ ")
 
 
 def _quiet_logger() -> logging.Logger:
@@ -106,24 +105,12 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _code_split(line: str) -> tuple[str, str]:
-    """(prose, code) of one remedy line: code starts at a mutation, a query or a curl."""
-    stripped = line.strip()
-    for start in CODE_STARTS:
-        if stripped.startswith(start):
-            return "", stripped
-        at = line.find(": " + start)
-        if at >= 0:
-            return line[: at + 1].strip(), line[at + 2:].strip()
-    return line, ""
-
-
 def remedy_mrkdwn(remedy: str) -> list[str]:
     """The remedy as mrkdwn chunks (each within a section's limit): prose as text,
     mutations and curl commands in code blocks. A chunk cut short says so."""
     parts: list[tuple[str, str]] = []  # ("text" | "code", content)
     for line in remedy.splitlines():
-        prose, code = _code_split(line)
+        prose, code = code_split(line)
         if prose:
             parts.append(("text", _escape(prose)))
         if code:  # Slack decodes &amp; &lt; &gt; inside code blocks too
@@ -232,8 +219,9 @@ def resolved_blocks(message: Message) -> list[dict[str, Any]]:
 
 
 def render(message: Message) -> dict[str, Any]:
-    """The chat.postMessage / webhook body: `text` (the fallback phones show) and Block
-    Kit; a resolved message is one green-barred attachment."""
+    """The chat.postMessage / webhook body: `text` (the short fallback a phone's lock screen
+    shows) and Block Kit, which carries the remedy; a resolved message is one green-barred
+    attachment."""
     body: dict[str, Any] = {"text": message.text}
     if message.kind == "resolved":
         body["attachments"] = [{"color": GREEN, "blocks": resolved_blocks(message),
@@ -359,7 +347,8 @@ class SlackSink:
             await self._post(render(message))
         except DeliveryError as exc:
             if exc.permanent:
-                await self._post({"text": truncate(message.text, FALLBACK_LIMIT)})
+                full = plain_text(message.kind, message.notifications, message.t)
+                await self._post({"text": truncate(full, FALLBACK_LIMIT)})
                 return
             raise
 
