@@ -4,6 +4,7 @@ an error report that names every problem by its dotted field path, in file order
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -34,6 +36,7 @@ _ENV_SECRETS: dict[str, tuple[str, str]] = {
     "runpod.api_key": ("api_key_file", "RUNPOD_API_KEY"),
     "alerts.slack.webhook_url": ("webhook_url_file", "SLACK_WEBHOOK_URL"),
     "alerts.slack.bot_token": ("bot_token_file", "SLACK_BOT_TOKEN"),
+    "api.write_token": ("write_token_file", "RUNPOD_MONITOR_WRITE_TOKEN"),
 }
 _SECRETS = (*_ENV_SECRETS, "http.basic_auth.password")
 _SECRET_NAMES = frozenset(p.rsplit(".", 1)[1] for p in _SECRETS)
@@ -43,6 +46,12 @@ _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _AUTH_INCOMPLETE = "required (set password or password_file)"
 _NO_TARGET = "needs a code, an endpoint_id or both"
 _NO_CHANNEL = "required with a bot token"
+_OPEN_WRITES = (
+    "required: http.listen {listen!r} is reachable beyond this machine, and anyone who "
+    "reaches it could silence every alert (POST /api/v1/silences). Set api.write_token "
+    "(or api.write_token_file, or RUNPOD_MONITOR_WRITE_TOKEN) or http.basic_auth; or "
+    "api.write_routes: false; or, knowingly, api.allow_unauthenticated_writes: true"
+)
 
 
 class ConfigError(Exception):
@@ -174,6 +183,24 @@ class HttpSettings(_Section):
     def port(self) -> int:
         return _split_listen(self.listen)[1]
 
+    @property
+    def loopback(self) -> bool:
+        """True when only this machine can reach the listener."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is a loopback address (a hostname other than localhost is not:
+    what it resolves to can change)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
+
 
 def _split_listen(value: str) -> tuple[str, int]:
     bad = f"must be host:port, IPv6 as [::1]:9108 (got {_got(value)})"
@@ -189,6 +216,27 @@ def _split_listen(value: str) -> tuple[str, int]:
     if int(port) > 65535:
         raise ValueError(f"port must be 0..65535 (got {_got(value)})")
     return host, int(port)
+
+
+_TOKEN_MIN = 16
+
+
+class ApiSettings(_Section):
+    write_routes: bool = True
+    write_token: SecretStr | None = None
+    write_token_file: Path | None = None
+    allow_unauthenticated_writes: bool = False
+    max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    max_silences: int = Field(default=1_000, ge=1, le=100_000)
+    max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    @field_validator("write_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _TOKEN_MIN:
+            raise ValueError(f"must be at least {_TOKEN_MIN} characters "
+                             "(e.g. `openssl rand -hex 32`)")
+        return value
 
 
 class StateSettings(_Section):
@@ -290,6 +338,7 @@ class Settings(_Section):
     shard: Annotated[str | None, BeforeValidator(_shard)] = None
     rules: Thresholds = Field(default_factory=lambda: Thresholds.model_validate({}))
     http: HttpSettings = Field(default_factory=HttpSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     log: LogSettings = Field(default_factory=LogSettings)
@@ -310,6 +359,7 @@ class Settings(_Section):
             self.alerts.slack.webhook_url,
             self.alerts.slack.bot_token,
             auth.password if auth is not None else None,
+            self.api.write_token,
         ]
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
@@ -538,11 +588,45 @@ def _cross_checks(tree: dict[str, Any]) -> list[Any]:
     slack = _dig(tree, "alerts", "slack")
     if isinstance(slack, dict) and slack.get("bot_token") is not None and not slack.get("channel"):
         problems.append((("alerts", "slack", "channel"), _NO_CHANNEL))
+    problems.extend(_open_writes(tree))
     silences = _dig(tree, "alerts", "silences")
     for i, item in enumerate(silences if isinstance(silences, list) else []):
         if isinstance(item, dict) and item.get("code") is None and item.get("endpoint_id") is None:
             problems.append((("alerts", "silences", i), _NO_TARGET))
     return problems
+
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+def _flag(value: Any, default: bool) -> bool | None:
+    """A raw boolean as the model will read it ("yes", 1, "true" included); None when it is
+    not one (the model reports that)."""
+    if value is None:
+        return default
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _open_writes(tree: dict[str, Any]) -> list[Any]:
+    """A listener beyond loopback whose write routes anyone who reaches it could call."""
+    listen = _dig(tree, "http", "listen")
+    listen = HttpSettings.model_fields["listen"].default if listen is None else listen
+    api = _dig(tree, "api")
+    api = api if isinstance(api, dict) else {}
+    try:
+        host = _split_listen(listen)[0] if isinstance(listen, str) else None
+    except ValueError:
+        host = None  # reported on http.listen
+    if host is None or is_loopback(host) or _flag(api.get("write_routes"), True) is not True:
+        return []
+    credential = api.get("write_token") is not None or isinstance(
+        _dig(tree, "http", "basic_auth"), dict)
+    if credential or _flag(api.get("allow_unauthenticated_writes"), False) is not False:
+        return []
+    return [(("api", "write_token"), _OPEN_WRITES.format(listen=listen))]
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from monitor.metrics import MonitorMetrics
 from monitor.probes import Prober
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
-from monitor.web import build_app
+from monitor.web import WritePolicy, build_app
 from rules.model import History, Observation
 
 log = structlog.get_logger("monitor.daemon")
@@ -73,7 +73,7 @@ class Daemon:
             router=router,
             account_rules=shard is None or shard[0] == 0,
         )
-        self.jobs = JobTracker()
+        self.jobs = JobTracker(max_jobs=settings.api.max_jobs)
         # in memory only: a restart forgets the incidents that ended before it
         self.resolved: deque[Incident] = deque(maxlen=RESOLVED_KEPT)
         self.cycle_no = 0
@@ -212,7 +212,9 @@ class Daemon:
         if http.basic_auth is not None:
             auth = (http.basic_auth.username, http.basic_auth.password.get_secret_value())
         silences = (self.pipeline.router.silences, self.clock)
-        self._runner = web.AppRunner(build_app(self, auth, silences=silences), access_log=None)
+        writes = WritePolicy.from_settings(self.settings)
+        app = build_app(self, auth, silences=silences, writes=writes)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, http.host, http.port)
         await site.start()

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from monitor.config import settings_from_dict
+from monitor.config import is_loopback, settings_from_dict
 from monitor.daemon import Daemon, serve
 from monitor.simulator import Scenario, SimulatorServer, load_scenario
 
@@ -39,6 +39,9 @@ def demo_settings(
         # when SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN is set, the log otherwise
         "alerts": {"group_wait_s": 0},
     }
+    if not is_loopback(host) and not env.get("RUNPOD_MONITOR_WRITE_TOKEN"):
+        # reachable beyond this machine with no token: a read-only demo rather than a refusal
+        data["api"] = {"write_routes": False}
     for key, value in scenario.monitor.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return data

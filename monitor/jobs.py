@@ -29,6 +29,14 @@ class Finished:
     job: Job
 
 
+class TrackerFull(Exception):
+    """The tracker holds `limit` jobs: a new one is refused (the ones tracked are kept)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs tracked already")
+        self.limit = limit
+
+
 class JobTracker:
     """Keeps registered jobs until `/status` says they ended; bounded in count and age."""
 
@@ -41,13 +49,14 @@ class JobTracker:
         return len(self._jobs)
 
     def register(self, endpoint_id: str, job_id: str, now: float) -> bool:
-        """Track a job; False when it was tracked already. The oldest is dropped past the cap."""
+        """Track a job; False when it was tracked already; TrackerFull at `max_jobs` (refused
+        rather than dropping the oldest, which anyone posting could otherwise push out)."""
         key = (endpoint_id, job_id)
         if key in self._jobs:
             return False
+        if len(self._jobs) >= self.max_jobs:
+            raise TrackerFull(self.max_jobs)
         self._jobs[key] = now
-        while len(self._jobs) > self.max_jobs:
-            self._jobs.popitem(last=False)
         return True
 
     def tracked(self) -> list[tuple[str, str]]:

@@ -63,18 +63,24 @@ def test_shipped_config_loads_with_defaults() -> None:
     assert (slack.min_severity, slack.max_per_second) == ("warning", 1.0)
     assert (s.alerts.alertmanager.url, s.alerts.alertmanager.min_severity) == (None, "info")
     assert (s.log.level, s.log.format) == ("info", "auto")
+    api = s.api
+    assert (api.write_routes, api.write_token, api.allow_unauthenticated_writes) == (
+        True, None, False)
+    assert (api.max_body_bytes, api.max_silences, api.max_jobs) == (16384, 1000, 10000)
     assert s.secrets() == []
 
 
 def test_shipped_config_takes_secrets_from_env() -> None:
-    """The shipped file's ${VAR}s pick up the three secrets from the environment."""
+    """The shipped file's ${VAR}s pick up the secrets from the environment."""
     env = {
         "RUNPOD_API_KEY": "rpa_key",
         "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x",
+        "RUNPOD_MONITOR_WRITE_TOKEN": "write-token-0123456789",
     }
     s = load_settings(REPO / "config.yaml", env=env)
     assert require_api_key(s) == "rpa_key"
-    assert s.secrets() == ["rpa_key", "https://hooks.slack.com/services/T/B/x"]
+    assert s.secrets() == ["rpa_key", "https://hooks.slack.com/services/T/B/x",
+                           "write-token-0123456789"]
 
 
 MISSING = object()  # the case's file is not created

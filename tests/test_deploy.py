@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from monitor.cli import build_parser
-from monitor.config import load_settings
+from monitor.config import ConfigError, load_settings
 from monitor.demo import demo_scenario, demo_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,14 +318,29 @@ def test_container_config_listens_on_all_interfaces() -> None:
     """The image's config listens on 0.0.0.0:9108 unless RUNPOD_MONITOR_LISTEN says otherwise,
     and keeps its state in the data volume."""
     path = DEPLOY / "config.docker.yaml"
-    settings = load_settings(path, env={"RUNPOD_API_KEY": "k"})
+    token = "0123456789abcdef0123456789abcdef"
+    settings = load_settings(path, env={"RUNPOD_API_KEY": "k",
+                                        "RUNPOD_MONITOR_WRITE_TOKEN": token})
     assert settings.http.listen == "0.0.0.0:9108"
     assert settings.state.path.parent == Path("/var/lib/runpod-monitor")
     assert settings.runpod.api_key is not None
     assert settings.runpod.api_key.get_secret_value() == "k"
+    assert settings.api.write_token is not None
+    assert settings.api.write_token.get_secret_value() == token
     moved = load_settings(path, env={"RUNPOD_MONITOR_LISTEN": "127.0.0.1:9200"})
     assert moved.http.listen == "127.0.0.1:9200"
     assert moved.runpod.api_key is None
+    assert moved.api.write_token is None  # loopback: writes need no token
+
+
+def test_container_config_needs_the_write_token() -> None:
+    """On 0.0.0.0 without RUNPOD_MONITOR_WRITE_TOKEN the image's config is refused, and the
+    compose file passes the token through from the environment."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings(DEPLOY / "config.docker.yaml", env={"RUNPOD_API_KEY": "k"})
+    assert refused.value.problems[0].startswith("api.write_token: required: http.listen")
+    compose = _yaml(DEPLOY / "compose.yaml")
+    assert "RUNPOD_MONITOR_WRITE_TOKEN" in compose["services"]["runpod-monitor"]["environment"]
 
 
 def test_demo_host_option() -> None:

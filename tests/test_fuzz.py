@@ -396,13 +396,15 @@ CONFIG_KEYS = [
     "alerts", "group_wait_s", "repeat_interval_s", "silences", "code", "endpoint_id", "until",
     "slack", "webhook_url", "webhook_url_file", "bot_token", "bot_token_file", "channel",
     "min_severity", "max_per_second", "alertmanager", "url", "log", "level", "format",
+    "api", "write_routes", "write_token", "write_token_file", "allow_unauthenticated_writes",
+    "max_body_bytes", "max_silences", "max_jobs",
     *Thresholds.model_fields,
 ]
 CONFIG_LEAVES = st.one_of(
     SCALARS,
     st.sampled_from([
         "${RUNPOD_API_KEY}", "${UNSET_VAR}", "${UNSET_VAR:-fallback}", "$${literal}", "${",
-        "${1BAD}", "http://127.0.0.1:1/graphql", "https://hooks.slack.com/services/T/B/x",
+        "${1BAD}", "${RUNPOD_MONITOR_WRITE_TOKEN}", "0.0.0.0:9108", "http://127.0.0.1:1/graphql", "https://hooks.slack.com/services/T/B/x",
         "ftp://x", "127.0.0.1:9108", "[::1]:0", "host:99999", "0/2", "2/2", "1/3", "warning",
         "critical", "DEBUG", "json", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00",
         "crash_loop", "/nonexistent/secret", "/dev/null", "rpa_ABCDEF0123456789ABCDEF",
@@ -413,8 +415,8 @@ CONFIG_TREES = st.one_of(
     trees(CONFIG_KEYS, CONFIG_LEAVES, max_leaves=20),
     st.fixed_dictionaries({}, optional={
         k: trees(CONFIG_KEYS, CONFIG_LEAVES, max_leaves=6)
-        for k in ("interval_s", "endpoints", "runpod", "shard", "rules", "http", "state",
-                  "alerts", "log")
+        for k in ("interval_s", "endpoints", "runpod", "shard", "rules", "http", "api",
+                  "state", "alerts", "log")
     }),
 )
 ENVS = st.sampled_from([{}, {"RUNPOD_API_KEY": KEY}, {"RUNPOD_API_KEY": "", "UNSET_VAR": "x"},

@@ -35,8 +35,11 @@ WRITE_TOKEN = "mcp-write-tok-8d1f3a5c7e9b2046"
 GHP = "ghp_" + "Mc7Pq2Wx9Lk4Rt6Yu1Io3Zs8Dv5Bn0Hj2Fg"
 HF = "hf_" + "Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz2Xc4Vb"
 URL_PASSWORD = "t0psecretpw"
+BASIC = ("prometheus", "Basic-Pw-mcp-4e1a9c0b")  # the daemon's basic auth, for every read
+WRONG_TOKEN = "not-the-write-token-3c5e7a9b1d"
 SECRETS = {"api key": KEY, "write token": WRITE_TOKEN, "ghp": GHP, "hf": HF,
-           "url password": URL_PASSWORD}
+           "url password": URL_PASSWORD, "basic password": BASIC[1],
+           "wrong token": WRONG_TOKEN}
 NEEDLES = [*SECRETS.items(), *((f"{k} (tail)", v[-8:]) for k, v in SECRETS.items())]
 
 SICK, LEAKY, HEALTHY = "mcpsick00001", "mcpleaky0002", "mcphealthy03"
@@ -179,15 +182,21 @@ async def _drive(story: Story, tmp: Path, config: Path, base: str) -> None:
                     endpoint=SICK, severity="critical")
         await _call(story, s, "check", "check")
         await _call(story, s, "explain sick after", "explain_endpoint", endpoint=SICK)
-    # no config file where the agent starts it: the defaults and --url serve
+    # no config file where the agent starts it: the defaults and --url serve, without the
+    # daemon's basic auth
     elsewhere = tmp / "agent-project"
     elsewhere.mkdir()
-    async with _session(tmp, ["--url", base], "mcp-no-token", cwd=elsewhere,
+    async with _session(tmp, ["--url", base], "mcp-no-config", cwd=elsewhere,
                         RUNPOD_API_KEY="") as s:
-        await _call(story, s, "by url", "list_diagnoses", endpoint=LEAKY)
+        await _call(story, s, "no basic auth", "list_diagnoses")
         await _call(story, s, "check without key", "check")
         await _call(story, s, "silence without token", "silence", code="crash_loop", minutes=5)
-    with http() as client:
+    # the config's basic auth with --url; a write token the daemon does not hold
+    async with _session(tmp, ["--config", str(config), "--url", base], "mcp-wrong-token",
+                        RUNPOD_MONITOR_WRITE_TOKEN=WRONG_TOKEN) as s:
+        await _call(story, s, "by url", "list_diagnoses", endpoint=LEAKY)
+        await _call(story, s, "silence wrong token", "silence", code="crash_loop", minutes=5)
+    with http(auth=BASIC) as client:
         story.silences_after = client.get(f"{base}/api/v1/silences").json()["silences"]
 
 
@@ -206,11 +215,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
         sim = start_simulator(group, scenario, KEY)
         port = free_port()
         config = write_config(tmp / "config.yaml", sim_port(sim), port, tmp / "state.db",
-                              rules=RULES, runpod={"timeout_s": 3})
+                              rules=RULES, runpod={"timeout_s": 3},
+                              http={"basic_auth": {"username": BASIC[0], "password": BASIC[1]}},
+                              api={"write_token": WRITE_TOKEN})
         base = f"http://127.0.0.1:{port}"
         run = group.monitor("run", "run", "--config", str(config),
                             env=base_env(RUNPOD_API_KEY=KEY))
-        wait_listening(run, base)
+        wait_listening(run, base)  # /healthz answers without basic auth
         asyncio.run(_drive(s, tmp, config, base))
     s.stderr = _stderr(tmp)
     return s
@@ -336,6 +347,15 @@ def test_check_without_a_key_says_how_to_give_one(story: Story) -> None:
     assert "RUNPOD_API_KEY" in story.errors["check without key"]
 
 
+def test_reads_go_with_the_configured_basic_auth(story: Story) -> None:
+    """--url with the config: its basic auth reads the daemon; without the config the
+    daemon refuses, and the error says which credential to give."""
+    assert [d["code"] for d in story.answers["by url"]["diagnoses"]] == ["secret_in_template"]
+    refused = story.errors["no basic auth"]
+    assert "http.basic_auth" in refused
+    assert "HTTP 401" in refused
+
+
 def test_silence_needs_the_write_token(story: Story) -> None:
     """With the token the silence is added (by name, resolved to the id); without one, or
     with neither code nor endpoint, the tool refuses and the daemon holds only the first."""
@@ -344,8 +364,9 @@ def test_silence_needs_the_write_token(story: Story) -> None:
     assert added["endpoint_id"] == SICK
     assert added["source"] == "api"
     assert "RUNPOD_MONITOR_WRITE_TOKEN" in story.errors["silence without token"]
-    # that server, started without a config beside it, read the daemon through --url
-    assert [d["code"] for d in story.answers["by url"]["diagnoses"]] == ["secret_in_template"]
+    # a token the daemon does not hold: the daemon refuses it, and the agent is told which
+    assert "refused the write token" in story.errors["silence wrong token"]
+    assert "HTTP 401" in story.errors["silence wrong token"]
     assert "code, an endpoint or both" in story.errors["silence everything"]
     # the daemon's own validation comes back to the agent, naming the field
     assert "code: not a known diagnosis code" in story.errors["silence bad code"]

@@ -320,3 +320,24 @@ def test_exposition_passes_promtool_lint(stack: Stack) -> None:
         time.sleep(2)
     assert not empty, f"families without samples after {DATA_DEADLINE_S:.0f} s: {empty}"
     assert promtool_findings(body) == ""
+
+
+def test_prometheus_scrapes_the_gzip_answer(stack: Stack) -> None:
+    """Prometheus asks for gzip and reads what the monitor answers: its target is up with
+    no scrape error, and the same request gets a gzip body that unpacks to the exposition."""
+
+    found: list[dict[str, Any]] = []
+
+    def up() -> bool:
+        targets = stack.client.get(f"{stack.prom_url}/api/v1/targets").json()["data"]
+        found[:] = [t for t in targets["activeTargets"]
+                    if t["scrapeUrl"].endswith("/metrics") and t["health"] == "up"]
+        return bool(found)
+
+    wait_until("the monitor's target up", up, time.monotonic() + 15, stack.logs)
+    assert [t["lastError"] for t in found] == [""]
+    raw = httpx.get(f"{stack.monitor_url}/metrics", trust_env=False,
+                    headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["Content-Encoding"] == "gzip"
+    assert "runpod_account_balance_usd" in raw.text  # httpx unpacked it
+    assert len(raw.content) > 5 * int(raw.headers["Content-Length"])

@@ -39,6 +39,7 @@ BOT_TOKEN = "xoxb-2718281828-3141592653-AbCdEfGhIjKlMnOpQrStUvWx"
 GHP = "ghp_" + "Zt4Rk8Wq2Lm6Np0Xv3Bc7Hd1Jf5Gs9Ky2Ua8"
 URL_PASSWORD = "hunter2pass"
 BASIC_PASSWORD = "Basic-Auth-Pw-0c4f1e9a"
+WRITE_TOKEN = "Wr1te-T0ken-9a8b7c6d5e4f"  # the write routes' bearer token, from the environment
 EID = "e2eleaky0001"
 
 SECRETS = {
@@ -48,6 +49,7 @@ SECRETS = {
     "ghp token": GHP,
     "url password": URL_PASSWORD,
     "basic auth password": BASIC_PASSWORD,
+    "write token": WRITE_TOKEN,
 }
 # Each secret and the tail of it that would identify it (a prefix such as ghp_ may show).
 NEEDLES = [(name, s) for name, s in SECRETS.items()] + [
@@ -85,6 +87,7 @@ class Captured:
     slack: list[Any] = field(default_factory=list)
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
     unauthorized_status: int = 0
+    write_status: dict[str, int] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)
     term_status: int | None = None
 
@@ -104,7 +107,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
     tmp = tmp_path_factory.mktemp("secrets-e2e")
     scenario = write_yaml(tmp / "scenario.yaml", SCENARIO)
     state = tmp / "state.db"
-    env = base_env(RUNPOD_API_KEY=API_KEY, SLACK_BOT_TOKEN=BOT_TOKEN)
+    env = base_env(RUNPOD_API_KEY=API_KEY, SLACK_BOT_TOKEN=BOT_TOKEN,
+                   RUNPOD_MONITOR_WRITE_TOKEN=WRITE_TOKEN)
     c = Captured()
     auth = ("prometheus", BASIC_PASSWORD)
     with RecordingServer() as slack, procs(tmp) as group:
@@ -138,6 +142,23 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
                 _read_db_files(state, "running", c.blobs)
             with http() as anonymous:
                 c.unauthorized_status = anonymous.get(f"{base}/metrics").status_code
+                # the write token in use: a silence (of a code this scenario never raises)
+                # with it, a wrong one, and a job, so the token meets every write path
+                silence = {"code": "idle_spend", "endpoint_id": EID,
+                           "until": "2099-01-01T00:00:00Z"}
+                for name, token in (("right", WRITE_TOKEN), ("wrong", WRITE_TOKEN[::-1])):
+                    r = anonymous.post(f"{base}/api/v1/silences", json=silence,
+                                       headers={"Authorization": f"Bearer {token}"})
+                    c.write_status[f"silence {name}"] = r.status_code
+                    c.texts[f"POST /api/v1/silences ({name} token)"] = r.text
+                r = anonymous.post(f"{base}/api/v1/jobs", json={"endpoint_id": EID,
+                                   "job_id": "job-e2e"},
+                                   headers={"Authorization": f"Bearer {WRITE_TOKEN}"})
+                c.write_status["job right"] = r.status_code
+                c.texts["POST /api/v1/jobs"] = r.text
+                time.sleep(1.5)  # a cycle polls the job
+            with http(auth=auth) as client:
+                c.texts["GET /api/v1/silences"] = client.get(f"{base}/api/v1/silences").text
             run.signal(SIGTERM)
             c.term_status = run.wait(15)
         finally:
@@ -203,6 +224,9 @@ def test_the_secrets_were_really_in_play(captured: Captured) -> None:
     codes = {d["code"] for d in captured.diagnoses}
     assert "secret_in_template" in codes
     assert captured.unauthorized_status == 401
+    assert captured.write_status == {"silence right": 201, "silence wrong": 401,
+                                     "job right": 202}
+    assert '"idle_spend"' in captured.texts["GET /api/v1/silences"]
     assert captured.term_status == 0
     assert captured.status == {
         "check json": 1, "check text": 1,  # secret_in_template is critical
@@ -236,8 +260,8 @@ def test_no_secret_in_daemon_logs(captured: Captured) -> None:
 
 def test_no_secret_in_http_bodies(captured: Captured) -> None:
     """No secret in /metrics, /api/v1/diagnoses, /api/v1/endpoints (all and one),
-    /api/v1/incidents or the status page."""
-    leaks = [leak for where, text in captured.texts.items() if where.startswith("GET ")
+    /api/v1/incidents, the status page or the answers of the write routes."""
+    leaks = [leak for where, text in captured.texts.items() if where.startswith(("GET ", "POST "))
              for leak in _leaks(where, text)]
     assert not leaks
 

@@ -4,6 +4,7 @@ Runtime: health, basic auth, job registration, and the diagnoses JSON contract."
 from __future__ import annotations
 
 import base64
+import gzip
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
-from monitor.web import build_app
+from monitor.web import WritePolicy, build_app
 from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, History, Observation
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
@@ -49,8 +50,10 @@ class FakeRuntime:
     registered: list[tuple[str, str]] = field(default_factory=list)
     resolved: list[Incident] = field(default_factory=list)
 
+    exposition: bytes = b"runpod_monitor_build_info{version=\"0\"} 1.0\n"
+
     def metrics_body(self) -> tuple[bytes, str]:
-        return b"runpod_monitor_build_info{version=\"0\"} 1.0\n", "text/plain; version=0.0.4"
+        return self.exposition, "text/plain; version=0.0.4"
 
     def health(self) -> tuple[bool, str]:
         return self.ok, self.reason
@@ -300,6 +303,79 @@ async def test_endpoints_before_and_after_the_first_cycle(serve: Factory) -> Non
     assert two["outcome"] == "timeout"
     assert two["workers"] is None
     assert two["config"] is None
+
+
+# ---------------------------------------------------------------- /metrics compression
+
+
+def _exposition(n: int, value: float) -> bytes:
+    return "".join(
+        f'runpod_endpoint_up{{endpoint="ep-{i}",endpoint_id="id{i:05d}"}} {value}\n'
+        for i in range(n)
+    ).encode()
+
+
+@pytest.mark.parametrize(("accept", "gzipped"), [
+    ("gzip", True),
+    ("gzip, deflate", True),               # what Prometheus sends
+    ("deflate, gzip;q=0.5", True),
+    ("GZIP", True),
+    ("*", True),
+    ("x-gzip", True),
+    ("", False),
+    ("identity", False),
+    ("deflate, br", False),
+    ("gzip;q=0", False),
+    ("*, gzip;q=0", False),
+    ("gzip;q=nonsense", False),
+])
+async def test_metrics_gzip_when_asked(accept: str, gzipped: bool) -> None:
+    """/metrics is gzipped exactly when Accept-Encoding admits gzip; the body unpacks to
+    the exposition; Vary tells caches the answer depends on it."""
+    runtime = FakeRuntime(exposition=_exposition(2000, 1.0))
+    server = TestServer(build_app(runtime), host="127.0.0.1")
+    async with TestClient(server, auto_decompress=False) as client:
+        r = await client.get("/metrics", headers={"Accept-Encoding": accept})
+        raw = await r.read()
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4"
+    assert r.headers["Vary"] == "Accept-Encoding"
+    if gzipped:
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(raw) == runtime.exposition
+        assert len(raw) < len(runtime.exposition) / 5
+    else:
+        assert "Content-Encoding" not in r.headers
+        assert raw == runtime.exposition
+
+
+async def test_metrics_gzip_follows_the_exposition() -> None:
+    """Scrapes of an unchanged exposition get the same gzip bytes; once it changes, the
+    next scrape gets the new text, and a plain scrape between them is unaffected."""
+    runtime = FakeRuntime(exposition=_exposition(500, 1.0))
+    server = TestServer(build_app(runtime), host="127.0.0.1")
+    ask = {"Accept-Encoding": "gzip"}
+    async with TestClient(server, auto_decompress=False) as client:
+        first = await (await client.get("/metrics", headers=ask)).read()
+        again = await (await client.get("/metrics", headers=ask)).read()
+        runtime.exposition = _exposition(500, 0.0)
+        plain = await (await client.get("/metrics", headers={"Accept-Encoding": "identity"})).read()
+        changed = await (await client.get("/metrics", headers=ask)).read()
+    assert first == again
+    assert gzip.decompress(first) == _exposition(500, 1.0)
+    assert plain == _exposition(500, 0.0)
+    assert gzip.decompress(changed) == _exposition(500, 0.0)
+
+
+async def test_writes_closed_without_a_credential_are_403() -> None:
+    """An app built for a listener beyond loopback with no credential at all (the config
+    refuses that at start; this is the app's own guard) refuses every write."""
+    app = build_app(FakeRuntime(), writes=WritePolicy(open_without_credential=False))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        r = await client.post("/api/v1/jobs", json={"endpoint_id": "ep1", "job_id": "j"})
+        assert r.status == 403
+        assert "api.write_token" in (await r.json())["error"]
+        assert (await client.get("/metrics")).status == 200
 
 
 # ---------------------------------------------------------------- one endpoint, incidents

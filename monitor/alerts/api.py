@@ -10,8 +10,16 @@ from aiohttp import web
 from monitor.alerts.silences import SilenceBook, book_rules, parse_silence
 
 
-def add_silence_routes(app: web.Application, book: SilenceBook, clock: Callable[[], float]) -> None:
-    """Register the silence routes on `app`; `clock` gives the time (unix seconds)."""
+def add_silence_routes(
+    app: web.Application,
+    book: SilenceBook,
+    clock: Callable[[], float],
+    *,
+    max_silences: int = 1_000,
+    writes: bool = True,
+) -> None:
+    """Register the silence routes on `app`; `clock` gives the time (unix seconds). At most
+    `max_silences` added through the API are in force at once; `writes` False: no POST."""
 
     async def list_silences(_: web.Request) -> web.Response:
         return web.json_response(book_rules(book, clock()))
@@ -25,9 +33,16 @@ def add_silence_routes(app: web.Application, book: SilenceBook, clock: Callable[
         parsed = parse_silence(body, now)
         if isinstance(parsed, str):
             return web.json_response({"error": parsed}, status=400)
+        if book.added_in_force(now) >= max_silences:
+            return web.json_response(
+                {"error": f"{max_silences} silences added through the API are in force "
+                          "already (api.max_silences); retry when one has ended"},
+                status=429,
+            )
         code, endpoint_id, until = parsed
         rule = book.add(code, endpoint_id, until, now)
         return web.json_response(rule.to_json(), status=201)
 
     app.router.add_get("/api/v1/silences", list_silences)
-    app.router.add_post("/api/v1/silences", add_silence)
+    if writes:
+        app.router.add_post("/api/v1/silences", add_silence)

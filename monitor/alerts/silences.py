@@ -28,6 +28,10 @@ from rules.catalog import CODES
 
 log = structlog.get_logger("monitor.alerts")
 
+# The longest endpoint or job id a write route takes (RunPod's are 14 and ~40 characters):
+# what the API stores stays small whatever a client sends.
+MAX_ID_CHARS = 256
+
 
 def iso(t: float) -> str:
     """Unix seconds as ISO-8601 UTC with a Z."""
@@ -119,6 +123,10 @@ class SilenceBook:
         self._save(now)
         return rule
 
+    def added_in_force(self, t: float) -> int:
+        """How many silences added through the API are in force at `t`."""
+        return sum(1 for r in self.rules if r.source == "api" and r.active(t))
+
     def active(self, t: float) -> list[SilenceRule]:
         """The silences in force at `t`, soonest to end first."""
         return sorted((r for r in self.rules if r.active(t)), key=lambda r: (r.until, r.id))
@@ -143,8 +151,11 @@ def parse_silence(body: Any, now: float) -> tuple[str | None, str | None, float]
     if code is not None and (not isinstance(code, str) or code not in CODES):
         problems.append(f"code: not a known diagnosis code (got {code!r})")
     endpoint_id = body.get("endpoint_id")
-    if endpoint_id is not None and (not isinstance(endpoint_id, str) or not endpoint_id):
-        problems.append("endpoint_id: must be a non-empty string")
+    if endpoint_id is not None and (
+        not isinstance(endpoint_id, str) or not 0 < len(endpoint_id) <= MAX_ID_CHARS
+    ):
+        problems.append(f"endpoint_id: must be a non-empty string of at most {MAX_ID_CHARS} "
+                        "characters")
     if code is None and endpoint_id is None:
         problems.append("code: a silence needs a code, an endpoint_id or both")
     until = body.get("until")

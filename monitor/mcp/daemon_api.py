@@ -133,7 +133,10 @@ class DaemonAPI:
         if status in (401, 403):
             given = ("the write token (RUNPOD_MONITOR_WRITE_TOKEN, which must equal the "
                      "daemon's api.write_token)" if method != "GET"
-                     else "the basic auth of the configuration (http.basic_auth)")
+                     else "the basic auth of the configuration (http.basic_auth)"
+                     if self.target.basic_auth is not None
+                     else "a read without credentials (give --config with the daemon's "
+                          "http.basic_auth)")
             raise DaemonError(f"{where} refused {given} for {method} {path} "
                               f"(HTTP {status}): {_error(value)}")
         if status >= 400:
