@@ -339,7 +339,6 @@ class SlackSink:
             wait = self._last_post + self.min_gap_s - self._clock()
             if wait > 0:
                 await self._sleep(wait)
-        self._last_post = self._clock()
 
     async def send(self, message: Message) -> None:
         """Post `message`; on a content refusal, once more as plain text."""
@@ -367,6 +366,10 @@ class SlackSink:
             raise DeliveryError(self.scrub(f"{type(exc).__name__}: {exc}")[:300]) from None
         except Exception as exc:  # aiohttp errors and the like: their text may hold the URL
             raise DeliveryError(self.scrub(f"{type(exc).__name__}: {exc}")[:300]) from None
+        finally:
+            # spaced from the answer, not the send: Slack counts arrivals, and a request
+            # delayed on the way would otherwise arrive under min_gap_s after the next one
+            self._last_post = self._clock()
 
     async def _post_webhook(self, body: dict[str, Any]) -> None:
         if self._webhook is None:
