@@ -11,6 +11,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY rules ./rules
+COPY model ./model
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- run: the wheels installed, nothing else ---------------------------------------------

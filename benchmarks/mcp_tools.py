@@ -29,18 +29,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model.history import History  # noqa: E402
+from model.observation import (  # noqa: E402
+    EndpointConfig,
+    EndpointSample,
+    Health,
+    Observation,
+    Template,
+)
 from monitor.history_api import endpoint_report  # noqa: E402
 from monitor.logs import Redactor  # noqa: E402
 from monitor.mcp import answers  # noqa: E402
 from monitor.web import endpoints_json  # noqa: E402
-from rules.model import (  # noqa: E402
-    EndpointConfig,
-    EndpointSample,
-    Health,
-    History,
-    Observation,
-    Template,
-)
 
 T0 = 1_800_000_000.0
 

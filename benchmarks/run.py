@@ -605,18 +605,18 @@ async def monitor_child(spec: dict[str, Any]) -> None:
 
     cycle_module.evaluate = phases.wrap("rules", cycle_module.evaluate)  # type: ignore[assignment]
     daemon.metrics.observe_cycle = phases.wrap("metrics", daemon.metrics.observe_cycle)  # type: ignore[method-assign]
-    real_persist = daemon._persist
+    real_persist = pipeline.persist
     persist_bytes: list[int] = []
 
-    def persist(obs: Any) -> None:
+    def persist(obs: Any, *episodes: Any) -> None:
         before = _wchar()
         with phases.phase("persist"):
-            real_persist(obs)
+            real_persist(obs, *episodes)
         after = _wchar()
         if before is not None and after is not None:
             persist_bytes.append(after - before)
 
-    daemon._persist = persist  # type: ignore[method-assign]
+    pipeline.persist = persist  # type: ignore[method-assign]
     gc_clock = GcClock()
     gc.callbacks.append(gc_clock)
     profiler = None
@@ -720,7 +720,7 @@ async def monitor_child(spec: dict[str, Any]) -> None:
         command = (await asyncio.to_thread(sys.stdin.readline)).strip()
         if command != "refresh":
             break
-        daemon.metrics.observe_cycle(last)
+        daemon.metrics.observe_cycle(last.facts)
         report({"event": "refreshed"})
     scrape_cpu = _cpu_self() - cpu_before_scrapes
     await runner.cleanup()

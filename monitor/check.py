@@ -5,44 +5,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from monitor.alerts.router import AlertRouter
 from monitor.config import Settings
-from monitor.cycle import CycleResult, Pipeline
-from monitor.history import HistoryBuffer
-from monitor.incidents import Incident, IncidentTracker
-from monitor.probes import Prober
+from monitor.cycle import CycleResult, build_pipeline
+from monitor.incidents import Incident
 from monitor.runpod.client import client_for
-from monitor.store import Store
+from monitor.store import PipelineState, Store
 from monitor.web import diagnosis_json
 
 
-def _restored(settings: Settings, now: float) -> tuple[HistoryBuffer, IncidentTracker, int]:
-    """The daemon's history and incidents from its database, read and never written."""
-    history = HistoryBuffer(settings.state.retention_s)
+def _stored(settings: Settings) -> PipelineState:
+    """The daemon's state from its database, read and never written (empty without one)."""
     if not Path(settings.state.path).exists():
-        return history, IncidentTracker(), 1
+        return PipelineState()
     store = Store(settings.state.path)
     try:
-        restored = store.load()
+        return store.load()
     finally:
         store.close()
-    horizon = now - settings.state.retention_s
-    history.restore([o for o in restored.observations if o.t >= horizon], restored.memory)
-    return history, IncidentTracker(restored.active), restored.last_cycle + 1
 
 
 async def check_once(settings: Settings, now: float) -> tuple[CycleResult, list[Incident]]:
-    """Run one cycle on top of the stored history, if the daemon's database is there."""
-    history, tracker, cycle = _restored(settings, now)
+    """Run one cycle on top of the stored history, if the daemon's database is there;
+    nothing is sent and nothing is written."""
     async with client_for(settings) as client:
-        pipeline = Pipeline(
-            prober=Prober(client, configured=settings.endpoints,
-                          track_requests=settings.runpod.track_requests),
-            thresholds=settings.rules, history=history, tracker=tracker,
-            router=AlertRouter([]),
-        )
-        result = await pipeline.cycle(cycle, now)
-    return result, tracker.incidents()
+        pipeline = build_pipeline(settings, client, sinks=[])
+        pipeline.restore(_stored(settings), now)
+        result = await pipeline.cycle(pipeline.last_cycle + 1, now)
+    return result, pipeline.tracker.incidents()
 
 
 def probe_failures(result: CycleResult) -> list[dict[str, object]]:

@@ -18,21 +18,22 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
-from monitor.incidents import Incident
-from rules.model import (
+from model.history import Memory
+from model.observation import (
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
     Health,
     Job,
-    Memory,
     NetworkVolume,
     Observation,
     Pod,
     Template,
+    TrackedJob,
 )
+from monitor.incidents import Incident
+from rules.diagnosis import Diagnosis
 from rules.secrets import mask
 
 Json = dict[str, Any]
@@ -151,8 +152,16 @@ def _observation_to_json(obs: Observation, endpoints: Json) -> Json:
         d["account"] = _account_to_json(obs.account)
     if obs.listed_ids is not None:
         d["listed_ids"] = sorted(obs.listed_ids)
+    if obs.tracked_jobs:
+        d["tracked_jobs"] = [
+            {"endpoint_id": tj.endpoint_id, "job": _plain(tj.job)} for tj in obs.tracked_jobs
+        ]
     d["endpoints"] = endpoints
     return d
+
+
+def _tracked_from_json(items: list[Json] | None) -> tuple[TrackedJob, ...]:
+    return tuple(TrackedJob(i["endpoint_id"], Job(**i["job"])) for i in items or ())
 
 
 def observation_to_json(obs: Observation) -> Json:
@@ -167,6 +176,7 @@ def observation_from_json(d: Json) -> Observation:
         "account": None if a is None else _account_from_json(a),
         "listed_ids": None if ids is None else frozenset(ids),
         "endpoints": {k: _sample_from_json(s) for k, s in d["endpoints"].items()},
+        "tracked_jobs": _tracked_from_json(d.get("tracked_jobs")),
     })
 
 
@@ -305,7 +315,8 @@ class HistoryDecoder:
             if last[3] is not None:
                 refs.add(last[3])
         return Observation(**{**d, "account": account, "listed_ids": listed,
-                              "endpoints": endpoints})
+                              "endpoints": endpoints,
+                              "tracked_jobs": _tracked_from_json(d.get("tracked_jobs"))})
 
     def _sample(
         self, key: str, d: Json, last: tuple[str, Json, EndpointSample, str | None] | None

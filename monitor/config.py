@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from rules.catalog import CODES
-from rules.model import Thresholds
+from rules.thresholds import Thresholds
 
 # dotted path -> (sibling *_file key, environment variable); an unset ${VAR} there means
 # "not given in the file" rather than an error
@@ -157,6 +157,10 @@ class RunPodSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1, le=1000)
     track_requests: bool = True
+    # what one answer may cost (monitor.bodies.RUNPOD_BODY_LIMITS): bytes read, bytes
+    # decoded; 64 KiB..1 GiB, a cap outside that is a typo or no cap at all
+    max_answer_bytes: int = Field(default=32 * 1024**2, ge=64 * 1024, le=1024**3)
+    max_decoded_bytes: int = Field(default=64 * 1024**2, ge=64 * 1024, le=1024**3)
 
 
 class BasicAuth(_Section):

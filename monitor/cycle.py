@@ -1,20 +1,50 @@
-"""The pipeline: probe, remember, diagnose, diff, alert. One function for daemon and replay."""
+"""The pipeline: one probe cycle, from the probes to the state on disk. One builder
+(`build_pipeline`) for the daemon, `check`, `replay`, `demo` and the tests.
+
+    probe     GraphQL, /health and /requests per watched endpoint, /status per tracked job
+    observe   -> Observation (immutable; tracked jobs included)
+    history   -> HistoryBuffer (window + memory)
+    rules     -> [Diagnosis] (pure; account-scope ones on shard 0 only)
+    incidents -> raised / held / resolved
+    route     -> notifications queued in the outbox (delivery runs apart: a slow Slack
+                 never delays a probe)
+    metrics   -> MonitorMetrics (jobs tracked through /status, then the cycle's facts)
+    persist   -> Store.save_cycle + prune (when the pipeline has a store)
+"""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
+from model.history import History
+from model.observation import SKIPPED, TERMINAL_JOB_STATUSES, EndpointConfig, Observation
+from monitor.alerts.model import Sink
+from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
+from monitor.alerts.setup import build_router, build_sinks
+from monitor.config import Settings
+from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
 from monitor.history import HistoryBuffer
 from monitor.incidents import Changes, Incident, IncidentTracker
+from monitor.jobs import JobTracker
+from monitor.metrics import CycleFacts, MonitorMetrics
 from monitor.probes import ProbeCall, Prober
+from monitor.runpod.client import RunPodClient
+from monitor.store import PipelineState, Store
+from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
-from rules.model import SKIPPED, Diagnosis, EndpointConfig, Observation, Thresholds
+from rules.thresholds import Thresholds
 
 log = structlog.get_logger("monitor.cycle")
+
+# sent notifications are kept at least this long, to dedupe a restart's re-decisions
+OUTBOX_KEEP_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +57,14 @@ class CycleResult:
     listed: tuple[EndpointConfig, ...] | None = None
     duration_s: float = 0.0
 
+    @property
+    def facts(self) -> CycleFacts:
+        """What the metrics read of this cycle."""
+        return CycleFacts(
+            self.observation, self.active, [i.diagnosis for i in self.changes.raised],
+            self.calls, self.listed, self.duration_s,
+        )
+
 
 @dataclass
 class Pipeline:
@@ -38,47 +76,159 @@ class Pipeline:
     tracker: IncidentTracker
     router: AlertRouter
     account_rules: bool = True  # only shard 0 raises account-scope diagnoses
+    metrics: MonitorMetrics = field(default_factory=MonitorMetrics)
+    # the incident history (status page); bounded by its cap when no retention is given
+    episodes: EpisodeLog = field(default_factory=lambda: EpisodeLog(math.inf))
+    store: Store | None = None  # None: nothing is persisted (check, replay)
+    outbox_keep_s: float = OUTBOX_KEEP_S
+    last_cycle: int = 0  # the number of the last cycle run or restored
+
+    @property
+    def jobs(self) -> JobTracker:
+        """The jobs the user's app registered, polled in the probe step."""
+        return self.prober.jobs
 
     async def cycle(self, cycle: int, t: float) -> CycleResult:
-        """Run one probe cycle at time `t` (unix seconds; simulated in replay)."""
+        """Run one probe cycle at time `t` (unix seconds; simulated in replay): every step
+        from the probes to the store; delivery of what it queued is the caller's loop."""
         started = time.perf_counter()
         report = await self.prober.probe(cycle, t)
-        self.history.append(report.observation)
-        found = evaluate(self.history.view(), self.thresholds)
+        obs = report.observation
+        self.history.append(obs)
+        history = self.history.view()
+        found = evaluate(history, self.thresholds)
         if not self.account_rules:
             found = [d for d in found if d.scope != "account"]
-        changes = self.tracker.update(report.observation, found)
+        changes = self.tracker.update(obs, found)
         notifications = await self.router.route(changes, t, cycle)
         duration = time.perf_counter() - started
-        failures = [c for c in report.calls if c.outcome != "ok"]
-        obs = report.observation
-        # probes the back-off or a Retry-After held back: not sent, so not failures
-        skipped = (obs.graphql_outcome == SKIPPED) + sum(
-            s.health_outcome == SKIPPED for s in obs.endpoints.values()
+        result = CycleResult(
+            obs, changes, self.tracker.diagnoses(), notifications, report.calls,
+            report.listed, duration,
         )
-        log.info(
-            "cycle",
-            cycle=cycle,
-            t=t,
-            endpoints=len(report.observation.endpoints),
-            calls=len(report.calls),
-            failures=len(failures),
-            skipped=skipped,
-            raised=_codes(changes.raised),
-            resolved=_codes(changes.resolved),
-            active=len(self.tracker.active),
-            duration_s=round(duration, 4),
-        )
+        _log_cycle(result, cycle, t, len(self.tracker.active))
         _log_incidents(changes, cycle, t)
-        return CycleResult(
-            report.observation,
-            changes,
-            self.tracker.diagnoses(),
-            notifications,
-            report.calls,
-            report.listed,
-            duration,
+        self._observe(result, history)
+        self.persist(obs, self.episodes.update(changes, t, cycle))
+        self.last_cycle = cycle
+        return result
+
+    def _observe(self, result: CycleResult, history: History) -> None:
+        """Feed the metrics: the tracked jobs that ended, then the cycle's facts."""
+        for tracked in result.observation.tracked_jobs:
+            j = tracked.job
+            if j.status not in TERMINAL_JOB_STATUSES:
+                continue
+            eid = tracked.endpoint_id
+            self.metrics.observe_job(
+                eid, history.endpoint_name(eid),
+                None if j.delay_ms is None else j.delay_ms / 1000,
+                None if j.execution_ms is None else j.execution_ms / 1000,
+                job_id=j.id,
+            )
+        self.metrics.observe_cycle(result.facts)
+
+    def persist(self, obs: Observation, episodes: Sequence[Episode] = ()) -> None:
+        """Save the cycle that saw `obs` (and the `episodes` it changed) in one
+        transaction, then bound the file."""
+        if self.store is None:
+            return
+        self.store.save_cycle(obs, self.history.memory, self.tracker.snapshot(),
+                              self.router.snapshot(), episodes)
+        horizon = obs.t - self.history.retention_s
+        self.store.prune(horizon)
+        self.store.prune_episodes(horizon, MAX_EPISODES)
+        self.store.prune_outbox(obs.t - self.outbox_keep_s)
+
+    def snapshot(self) -> PipelineState:
+        """What this pipeline carries to the next cycle, each part from its own component."""
+        view = self.history.view()
+        return PipelineState(
+            observations=list(view.observations), memory=view.memory,
+            active=self.tracker.snapshot(), announced=set(self.router.snapshot()),
+            last_cycle=self.last_cycle, episodes=self.episodes.episodes(),
         )
+
+    def restore(self, state: PipelineState, now: float) -> None:
+        """Take `state` (`Store.load()` after a restart); observations older than the
+        history's window at `now` are dropped."""
+        horizon = now - self.history.retention_s
+        self.history.restore([o for o in state.observations if o.t >= horizon], state.memory)
+        self.tracker.restore(state.active)
+        self.router.restore(state.announced)
+        self.episodes.restore(state.episodes)
+        self.episodes.prune(horizon)
+        self.last_cycle = state.last_cycle
+
+
+def build_pipeline(
+    settings: Settings,
+    client: RunPodClient,
+    *,
+    sinks: Sequence[Sink] | None = None,
+    store: Store | None = None,
+    metrics: MonitorMetrics | None = None,
+    silences_file: Path | None = None,
+    interval_s: float | None = None,
+) -> Pipeline:
+    """The pipeline `settings` describe, probing through `client`.
+
+    `sinks`: where alerts go (None: those the settings configure; `[]`: none). `store`:
+    the SQLite state the cycles persist to and the outbox lives in (None: nothing is
+    written, the outbox is in memory). `interval_s`: the probe interval the back-off
+    counts in, when not the settings' (replay's scenario)."""
+    shard = settings.shard_spec
+    account_rules = shard is None or shard[0] == 0
+    if metrics is None:
+        metrics = MonitorMetrics(extensions=True, account=account_rules)
+    router = build_router(
+        settings, store if store is not None else MemoryOutboxStore(),
+        build_sinks(settings) if sinks is None else sinks,
+        metrics=metrics, silences_file=silences_file,
+    )
+    prober = Prober(
+        client,
+        configured=settings.endpoints,
+        track_requests=settings.runpod.track_requests,
+        shard=shard,
+        interval_s=settings.interval_s if interval_s is None else interval_s,
+        jobs=JobTracker(max_jobs=settings.api.max_jobs),
+    )
+    return Pipeline(
+        prober=prober,
+        thresholds=settings.rules,
+        history=HistoryBuffer(settings.state.retention_s),
+        tracker=IncidentTracker(),
+        router=router,
+        account_rules=account_rules,
+        metrics=metrics,
+        episodes=EpisodeLog(settings.state.retention_s),
+        store=store,
+        outbox_keep_s=max(2 * settings.alerts.repeat_interval_s, OUTBOX_KEEP_S),
+    )
+
+
+def _log_cycle(result: CycleResult, cycle: int, t: float, active: int) -> None:
+    """The one `cycle` event: counts, and the codes raised and resolved."""
+    obs = result.observation
+    failures = [c for c in result.calls if c.outcome != "ok"]
+    # probes the back-off or a Retry-After held back: not sent, so not failures
+    skipped = (obs.graphql_outcome == SKIPPED) + sum(
+        s.health_outcome == SKIPPED for s in obs.endpoints.values()
+    )
+    log.info(
+        "cycle",
+        cycle=cycle,
+        t=t,
+        endpoints=len(obs.endpoints),
+        calls=len(result.calls),
+        failures=len(failures),
+        skipped=skipped,
+        raised=_codes(result.changes.raised),
+        resolved=_codes(result.changes.resolved),
+        active=active,
+        duration_s=round(result.duration_s, 4),
+    )
 
 
 def _codes(incidents: list[Incident]) -> list[str]:

@@ -7,7 +7,6 @@ import contextlib
 import gc
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,25 +16,21 @@ from aiohttp import web
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from model.history import History
+from model.observation import Observation
 from monitor.alerts.model import Sink
-from monitor.alerts.setup import build_router, build_sinks, silences_path
+from monitor.alerts.setup import silences_path
 from monitor.config import Settings
-from monitor.cycle import CycleResult, Pipeline
-from monitor.history import HistoryBuffer
-from monitor.incidents import Incident, IncidentTracker
-from monitor.jobs import JobTracker
-from monitor.metrics import MonitorMetrics
-from monitor.probes import Prober
+from monitor.cycle import CycleResult, build_pipeline
+from monitor.episodes import Episode
+from monitor.incidents import Incident
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
 from monitor.store import Store
 from monitor.web import WritePolicy, build_app
-from rules.model import History, Observation
 
 log = structlog.get_logger("monitor.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)
 DELIVER_POLL_S = 2.0
-# resolved incidents kept for /api/v1/incidents (also cut at the retention window)
-RESOLVED_KEPT = 1000
 
 
 class Daemon:
@@ -52,30 +47,13 @@ class Daemon:
         self.clock = clock
         # RunPod's per-endpoint limits, enforced here
         self.client = client_for(settings, limits=RUNPOD_LIMITS)
-        shard = settings.shard_spec
-        self.metrics = MonitorMetrics(extensions=True, account=shard is None or shard[0] == 0)
         self.store = Store(settings.state.path)
         # sinks from the settings (Slack, Alertmanager, else the log) unless given
-        self.sinks = list(sinks) if sinks is not None else build_sinks(settings)
-        router = build_router(settings, self.store, self.sinks, metrics=self.metrics,
-                              silences_file=silences_path(settings))
-        self.pipeline = Pipeline(
-            prober=Prober(
-                self.client,
-                configured=settings.endpoints,
-                track_requests=settings.runpod.track_requests,
-                shard=shard,
-                interval_s=settings.interval_s,
-            ),
-            thresholds=settings.rules,
-            history=HistoryBuffer(settings.state.retention_s),
-            tracker=IncidentTracker(),
-            router=router,
-            account_rules=shard is None or shard[0] == 0,
-        )
-        self.jobs = JobTracker(max_jobs=settings.api.max_jobs)
-        # in memory only: a restart forgets the incidents that ended before it
-        self.resolved: deque[Incident] = deque(maxlen=RESOLVED_KEPT)
+        self.pipeline = build_pipeline(settings, self.client, sinks=sinks, store=self.store,
+                                       silences_file=silences_path(settings))
+        self.metrics = self.pipeline.metrics
+        self.sinks = self.pipeline.router.sinks
+        self.jobs = self.pipeline.jobs
         self.cycle_no = 0
         self.last_result: CycleResult | None = None
         self.started_mono = time.monotonic()
@@ -93,43 +71,19 @@ class Daemon:
     # ------------------------------------------------------------------ state
     def _restore(self) -> None:
         restored = self.store.load()
-        horizon = self.clock() - self.settings.state.retention_s
-        observations = [o for o in restored.observations if o.t >= horizon]
-        self.pipeline.history.restore(observations, restored.memory)
-        self.pipeline.tracker.active = dict(restored.active)
-        self.pipeline.router.restore(restored.announced)
-        self.cycle_no = restored.last_cycle
+        self.pipeline.restore(restored, self.clock())
+        self.cycle_no = self.pipeline.last_cycle
         if restored.last_cycle:
-            log.info("state restored", observations=len(observations),
+            log.info("state restored", observations=len(self.pipeline.history),
                      active=len(restored.active), last_cycle=restored.last_cycle)
-
-    def _persist(self, obs: Observation) -> None:
-        p = self.pipeline
-        self.store.save_cycle(obs, p.history.memory, p.tracker.active, p.router.announced)
-        self.store.prune(obs.t - self.settings.state.retention_s)
-        # sent notifications are kept long enough to dedupe a restart's re-decisions
-        keep = max(2 * self.settings.alerts.repeat_interval_s, 86400.0)
-        self.store.prune_outbox(obs.t - keep)
 
     # ------------------------------------------------------------------ cycle
     async def tick(self) -> None:
-        """One scheduled cycle: probe, diagnose, alert, persist, update metrics."""
+        """One scheduled cycle (the pipeline's, probes to store), then wake the delivery."""
         self._inflight = asyncio.current_task()
         try:
             self.cycle_no += 1
-            now = self.clock()
-            result = await self.pipeline.cycle(self.cycle_no, now)
-            self.resolved.extend(result.changes.resolved)
-            for done in await self.jobs.poll(self.client, now, self.pipeline.prober):
-                j = done.job
-                self.metrics.observe_job(
-                    done.endpoint_id, self.endpoint_name(done.endpoint_id),
-                    None if j.delay_ms is None else j.delay_ms / 1000,
-                    None if j.execution_ms is None else j.execution_ms / 1000,
-                    job_id=j.id,
-                )
-            self.metrics.observe_cycle(result)
-            self._persist(result.observation)
+            result = await self.pipeline.cycle(self.cycle_no, self.clock())
             self.last_result = result
             self.last_cycle_mono = time.monotonic()
             self._deliver_wake.set()
@@ -185,19 +139,17 @@ class Daemon:
     def endpoint_name(self, endpoint_id: str) -> str:
         return self.pipeline.history.view().endpoint_name(endpoint_id)
 
-    def register_job(self, endpoint_id: str, job_id: str) -> bool:
-        return self.jobs.register(endpoint_id, job_id, self.clock())
-
-    def interval_s(self) -> float:
-        return self.settings.interval_s
-
     def history(self) -> History:
         return self.pipeline.history.view()
 
-    def resolved_incidents(self) -> list[Incident]:
-        """The incidents resolved since start-up, within the retention window, oldest first."""
-        horizon = self.clock() - self.settings.state.retention_s
-        return [i for i in self.resolved if i.resolved_at is not None and i.resolved_at >= horizon]
+    def episodes(self) -> list[Episode]:
+        return self.pipeline.episodes.episodes()
+
+    def register_job(self, endpoint_id: str, job_id: str) -> bool:
+        return self.pipeline.jobs.register(endpoint_id, job_id, self.clock())
+
+    def interval_s(self) -> float:
+        return self.settings.interval_s
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> str:
@@ -266,10 +218,8 @@ class Daemon:
             self._deliver_wake.set()
             await _finish(task, grace_s)
         for sink in self.sinks:
-            close = getattr(sink, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
+            with contextlib.suppress(Exception):
+                await sink.close()
 
 
 async def _finish(task: asyncio.Task[Any] | None, grace_s: float) -> None:

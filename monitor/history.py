@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from rules.model import History, Memory, Observation
+from model.history import History, Memory
+from model.observation import Observation
 
 
 class HistoryBuffer:

@@ -17,10 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
+from model.history import History
+from model.observation import WORKER_STATES, EndpointConfig, EndpointSample, Observation
 from monitor import codec
-from monitor.incidents import Incident
-from monitor.web import Runtime, diagnosis_json, endpoints_json, iso
-from rules.model import WORKER_STATES, EndpointConfig, EndpointSample, History, Observation
+from monitor.episodes import Episode
+from monitor.web import Runtime, endpoints_json, iso
 from rules.secrets import mask
 
 DEFAULT_WINDOW_S = 3600.0
@@ -144,24 +145,24 @@ def endpoint_report(
     }
 
 
-def incidents_report(
-    active: Sequence[Incident], resolved: Sequence[Incident], now: float, window_s: float
-) -> dict[str, Any]:
-    """The incidents that were raised or resolved in the window `now - window_s` to `now`,
-    plus the active ones raised before it, newest change first, at most `MAX_INCIDENTS`."""
+def incidents_report(episodes: Sequence[Episode], now: float, window_s: float) -> dict[str, Any]:
+    """The incidents (the daemon's episodes, monitor/episodes.py) still active or resolved in
+    the window `now - window_s` to `now`, newest change first, at most `MAX_INCIDENTS`."""
     start = now - window_s
     rows = []
-    for i in active:
-        rows.append((i.since, {**diagnosis_json(i), "state": "active", "resolved_at": None,
-                               "raised_in_window": i.since >= start}))
-    for i in resolved:
-        if i.resolved_at is None or i.resolved_at < start:
+    for e in episodes:
+        if e.ended_at is not None and e.ended_at < start:
             continue
-        rows.append((i.resolved_at, {
-            **diagnosis_json(i), "state": "resolved", "resolved_at": iso(i.resolved_at),
-            "duration_s": round(i.resolved_at - i.since, 1),
-            "raised_in_window": i.since >= start,
-        }))
+        row = {
+            "code": e.code, "endpoint_id": e.endpoint_id, "endpoint_name": e.endpoint_name,
+            "severity": e.severity, "first_severity": e.first_severity, "summary": e.summary,
+            "since": iso(e.since), "raised_in_window": e.since >= start,
+            "escalated_at": None if e.escalated_at is None else iso(e.escalated_at),
+            "state": "active" if e.ended_at is None else "resolved",
+            "resolved_at": None if e.ended_at is None else iso(e.ended_at),
+            "duration_s": round((e.ended_at if e.ended_at is not None else now) - e.since, 1),
+        }
+        rows.append((max(e.since, e.escalated_at or 0.0, e.ended_at or 0.0), row))
     rows.sort(key=lambda r: -r[0])
     return {
         "from": iso(start), "to": iso(now), "window_s": window_s,
@@ -200,9 +201,7 @@ def add_history_routes(app: web.Application, runtime: Runtime) -> None:
             return web.json_response({"error": window}, status=400)
         # the newest cycle's time: the same clock the incidents' times come from
         now = history.latest.t if history.latest is not None else time.time()
-        return web.json_response(incidents_report(
-            runtime.incidents(), runtime.resolved_incidents(), now, window
-        ))
+        return web.json_response(incidents_report(runtime.episodes(), now, window))
 
     app.router.add_get("/api/v1/endpoints/{endpoint_id}", endpoint)
     app.router.add_get("/api/v1/incidents", incidents)

@@ -1,7 +1,8 @@
 """Diffs each cycle's diagnoses against the active ones: raised, held, resolved.
 
 A diagnosis whose rule cannot see its data this cycle is held, never resolved: an API
-outage does not end a crash loop. Causes suppress the symptoms they explain.
+outage does not end a crash loop. Causes suppress the symptoms they explain, and hold
+them where the cause hides their data (rules/inhibit.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from model.observation import OK, Observation
 from rules.catalog import CATALOG
-from rules.model import OK, SEVERITY_ORDER, Diagnosis, Observation
+from rules.diagnosis import SEVERITY_ORDER, Diagnosis
+from rules.inhibit import holds, suppress
 
 Key = tuple[str, str | None]
 
@@ -57,29 +60,23 @@ def data_unknown(code: str, endpoint_id: str | None, obs: Observation) -> bool:
     return False
 
 
-def suppress(found: Iterable[Diagnosis]) -> list[Diagnosis]:
-    """Drop the symptoms a cause explains: auth_invalid mutes every endpoint diagnosis;
-    balance_exhausted mutes the endpoint's other diagnoses."""
-    found = list(found)
-    if any(d.code == "auth_invalid" for d in found):
-        found = [d for d in found if d.scope != "endpoint"]
-    exhausted = {d.endpoint_id for d in found if d.code == "balance_exhausted"}
-    return [
-        d for d in found
-        if d.endpoint_id not in exhausted or d.code == "balance_exhausted"
-    ]
-
-
 class IncidentTracker:
     """Keeps the active incidents across cycles."""
 
     def __init__(self, active: Mapping[Key, Incident] | None = None) -> None:
         self.active: dict[Key, Incident] = dict(active or {})
 
+    def snapshot(self) -> dict[Key, Incident]:
+        """The active incidents, to persist (a copy)."""
+        return dict(self.active)
+
+    def restore(self, active: Mapping[Key, Incident]) -> None:
+        """Take the active incidents saved before a restart."""
+        self.active = dict(active)
+
     def update(self, obs: Observation, found: Iterable[Diagnosis]) -> Changes:
         """Apply one cycle's diagnoses; return what was raised, held and resolved."""
         current = {d.key: d for d in suppress(found)}
-        auth_holds = ("auth_invalid", None) in current
         changes = Changes()
         for key, diagnosis in current.items():
             incident = self.active.get(key)
@@ -98,8 +95,7 @@ class IncidentTracker:
             code, endpoint_id = key
             watched = endpoint_id is None or endpoint_id in obs.endpoints
             held = watched and (
-                data_unknown(code, endpoint_id, obs)
-                or (auth_holds and incident.diagnosis.scope == "endpoint")
+                data_unknown(code, endpoint_id, obs) or holds(incident.diagnosis, current)
             )
             if held:
                 changes.held.append(incident)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Protocol
 
+from model.observation import TERMINAL_JOB_STATUSES, Job, TrackedJob
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Ok
-from rules.model import TERMINAL_JOB_STATUSES, Job
 
 # A job that RunPod no longer knows (404, `request does not exist`) was purged or expired.
 GONE = "http_404"
@@ -21,12 +20,6 @@ class DataPlaneGate(Protocol):
     def data_plane_due(self, endpoint_id: str, t: float) -> bool: ...
 
     def hold(self, endpoint_id: str, t: float, retry_after_s: float) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    endpoint_id: str
-    job: Job
 
 
 class TrackerFull(Exception):
@@ -64,22 +57,27 @@ class JobTracker:
 
     async def poll(
         self, client: RunPodClient, now: float, gate: DataPlaneGate | None = None
-    ) -> list[Finished]:
-        """Ask `/status` for every tracked job; return and forget the ones that ended.
+    ) -> list[TrackedJob]:
+        """Ask `/status` for every tracked job; return its answers and forget the jobs
+        that ended (a job RunPod no longer knows comes back CANCELLED).
 
         With a `gate`, the jobs of an endpoint whose data plane is closed (back-off or
         Retry-After) wait, and a Retry-After from `/status` closes it."""
         keys = [k for k in self._jobs if gate is None or gate.data_plane_due(k[0], now)]
         results = await asyncio.gather(*(client.status(eid, jid) for eid, jid in keys))
-        finished: list[Finished] = []
+        answered: list[TrackedJob] = []
         for (eid, jid), result in zip(keys, results, strict=True):
             if isinstance(result, Failure) and result.retry_after_s is not None and gate:
                 gate.hold(eid, now, result.retry_after_s)
-            if isinstance(result, Ok) and result.value.status in TERMINAL_JOB_STATUSES:
-                finished.append(Finished(eid, result.value))
+            if isinstance(result, Ok):
+                answered.append(TrackedJob(eid, result.value))
+                if result.value.status in TERMINAL_JOB_STATUSES:
+                    self._jobs.pop((eid, jid), None)
+                    continue
             elif isinstance(result, Failure) and result.kind == GONE:
-                finished.append(Finished(eid, Job(jid, "CANCELLED")))
-            elif now - self._jobs[(eid, jid)] <= self.max_age_s:
+                answered.append(TrackedJob(eid, Job(jid, "CANCELLED")))
+                self._jobs.pop((eid, jid), None)
                 continue
-            self._jobs.pop((eid, jid), None)
-        return finished
+            if now - self._jobs[(eid, jid)] > self.max_age_s:
+                self._jobs.pop((eid, jid), None)
+        return answered

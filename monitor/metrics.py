@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -35,19 +36,19 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
-from monitor import __version__
-from monitor.cycle import CycleResult
-from rules.catalog import CATALOG
-from rules.model import (
+from model.observation import (
     OK,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
     Account,
-    Diagnosis,
     EndpointConfig,
     Health,
     Job,
+    Observation,
 )
+from monitor import __version__
+from rules.catalog import CATALOG
+from rules.diagnosis import Diagnosis
 
 __all__ = [
     "CYCLE_BUCKETS",
@@ -58,8 +59,10 @@ __all__ = [
     "JOB_BUCKETS",
     "PROBE_BUCKETS",
     "SEEN_JOBS_MAX",
+    "CycleFacts",
     "EndpointState",
     "MonitorMetrics",
+    "ProbeTiming",
     "Snapshot",
     "SnapshotCollector",
     "error_reason",
@@ -78,7 +81,7 @@ SEEN_JOBS_MAX = 50_000
 ENDPOINT_WORKER_STATES = ("idle", "initializing", "ready", "running", "throttled", "unhealthy")
 ENDPOINT_JOB_STATES = ("in_queue", "in_progress", "completed", "failed", "retried")
 
-# Probe failure kinds (rules.model.FAILURE_KINDS) to the bounded `reason` label.
+# Probe failure kinds (model.observation.FAILURE_KINDS) to the bounded `reason` label.
 ERROR_REASONS: Mapping[str, str] = {
     "timeout": "timeout",
     "connect": "connect",
@@ -518,6 +521,30 @@ class _SeenIds:
         return len(self._keys)
 
 
+class ProbeTiming(Protocol):
+    """One API call of a cycle, as the probe metrics read it (`monitor.probes.ProbeCall`)."""
+
+    @property
+    def probe(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def elapsed_s(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CycleFacts:
+    """What one cycle hands the metrics, built by the pipeline (`CycleResult.facts`): the
+    metrics read the cycle's facts and import nothing of the pipeline."""
+
+    observation: Observation
+    active: Sequence[Diagnosis] = ()
+    raised: Sequence[Diagnosis] = ()  # the diagnoses that became incidents this cycle
+    calls: Sequence[ProbeTiming] = ()
+    listed: tuple[EndpointConfig, ...] | None = None  # what GraphQL listed; None: failed
+    duration_s: float = 0.0
+
+
 @dataclass(slots=True)
 class _Known:
     """What is remembered of one watched endpoint between cycles."""
@@ -657,8 +684,8 @@ class MonitorMetrics:
 
     # -- the pipeline ------------------------------------------------------------------
 
-    def observe_cycle(self, result: CycleResult) -> None:
-        """Take one cycle's result: new snapshot, probe and diagnosis counts, job times."""
+    def observe_cycle(self, result: CycleFacts) -> None:
+        """Take one cycle's facts: new snapshot, probe and diagnosis counts, job times."""
         obs = result.observation
         if obs.account is not None and self._account_gauges:
             self._account = obs.account
@@ -703,8 +730,7 @@ class MonitorMetrics:
             Snapshot(self._account, tuple(states), self._diagnosis_labels(result.active))
         )
 
-        for incident in result.changes.raised:
-            d = incident.diagnosis
+        for d in result.raised:
             self.diagnoses_raised.labels(d.code, d.severity).inc()
         for call in result.calls:
             if call.probe not in self._probes_seen:

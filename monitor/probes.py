@@ -1,4 +1,5 @@
-"""One cycle's probing: GraphQL once, then REST per watched endpoint, into an Observation."""
+"""One cycle's probing: GraphQL once, then REST per watched endpoint, then `/status` of the
+tracked jobs, into an Observation."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from monitor.runpod.client import RunPodClient
-from monitor.runpod.models import Failure, Myself, Ok, Result
-from monitor.sharding import owns
-from rules.model import (
+from model.observation import (
     OK,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
@@ -23,6 +21,10 @@ from rules.model import (
     Job,
     Observation,
 )
+from monitor.jobs import JobTracker
+from monitor.runpod.client import RunPodClient
+from monitor.runpod.models import Failure, Myself, Ok, Result
+from monitor.sharding import owns
 
 log = structlog.get_logger("monitor.probes")
 
@@ -154,8 +156,11 @@ class Prober:
         track_requests: bool = True,
         shard: tuple[int, int] | None = None,
         interval_s: float | None = None,
+        jobs: JobTracker | None = None,
     ) -> None:
         self.client = client
+        # the jobs the user's app registered, polled through `/status` behind the same gates
+        self.jobs = jobs if jobs is not None else JobTracker()
         self.configured = list(configured)
         self.track_requests = track_requests
         self.shard = shard
@@ -237,6 +242,8 @@ class Prober:
         watched = set(self.watched)
         for eid in [k for k in self.gates if k is not None and k not in watched]:
             del self.gates[eid]  # an endpoint no longer watched starts afresh
+        # after /health, so that a Retry-After it met this cycle holds /status back too
+        tracked = await self.jobs.poll(self.client, t, self) if len(self.jobs) else []
         shared = [self._share(s) for s in samples]
         self._previous = {s.endpoint_id: s for s in shared}
         listed_ids = None
@@ -253,6 +260,7 @@ class Prober:
             account=myself.account if myself is not None else None,
             listed_ids=listed_ids,
             endpoints={s.endpoint_id: s for s in shared},
+            tracked_jobs=tuple(tracked),
         )
         return ProbeReport(obs, calls, listed)
 

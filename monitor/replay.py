@@ -8,17 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from monitor.alerts.outbox import MemoryOutboxStore, Outbox
-from monitor.alerts.router import AlertRouter, Notification, RecordingSink, Sink
-from monitor.alerts.silences import SilenceBook
+from monitor.alerts.router import Notification, RecordingSink, Sink
 from monitor.config import load_settings
-from monitor.cycle import Pipeline
-from monitor.history import HistoryBuffer
-from monitor.incidents import Incident, IncidentTracker
-from monitor.probes import Prober
+from monitor.cycle import build_pipeline
+from monitor.incidents import Incident
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 
 # Simulated runs start here, so dates in summaries (runway) are the same on every run.
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -159,13 +155,6 @@ async def replay(
     # what a person would receive on Slack: its minimum severity, the configured group_wait,
     # repeat_interval and silences, in simulated time; delivered right after each cycle
     sink = RecordingSink("slack", settings.alerts.slack.min_severity)
-    outbox = Outbox(MemoryOutboxStore(), [sink, *sinks])
-    router = AlertRouter(
-        outbox=outbox,
-        group_wait_s=settings.alerts.group_wait_s,
-        repeat_interval_s=settings.alerts.repeat_interval_s,
-        silences=SilenceBook(settings.alerts.silences),
-    )
     result = ReplayResult(scenario)
     expectations = Expectations(scenario.expect)
     try:
@@ -176,17 +165,10 @@ async def replay(
             timeout_s=REPLAY_TIMEOUT_S,
             max_concurrency=settings.runpod.max_concurrency,
         ) as client:
-            pipeline = Pipeline(
-                prober=Prober(
-                    client,
-                    configured=settings.endpoints,
-                    track_requests=settings.runpod.track_requests,
-                ),
-                thresholds=settings.rules,
-                history=HistoryBuffer(settings.state.retention_s),
-                tracker=IncidentTracker(),
-                router=router,
-            )
+            # the scenario's clock: its interval, whatever the settings' default says
+            pipeline = build_pipeline(settings, client, sinks=[sink, *sinks],
+                                      interval_s=scenario.interval_s)
+            outbox = pipeline.router.outbox
             incidents: dict[tuple[str, str | None, int], Incident] = {}
             for k in range(1, scenario.total_cycles + 1):
                 server.set_cycle(k)

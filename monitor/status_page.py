@@ -4,6 +4,11 @@ The page is a plain string built here: every value from RunPod or the rules goes
 `html.escape`, there is no JavaScript and no external asset (the CSS is inline), and it
 reloads itself every probe interval. It reads only what the runtime already holds, so a
 request never calls RunPod. It shows no configuration secret and no template env value.
+
+Besides the state now it draws the retained history (monitor/charts.py: inline SVG whose
+coordinates are the data) and lists the incident history (monitor/episodes.py). Endpoint
+cards come PER_PAGE to a page (`?page=K`), those in trouble first, and only the cards shown
+get charts: the page stays small and fast at 1000 endpoints (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -11,19 +16,32 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from monitor import __version__
+from model.observation import OK, WORKER_STATES, Account, EndpointSample, Health, Observation
+from monitor import __version__, charts
+from monitor.charts import Span, Window
+from monitor.episodes import Episode
 from monitor.incidents import Incident
-from rules.model import OK, SEVERITY_ORDER, WORKER_STATES, Account, EndpointSample, Observation
+from monitor.metrics import _queue_delay_s
+from rules.diagnosis import SEVERITY_ORDER
 
 if TYPE_CHECKING:
     from monitor.web import Runtime
+
+# Endpoint cards (with their charts) per page; those in trouble come first.
+PER_PAGE = 25
+# Incident history rows shown, the newest first.
+HISTORY_ROWS = 100
+# Worker states stacked in the workers chart, from the bottom: working, then waiting,
+# then the ones in trouble on top.
+STACK = ("running", "idle", "ready", "initializing", "throttled", "unhealthy")
 
 # No script may run, nothing is fetched from elsewhere, the page is never framed.
 HEADERS: Mapping[str, str] = {
@@ -39,11 +57,11 @@ HEADERS: Mapping[str, str] = {
 _CSS = """
 :root{--bg:#f4f5f7;--card:#fff;--fg:#1b1f24;--muted:#5f6b7a;--line:#dde1e6;
 --crit:#c62828;--crit-bg:#fdecea;--warn:#b45309;--warn-bg:#fff4e0;--info:#1d5fbf;
---info-bg:#e8f0fc;--ok:#1b7f3b;--ok-bg:#e6f4ea;--code-bg:#f0f2f5}
+--info-bg:#e8f0fc;--ok:#1b7f3b;--ok-bg:#e6f4ea;--code-bg:#f0f2f5;--idle:#7fb3a0}
 @media (prefers-color-scheme:dark){:root{--bg:#111418;--card:#1a1f25;--fg:#e6e9ed;
 --muted:#9aa5b1;--line:#2c333b;--crit:#ff6b6b;--crit-bg:#3a1c1c;--warn:#f0a540;
 --warn-bg:#3a2c14;--info:#74a7ff;--info-bg:#182a45;--ok:#4cc27a;--ok-bg:#17301f;
---code-bg:#12161b}}
+--code-bg:#12161b;--idle:#3f7a66}}
 *{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--fg);line-height:1.45;
@@ -107,8 +125,47 @@ font-variant-numeric:tabular-nums}
 .empty{color:var(--muted);font-style:italic}
 footer{margin:18px 2px 8px;font-size:.8rem;color:var(--muted)}
 footer a{color:inherit}
+.charts{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:6px 14px;margin-top:10px}
+.charts.two{grid-template-columns:repeat(2,minmax(0,1fr))}
+.fig{margin:0;min-width:0}
+.fig figcaption{display:flex;flex-wrap:wrap;justify-content:space-between;gap:0 6px;
+font-size:.75rem;color:var(--muted);font-variant-numeric:tabular-nums}
+.fig figcaption b{color:var(--fg)}
+svg.chart{display:block;width:100%;height:46px;background:var(--code-bg);
+border:1px solid var(--line);border-radius:4px}
+svg.chart path{vector-effect:non-scaling-stroke}
+.grid{fill:none;stroke:var(--line);stroke-width:1px}
+.line{fill:none;stroke-width:1.5px}
+.area{stroke:none}
+.area.q,.area.w,.area.sp{fill-opacity:.6}
+.q{stroke:var(--info);fill:var(--info-bg)}.line.q{fill:none}
+.w{stroke:var(--warn);fill:var(--warn-bg)}.line.w{fill:none}
+.sp{stroke:var(--info);fill:var(--info-bg)}.line.sp{fill:none}
+.b{stroke:var(--ok)}
+rect.sp{stroke:none;opacity:.2}rect.sp.critical{fill:var(--crit)}
+rect.sp.warning{fill:var(--warn)}rect.sp.info{fill:var(--info)}
+.bar{fill:none;stroke-width:6px}.bar.critical{stroke:var(--crit)}
+.bar.warning{stroke:var(--warn)}.bar.info{stroke:var(--info)}
+.s-running{fill:var(--ok);background:var(--ok)}
+.s-idle{fill:var(--muted);background:var(--muted)}
+.s-ready{fill:var(--idle);background:var(--idle)}
+.s-initializing{fill:var(--info);background:var(--info)}
+.s-throttled{fill:var(--warn);background:var(--warn)}
+.s-unhealthy{fill:var(--crit);background:var(--crit)}
+.sw{display:inline-block;width:.65em;height:.65em;border-radius:2px;margin:0 3px 0 0}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:0 8px;font-size:.7rem;
+color:var(--muted)}
+.ax{position:relative;height:1.15em;font-size:.68rem;color:var(--muted);overflow:hidden}
+.ax span{position:absolute;top:0;transform:translateX(-50%);white-space:nowrap}
+.pager{display:flex;flex-wrap:wrap;align-items:center;gap:8px;margin:0 2px 10px}
+.evs{list-style:none;margin:0;padding:0}
+.ev{border-left:6px solid var(--line);padding:8px 12px}
+.ev.critical{border-left-color:var(--crit)}.ev.warning{border-left-color:var(--warn)}
+.ev.info{border-left-color:var(--info)}
+.ev .head{display:flex;flex-wrap:wrap;align-items:center;gap:4px 8px;margin-bottom:2px}
 @media (max-width:520px){main{padding:8px}.stat{padding:8px}.stat .value{font-size:1.1rem}
-.card{padding:10px 12px}th{width:40%}}
+.card{padding:10px 12px}th{width:40%}.charts{grid-template-columns:1fr;gap:4px}
+.charts.two{grid-template-columns:1fr}svg.chart{height:40px}}
 @media (max-width:340px){.stats,.kv{grid-template-columns:1fr 1fr}}
 """
 
@@ -232,14 +289,14 @@ def _header(ok: bool, reason: str, obs: Observation | None, refresh_s: int, now:
     )
 
 
-def _account(obs: Observation | None, incidents: list[Incident]) -> str:
+def _account(obs: Observation | None, incidents: list[Incident], pictures: str = "") -> str:
     account = obs.account if obs is not None else None
     if account is None:
         why = "no probe cycle yet" if obs is None else f"GraphQL probe: {obs.graphql_outcome}"
         return (
             '<h2 id="account">Account</h2><div class="card empty">'
             f"Balance and spend unknown this cycle ({_e(why)}).</div>"
-            + _links(i for i in incidents if i.diagnosis.scope == "account")
+            + pictures + _links(i for i in incidents if i.diagnosis.scope == "account")
         )
     low = _worst(i for i in incidents if i.diagnosis.code == "low_balance") or ""
     scoped = _links(i for i in incidents if i.diagnosis.scope == "account")
@@ -255,7 +312,7 @@ def _account(obs: Observation | None, incidents: list[Incident]) -> str:
         f'<div class="value">{_e(_usd(account.spend_per_hr))}/h</div>{limit}</div>'
         f'<div class="stat {low}"><div class="label">Runway</div>'
         f'<div class="value">{_e(_runway(account))}</div></div>'
-        f"</div>{scoped}"
+        f"</div>{pictures}{scoped}"
     )
 
 
@@ -297,10 +354,10 @@ def _diagnoses(incidents: list[Incident], now: float) -> str:
     return f'<h2 id="diagnoses">Active diagnoses {count}</h2>{body}'
 
 
-def _oldest_wait(sample: EndpointSample) -> str:
-    """How long the oldest queued job has waited; '—' when none is queued or none told."""
-    delays = [j.delay_ms for j in sample.jobs or () if j.status == "IN_QUEUE" and j.delay_ms]
-    return _ago(max(delays) / 1000) if delays else "—"
+def _oldest_wait(sample: EndpointSample) -> float | None:
+    """How long the oldest queued job has waited, by the gauge's rule (0 with none queued);
+    None when this cycle did not read the jobs."""
+    return None if sample.jobs is None else _queue_delay_s(sample.jobs, None)
 
 
 def _chip(state: str, n: int) -> str:
@@ -310,7 +367,8 @@ def _chip(state: str, n: int) -> str:
     return f'<span class="chip {cls}">{_e(state)} <b>{n}</b></span>'
 
 
-def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident]) -> str:
+def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident],
+              pictures: str = "", wait: float | None = None) -> str:
     worst = _worst(mine)
     if sample.health_outcome == OK:
         up = f'<span class="pill ok">up · HTTP {_e(sample.http_status)}</span>'
@@ -343,41 +401,302 @@ def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident])
         '<div class="kv">'
         f"<div>in queue<b>{_e(queue)}</b></div>"
         f"<div>in progress<b>{_e(running)}</b></div>"
-        f"<div>oldest wait<b>{_e(_oldest_wait(sample))}</b></div>"
+        f"<div>oldest wait<b>{_e(_wait_text(wait))}</b></div>"
         f"<div>workers<b>{_e(wmax)}</b></div>"
-        f"</div>{gpus}{_links(mine)}</article>"
+        f"</div>{pictures}{gpus}{_links(mine)}</article>"
     )
 
 
-def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incident]) -> str:
+@dataclass(frozen=True, slots=True)
+class _Past:
+    """What the charts draw from: the retained observations, their window, the episodes."""
+
+    observations: Sequence[Observation]
+    times: list[float]  # of the observations
+    w: Window
+    grid: charts.Grid  # where the (bucketed) samples sit in the window
+    episodes: list[Episode]
+    now: float
+    by_endpoint: dict[str | None, list[Episode]] = field(default_factory=dict)
+
+
+def _pager(page: int, pages: int) -> str:
+    if pages <= 1:
+        return ""
+
+    def link(k: int, text: str) -> str:
+        return f'<a class="pill none" href="?page={k}#endpoints">{_e(text)}</a>'
+
+    parts = [link(page - 1, "‹ previous")] if page > 1 else []
+    parts.append(f'<span class="small muted">page {page} of {pages}</span>')
+    if page < pages:
+        parts.append(link(page + 1, "next ›"))
+    return f'<nav class="pager">{"".join(parts)}</nav>'
+
+
+def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incident],
+               past: _Past | None, page: int, per_page: int | None) -> str:
     if obs is None or not obs.endpoints:
         return (
             '<h2 id="endpoints">Endpoints</h2>'
             '<div class="card empty">No endpoint observed yet.</div>'
         )
-    mine = {
-        eid: [i for i in incidents if i.diagnosis.endpoint_id == eid] for eid in obs.endpoints
-    }
+    mine: dict[str, list[Incident]] = {eid: [] for eid in obs.endpoints}
+    for i in incidents:
+        if i.diagnosis.endpoint_id in mine:
+            mine[i.diagnosis.endpoint_id].append(i)
     worst = {eid: _worst(mine[eid]) for eid in obs.endpoints}
     names = {eid: runtime.endpoint_name(eid) for eid in obs.endpoints}
 
-    def rank(eid: str) -> tuple[int, str]:
+    def rank(eid: str) -> tuple[int, str, str]:
         w = worst[eid]
-        return (-(SEVERITY_ORDER[w] + 1) if w else 0, names[eid].lower())
+        return (-(SEVERITY_ORDER[w] + 1) if w else 0, names[eid].lower(), eid)
 
-    cards = "".join(
-        _endpoint(eid, names[eid], obs.endpoints[eid], mine[eid])
-        for eid in sorted(obs.endpoints, key=rank)
+    ordered = sorted(obs.endpoints, key=rank)
+    total = len(ordered)
+    pages = 1 if not per_page else max(1, math.ceil(total / per_page))
+    page = min(max(1, page), pages)
+    shown = ordered if not per_page else ordered[(page - 1) * per_page:page * per_page]
+    cards = []
+    for eid in shown:
+        pictures, wait = "", _oldest_wait(obs.endpoints[eid])
+        if past is not None:
+            pictures, wait = _endpoint_charts(eid, past, _spans(past, eid))
+        cards.append(_endpoint(eid, names[eid], obs.endpoints[eid], mine[eid], pictures, wait))
+    if len(shown) < total:
+        first = (page - 1) * (per_page or 0) + 1
+        count = (f'<span class="muted small">{first}–{first + len(shown) - 1} of {total}, '
+                 "in trouble first</span>")
+    else:
+        count = f'<span class="muted small">{total}</span>'
+    nav = _pager(page, pages)
+    return f'<h2 id="endpoints">Endpoints {count}</h2>{nav}{"".join(cards)}{nav}'
+
+
+# ---------------------------------------------------------------- the past: charts
+
+
+def _clock(t: float, now: float) -> str:
+    """A time as HH:MM UTC, with the date when it is not today."""
+    when = datetime.fromtimestamp(t, UTC)
+    if when.date() == datetime.fromtimestamp(now, UTC).date():
+        return when.strftime("%H:%M")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _spans(past: _Past, endpoint_id: str | None) -> list[Span]:
+    """The incidents of one endpoint (or of the account, for None) as spans on the charts:
+    an escalated one at its first severity until it rose, then at the higher one."""
+    out = []
+    w, now = past.w, past.now
+    for e in past.by_endpoint.get(endpoint_id, ()):
+        end = e.ended_at if e.ended_at is not None else w.t1
+        until = _clock(end, now) if e.ended_at is not None else "now"
+        label = f"{e.code} ({e.severity}) {_clock(e.since, now)}–{until} UTC"
+        if e.escalated_at is not None and e.since < e.escalated_at < end:
+            out.append(Span(e.since, e.escalated_at, e.first_severity, e.code, label))
+            out.append(Span(e.escalated_at, end, e.severity, e.code, label))
+        else:
+            out.append(Span(e.since, end, e.severity, e.code, label))
+    out.sort(key=lambda s: SEVERITY_ORDER.get(s.severity, 0))  # the worst drawn last, on top
+    return out
+
+
+def _figure(w: Window, name: str, title: str, now_text: str, note: str,
+            chart: tuple[float, float, Sequence[tuple[str, str, str]]], spans: list[Span],
+            legend: str = "") -> str:
+    """A captioned chart: `title` and its value now, a `note` (plain text), the chart of
+    (lo, hi, paths) with the spans, the time axis, and an optional legend (HTML)."""
+    lo, hi, paths = chart
+    label = f"{title} over the last {_ago(w.span)}: now {now_text}, {note}"
+    if legend:
+        legend = f'<div class="legend">{legend}</div>'
+    return (
+        f'<figure class="fig"><figcaption><span>{_e(title)} <b>{_e(now_text)}</b></span>'
+        f'<span class="muted">{_e(note)}</span></figcaption>'
+        f"{charts.chart(w, name, lo, hi, paths, spans, label=label)}{charts.axis(w)}{legend}"
+        "</figure>"
     )
-    count = f'<span class="muted small">{len(obs.endpoints)}</span>'
-    return f'<h2 id="endpoints">Endpoints {count}</h2>{cards}'
+
+
+def _known(values: Iterable[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def _wait_text(seconds: float | None) -> str:
+    return "—" if seconds is None else _ago(seconds)
+
+
+def _endpoint_charts(eid: str, past: _Past, spans: list[Span]) -> tuple[str, float | None]:
+    """Queue depth, oldest wait and workers by state over the window, incidents marked;
+    and the oldest wait now (the gauge's value: it holds while the jobs are not read)."""
+    w = past.w
+    queue: list[float | None] = []
+    wait: list[float | None] = []
+    stacked: list[list[float | None]] = [[] for _ in STACK]
+    last_wait: float | None = None
+    prev: EndpointSample | None = None
+    row: list[float | None] = [None] * len(STACK)
+    queue_now: float | None = None
+    for o in past.observations:
+        sample = o.endpoints.get(eid)
+        if sample is not None and sample.jobs is not None:
+            # the gauge's rule (runpod_endpoint_queue_delay_seconds): 0 with none queued,
+            # the last value while the queued jobs tell no delay
+            last_wait = _queue_delay_s(sample.jobs, last_wait)
+        wait.append(None if sample is None or last_wait is None else round(last_wait, 3))
+        if sample is not prev:  # the probe path shares an unchanged sample between cycles
+            prev = sample
+            h: Health | None = None if sample is None else sample.health
+            if h is None:
+                row = [None] * len(STACK)
+            else:
+                total = 0
+                for k, state in enumerate(STACK):
+                    total += getattr(h, state)
+                    row[k] = total
+            queue_now = None if h is None else h.in_queue
+        queue.append(queue_now)
+        for series, v in zip(stacked, row, strict=True):
+            series.append(v)
+    _, (queue, wait, *stacked) = charts.bucket(w, past.times, [queue, wait, *stacked])
+    q, wt = _known(queue), _known(wait)
+    queue_runs = charts.runs(past.grid, queue)
+    wait_runs = charts.runs(past.grid, wait)
+    figures = [
+        _figure(w, "in_queue", "queue", "—" if queue[-1] is None else str(int(queue[-1])),
+                f"max {int(max(q, default=0))}", (0, max(q, default=0), [
+                    ("in_queue", "area q", charts.area_path(queue_runs, 0)),
+                    ("in_queue", "line q", charts.line_path(queue_runs)),
+                ]), spans),
+        _figure(w, "oldest_wait_s", "oldest wait", _wait_text(wait[-1]),
+                f"max {_wait_text(max(wt)) if wt else '—'}", (0, max(wt, default=0), [
+                    ("oldest_wait_s", "area w", charts.area_path(wait_runs, 0)),
+                    ("oldest_wait_s", "line w", charts.line_path(wait_runs)),
+                ]), spans),
+    ]
+    paths: list[tuple[str, str, str]] = []
+    legend = []
+    below: list[float | None] = [None if v is None else 0 for v in stacked[0]]
+    for state, series in zip(STACK, stacked, strict=True):
+        if series != below:  # a state at 0 throughout adds nothing to the stack
+            paths.append((state, f"area s-{state}",
+                          charts.area_path(charts.runs(past.grid, series), 0)))
+            legend.append(f'<span><i class="sw s-{state}"></i>{_e(state)}</span>')
+        below = series
+    paths.reverse()  # the tallest (cumulative) first, each lower band painted over it
+    top = max(_known(stacked[-1]), default=0)
+    figures.append(_figure(
+        w, "workers", "workers", "—" if stacked[-1][-1] is None else str(int(stacked[-1][-1])),
+        f"max {int(top)}", (0, top, paths), spans, " ".join(legend),
+    ))
+    return f'<div class="charts">{"".join(figures)}</div>', last_wait
+
+
+def _account_charts(past: _Past, spans: list[Span]) -> str:
+    """Balance and spend per hour over the window, account incidents marked."""
+    w = past.w
+    balance = [None if o.account is None else round(o.account.balance, 3)
+               for o in past.observations]
+    spend = [None if o.account is None else round(o.account.spend_per_hr, 3)
+             for o in past.observations]
+    _, (balance, spend) = charts.bucket(w, past.times, [balance, spend])
+    b, sp = _known(balance), _known(spend)
+    if not b:
+        return ""
+    b_runs, s_runs = charts.runs(past.grid, balance), charts.runs(past.grid, spend)
+    lo, hi = min(b), max(b)
+    spread = f"{_usd(lo)} – {_usd(hi)}" if hi > lo else "unchanged"
+    if hi - lo < 0.01:  # a flat balance sits mid-height, not on the floor
+        lo, hi = lo - 0.5, hi + 0.5
+    return '<div class="charts two">' + "".join([
+        _figure(w, "balance_usd", "balance", _usd(b[-1]), spread, (lo, hi, [
+            ("balance_usd", "line b", charts.line_path(b_runs)),
+        ]), spans),
+        _figure(w, "spend_usd_per_hr", "spend", f"{_usd(sp[-1])}/h", f"max {_usd(max(sp))}/h",
+                (0, max(sp), [
+                    ("spend_usd_per_hr", "area sp", charts.area_path(s_runs, 0)),
+                    ("spend_usd_per_hr", "line sp", charts.line_path(s_runs)),
+                ]), spans),
+    ]) + "</div>"
+
+
+# ---------------------------------------------------------------- the incident history
+
+
+def _episode(e: Episode, now: float) -> str:
+    where = "account"
+    if e.endpoint_id is not None:
+        name = e.endpoint_name or e.endpoint_id
+        where = _e(name) if name == e.endpoint_id else (
+            f'{_e(name)} <span class="muted small">({_e(e.endpoint_id)})</span>'
+        )
+    steps = [f"raised {_e(_clock(e.since, now))}"]
+    if e.escalated_at is not None:
+        steps.append(f"escalated to {_e(e.severity)} {_e(_clock(e.escalated_at, now))}")
+    if e.ended_at is None:
+        state = '<span class="pill none">active</span>'
+        lasted = f"for {_e(_ago(now - e.since))} so far"
+    else:
+        state = '<span class="pill ok">resolved</span>'
+        steps.append(f"resolved {_e(_clock(e.ended_at, now))}")
+        lasted = f"lasted {_e(_ago(e.ended_at - e.since))}"
+    data = (
+        f'data-code="{_e(e.code)}" data-endpoint="{_e(e.endpoint_id or "")}" '
+        f'data-since="{e.since:.0f}" data-escalated="'
+        f'{"" if e.escalated_at is None else f"{e.escalated_at:.0f}"}" '
+        f'data-ended="{"" if e.ended_at is None else f"{e.ended_at:.0f}"}"'
+    )
+    return (
+        f'<li class="card ev {_e(e.severity)}" {data}>'
+        f'<div class="head"><span class="pill {_e(e.severity)}">{_e(e.severity)}</span>'
+        f'<code class="code">{_e(e.code)}</code><span>{where}</span>{state}</div>'
+        f'<div class="small muted">{", ".join(steps)} UTC · {lasted}</div>'
+        f'<div class="small">{_e(e.summary)}</div></li>'
+    )
+
+
+def _history(episodes: list[Episode], span_s: float | None, now: float) -> str:
+    window = f"in the last {_ago(span_s)}" if span_s else "kept"
+    count = f'<span class="muted small">{len(episodes)} {_e(window)}</span>'
+    if not episodes:
+        return (
+            f'<h2 id="history">Incident history {count}</h2>'
+            '<div class="card empty">No incident in the retained history.</div>'
+        )
+    rows = "".join(_episode(e, now) for e in episodes[:HISTORY_ROWS])
+    more = ""
+    if len(episodes) > HISTORY_ROWS:
+        more = (f'<div class="small muted">and {len(episodes) - HISTORY_ROWS} older '
+                "not shown</div>")
+    return f'<h2 id="history">Incident history {count}</h2><ol class="evs">{rows}</ol>{more}'
 
 
 # ---------------------------------------------------------------- the page
 
 
-def render(runtime: Runtime, *, now: float | None = None) -> str:
-    """The whole status page as an HTML string."""
+def _the_past(runtime: Runtime, incidents: list[Incident], now: float) -> _Past | None:
+    observations = runtime.history().observations
+    if len(observations) < 2:  # one sample is no picture of anything
+        return None
+    times = [o.t for o in observations]
+    w = charts.window(times, runtime.interval_s())
+    logged = runtime.episodes()
+    active = {e.key for e in logged if e.active}
+    # an active incident the runtime's log does not hold still gets its span
+    episodes = [*logged, *(Episode.opened(i) for i in incidents if i.key not in active)]
+    grid = charts.grid(w, charts.bucket(w, times, [])[0])
+    by_endpoint: dict[str | None, list[Episode]] = {}
+    for e in episodes:
+        by_endpoint.setdefault(e.endpoint_id, []).append(e)
+    return _Past(observations, times, w, grid, episodes, now, by_endpoint)
+
+
+def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
+           per_page: int | None = PER_PAGE, pictures: bool = True) -> str:
+    """The whole status page as an HTML string: page `page` of the endpoints, `per_page`
+    to a page (None: all). `pictures=False` leaves out the charts and the incident history
+    (the page as it was before them: the benchmark's baseline)."""
     now = time.time() if now is None else now
     refresh_s = max(1, math.ceil(runtime.interval_s()))
     incidents = runtime.incidents()
@@ -385,6 +704,18 @@ def render(runtime: Runtime, *, now: float | None = None) -> str:
     ok, reason = runtime.health()
     worst = _worst(incidents)
     title = "runpod-monitor" + (f" · {len(incidents)} active ({worst})" if worst else " · ok")
+    past = _the_past(runtime, incidents, now) if pictures else None
+    account_pictures = history = window = ""
+    if past is not None:
+        account_pictures = _account_charts(past, _spans(past, None))
+        window = (f'<div class="small muted">charts: the last {_e(_ago(past.w.span))} '
+                  "(the retained history); shaded: incidents</div>")
+    elif pictures and obs is not None:
+        window = '<div class="small muted">charts from the second probe cycle on</div>'
+    if pictures:
+        kept = past.episodes if past is not None else runtime.episodes()
+        history = _history(sorted(kept, key=lambda e: -e.since),
+                           None if past is None else past.w.span, now)
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -394,10 +725,11 @@ def render(runtime: Runtime, *, now: float | None = None) -> str:
         '<meta name="robots" content="noindex">'
         '<link rel="icon" href="data:,">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
-        f"{_header(ok, reason, obs, refresh_s, now, incidents)}"
-        f"{_account(obs, incidents)}"
-        f"{_endpoints(obs, runtime, incidents)}"
+        f"{_header(ok, reason, obs, refresh_s, now, incidents)}{window}"
+        f"{_account(obs, incidents, account_pictures)}"
+        f"{_endpoints(obs, runtime, incidents, past, page, per_page)}"
         f"{_diagnoses(incidents, now)}"
+        f"{history}"
         f"<footer>runpod-monitor {_e(__version__)} · "
         '<a href="/api/v1/diagnoses">diagnoses JSON</a> · '
         '<a href="/api/v1/endpoints">endpoints JSON</a> · '
@@ -409,9 +741,16 @@ def render(runtime: Runtime, *, now: float | None = None) -> str:
 def status_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The aiohttp handler serving the page at `/`."""
 
-    async def status_page(_: web.Request) -> web.Response:
+    async def status_page(request: web.Request) -> web.Response:
+        raw = request.query.get("page", "1")
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:
+            return web.Response(
+                text=f"page: must be a positive integer, got {raw[:40]!r}\n", status=400,
+                content_type="text/plain", headers=HEADERS,
+            )
         return web.Response(
-            text=render(runtime), content_type="text/html", charset="utf-8", headers=HEADERS
+            text=render(runtime, page=int(raw)), content_type="text/html", charset="utf-8",
+            headers=HEADERS,
         )
 
     return status_page

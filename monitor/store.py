@@ -2,7 +2,10 @@
 
 One SQLite file in WAL mode. Each cycle is saved in one transaction, so a crash at any
 point leaves the last committed cycle loadable. Template secrets are masked before they
-are written. The caller bounds the file with `prune` and `prune_outbox`.
+are written. The caller bounds the file with `prune`, `prune_outbox` and `prune_episodes`.
+
+`episodes` (the incident history of monitor/episodes.py) came after schema 2 without a new
+version: a table more, which an older monitor ignores and a new one creates in an old file.
 
 Endpoint configs are stored by content: `configs` holds each masked config's JSON once,
 keyed by its digest, and an observation refers to it (`codec.ObservationEncoder`). A config
@@ -24,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.history import Memory
+from model.observation import Observation
 from monitor import codec
+from monitor.episodes import Episode
 from monitor.incidents import Incident, Key
-from rules.model import Memory, Observation
 from rules.secrets import mask
 
 SCHEMA_VERSION = 2  # 2: configs by reference (table `configs`); 1: configs inline
@@ -53,18 +58,23 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (sink, dedupe_key));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sink, sent_t, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_sent_t ON outbox (sent_t);
+CREATE TABLE IF NOT EXISTS episodes (
+    code TEXT NOT NULL, endpoint_id TEXT NOT NULL, since REAL NOT NULL, ended_t REAL,
+    json TEXT NOT NULL, PRIMARY KEY (code, endpoint_id, since));
 """
 
 
 @dataclass(frozen=True, slots=True)
-class Restored:
-    """What `Store.load` found; empty for a new file."""
+class PipelineState:
+    """What the pipeline carries from one cycle to the next: what `Store.load` reads back
+    (empty for a new file) and `Pipeline.snapshot` gives."""
 
     observations: list[Observation] = field(default_factory=list)  # oldest first
     memory: Memory = field(default_factory=Memory)
     active: dict[Key, Incident] = field(default_factory=dict)
     announced: set[Key] = field(default_factory=set)
     last_cycle: int = 0
+    episodes: list[Episode] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +174,19 @@ class Store:
         memory: Memory,
         active: Mapping[Key, Incident],
         announced: Iterable[Key],
+        episodes: Iterable[Episode] = (),
     ) -> None:
         """Save one cycle: its observation, the memory, the active incidents, the announced
-        keys. All or nothing.
+        keys, and the incident history's `episodes` this cycle changed. All or nothing.
 
         A config is masked and encoded only when it is not the object saved last time for
         its endpoint, and written only when no stored observation refers to it yet."""
         incidents = [(k[0], k[1], _dumps(codec.incident_to_json(i))) for k, i in active.items()]
         keys = [(k[0], k[1]) for k in set(announced)]
+        history = [
+            (e.code, e.endpoint_id or "", e.since, e.ended_at, _dumps(e.to_json()))
+            for e in episodes
+        ]
         with self._tx() as db:
             enc = self._encoder.encode(obs)  # under the lock: the encoder keeps a cache
             obs_json = pack(_dumps(enc.json))
@@ -198,8 +213,9 @@ class Store:
             db.executemany("INSERT INTO incidents VALUES (?, ?, ?)", incidents)
             db.execute("DELETE FROM announced")
             db.executemany("INSERT INTO announced VALUES (?, ?)", keys)
+            db.executemany("INSERT OR REPLACE INTO episodes VALUES (?, ?, ?, ?, ?)", history)
 
-    def load(self) -> Restored:
+    def load(self) -> PipelineState:
         """The state as of the last committed cycle. Unchanged parts of consecutive
         observations are shared objects, as in the live history."""
         with self._tx("BEGIN") as db:  # one snapshot of every table
@@ -208,6 +224,7 @@ class Store:
             state = dict(db.execute("SELECT name, json FROM state").fetchall())
             incidents = db.execute("SELECT code, endpoint_id, json FROM incidents").fetchall()
             announced = db.execute("SELECT code, endpoint_id FROM announced").fetchall()
+            episodes = db.execute("SELECT json FROM episodes").fetchall()
             writes = self._writes
         decoder = codec.HistoryDecoder(configs)
         observations = []
@@ -224,12 +241,13 @@ class Store:
             if self._refs is None and self._writes == writes:  # nothing written since
                 self._set_references(cycle_refs)
         memory = state.get("memory")
-        return Restored(
+        return PipelineState(
             observations=observations,
             memory=Memory() if memory is None else codec.memory_from_json(json.loads(memory)),
             active={(c, e): codec.incident_from_json(json.loads(j)) for c, e, j in incidents},
             announced={(c, e) for c, e in announced},
             last_cycle=int(state.get("last_cycle", 0)),
+            episodes=[Episode.from_json(json.loads(j)) for (j,) in episodes],
         )
 
     def prune(self, older_than_t: float) -> int:
@@ -246,6 +264,18 @@ class Store:
             for c in cycles:
                 removed.extend(self._cycle_refs.pop(c, ()))
             self._count(db, added=(), removed=removed)
+            return int(n)
+
+    def prune_episodes(self, older_than_t: float, keep: int) -> int:
+        """Delete the episodes that ended before `older_than_t`, then all but the `keep`
+        newest (active ones first, then by end); return how many."""
+        with self._tx() as db:
+            n = db.execute("DELETE FROM episodes WHERE ended_t < ?", (older_than_t,)).rowcount
+            if db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > keep:
+                n += db.execute(
+                    "DELETE FROM episodes WHERE rowid NOT IN (SELECT rowid FROM episodes "
+                    "ORDER BY ended_t IS NULL DESC, ended_t DESC LIMIT ?)", (keep,)
+                ).rowcount
             return int(n)
 
     # --- config references ------------------------------------------------------------

@@ -6,7 +6,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from monitor.alerts.message import code_split, place, shell_lines
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 from rules.signals import minutes
 
 if TYPE_CHECKING:  # replay runs the daemon's pipeline; the console renderer needs none of it

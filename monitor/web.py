@@ -16,13 +16,15 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from model.history import History
+from model.observation import Observation
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import TrackerFull
 from monitor.status_page import status_handler
-from rules.model import History, Observation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,8 +39,8 @@ class Runtime(Protocol):
     def endpoint_name(self, endpoint_id: str) -> str: ...
     def register_job(self, endpoint_id: str, job_id: str) -> bool: ...
     def interval_s(self) -> float: ...
-    def history(self) -> History: ...
-    def resolved_incidents(self) -> list[Incident]: ...
+    def history(self) -> History: ...  # the retained observations, for the page's charts
+    def episodes(self) -> list[Episode]: ...  # the incident history, newest first
 
 
 def iso(t: float | None) -> str | None:

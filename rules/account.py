@@ -12,20 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from rules.model import (
-    AUTH_OUTCOMES,
-    SKIPPED,
-    UNKNOWN_OUTCOMES,
-    Account,
-    Diagnosis,
-    History,
-    Observation,
-    Severity,
-    Thresholds,
-    evidence,
-)
+from model.history import History
+from model.observation import AUTH_OUTCOMES, SKIPPED, UNKNOWN_OUTCOMES, Account, Observation
+from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import REST_URL, graphql_curl
+from rules.rule import Finding, Inhibit, Rule
 from rules.signals import minutes, plural
+from rules.thresholds import Thresholds
 
 BILLING_URL = "https://www.runpod.io/console/user/billing"
 API_KEYS_URL = "https://www.runpod.io/console/user/settings"
@@ -35,17 +28,10 @@ HOURS_PER_MONTH = 730
 AuthState = Literal["auth", "clear", "unknown"]
 
 
-def _account(
-    code: str, severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
-) -> Diagnosis:
-    return Diagnosis(
-        code=code,
-        scope="account",
-        severity=severity,
-        summary=summary,
-        remedy=remedy,
-        evidence=evidence(**numbers),
-    )
+def _finding(
+    severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
+) -> Finding:
+    return Finding(severity, summary, remedy, evidence(**numbers))
 
 
 def _counts(outcomes: Iterable[str]) -> str:
@@ -72,7 +58,7 @@ def auth_state(obs: Observation) -> AuthState:
     return "clear"
 
 
-def _auth_invalid(history: History, th: Thresholds) -> Diagnosis | None:
+def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
     run: list[Observation] = []
     for obs in reversed(history.observations):
         state = auth_state(obs)
@@ -101,8 +87,7 @@ def _auth_invalid(history: History, th: Thresholds) -> Diagnosis | None:
         where.append(f"REST /health of {plural(len(rest_endpoints), 'endpoint')}")
     codes = sorted({o.replace("http_", "") for o in graphql + rest})
     probe = graphql_curl("query { myself { id } }")
-    return _account(
-        "auth_invalid",
+    return _finding(
         "critical",
         f"RunPod answered {'/'.join(codes)} to {' and '.join(where)} "
         f"in {plural(len(run), 'cycle')}: "
@@ -170,7 +155,7 @@ def _not_probed(cycles: int) -> str:
     return f", with {plural(cycles, 'more cycle')} not probed (back-off)" if cycles else ""
 
 
-def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
+def _api_errors(history: History, th: Thresholds) -> Finding | None:
     graphql_run, graphql_unsent = _failed_run(history.observations, _graphql_failed)
     rest_run, rest_unsent = _failed_run(history.observations, _rest_failed)
     parts: list[str] = []
@@ -197,8 +182,7 @@ def _api_errors(history: History, th: Thresholds) -> Diagnosis | None:
     run = graphql_run if len(graphql_run) >= len(rest_run) else rest_run
     numbers["failing_s"] = round(run[-1].t - run[0].t, 1)
     summary = "RunPod's API is failing from here: " + " and ".join(parts) + "."
-    return _account(
-        "runpod_api_errors",
+    return _finding(
         "warning",
         summary[0].upper() + summary[1:],
         "Check RunPod's status page and this host's network path to "
@@ -217,9 +201,10 @@ def _hours(h: float) -> str:
     return f"{h:.1f} h" if h >= 1 else f"{h:.1f} h ({h * 60:.0f} min)"
 
 
-def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
-    account = latest.account
-    if account is None:
+def _low_balance(history: History, th: Thresholds) -> Finding | None:
+    latest = history.latest
+    account = latest.account if latest is not None else None
+    if latest is None or account is None:
         return None
     balance, spend = account.balance, account.spend_per_hr
     runway_h: float | None = None
@@ -252,8 +237,7 @@ def _low_balance(latest: Observation, th: Thresholds) -> Diagnosis | None:
             f"The balance is {balance:.2f} USD, under the {th.low_balance_usd:g} USD floor "
             "(nothing is spending right now)."
         )
-    return _account(
-        "low_balance",
+    return _finding(
         severity,
         summary,
         f"Add funds at {BILLING_URL} (or turn on auto-pay); an exhausted balance disables "
@@ -306,7 +290,7 @@ def _volume_lines(account: Account, th: Thresholds) -> tuple[str, float]:
     return "; ".join(lines), total
 
 
-def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
+def _idle_spend(history: History, th: Thresholds) -> Finding | None:
     latest = history.latest
     if latest is None or _idle(latest) is not True:
         return None
@@ -344,8 +328,7 @@ def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
                 "volumeInGb } networkVolumes { id name size } } }"
             )
         )
-    return _account(
-        "idle_spend",
+    return _finding(
         "info",
         f"The account spends {spend:.3f} USD/h ({monthly:.2f} USD/month) with no worker and "
         f"no pod running for {minutes(idle_s)}"
@@ -364,13 +347,44 @@ def _idle_spend(history: History, th: Thresholds) -> Diagnosis | None:
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """auth_invalid, runpod_api_errors, low_balance and idle_spend for the account."""
-    latest = history.latest
-    if latest is None:
+    if history.latest is None:
         return []
-    found = [
-        _auth_invalid(history, th),
-        _api_errors(history, th),
-        _low_balance(latest, th),
-        _idle_spend(history, th),
-    ]
-    return [d for d in found if d is not None]
+    found: list[Diagnosis] = []
+    for rule in RULES:
+        finding = rule.check(history, th)
+        if finding is not None:
+            found.append(rule.diagnosis(finding))
+    return found
+
+
+# --- the records ---------------------------------------------------------------------
+
+AccountCheck = Callable[[History, Thresholds], Finding | None]
+
+RULES: tuple[Rule[AccountCheck], ...] = (
+    Rule(
+        code="auth_invalid", scope="account", severity="critical", source="self",
+        family="account", check=_auth_invalid, thresholds=("auth_cycles",),
+        raised_when="GraphQL or REST answers 401/403 in 2 consecutive cycles",
+        inhibits=Inhibit(drops="endpoint_scope", holds=True, mutes="all"),
+    ),
+    Rule(
+        code="runpod_api_errors", scope="account", severity="warning", source="self",
+        family="account", check=_api_errors, thresholds=("api_error_cycles",),
+        raised_when="every probe of a kind failed in 3 consecutive cycles; a cycle whose "
+        "probe the back-off skipped is not a failure (neither counts nor breaks the run)",
+    ),
+    Rule(
+        code="low_balance", scope="account", severity="warning", source="account",
+        family="account", check=_low_balance,
+        thresholds=("low_balance_runway_h", "low_balance_critical_runway_h", "low_balance_usd"),
+        severity_doc="warning; critical under 2 h of runway",
+        raised_when="runway under 24 h or balance under 5 USD",
+    ),
+    Rule(
+        code="idle_spend", scope="account", severity="info", source="account",
+        family="account", check=_idle_spend,
+        thresholds=("idle_spend_s", "volume_usd_per_gb_month"),
+        raised_when="spend > 0 with no worker and no running pod for 30 min",
+    ),
+)

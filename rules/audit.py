@@ -8,20 +8,16 @@ through `rules.secrets.mask`, and secrets are named only by kind, place and mask
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from model.history import History
+from model.observation import EndpointConfig, Template
+from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import compatible_tiers
-from rules.model import (
-    Diagnosis,
-    EndpointConfig,
-    History,
-    Severity,
-    Template,
-    Thresholds,
-    evidence,
-)
 from rules.remedies import graphql_curl, save_endpoint
+from rules.rule import Finding, Rule
 from rules.secrets import find_secrets, mask
+from rules.thresholds import Thresholds
 
 VOLUME_MOUNT = "/runpod-volume"
 POD_MOUNT = "/workspace"
@@ -61,8 +57,10 @@ def _where(template: Template) -> Iterator[tuple[str, str]]:
 
 
 def _secret_in_template(
-    config: EndpointConfig, template: Template, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     hits: list[tuple[str, str, str]] = []  # (place, kind, masked)
     for place, text in _where(template):
         hits.extend((place, f.kind, f.masked) for f in find_secrets(text))
@@ -93,7 +91,7 @@ def _secret_in_template(
         "places": ", ".join(places),
         "masked": ", ".join(f"{place}: {masked}" for place, _, masked in hits),
     }
-    return "critical", summary, remedy, numbers
+    return Finding("critical", summary, remedy, evidence(**numbers))
 
 
 # --- volume_path_mismatch --------------------------------------------------------------
@@ -111,8 +109,10 @@ def _under_workspace(value: str) -> bool:
 
 
 def _volume_path_mismatch(
-    config: EndpointConfig, template: Template, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     if not config.network_volume_id:
         return None
     wrong = [
@@ -144,7 +144,7 @@ def _volume_path_mismatch(
         "keys": ", ".join(key for key, _ in wrong),
         "paths": ", ".join(f"{key}={value}" for key, value in wrong),
     }
-    return "warning", summary, remedy, numbers
+    return Finding("warning", summary, remedy, evidence(**numbers))
 
 
 # --- clone_failure_masked ---------------------------------------------------------------
@@ -211,8 +211,10 @@ def clone_masking(docker_args: str) -> list[tuple[str, str]]:
 
 
 def _clone_failure_masked(
-    config: EndpointConfig, template: Template, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     masked = clone_masking(template.docker_args)
     if not masked:
         return None
@@ -233,15 +235,15 @@ def _clone_failure_masked(
         "masking": how,
         "command": excerpt,
     }
-    return "warning", summary, remedy, numbers
+    return Finding("warning", summary, remedy, evidence(**numbers))
 
 
 # --- single_gpu_tier --------------------------------------------------------------------
 
 
 def _single_gpu_tier(
-    config: EndpointConfig, template: Template | None, label: str
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
     tiers = config.gpu_tiers
     if not config.network_volume_id or len(tiers) != 1:
         return None
@@ -267,15 +269,17 @@ def _single_gpu_tier(
         "gpu_tiers": len(tiers),
         "compatible_tiers": ",".join(wider),
     }
-    return "info", summary, remedy, numbers
+    return Finding("info", summary, remedy, evidence(**numbers))
 
 
 # --- container_disk_small ---------------------------------------------------------------
 
 
 def _container_disk_small(
-    config: EndpointConfig, template: Template, label: str, th: Thresholds
-) -> tuple[Severity, str, str, dict[str, object]] | None:
+    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+) -> Finding | None:
+    if template is None:
+        return None
     disk = template.container_disk_gb
     if disk is None:
         return None
@@ -304,7 +308,7 @@ def _container_disk_small(
         "minimum_gb": minimum,
         "network_volume": volume,
     }
-    return "warning", summary, remedy, numbers
+    return Finding("warning", summary, remedy, evidence(**numbers))
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
@@ -321,32 +325,48 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
             continue
         name = history.endpoint_name(endpoint_id)
         label = f"'{name}' ({endpoint_id})" if name != endpoint_id else endpoint_id
-        template = config.template
-        results: list[tuple[str, tuple[Severity, str, str, dict[str, object]] | None]] = [
-            ("single_gpu_tier", _single_gpu_tier(config, template, label)),
-        ]
-        if template is not None:
-            results = [
-                ("secret_in_template", _secret_in_template(config, template, label)),
-                ("volume_path_mismatch", _volume_path_mismatch(config, template, label)),
-                ("clone_failure_masked", _clone_failure_masked(config, template, label)),
-                *results,
-                ("container_disk_small", _container_disk_small(config, template, label, th)),
-            ]
-        for code, result in results:
-            if result is None:
-                continue
-            severity, summary, remedy, numbers = result
-            found.append(
-                Diagnosis(
-                    code=code,
-                    scope="endpoint",
-                    severity=severity,
-                    summary=summary,
-                    remedy=remedy,
-                    evidence=evidence(**numbers),
-                    endpoint_id=endpoint_id,
-                    endpoint_name=name,
-                )
-            )
+        for rule in RULES:
+            finding = rule.check(config, config.template, label, th)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, endpoint_id, name))
     return found
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (config, its template or None, the endpoint's label, thresholds) -> finding; the
+# template checks find nothing without a template.
+AuditCheck = Callable[[EndpointConfig, Template | None, str, Thresholds], Finding | None]
+
+RULES: tuple[Rule[AuditCheck], ...] = (
+    Rule(
+        code="secret_in_template", scope="endpoint", severity="critical", source="graphql",
+        family="audit", check=_secret_in_template,
+        raised_when="`dockerArgs` or an env value holds a GitHub, Hugging Face, AWS, Slack or "
+        "RunPod token, or a URL with a password; only the kind and a masked prefix "
+        "(`ghp_****`) are ever shown",
+    ),
+    Rule(
+        code="volume_path_mismatch", scope="endpoint", severity="warning", source="graphql",
+        family="audit", check=_volume_path_mismatch,
+        raised_when="a network volume is attached and a path env var points under "
+        "`/workspace` (the volume mounts at `/runpod-volume`)",
+    ),
+    Rule(
+        code="clone_failure_masked", scope="endpoint", severity="warning", source="graphql",
+        family="audit", check=_clone_failure_masked,
+        raised_when="`dockerArgs` runs `git clone` and masks its failure (`|| true`, "
+        "`; true`, `2>/dev/null` without a check)",
+    ),
+    Rule(
+        code="single_gpu_tier", scope="endpoint", severity="info", source="graphql",
+        family="audit", check=_single_gpu_tier,
+        raised_when="a network volume is attached and `gpuIds` names one tier",
+    ),
+    Rule(
+        code="container_disk_small", scope="endpoint", severity="warning", source="graphql",
+        family="audit", check=_container_disk_small,
+        thresholds=("container_disk_min_gb", "container_disk_no_volume_min_gb"),
+        raised_when="`containerDiskInGb` under 20, or under 50 with no network volume",
+    ),
+)

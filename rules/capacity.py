@@ -8,20 +8,16 @@ dropping the volume pin, or moving the volume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from model.history import History
+from model.observation import Account, EndpointConfig, Health
+from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import compatible_tiers
-from rules.model import (
-    Account,
-    Diagnosis,
-    EndpointConfig,
-    Health,
-    History,
-    Thresholds,
-    evidence,
-)
 from rules.remedies import graphql_curl, save_endpoint
+from rules.rule import Finding, Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
+from rules.thresholds import Thresholds
 
 GPU_TYPES_QUERY = "{ gpuTypes { id displayName memoryInGb secureCloud communityCloud } }"
 
@@ -32,10 +28,10 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     for eid in history.endpoints_with_health():
         series = history.known_health(eid)
         config = history.latest_config(eid)
-        for rule in (_no_gpu_capacity, _not_scheduling, _queue_backlog):
-            diagnosis = rule(history, th, eid, series, config)
-            if diagnosis is not None:
-                found.append(diagnosis)
+        for rule in RULES:
+            finding = rule.check(history, th, eid, series, config)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, eid, history.endpoint_name(eid)))
     return found
 
 
@@ -48,7 +44,7 @@ def _no_gpu_capacity(
     eid: str,
     series: Sequence[tuple[float, Health]],
     config: EndpointConfig | None,
-) -> Diagnosis | None:
+) -> Finding | None:
     run = trailing_run(series, lambda h: h.throttled > 0)
     if len(run) < th.throttled_cycles:
         return None
@@ -75,9 +71,7 @@ def _no_gpu_capacity(
         "RunPod tried to start a worker but found no free GPU of the endpoint's tiers in "
         "the datacenter it may use. Widen where it can run:"
     )
-    return Diagnosis(
-        code="no_gpu_capacity",
-        scope="endpoint",
+    return Finding(
         severity="critical" if stalled else "warning",
         summary=summary,
         remedy=_capacity_remedy(config, history.latest_account(), opening),
@@ -90,8 +84,6 @@ def _no_gpu_capacity(
             running=h.running,
             **_config_evidence(config, history.latest_account()),
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -104,7 +96,7 @@ def _not_scheduling(
     eid: str,
     series: Sequence[tuple[float, Health]],
     config: EndpointConfig | None,
-) -> Diagnosis | None:
+) -> Finding | None:
     if config is None or config.workers_max <= 0:
         return None  # unknown config, or workers_max_zero's business
     run = trailing_run(
@@ -127,9 +119,7 @@ def _not_scheduling(
         "throttled) while jobs wait, which means the GPU tiers are unavailable where the "
         "endpoint may run. Widen where it can run:"
     )
-    return Diagnosis(
-        code="not_scheduling",
-        scope="endpoint",
+    return Finding(
         severity="critical",
         summary=summary,
         remedy=_capacity_remedy(config, acct, opening),
@@ -141,8 +131,6 @@ def _not_scheduling(
             cycles=len(run),
             **_config_evidence(config, acct),
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -155,7 +143,7 @@ def _queue_backlog(
     eid: str,
     series: Sequence[tuple[float, Health]],
     config: EndpointConfig | None,
-) -> Diagnosis | None:
+) -> Finding | None:
     if config is None or config.workers_max <= 0:
         return None
     cap = config.workers_max
@@ -201,9 +189,7 @@ def _queue_backlog(
             "2. Or lower scalerValue (seconds of queue delay for QUEUE_DELAY, requests per "
             "worker for REQUEST_COUNT) so workers start sooner on a growing queue."
         )
-    return Diagnosis(
-        code="queue_backlog",
-        scope="endpoint",
+    return Finding(
         severity="warning",
         summary=summary,
         remedy="\n".join(steps),
@@ -217,8 +203,6 @@ def _queue_backlog(
             scaler_type=config.scaler_type,
             scaler_value=config.scaler_value,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -315,3 +299,33 @@ def _capacity_remedy(config: EndpointConfig | None, account: Account | None, ope
             n += 1
     steps.append(f"{n}. Check which GPU types RunPod offers now: {graphql_curl(GPU_TYPES_QUERY)}")
     return "\n".join(steps)
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, thresholds, endpoint id, its known health, its latest config) -> diagnosis
+EndpointCheck = Callable[
+    [History, Thresholds, str, Sequence[tuple[float, Health]], EndpointConfig | None],
+    Finding | None,
+]
+
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="no_gpu_capacity", scope="endpoint", severity="critical", source="health",
+        family="capacity", check=_no_gpu_capacity, thresholds=("throttled_cycles",),
+        severity_doc="critical while the queue is stalled, else warning",
+        raised_when="`workers.throttled > 0` in 2 consecutive cycles",
+    ),
+    Rule(
+        code="not_scheduling", scope="endpoint", severity="critical", source="health",
+        family="capacity", check=_not_scheduling, thresholds=("not_scheduling_s",),
+        raised_when="jobs queued, none in progress, `workersMax > 0`, every worker count 0, "
+        "for 5 min",
+    ),
+    Rule(
+        code="queue_backlog", scope="endpoint", severity="warning", source="health",
+        family="capacity", check=_queue_backlog,
+        thresholds=("queue_backlog_jobs", "queue_backlog_s"),
+        raised_when="≥ 10 queued for 5 min while running equals `workersMax`",
+    ),
+)

@@ -1,57 +1,86 @@
-"""The diagnosis catalog of spec/diagnoses.md: every code, its scope and the data it reads.
-
-`source` tells the incident tracker when a rule cannot see its data, so that an active
-diagnosis is held rather than resolved:
-- ``health``: the endpoint's latest `/health` answer (data or a 404);
-- ``rest+graphql``: both the latest `/health` answer and a successful GraphQL answer;
-- ``graphql``: a successful GraphQL answer (configuration, templates);
-- ``account``: the account data from GraphQL;
-- ``self``: the rule decides itself (it is about the probes' outcomes).
-"""
+"""The diagnosis catalog of spec/diagnoses.md: every code's record, collected from the
+families' `RULES` in engine order (rules/rule.py says what a record holds)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from rules.model import Scope, Severity
-
-Source = Literal["health", "rest+graphql", "graphql", "account", "self"]
-
-
-@dataclass(frozen=True, slots=True)
-class CodeInfo:
-    code: str
-    scope: Scope
-    severity: Severity  # the default; some rules raise it or lower it
-    source: Source
-    family: str
+from model.history import History
+from rules import account, audit, capacity, endpoint_state, jobs, lifecycle
+from rules.diagnosis import Diagnosis
+from rules.rule import Inhibit, Rule
+from rules.thresholds import Thresholds
 
 
-_ROWS: tuple[CodeInfo, ...] = (
-    CodeInfo("no_gpu_capacity", "endpoint", "critical", "health", "capacity"),
-    CodeInfo("not_scheduling", "endpoint", "critical", "health", "capacity"),
-    CodeInfo("queue_backlog", "endpoint", "warning", "health", "capacity"),
-    CodeInfo("crash_loop", "endpoint", "critical", "health", "lifecycle"),
-    CodeInfo("workers_unhealthy", "endpoint", "critical", "health", "lifecycle"),
-    CodeInfo("idle_workers_queued", "endpoint", "warning", "health", "lifecycle"),
-    CodeInfo("job_failures", "endpoint", "warning", "health", "jobs"),
-    CodeInfo("workers_max_zero", "endpoint", "critical", "graphql", "endpoint_state"),
-    CodeInfo("balance_exhausted", "endpoint", "critical", "rest+graphql", "endpoint_state"),
-    CodeInfo("endpoint_disabled", "endpoint", "critical", "rest+graphql", "endpoint_state"),
-    CodeInfo("never_started", "endpoint", "warning", "rest+graphql", "endpoint_state"),
-    CodeInfo("endpoint_not_found", "endpoint", "critical", "rest+graphql", "endpoint_state"),
-    CodeInfo("auth_invalid", "account", "critical", "self", "account"),
-    CodeInfo("runpod_api_errors", "account", "warning", "self", "account"),
-    CodeInfo("low_balance", "account", "warning", "account", "account"),
-    CodeInfo("idle_spend", "account", "info", "account", "account"),
-    CodeInfo("secret_in_template", "endpoint", "critical", "graphql", "audit"),
-    CodeInfo("volume_path_mismatch", "endpoint", "warning", "graphql", "audit"),
-    CodeInfo("clone_failure_masked", "endpoint", "warning", "graphql", "audit"),
-    CodeInfo("single_gpu_tier", "endpoint", "info", "graphql", "audit"),
-    CodeInfo("container_disk_small", "endpoint", "warning", "graphql", "audit"),
+class Family(Protocol):
+    """A family module: its records, and `diagnose`, which runs their checks."""
+
+    @property
+    def RULES(self) -> Sequence[Rule[Any]]: ...
+
+    def diagnose(self, history: History, th: Thresholds) -> list[Diagnosis]: ...
+
+
+# The families in evaluation order (the order of the diagnoses, the catalog and CODES).
+FAMILIES: tuple[Family, ...] = (capacity, lifecycle, jobs, endpoint_state, account, audit)
+
+ALL_RULES: tuple[Rule[Any], ...] = tuple(rule for family in FAMILIES for rule in family.RULES)
+
+CATALOG: Mapping[str, Rule[Any]] = {rule.code: rule for rule in ALL_RULES}
+CODES: tuple[str, ...] = tuple(CATALOG)
+
+# The inhibition table (rules/inhibit.py applies it): each cause and what it does, the
+# broader cause first, as it is the one named when two apply (auth_invalid, then
+# balance_exhausted).
+INHIBITIONS: tuple[tuple[str, Inhibit], ...] = tuple(
+    sorted(
+        ((rule.code, rule.inhibits) for rule in ALL_RULES if rule.inhibits is not None),
+        key=lambda pair: pair[1].mutes != "all",
+    )
 )
 
-CATALOG: Mapping[str, CodeInfo] = {row.code: row for row in _ROWS}
-CODES: tuple[str, ...] = tuple(CATALOG)
+
+def _row(rule: Rule[Any]) -> str:
+    when = rule.raised_when
+    if rule.thresholds:
+        when += " [" + ", ".join(f"`{key}`" for key in rule.thresholds) + "]"
+    cells = (f"`{rule.code}`", rule.severity_doc or rule.severity, when)
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _table(title: str, rules: list[Rule[Any]]) -> list[str]:
+    return [f"## {title}", "", "| code | severity | raised when |", "|---|---|---|",
+            *(_row(r) for r in rules), ""]
+
+
+def _inhibition(code: str, inhibit: Inhibit) -> str:
+    if inhibit.drops == "endpoint_scope":
+        dropped = "drops every endpoint diagnosis"
+    else:
+        dropped = "drops the other diagnoses of its endpoint"
+    fate = ("holds the active ones (their data is hidden while it lasts)" if inhibit.holds
+            else "lets the active ones resolve, naming it as the cause")
+    muted = ("every other diagnosis" if inhibit.mutes == "all"
+             else "its endpoint's other diagnoses")
+    return f"- `{code}` {dropped} and {fate}; it mutes the notifications of {muted}."
+
+
+def markdown() -> str:
+    """docs/diagnoses.md's tables and inhibitions, rendered from the records."""
+    endpoint = [r for r in ALL_RULES if r.scope == "endpoint" and r.family != "audit"]
+    account_scope = [r for r in ALL_RULES if r.scope == "account"]
+    audit_rules = [r for r in ALL_RULES if r.family == "audit"]
+    lines = [
+        *_table("Endpoint scope", endpoint),
+        *_table("Account scope", account_scope),
+        *_table("Template audit (endpoint scope)", audit_rules),
+        "## Causes mute their symptoms",
+        "",
+        *(_inhibition(code, inhibit) for code, inhibit in INHIBITIONS),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

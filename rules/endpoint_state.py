@@ -10,22 +10,16 @@ when the latest one failed, or the latest GraphQL answer did, nothing is said.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
-from rules.model import (
-    OK,
-    Diagnosis,
-    EndpointConfig,
-    EndpointSample,
-    Health,
-    History,
-    Observation,
-    Severity,
-    Thresholds,
-    evidence,
-)
+from model.history import History
+from model.observation import OK, EndpointConfig, EndpointSample, Health, Observation
+from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import create_endpoint, delete_endpoint, graphql_curl, save_endpoint
+from rules.rule import Finding, Inhibit, Rule
 from rules.signals import plural
+from rules.thresholds import Thresholds
 
 NOT_FOUND = "http_404"
 BILLING_URL = "https://www.runpod.io/console/user/billing"
@@ -70,25 +64,10 @@ def _latest_health(history: History, endpoint_id: str) -> Health | None:
     return known[-1][1] if known else None
 
 
-def _diagnosis(
-    history: History,
-    endpoint_id: str,
-    code: str,
-    severity: Severity,
-    summary: str,
-    remedy: str,
-    numbers: dict[str, object],
-) -> Diagnosis:
-    return Diagnosis(
-        code=code,
-        scope="endpoint",
-        severity=severity,
-        summary=summary,
-        remedy=remedy,
-        evidence=evidence(**numbers),
-        endpoint_id=endpoint_id,
-        endpoint_name=history.endpoint_name(endpoint_id),
-    )
+def _finding(
+    code: str, severity: Severity, summary: str, remedy: str, numbers: dict[str, object]
+) -> Finding:
+    return Finding(severity, summary, remedy, evidence(**numbers), code=code)
 
 
 def _label(history: History, endpoint_id: str) -> str:
@@ -100,9 +79,10 @@ def _label(history: History, endpoint_id: str) -> str:
 
 
 def _workers_max_zero(
-    history: History, latest: Observation, endpoint_id: str, config: EndpointConfig
-) -> Diagnosis | None:
-    if config.workers_max != 0:
+    history: History, latest: Observation, endpoint_id: str, th: Thresholds
+) -> Finding | None:
+    config = latest.endpoints[endpoint_id].config
+    if not latest.graphql_ok or config is None or config.workers_max != 0:
         return None
     health = _latest_health(history, endpoint_id)
     queued = health.in_queue if health is not None else None
@@ -135,8 +115,8 @@ def _workers_max_zero(
         f"that first. Raise it to {target} with saveEndpoint:\n"
         f"{graphql_curl(mutation)}"
     )
-    return _diagnosis(
-        history, endpoint_id, "workers_max_zero", severity, summary, remedy,
+    return _finding(
+        "workers_max_zero", severity, summary, remedy,
         {
             "workers_max": config.workers_max,
             "workers_min": config.workers_min,
@@ -175,7 +155,7 @@ def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
 
 def _not_found(
     history: History, latest: Observation, endpoint_id: str, th: Thresholds
-) -> Diagnosis | None:
+) -> Finding | None:
     sample = latest.endpoints[endpoint_id]
     if sample.health_outcome != NOT_FOUND or not latest.graphql_ok:
         return None
@@ -186,8 +166,8 @@ def _not_found(
     cycles = plural(run, "cycle")
     listed = latest.listed_ids is not None and endpoint_id in latest.listed_ids
     if not listed:
-        return _diagnosis(
-            history, endpoint_id, "endpoint_not_found", "critical",
+        return _finding(
+            "endpoint_not_found", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} and RunPod's "
             "GraphQL API does not list it on this account.",
             "The endpoint id in the configuration is wrong, or the endpoint was deleted: "
@@ -210,8 +190,8 @@ def _not_found(
         "balance_seen_nonpositive": was_nonpositive,
     }
     if balance <= 0:
-        return _diagnosis(
-            history, endpoint_id, "balance_exhausted", "critical",
+        return _finding(
+            "balance_exhausted", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL "
             f"still lists it and the balance is {balance:.2f} USD: RunPod disabled it for "
             "the exhausted balance.",
@@ -224,8 +204,8 @@ def _not_found(
         because = (
             "it answered /health before" if answered else "the balance was at or below zero"
         )
-        return _diagnosis(
-            history, endpoint_id, "endpoint_disabled", "critical",
+        return _finding(
+            "endpoint_disabled", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} although GraphQL "
             f"lists it and the balance is {balance:.2f} USD, and {because}: an endpoint "
             "disabled by an exhausted balance stays broken after a top-up.",
@@ -235,8 +215,8 @@ def _not_found(
     image = config.template.image_name if config is not None and config.template else None
     gpu_ids = config.gpu_ids if config is not None else None
     numbers.update(image=image, gpu_ids=gpu_ids)
-    return _diagnosis(
-        history, endpoint_id, "never_started", "warning",
+    return _finding(
+        "never_started", "warning",
         f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL lists "
         f"it and the balance is {balance:.2f} USD: no worker has ever registered.",
         "1. Check the image name"
@@ -259,13 +239,54 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
         return []
     found: list[Diagnosis] = []
     for endpoint_id, sample in latest.endpoints.items():
-        if latest.graphql_ok and sample.config is not None:
-            zero = _workers_max_zero(history, latest, endpoint_id, sample.config)
-            if zero is not None:
-                found.append(zero)
-        if not _known(sample):
-            continue
-        not_found = _not_found(history, latest, endpoint_id, th)
-        if not_found is not None:
-            found.append(not_found)
+        for check in _CHECKS:
+            if check is _not_found and not _known(sample):
+                continue
+            finding = check(history, latest, endpoint_id, th)
+            if finding is not None and finding.code is not None:
+                name = history.endpoint_name(endpoint_id)
+                found.append(_BY_CODE[finding.code].diagnosis(finding, endpoint_id, name))
     return found
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, the latest observation, endpoint id, thresholds) -> diagnosis
+# (each finding names its code: one check decides the four 404 readings)
+EndpointCheck = Callable[[History, Observation, str, Thresholds], Finding | None]
+
+# One check, _not_found, decides the four readings of a 404: it names the code it found.
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="workers_max_zero", scope="endpoint", severity="critical", source="graphql",
+        family="endpoint_state", check=_workers_max_zero,
+        severity_doc="critical while jobs are queued, else warning",
+        raised_when="`workersMax == 0`",
+    ),
+    Rule(
+        code="balance_exhausted", scope="endpoint", severity="critical", source="rest+graphql",
+        family="endpoint_state", check=_not_found, thresholds=("not_found_cycles",),
+        raised_when="REST 404 in 2 consecutive cycles, GraphQL lists the endpoint, "
+        "balance ≤ 0",
+        inhibits=Inhibit(drops="same_endpoint", holds=False, mutes="same_endpoint"),
+    ),
+    Rule(
+        code="endpoint_disabled", scope="endpoint", severity="critical", source="rest+graphql",
+        family="endpoint_state", check=_not_found, thresholds=("not_found_cycles",),
+        raised_when="REST 404, listed, balance now > 0, and the endpoint answered before or "
+        "the balance was ≤ 0 before",
+    ),
+    Rule(
+        code="never_started", scope="endpoint", severity="warning", source="rest+graphql",
+        family="endpoint_state", check=_not_found, thresholds=("not_found_cycles",),
+        raised_when="REST 404, listed, balance > 0, never answered, balance never ≤ 0",
+    ),
+    Rule(
+        code="endpoint_not_found", scope="endpoint", severity="critical",
+        source="rest+graphql", family="endpoint_state", check=_not_found,
+        thresholds=("not_found_cycles",),
+        raised_when="REST 404 and GraphQL does not list the endpoint (an id in `endpoints:`)",
+    ),
+)
+_CHECKS: tuple[EndpointCheck, ...] = tuple(dict.fromkeys(r.check for r in RULES))
+_BY_CODE: dict[str, Rule[EndpointCheck]] = {r.code: r for r in RULES}

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-from rules import account, audit, capacity, endpoint_state, jobs, lifecycle
-from rules.model import Diagnosis, History, Thresholds
-
-Family = Callable[[History, Thresholds], list[Diagnosis]]
-
-FAMILIES: Sequence[Family] = (
-    capacity.diagnose,
-    lifecycle.diagnose,
-    jobs.diagnose,
-    endpoint_state.diagnose,
-    account.diagnose,
-    audit.diagnose,
-)
+from model.history import History
+from rules.catalog import FAMILIES
+from rules.diagnosis import Diagnosis
+from rules.thresholds import Thresholds
 
 
 def evaluate(history: History, thresholds: Thresholds) -> list[Diagnosis]:
     """Every diagnosis the history supports now, in family order."""
     found: list[Diagnosis] = []
     for family in FAMILIES:
-        found.extend(family(history, thresholds))
+        found.extend(family.diagnose(history, thresholds))
     return found

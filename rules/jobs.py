@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-from rules.model import Diagnosis, Health, History, Thresholds, evidence
+from model.history import History
+from model.observation import Health
+from rules.diagnosis import Diagnosis, evidence
 from rules.remedies import rest_curl
+from rules.rule import Finding, Rule
 from rules.signals import minutes, plural
+from rules.thresholds import Thresholds
 
 MAX_ERRORS = 3
 MAX_ERROR_CHARS = 200
@@ -25,9 +29,10 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """job_failures for every watched endpoint."""
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
-        diagnosis = _job_failures(history, th, eid, history.observations[-1].t)
-        if diagnosis is not None:
-            found.append(diagnosis)
+        for rule in RULES:
+            finding = rule.check(history, th, eid, history.observations[-1].t)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, eid, history.endpoint_name(eid)))
     return found
 
 
@@ -111,7 +116,7 @@ def _failed_rise_since(history: History, eid: str, since: float) -> int:
     return rise
 
 
-def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Diagnosis | None:
+def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Finding | None:
     since = now - th.job_failures_window_s
     if history.time_ordered and _failed_rise_since(history, eid, since) < th.job_failures_min:
         return None  # nearly every endpoint: decided without building its window
@@ -164,13 +169,25 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Dia
     for i, (job_id, text) in enumerate(errors, start=1):
         ev[f"error_{i}"] = text
         ev[f"error_{i}_job"] = job_id
-    return Diagnosis(
-        code="job_failures",
-        scope="endpoint",
+    return Finding(
         severity="warning",
         summary=summary,
         remedy="\n".join(steps),
         evidence=ev,
-        endpoint_id=eid,
-        endpoint_name=name,
     )
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, thresholds, endpoint id, the latest observation's time) -> diagnosis
+EndpointCheck = Callable[[History, Thresholds, str, float], Finding | None]
+
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="job_failures", scope="endpoint", severity="warning", source="health",
+        family="jobs", check=_job_failures,
+        thresholds=("job_failures_window_s", "job_failures_min", "job_failures_ratio"),
+        raised_when="within 10 min failed rose by ≥ 3 and is ≥ half of the finished jobs; "
+        "quotes up to three job errors",
+    ),
+)

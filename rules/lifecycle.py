@@ -9,22 +9,17 @@ restarts, or a wait well beyond any cold start this endpoint has shown, make it 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
+from model.history import History
+from model.observation import Account, EndpointConfig, Health, Job
+from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
-from rules.model import (
-    Account,
-    Diagnosis,
-    EndpointConfig,
-    Health,
-    History,
-    Job,
-    Thresholds,
-    evidence,
-)
 from rules.remedies import graphql_curl, rest_curl, save_endpoint
+from rules.rule import Finding, Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
+from rules.thresholds import Thresholds
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
@@ -32,10 +27,10 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
         series = history.known_health(eid)
-        for rule in (_crash_loop, _workers_unhealthy, _idle_workers_queued):
-            diagnosis = rule(history, th, eid, series)
-            if diagnosis is not None:
-                found.append(diagnosis)
+        for rule in RULES:
+            finding = rule.check(history, th, eid, series)
+            if finding is not None:
+                found.append(rule.diagnosis(finding, eid, history.endpoint_name(eid)))
     return found
 
 
@@ -55,7 +50,7 @@ def count_restarts(run: Sequence[tuple[float, Health]]) -> int:
 
 def _crash_loop(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
-) -> Diagnosis | None:
+) -> Finding | None:
     run = stalled_run(series)
     if len(run) < 2:
         return None
@@ -99,9 +94,7 @@ def _crash_loop(
             f"seen, past {limit}: the startup may be hanging (a model download or a call "
             f"that never returns before runpod.serverless.start())."
         )
-    return Diagnosis(
-        code="crash_loop",
-        scope="endpoint",
+    return Finding(
         severity="critical",
         summary=summary,
         remedy=_crash_loop_remedy(eid, name, config, history.latest_account(), restarts),
@@ -120,8 +113,6 @@ def _crash_loop(
             completed=h.completed,
             failed=h.failed,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -203,7 +194,7 @@ def larger_tiers(current: Sequence[str]) -> list[str]:
 
 def _workers_unhealthy(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
-) -> Diagnosis | None:
+) -> Finding | None:
     if not series or series[-1][1].unhealthy <= 0:
         return None
     run = trailing_run(series, lambda h: h.unhealthy > 0)
@@ -248,9 +239,7 @@ def _workers_unhealthy(
         "- exit 1: a Python exception at startup (missing module, bad import); the log shows "
         "the traceback.",
     ]
-    return Diagnosis(
-        code="workers_unhealthy",
-        scope="endpoint",
+    return Finding(
         severity="critical",
         summary=summary,
         remedy="\n".join(steps),
@@ -265,8 +254,6 @@ def _workers_unhealthy(
             container_disk_gb=disk,
             workers_max=config.workers_max if config is not None else None,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
 
 
@@ -275,7 +262,7 @@ def _workers_unhealthy(
 
 def _idle_workers_queued(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
-) -> Diagnosis | None:
+) -> Finding | None:
     run = trailing_run(series, lambda h: h.in_queue > 0 and h.idle > 0)
     seconds = run_seconds(run)
     if not run or seconds < th.idle_workers_queued_s:
@@ -306,9 +293,7 @@ def _idle_workers_queued(
         "with saveEndpoint"
         + (f": {graphql_curl(save_endpoint(config))}" if config is not None else "."),
     ]
-    return Diagnosis(
-        code="idle_workers_queued",
-        scope="endpoint",
+    return Finding(
         severity="warning",
         summary=summary,
         remedy="\n".join(steps),
@@ -323,6 +308,35 @@ def _idle_workers_queued(
             cycles=len(run),
             network_volume_id=config.network_volume_id if volume and config else None,
         ),
-        endpoint_id=eid,
-        endpoint_name=name,
     )
+
+
+# --- the records ---------------------------------------------------------------------
+
+# (history, thresholds, endpoint id, its known health) -> diagnosis
+EndpointCheck = Callable[
+    [History, Thresholds, str, Sequence[tuple[float, Health]]], Finding | None
+]
+
+RULES: tuple[Rule[EndpointCheck], ...] = (
+    Rule(
+        code="crash_loop", scope="endpoint", severity="critical", source="health",
+        family="lifecycle", check=_crash_loop,
+        thresholds=(
+            "crash_loop_s", "crash_loop_restarts", "crash_loop_no_restart_s",
+            "crash_loop_cold_start_factor",
+        ),
+        raised_when="stalled queue with workers present and the head-of-queue wait growing, "
+        "for 5 min with ≥ 2 worker restarts, or 15 min / 2× the longest cold start without",
+    ),
+    Rule(
+        code="workers_unhealthy", scope="endpoint", severity="critical", source="health",
+        family="lifecycle", check=_workers_unhealthy,
+        raised_when="`workers.unhealthy > 0`",
+    ),
+    Rule(
+        code="idle_workers_queued", scope="endpoint", severity="warning", source="health",
+        family="lifecycle", check=_idle_workers_queued, thresholds=("idle_workers_queued_s",),
+        raised_when="jobs queued beside idle workers for 5 min",
+    ),
+)

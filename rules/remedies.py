@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rules.model import EndpointConfig
+from model.observation import EndpointConfig
 
 GRAPHQL_URL = "https://api.runpod.io/graphql"
 REST_URL = "https://api.runpod.ai/v2"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from rules.model import Health
+from model.observation import Health
 
 T = TypeVar("T")
 

@@ -8,13 +8,14 @@ from typing import Any
 
 from slack_standin import SlackStandIn
 
+from model.observation import Account, EndpointSample, Health, Observation
 from monitor.alerts.model import Notification, Sink
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox, OutboxStore
 from monitor.alerts.router import AlertRouter
 from monitor.alerts.silences import SilenceBook
 from monitor.alerts.slack import SlackSink
 from monitor.incidents import Changes, IncidentTracker
-from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
+from rules.diagnosis import Diagnosis
 from rules.remedies import graphql_curl
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, as replay's simulated epoch

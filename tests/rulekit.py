@@ -19,22 +19,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from rules.model import (
+from model.history import History, Memory
+from model.observation import (
     OK,
     Account,
     EndpointConfig,
     EndpointSample,
     EnvVar,
     Health,
-    History,
     Job,
-    Memory,
     NetworkVolume,
     Observation,
     Pod,
     Template,
-    Thresholds,
 )
+from rules.thresholds import Thresholds
 
 INTERVAL_S = 30.0
 EID = "ep1"

@@ -22,15 +22,12 @@ from alertkit import T0, Story, diag, make_router
 
 from monitor.alerts.alertmanager import AlertmanagerSink
 from monitor.alerts.router import AlertRouter
-from monitor.cycle import Pipeline
-from monitor.history import HistoryBuffer
-from monitor.incidents import IncidentTracker
+from monitor.config import load_settings
+from monitor.cycle import build_pipeline
 from monitor.metrics import MonitorMetrics
-from monitor.probes import Prober
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.store import Store
-from rules.model import Thresholds
 
 
 def _ts(iso: str) -> float:
@@ -290,14 +287,14 @@ async def test_two_replicas_one_notification_per_incident(
                 store = Store(tmp_path / f"replica{i}.db")
                 sink = AlertmanagerSink(am_url, interval_s=scenario.interval_s)
                 metrics = MonitorMetrics()
-                router = make_router([sink], store, metrics=metrics)
+                pipeline = build_pipeline(load_settings(None, env={}), client, sinks=[sink],
+                                          store=store, metrics=metrics,
+                                          interval_s=scenario.interval_s)
                 replica_metrics.append(metrics)
                 stores.append(store)
                 sinks.append(sink)
-                routers.append(router)
-                pipelines.append(Pipeline(Prober(client, configured=()),
-                                          Thresholds.model_validate({}), HistoryBuffer(7200),
-                                          IncidentTracker(), router))
+                routers.append(pipeline.router)
+                pipelines.append(pipeline)
             for k in range(1, scenario.total_cycles + 1):
                 server.set_cycle(k)
                 now = time.time()

@@ -21,7 +21,7 @@ from monitor.alerts.slack import (
     render,
 )
 from monitor.incidents import Incident
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 
 ALLOWED = {"header", "context", "section", "divider"}
 

@@ -12,12 +12,12 @@ from alertkit import T0, Story, diag, make_router, observation, webhook_sink
 from prometheus_client.parser import text_string_to_metric_families
 from slack_standin import SlackStandIn
 
+from model.history import Memory
 from monitor.alerts.outbox import MAX_BACKOFF_S, backoff_s
 from monitor.alerts.router import AlertRouter
 from monitor.incidents import IncidentTracker
 from monitor.metrics import MonitorMetrics
 from monitor.store import Store
-from rules.model import Memory
 
 HOUR = 3600.0
 

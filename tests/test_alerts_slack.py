@@ -375,29 +375,25 @@ async def test_refused_blocks_fall_back_to_plain_text(standin: SlackStandIn) -> 
 async def test_end_to_end_over_the_simulator(standin: SlackStandIn, sim_scenarios_dir) -> None:
     """The real pipeline over the throttled-capacity scenario (simulator on loopback,
     simulated time) posts one firing and one resolved message for no_gpu_capacity."""
-    from monitor.cycle import Pipeline
-    from monitor.history import HistoryBuffer
-    from monitor.incidents import IncidentTracker
-    from monitor.probes import Prober
+    from monitor.config import load_settings
+    from monitor.cycle import build_pipeline
     from monitor.runpod.client import RunPodClient
     from monitor.simulator import SimulatorServer, load_scenario
-    from rules.model import Thresholds
 
     scenario = load_scenario(sim_scenarios_dir / "throttled-capacity.yaml")
+    settings = load_settings(None, env={}, overrides={"rules": scenario.monitor.get("rules", {})})
     server = SimulatorServer(scenario, "k" * 24)
     url = await server.start()
-    router = make_router([webhook_sink(standin)])
     try:
         async with RunPodClient(api_key="k" * 24, graphql_url=f"{url}/graphql",
                                 rest_url=f"{url}/v2", timeout_s=0.5) as client:
-            pipeline = Pipeline(Prober(client, configured=()),
-                                 Thresholds.model_validate(scenario.monitor.get("rules", {})),
-                                 HistoryBuffer(7200), IncidentTracker(), router)
+            pipeline = build_pipeline(settings, client, sinks=[webhook_sink(standin)],
+                                      interval_s=scenario.interval_s)
             for k in range(1, scenario.total_cycles + 1):
                 server.set_cycle(k)
                 t = T0 + (k - 1) * scenario.interval_s
                 await pipeline.cycle(k, t)
-                await router.outbox.deliver(t)
+                await pipeline.router.outbox.deliver(t)
     finally:
         await server.stop()
     assert kinds(standin) == [("firing", ["no_gpu_capacity"]), ("resolved", ["no_gpu_capacity"])]

@@ -15,17 +15,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.observation import SKIPPED
 from monitor.config import settings_from_dict
-from monitor.cycle import CycleResult
 from monitor.daemon import Daemon
-from monitor.incidents import Changes
 from monitor.jobs import JobTracker
-from monitor.metrics import MonitorMetrics
+from monitor.metrics import CycleFacts, MonitorMetrics
 from monitor.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, backoff_s
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.simulator.server import RATE_LIMITS
-from rules.model import SKIPPED
 
 KEY = "bp-test-key-0123456789abcdef"
 EP = "bpendpoint01"
@@ -263,8 +261,8 @@ async def test_skipped_probes_are_not_counted_as_failures_in_metrics(drive: Driv
         server.set_cycle(k)
         before = server.request_counts[(EP, "health")]
         report = await prober.probe(k, T0 + (k - 1) * INTERVAL)
-        metrics.observe_cycle(CycleResult(report.observation, Changes(), [], [], report.calls,
-                                          report.listed, 0.0))
+        metrics.observe_cycle(CycleFacts(report.observation, calls=report.calls,
+                                         listed=report.listed))
         if server.request_counts[(EP, "health")] > before:
             sent_500 += k > 1
         else:

@@ -133,3 +133,27 @@ def test_targets_reported(results: dict[str, Any]) -> None:
         assert _number(targets[key]["target"]), key
     assert results["cpu_fit_ms_per_endpoint"] is None  # one size: nothing to fit
     assert targets["cpu_linear_in_n"]["met"] is None
+
+
+def test_status_page_benchmark_reports_every_variant(tmp_path: Path) -> None:
+    """benchmarks/status_page.py at N = 10: render time, size and ratio of each variant
+    against the page without charts, and the page fetched over loopback."""
+    out = tmp_path / "page.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "status_page.py"), "--sizes", "10",
+         "--repeat", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    [size] = json.loads(out.read_text(encoding="utf-8"))["sizes"]
+    assert size["n"] == 10
+    variants = size["variants"]
+    assert len(variants) == 4
+    for v in variants.values():
+        for key in ("render_ms_median", "bytes", "gzip_bytes", "charts", "cards",
+                    "render_vs_baseline", "bytes_vs_baseline"):
+            assert _number(v[key]), key
+    assert variants["baseline: no charts, every card"]["charts"] == 0
+    assert variants["page 1 (in trouble first)"]["charts"] == 3 * 10 + 2
+    # the same page, but for the "... ago" texts of the wall clock it was served at
+    assert abs(size["served"]["bytes"] / variants["page 1 (in trouble first)"]["bytes"] - 1) < 0.02

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from model.observation import Health, Job
 from monitor.runpod import Failure, Myself, Ok, RunPodClient
 from monitor.runpod.queries import MYSELF
-from rules.model import Health, Job
 
 KEY = "rpa_TESTSECRET0123456789abcdef"
 TIMEOUT_S = 0.3
@@ -443,3 +443,43 @@ async def test_content_encoding_over_the_wire(case: str) -> None:
     else:
         assert isinstance(result, Failure), result
         assert result.kind == expected
+
+
+@pytest.mark.parametrize("path", ["aiohttp", "httpx"])
+async def test_only_the_encodings_we_decode_with_a_cap_are_asked_for(
+    server: Server, path: str
+) -> None:
+    """Both paths send Accept-Encoding: gzip, deflate (monitor.bodies decodes those two
+    with a bound on the output) and decode a gzip answer."""
+    transport = httpx.AsyncHTTPTransport() if path == "httpx" else None
+    async with client_for(server, transport=transport, timeout_s=2.0) as c:
+        assert isinstance(await c.health("ep1"), Ok)
+    _, _, headers, _ = server.seen[-1]
+    assert headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("path", ["aiohttp", "httpx"])
+async def test_a_content_encoding_echoing_the_key_is_scrubbed(path: str) -> None:
+    """The refusal of an unknown Content-Encoding names it only when it looks like coding
+    names: never the key, nor a piece of it."""
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=b"{}", headers={"Content-Encoding": f"x-{KEY}"})
+
+    app = web.Application()
+    app.router.add_get("/v2/ep1/health", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    transport = httpx.AsyncHTTPTransport() if path == "httpx" else None
+    try:
+        async with RunPodClient(api_key=KEY, rest_url=f"http://127.0.0.1:{port}/v2",
+                                timeout_s=2.0, transport=transport) as c:
+            result = await c.health("ep1")
+    finally:
+        await runner.cleanup()
+    assert isinstance(result, Failure), result
+    assert result.kind == "malformed"
+    assert "Content-Encoding (unknown) not supported" in result.message
+    assert KEY[:8] not in result.message

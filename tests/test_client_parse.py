@@ -9,6 +9,16 @@ from email.utils import format_datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from model.observation import (
+    Account,
+    EndpointConfig,
+    EnvVar,
+    Health,
+    Job,
+    NetworkVolume,
+    Pod,
+    Template,
+)
 from monitor.runpod.parse import (
     NOT_JSON,
     EndpointItems,
@@ -25,7 +35,6 @@ from monitor.runpod.parse import (
     parse_retry_after,
 )
 from monitor.runpod.queries import MYSELF
-from rules.model import Account, EndpointConfig, EnvVar, Health, Job, NetworkVolume, Pod, Template
 
 
 def body(text: str) -> object:

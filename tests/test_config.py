@@ -19,7 +19,7 @@ from monitor.config import (
     require_api_key,
     settings_from_dict,
 )
-from rules.model import Thresholds
+from rules.thresholds import Thresholds
 
 REPO = Path(__file__).resolve().parents[1]
 

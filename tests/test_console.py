@@ -26,7 +26,7 @@ from remedykit import curls
 
 from monitor import logs
 from monitor.alerts.message import shell_lines
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 from rules.remedies import graphql_curl, rest_curl
 
 REPO = Path(__file__).resolve().parent.parent

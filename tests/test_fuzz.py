@@ -25,6 +25,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model.observation import FAILURE_KINDS, Health, Job
 from monitor.config import ConfigError, Settings, load_settings, settings_from_dict
 from monitor.runpod import Failure, Myself, Ok, RunPodClient
 from monitor.runpod.parse import (
@@ -41,7 +42,7 @@ from monitor.runpod.parse import (
     parse_retry_after,
 )
 from monitor.simulator import Scenario, ScenarioError, load_scenario
-from rules.model import FAILURE_KINDS, Health, Job, Thresholds
+from rules.thresholds import Thresholds
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 TRIED: Counter[str] = Counter()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from monitor.incidents import IncidentTracker, suppress
-from rules.model import Account, Diagnosis, EndpointSample, Health, Observation
+from model.observation import Account, EndpointSample, Health, Observation
+from monitor.incidents import IncidentTracker
+from rules.diagnosis import Diagnosis
+from rules.inhibit import suppress
 
 HEALTHY = Health()
 

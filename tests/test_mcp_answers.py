@@ -6,12 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from monitor.history_api import MAX_POINTS, config_json, history_points, incidents_report
-from monitor.incidents import Incident
-from monitor.logs import Redactor
-from monitor.mcp import answers
-from rules.model import (
-    Diagnosis,
+from model.observation import (
     EndpointConfig,
     EndpointSample,
     EnvVar,
@@ -19,6 +14,10 @@ from rules.model import (
     Observation,
     Template,
 )
+from monitor.episodes import Episode
+from monitor.history_api import MAX_POINTS, config_json, history_points, incidents_report
+from monitor.logs import Redactor
+from monitor.mcp import answers
 
 GHP = "ghp_" + "Zt4Rk8Wq2Lm6Np0Xv3Bc7Hd1Jf5Gs9Ky2Ua8"
 KEY = "plain-key-not-token-shaped-42"
@@ -73,29 +72,33 @@ def test_config_json_masks_docker_args_and_leaves_env_values_out() -> None:
     assert "ghp_****" in out["template"]["docker_args"]
 
 
-def _incident(code: str, since: float, resolved_at: float | None = None) -> Incident:
-    d = Diagnosis(code, "endpoint", "warning", f"{code} summary", "fix it", {}, "e", "ep")
-    return Incident(d, since, 1, resolved_at, None if resolved_at is None else 2)
+def _episode(code: str, since: float, ended: float | None = None,
+             escalated: float | None = None) -> Episode:
+    return Episode(code, "e", "ep", f"{code} summary", "warning",
+                   "critical" if escalated else "warning", since, 1, escalated, ended,
+                   None if ended is None else 2)
 
 
 def test_incidents_report_keeps_the_window() -> None:
-    """Active ones always; resolved ones only when they ended in the window; newest first."""
+    """Active ones always; resolved ones only when they ended in the window; newest first;
+    an escalation in the window is an event."""
     now = T0 + 10_000
-    active = [_incident("crash_loop", now - 7200)]
-    resolved = [
-        _incident("queue_backlog", now - 600, resolved_at=now - 300),
-        _incident("job_failures", now - 9000, resolved_at=now - 5000),  # before the window
+    episodes = [
+        _episode("crash_loop", now - 7200, escalated=now - 100),
+        _episode("queue_backlog", now - 600, ended=now - 300),
+        _episode("job_failures", now - 9000, ended=now - 5000),  # before the window
     ]
-    out = incidents_report(active, resolved, now, 3600)
+    out = incidents_report(episodes, now, 3600)
     rows = out["incidents"]
     assert [(r["code"], r["state"]) for r in rows] == [
-        ("queue_backlog", "resolved"), ("crash_loop", "active")]
-    assert rows[0]["duration_s"] == 300.0
-    assert rows[0]["raised_in_window"] is True
-    assert rows[1]["raised_in_window"] is False
+        ("crash_loop", "active"), ("queue_backlog", "resolved")]
+    assert rows[1]["duration_s"] == 300.0
+    assert rows[1]["raised_in_window"] is True
+    assert rows[0]["raised_in_window"] is False
     events = answers.incident_events(out, "ep", None)
     assert [(e["event"], e["code"]) for e in events["events"]] == [
-        ("resolved", "queue_backlog"), ("raised", "queue_backlog")]
+        ("escalated", "crash_loop"), ("resolved", "queue_backlog"), ("raised", "queue_backlog")]
+    assert events["events"][0]["from_severity"] == "warning"
     assert events["active_now"] == 1
 
 

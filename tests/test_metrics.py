@@ -9,14 +9,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from monitor import __version__
-from monitor.cycle import CycleResult
-from monitor.incidents import Changes, Incident
-from monitor.metrics import ERROR_REASONS, MonitorMetrics, error_reason
-from monitor.probes import ProbeCall
-from rules.model import (
+from model.observation import (
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
@@ -26,6 +20,10 @@ from rules.model import (
     Observation,
     Template,
 )
+from monitor import __version__
+from monitor.metrics import ERROR_REASONS, CycleFacts, MonitorMetrics, error_reason
+from monitor.probes import ProbeCall
+from rules.diagnosis import Diagnosis
 
 # spec/metrics.md: name -> (type, labels)
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
@@ -119,7 +117,7 @@ def cycle(
     raised: Sequence[Diagnosis] = (),
     calls: Sequence[ProbeCall] = (),
     duration_s: float = 0.5,
-) -> CycleResult:
+) -> CycleFacts:
     obs = Observation(
         cycle=n,
         t=1000.0 + 30 * n,
@@ -129,8 +127,7 @@ def cycle(
         listed_ids=frozenset(s.endpoint_id for s in samples) if graphql == "ok" else None,
         endpoints={s.endpoint_id: s for s in samples},
     )
-    changes = Changes(raised=[Incident(d, obs.t, n) for d in raised])
-    return CycleResult(obs, changes, list(active), [], list(calls), None, duration_s)
+    return CycleFacts(obs, list(active), list(raised), list(calls), None, duration_s)
 
 
 def parse(m: MonitorMetrics) -> dict[str, tuple[str, str, list[Sample]]]:
@@ -163,7 +160,7 @@ def one(m: MonitorMetrics, sample_name: str, **match: str) -> float:
     return next(iter(found.values()))
 
 
-def busy_cycle(n: int = 1) -> CycleResult:
+def busy_cycle(n: int = 1) -> CycleFacts:
     """A cycle that touches every metric: jobs in and out of the queue, a raised diagnosis,
     an account diagnosis, good and failed probe calls."""
     jobs = [

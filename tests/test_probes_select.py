@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from model.observation import EndpointConfig
 from monitor import cli
 from monitor.probes import select_endpoints
 from monitor.sharding import owner
-from rules.model import EndpointConfig
 
 LISTED = (EndpointConfig("ep1", "whisper"), EndpointConfig("ep2", "sdxl"))
 

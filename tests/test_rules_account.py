@@ -16,18 +16,11 @@ from rulekit import (
     sample,
 )
 
+from model.observation import SKIPPED, Account, EndpointSample, NetworkVolume, Observation, Pod
 from rules import account as account_rules
 from rules import engine
-from rules.model import (
-    SKIPPED,
-    Account,
-    Diagnosis,
-    EndpointSample,
-    NetworkVolume,
-    Observation,
-    Pod,
-    Thresholds,
-)
+from rules.diagnosis import Diagnosis
+from rules.thresholds import Thresholds
 
 
 def obs(

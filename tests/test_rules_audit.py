@@ -9,9 +9,11 @@ from remedykit import posted
 from rulekit import TH, Health, account, build, config, observation, sample, template
 from test_secrets import CASES, GH_BODY, GHP, HF
 
+from model.observation import EndpointConfig
 from rules import audit
-from rules.model import Diagnosis, EndpointConfig, Thresholds
+from rules.diagnosis import Diagnosis
 from rules.secrets import mask
+from rules.thresholds import Thresholds
 
 VOL = "vol-abc123"
 

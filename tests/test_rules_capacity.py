@@ -17,8 +17,11 @@ from rulekit import (
     sample,
 )
 
+from model.history import History
+from model.observation import NetworkVolume
 from rules import capacity
-from rules.model import Diagnosis, History, NetworkVolume, Thresholds
+from rules.diagnosis import Diagnosis
+from rules.thresholds import Thresholds
 
 WIDER = "AMPERE_48,ADA_48_PRO,AMPERE_80,ADA_80_PRO"
 PINNED = config(gpu_ids="AMPERE_48", network_volume_id="vol-tx3", workers_max=1)

@@ -19,8 +19,11 @@ from rulekit import (
     template,
 )
 
+from model.history import History, Memory
+from model.observation import Observation
 from rules import endpoint_state
-from rules.model import Diagnosis, History, Memory, Observation, Thresholds
+from rules.diagnosis import Diagnosis
+from rules.thresholds import Thresholds
 
 TPL_CONFIG = config(template=template("tpl-w", image_name="example/whisper:3"))
 

@@ -18,9 +18,11 @@ from rulekit import (
     prefixes,
 )
 
+from model.history import History
 from rules import jobs
+from rules.diagnosis import Diagnosis
 from rules.jobs import counter_rise, error_text
-from rules.model import Diagnosis, History, Thresholds
+from rules.thresholds import Thresholds
 
 
 def codes(history: History, th: Thresholds = TH) -> list[str]:

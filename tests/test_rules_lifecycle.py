@@ -17,9 +17,12 @@ from rulekit import (
     template,
 )
 
+from model.history import History
+from model.observation import NetworkVolume
 from rules import lifecycle
+from rules.diagnosis import Diagnosis
 from rules.lifecycle import count_restarts, head_wait_ms, larger_tiers
-from rules.model import Diagnosis, History, NetworkVolume, Thresholds
+from rules.thresholds import Thresholds
 
 CFG = config(
     gpu_ids="AMPERE_48",

@@ -100,6 +100,9 @@ def _check_shape(doc: dict[str, Any], total_cycles: int) -> None:
             assert a["code"] in CATALOG
             assert a["severity"] in ("critical", "warning", "info")
             assert (a["endpoint_id"] is None) == (CATALOG[a["code"]].scope == "account")
+            # a record that names no other severity (docs/diagnoses.md) raises its default
+            rule = CATALOG[a["code"]]
+            assert rule.severity_doc or a["severity"] == rule.severity, a
     for i in doc["incidents"]:
         assert i["code"] in CATALOG
         assert isinstance(i["raised_cycle"], int)

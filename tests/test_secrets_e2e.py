@@ -241,6 +241,13 @@ def test_the_secrets_were_really_in_play(captured: Captured) -> None:
     assert "leaky-worker" in captured.texts["GET /api/v1/endpoints"]
     # the one-endpoint view carries the template (docker args masked, env names only)
     assert "GITHUB_TOKEN" in captured.texts[f"GET /api/v1/endpoints/{EID}"]
+    # the status page's incident history and charts were rendered (and searched), and the
+    # history's table in the database holds the incident (searched with the files' bytes)
+    page = captured.texts["GET /"]
+    assert '<li class="card ev critical" data-code="secret_in_template"' in page
+    assert 'data-chart="workers"' in page
+    assert any(b'"code":"secret_in_template","endpoint_id":"' + EID.encode() + b'"'
+               b',"endpoint_name":"leaky-worker"' in blob for blob in captured.blobs.values())
     posted = [r.body.decode("utf-8", "replace") for r in captured.slack]
     assert any("secret_in_template" in body for body in posted), posted
 

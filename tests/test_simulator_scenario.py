@@ -53,7 +53,8 @@ BROKEN = [
         steps: [{cycles: 1, graphql: 404}]
         """,
         "steps[0].graphql: must be one of ok, 401, 403, 429, 500, 502, 503, timeout, reset,"
-        " malformed or {errors: message} (got 404)",
+        " malformed or {errors: message}, or retired / {retired: 404|410|200, message}"
+        " (got 404)",
         id="unknown-graphql-fault",
     ),
     pytest.param(

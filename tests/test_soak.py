@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import structlog
 
-from monitor.alerts.model import Message
+from monitor.alerts.model import Message, Sink
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import AlertRouter
 from monitor.config import load_settings
@@ -282,7 +282,7 @@ class SoakResult:
         )
 
 
-class CountingSink:
+class CountingSink(Sink):
     """A sink that only counts what it is given (keeping it would grow memory)."""
 
     name = "slack"

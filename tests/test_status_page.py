@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,13 +20,10 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor.incidents import Incident
-from monitor.status_page import render
-from monitor.web import build_app
-from rules.model import (
+from model.history import History
+from model.observation import (
     OK,
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
@@ -34,6 +32,11 @@ from rules.model import (
     Observation,
     Template,
 )
+from monitor.episodes import Episode
+from monitor.incidents import Incident
+from monitor.status_page import render
+from monitor.web import build_app
+from rules.diagnosis import Diagnosis
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 API_KEY = "rpa_TESTSECRETAPIKEY0123456789"
@@ -52,6 +55,8 @@ class FakeRuntime:
     interval: float = 30.0
     api_key: str = API_KEY
     names: dict[str, str] = field(default_factory=dict)
+    past: list[Observation] | None = None  # the history; [observation] when None
+    log: list[Episode] = field(default_factory=list)
 
     def metrics_body(self) -> tuple[bytes, str]:
         return b"", "text/plain"
@@ -73,6 +78,14 @@ class FakeRuntime:
 
     def interval_s(self) -> float:
         return self.interval
+
+    def history(self) -> History:
+        if self.past is not None:
+            return History(tuple(self.past))
+        return History(() if self.observation is None else (self.observation,))
+
+    def episodes(self) -> list[Episode]:
+        return list(self.log)
 
 
 def _observation(account: Account | None = None) -> Observation:
@@ -291,9 +304,13 @@ def test_no_external_assets_and_no_script() -> None:
 
 
 def test_before_the_first_cycle() -> None:
-    """With no observation yet the page renders and says so."""
+    """With no observation yet the page renders and says so; with one, it draws no chart
+    yet and says when it will."""
     page = render(_runtime(observation=None), now=NOW)
     assert "no probe cycle has completed yet" in page
+    first = render(_runtime(), now=NOW)
+    assert "<svg" not in first
+    assert "charts from the second probe cycle on" in first
     assert "No endpoint observed yet." in page
     assert "No active diagnosis" in page
 
@@ -402,3 +419,451 @@ def test_demo_status_page_in_headless_chromium(tmp_path: Path) -> None:
     keep = os.environ.get("STATUS_PAGE_SCREENSHOT")
     if keep:
         shutil.copyfile(png, keep)
+
+
+# ---------------------------------------------------------------- the past: charts, history
+
+STALLED = Path(__file__).parent / "scenarios" / "no-gpu-capacity-stalled.yaml"
+FLUX = "x2f7l1u5k9d3hb"
+SIM_KEY = "sim-key-for-the-page-test"
+# what the scenario file scripts for FLUX's /health inQueue, cycle by cycle (1-based)
+STALLED_QUEUE = [0, 0, 6, 6, 6, 5, 5, 4] + [7] * 22 + [3] * 4 + [0] * 4
+STALLED_CYCLES = len(STALLED_QUEUE)  # 38: the whole scenario
+
+
+@dataclass
+class _Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[_Node] = field(default_factory=list)
+    parent: _Node | None = None
+
+
+class _Tree(HTMLParser):
+    """A minimal DOM of the elements the chart checks read (svg, path, rect, article, li)."""
+
+    KEEP = frozenset({"svg", "path", "rect", "article", "li", "g", "title"})
+    VOID = frozenset({"path", "rect"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = _Node("root", {})
+        self._at = self.root
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.KEEP:
+            return
+        node = _Node(tag, {k: v or "" for k, v in attrs}, parent=self._at)
+        self._at.children.append(node)
+        if tag not in self.VOID:
+            self._at = node
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.KEEP:
+            self._at.children.append(_Node(tag, {k: v or "" for k, v in attrs}, parent=self._at))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.KEEP and tag not in self.VOID and self._at.tag == tag:
+            assert self._at.parent is not None
+            self._at = self._at.parent
+
+
+def _tree(page: str) -> _Node:
+    t = _Tree()
+    t.feed(page)
+    return t.root
+
+
+def _all(node: _Node, tag: str) -> list[_Node]:
+    out = []
+    for c in node.children:
+        if c.tag == tag:
+            out.append(c)
+        out.extend(_all(c, tag))
+    return out
+
+
+def _charts(root: _Node, article_id: str | None) -> dict[str, _Node]:
+    """The charts (by data-chart) of one endpoint card, or outside every card for None."""
+    if article_id is None:
+        inside = {id(s) for a in _all(root, "article") for s in _all(a, "svg")}
+        svgs = [s for s in _all(root, "svg") if id(s) not in inside]
+    else:
+        [card] = [a for a in _all(root, "article") if a.attrs.get("id") == article_id]
+        svgs = _all(card, "svg")
+    return {s.attrs["data-chart"]: s for s in svgs if "data-chart" in s.attrs}
+
+
+def _steps(d: str) -> list[tuple[float, float, float]]:
+    """A step path read back: the (x from, x to, value) of every horizontal segment."""
+    out: list[tuple[float, float, float]] = []
+    x = y = 0.0
+    for cmd, args in re.findall(r"([MHVZ])([^MHVZ]*)", d):
+        nums = [float(a) for a in args.split()]
+        if cmd == "M":
+            x, y = nums
+        elif cmd == "H":
+            out.append((x, nums[0], y))
+            x = nums[0]
+        elif cmd == "V":
+            y = nums[0]
+    return out
+
+
+def _at(steps: list[tuple[float, float, float]], x: float) -> float | None:
+    for x0, x1, v in steps:
+        if x0 <= x < x1:
+            return v
+    return None
+
+
+def _series(svg: _Node, name: str) -> list[tuple[float, float, float]]:
+    """The segments of series `name` in a chart (its first path: area or line, the same)."""
+    paths = [p for p in _all(svg, "path") if p.attrs.get("data-series") == name]
+    assert paths, f"no series {name} in chart {svg.attrs['data-chart']}"
+    steps = _steps(paths[0].attrs["d"])
+    for p in paths[1:]:
+        assert _steps(p.attrs["d"]) == steps, "the area and the line of a series differ"
+    return steps
+
+
+def _check_charts_against(page: str, observations: list[Observation], eid: str) -> None:
+    """Every chart of the page holds, at each observation's time, the observed value."""
+    from monitor.metrics import _queue_delay_s
+
+    root = _tree(page)
+    mine = _charts(root, f"ep-{eid}")
+    assert set(mine) == {"in_queue", "oldest_wait_s", "workers"}
+    t0 = int(mine["in_queue"].attrs["data-t0"])
+    queue = _series(mine["in_queue"], "in_queue")
+    wait = _series(mine["oldest_wait_s"], "oldest_wait_s")
+    stack = {p.attrs["data-series"]: _steps(p.attrs["d"])
+             for p in _all(mine["workers"], "path") if "data-series" in p.attrs}
+    last_wait: float | None = None
+    for o in observations:
+        x = round(o.t - t0)
+        s = o.endpoints[eid]
+        h = s.health
+        assert h is not None
+        assert _at(queue, x) == h.in_queue, (o.cycle, "queue")
+        if s.jobs is not None:
+            last_wait = _queue_delay_s(s.jobs, last_wait)
+        got = _at(wait, x)
+        assert (got is None and last_wait is None) or got == round(last_wait or 0, 3), (
+            o.cycle, "oldest wait", got, last_wait)
+        below = 0.0
+        for state in ("running", "idle", "ready", "initializing", "throttled", "unhealthy"):
+            cum = _at(stack[state], x) if state in stack else None
+            cum = below if cum is None and state not in stack else cum
+            assert cum is not None
+            assert cum - below == getattr(h, state), (o.cycle, state)
+            below = cum
+    account = _charts(root, None)
+    balance = _series(account["balance_usd"], "balance_usd")
+    spend = _series(account["spend_usd_per_hr"], "spend_usd_per_hr")
+    for o in observations:
+        assert o.account is not None
+        x = round(o.t - t0)
+        assert _at(balance, x) == round(o.account.balance, 3), o.cycle
+        assert _at(spend, x) == round(o.account.spend_per_hr, 3), o.cycle
+
+
+async def _run_daemon(tmp_path: Path, cycles: int) -> tuple[Any, Any, float]:
+    """A real daemon against the simulator playing STALLED, `cycles` cycles ticked by hand,
+    the last one just now; returns (daemon, simulator, t of cycle 1)."""
+    from monitor import daemon as daemon_module
+    from monitor.config import settings_from_dict
+    from monitor.demo import demo_settings
+    from monitor.simulator import SimulatorServer, load_scenario
+
+    scenario = load_scenario(STALLED)
+    server = SimulatorServer(scenario, SIM_KEY)
+    url = await server.start()
+    data = demo_settings(scenario, url, SIM_KEY, 0, tmp_path, {})
+    data["log"] = {"level": "warning"}
+    settings = settings_from_dict(data, env={})
+    start = time.time() - (cycles - 0.5) * scenario.interval_s
+    clock = [start]
+    # the cycles run faster than real time, as in replay: RunPod's per-endpoint limits on
+    # the real clock would hold every tenth /requests call for 10 s
+    limits = daemon_module.RUNPOD_LIMITS
+    daemon_module.RUNPOD_LIMITS = None  # type: ignore[assignment]
+    try:
+        daemon = daemon_module.Daemon(settings, sinks=[], clock=lambda: clock[0])
+    finally:
+        daemon_module.RUNPOD_LIMITS = limits
+    for k in range(1, cycles + 1):
+        server.set_cycle(k)
+        clock[0] = start + (k - 1) * scenario.interval_s
+        await daemon.tick()
+    return daemon, server, start
+
+
+async def test_charts_and_history_show_what_the_daemon_saw(tmp_path: Path) -> None:
+    """A daemon through the stalled-capacity scenario: its page's charts hold the history's
+    values cycle by cycle (the scripted queue depths), the incident's span and history row
+    say raised at cycle 6, escalated, resolved at cycle 29; a restarted daemon still has it."""
+    from monitor.daemon import Daemon
+
+    daemon, server, start = await _run_daemon(tmp_path, STALLED_CYCLES)
+    try:
+        observations = list(daemon.history().observations)
+        assert [o.endpoints[FLUX].health.in_queue for o in observations  # type: ignore[union-attr]
+                ] == STALLED_QUEUE
+        page = render(daemon)
+        _check_charts_against(page, observations, FLUX)
+        [episode] = daemon.episodes()
+        assert episode.code == "no_gpu_capacity"
+        assert (episode.first_severity, episode.severity) == ("warning", "critical")
+        assert episode.since == start + 5 * 30  # raised at cycle 6
+        assert episode.ended_at == start + 28 * 30  # resolved at cycle 29
+        assert episode.escalated_at is not None
+        assert episode.since < episode.escalated_at < episode.ended_at
+        root = _tree(page)
+        t0 = int(_charts(root, f"ep-{FLUX}")["in_queue"].attrs["data-t0"])
+        for svg in _charts(root, f"ep-{FLUX}").values():
+            rects = [r for r in _all(svg, "rect") if r.attrs.get("data-code") == "no_gpu_capacity"]
+            assert [r.attrs["class"] for r in rects] == ["sp warning", "sp critical"]
+            edges = [(int(r.attrs["x"]), int(r.attrs["x"]) + int(r.attrs["width"]))
+                     for r in rects]
+            assert edges == [
+                (round(episode.since - t0), round(episode.escalated_at - t0)),
+                (round(episode.escalated_at - t0), round(episode.ended_at - t0)),
+            ]
+        [row] = [li for li in _all(root, "li") if "ev" in li.attrs.get("class", "").split()]
+        assert row.attrs["data-code"] == "no_gpu_capacity"
+        assert row.attrs["data-endpoint"] == FLUX
+        assert row.attrs["data-since"] == f"{episode.since:.0f}"
+        assert row.attrs["data-escalated"] == f"{episode.escalated_at:.0f}"
+        assert row.attrs["data-ended"] == f"{episode.ended_at:.0f}"
+        assert "lasted 12 min" in page  # cycles 6 to 29: 23 cycles of 30 s
+    finally:
+        await daemon.stop(grace_s=2)
+        await server.stop()
+    again = Daemon(daemon.settings, sinks=[], clock=lambda: start + STALLED_CYCLES * 30)
+    try:
+        assert again.episodes() == [episode]
+        assert 'data-code="no_gpu_capacity"' in render(again)
+    finally:
+        again.store.close()
+
+
+async def _shoot(browser: str, url: str, png: Path, profile: Path, size: str,
+                 dark: bool) -> str:
+    """Headless Chromium loads `url`, screenshots it to `png`; returns the DOM it built."""
+    import asyncio
+
+    args = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
+        f"--screenshot={png}", f"--window-size={size}", "--dump-dom", url,
+    ]
+    if dark:
+        args.insert(1, "--force-dark-mode")  # prefers-color-scheme: dark
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert await asyncio.to_thread(lambda: png.stat().st_size) > 10_000
+    return out.decode()
+
+
+@pytest.mark.integration
+async def test_charts_in_headless_chromium(tmp_path: Path) -> None:
+    """The daemon's page in a real browser, on a phone (light and dark) and a desktop: what
+    the browser parsed still holds the history's values and the incident span."""
+    import asyncio
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (scripts/install-system-deps installs it)")
+    from aiohttp import web as aioweb
+
+    daemon, server, _ = await _run_daemon(tmp_path, STALLED_CYCLES)
+    runner = aioweb.AppRunner(build_app(daemon), access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+    shots = {"phone": ("390,1700", False), "phone-dark": ("390,1700", True),
+             "desktop": ("1100,1000", False)}
+    try:
+        observations = list(daemon.history().observations)
+        doms = {}
+        for name, (size, dark) in shots.items():
+            doms[name] = await _shoot(browser, f"http://127.0.0.1:{port}/", tmp_path /
+                                      f"{name}.png", tmp_path / f"profile-{name}", size, dark)
+    finally:
+        await runner.cleanup()
+        await daemon.stop(grace_s=2)
+        await server.stop()
+    for dom in doms.values():
+        _check_charts_against(dom, observations, FLUX)
+        spans = [r for r in _all(_tree(dom), "rect") if r.attrs.get("data-code")]
+        assert {r.attrs["data-code"] for r in spans} == {"no_gpu_capacity"}
+        assert "no_gpu_capacity (critical)" in dom  # the span's tooltip
+        assert "hf_" not in dom
+    keep = os.environ.get("STATUS_PAGE_SCREENSHOTS")  # a directory to keep them in
+    if keep:
+        await asyncio.to_thread(_keep, [tmp_path / f"{name}.png" for name in shots], Path(keep))
+
+
+def _keep(pngs: list[Path], where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    for png in pngs:
+        shutil.copyfile(png, where / f"status-{png.name}")
+
+
+# ---------------------------------------------------------------- unit: charts, paging, history
+
+
+def test_step_paths_read_back_to_the_values_with_gaps() -> None:
+    """A series drawn as a step line and as an area reads back to its values; an unknown
+    value and a missing stretch of samples break it (a new subpath), never join over it."""
+    from monitor import charts
+
+    times = [NOW + 30 * k for k in (0, 1, 2, 3, 4, 8, 9)]  # cycles 5-7 missing
+    values: list[float | None] = [0, 6, 6, None, 5, 7, 7.25]
+    w = charts.window(times, 30)
+    g = charts.grid(w, times)
+    parts = charts.runs(g, values)
+    line, area = charts.line_path(parts), charts.area_path(parts, 0)
+    assert line.count("M") == area.count("M") == 3
+    for d in (line, area):
+        steps = _steps(d)
+        for t, v in zip(times, values, strict=True):
+            assert _at(steps, round(t - w.t0)) == v
+        assert _at(steps, round(times[4] - w.t0) + 45) is None  # the gap after cycle 4
+    assert _steps(line) == [(0, 30, 0), (30, 90, 6), (120, 150, 5), (240, 270, 7),
+                            (270, 300, 7.25)]
+
+
+def test_long_histories_are_bucketed_keeping_the_peaks() -> None:
+    """Past MAX_POINTS samples a series is bucketed: bounded, and each bucket's max kept."""
+    from monitor import charts
+
+    times = [NOW + 5 * k for k in range(5000)]
+    values: list[float | None] = [float(k % 50 == 0) * k for k in range(5000)]
+    w = charts.window(times, 5)
+    bucketed, [out] = charts.bucket(w, times, [values])
+    assert len(bucketed) <= charts.MAX_POINTS + 1
+    assert max(v for v in out if v is not None) == max(v for v in values if v is not None)
+    parts = charts.runs(charts.grid(w, bucketed), out)
+    assert len(charts.line_path(parts)) < 8 * charts.MAX_POINTS * 2
+
+
+def _fleet(n: int, bad: set[int]) -> FakeRuntime:
+    obs = _observation()
+    samples = {}
+    for i in range(n):
+        eid = f"e{i:03d}"
+        samples[eid] = EndpointSample(endpoint_id=eid, health_outcome=OK, http_status=200,
+                                      health=Health(in_queue=i, idle=1), jobs=())
+    fleet = Observation(cycle=obs.cycle, t=obs.t, graphql_outcome=OK, account=obs.account,
+                        endpoints=samples)
+    before = Observation(cycle=obs.cycle - 1, t=obs.t - 30, graphql_outcome=OK,
+                         account=obs.account, endpoints=samples)
+    active = [_incident(endpoint_id=f"e{i:03d}", endpoint_name=None) for i in sorted(bad)]
+    return _runtime(observation=fleet, past=[before, fleet], active=active, names={})
+
+
+def test_endpoints_are_paged_trouble_first() -> None:
+    """25 cards a page, endpoints with a diagnosis first; a page past the end shows the
+    last one; only the cards shown get charts."""
+    rt = _fleet(60, bad={40, 59})
+    first = render(rt, now=NOW)
+    ids = [a.attrs["id"] for a in _all(_tree(first), "article") if "ep" in a.attrs["class"]]
+    assert len(ids) == 25
+    assert ids[:3] == ["ep-e040", "ep-e059", "ep-e000"]
+    assert "1–25 of 60, in trouble first" in first
+    assert 'href="?page=2#endpoints"' in first
+    assert first.count('data-chart="in_queue"') == 25
+    last = render(rt, now=NOW, page=99)
+    ids = [a.attrs["id"] for a in _all(_tree(last), "article") if "ep" in a.attrs["class"]]
+    assert len(ids) == 10
+    assert ids[-1] == "ep-e058"
+    assert "page 3 of 3" in last
+    assert 'href="?page=2#endpoints"' in last
+
+
+def test_without_pictures_the_page_is_as_before() -> None:
+    """pictures=False (the benchmark's baseline): every card, no chart, no history."""
+    page = render(_fleet(60, bad=set()), now=NOW, per_page=None, pictures=False)
+    assert page.count('class="card ep') == 60
+    assert "<svg" not in page
+    assert 'id="history"' not in page
+
+
+async def test_page_query_is_validated() -> None:
+    """?page=K serves that page; anything but a positive integer is a 400 naming the field."""
+    app = build_app(_fleet(60, bad=set()))
+    async with TestClient(TestServer(app)) as client:
+        ok = await client.get("/?page=3")
+        assert ok.status == 200
+        assert "page 3 of 3" in await ok.text()
+        for bad in ("0", "-1", "x", "²", "1" * 12):
+            resp = await client.get("/", params={"page": bad})
+            assert resp.status == 400, bad
+            assert (await resp.text()).startswith("page: must be a positive integer")
+
+
+def test_incident_history_rows_are_escaped_and_say_what_happened() -> None:
+    """A row per episode: severity, code, where, raised/escalated/resolved, how long, the
+    summary; everything escaped; an active one says so; past HISTORY_ROWS the rest count."""
+    from monitor.status_page import HISTORY_ROWS
+
+    noon = NOW + 12 * 3600  # times of the same day show without their date
+
+    ended = Episode(code=XSS, endpoint_id="ep-busy", endpoint_name="busy<b>", summary=XSS,
+                    first_severity="warning", severity="critical", since=noon - 3000,
+                    raised_cycle=1, escalated_at=noon - 2700, ended_at=noon - 1200, ended_cycle=60)
+    live = Episode(code="low_balance", endpoint_id=None, endpoint_name=None,
+                   summary="Balance is low.", first_severity="warning", severity="warning",
+                   since=noon - 600, raised_cycle=80)
+    obs = _observation()
+    past = [Observation(cycle=k, t=noon - 3600 + 60 * k, graphql_outcome=OK,
+                        account=obs.account, endpoints=obs.endpoints) for k in range(60)]
+    page = render(_runtime(log=[live, ended], past=past), now=noon)
+    assert 'data-code="&lt;script&gt;' in page  # its span on the charts, escaped too
+    assert "<script" not in page
+    assert "busy&lt;b&gt;" in page
+    rows = [li for li in _all(_tree(page), "li") if "ev" in li.attrs.get("class", "")]
+    assert [r.attrs["data-code"] for r in rows] == ["low_balance", XSS]
+    assert rows[1].attrs["data-ended"] == f"{noon - 1200:.0f}"
+    assert ("raised 11:10, escalated to critical 11:15, resolved 11:40 UTC · lasted 30 min"
+            in page)
+    assert "raised 11:50 UTC · for 10 min so far" in page
+    many = [Episode("c", f"e{k}", None, "s", "info", "info", noon - k, k) for k in range(130)]
+    page = render(_runtime(log=many), now=noon)
+    assert page.count('class="card ev') == HISTORY_ROWS
+    assert f"and {130 - HISTORY_ROWS} older not shown" in page
+
+
+def test_incident_spans_on_the_endpoint_charts() -> None:
+    """An episode of an endpoint shades its charts from raised to resolved (escalated: two
+    spans), with a tooltip naming it; the account's episodes shade the account's charts."""
+    obs = _observation()
+    past = [Observation(cycle=k, t=NOW - 12 - 30 * (40 - k), graphql_outcome=OK,
+                        account=obs.account, endpoints=obs.endpoints) for k in range(41)]
+    ended = Episode("crash_loop", "ep-busy", "busy<b>", "s", "warning", "critical",
+                    since=past[10].t, raised_cycle=10, escalated_at=past[20].t,
+                    ended_at=past[30].t, ended_cycle=30)
+    low = Episode("low_balance", None, None, "s", "warning", "warning", since=past[35].t,
+                  raised_cycle=35)
+    page = render(_runtime(past=past, log=[ended, low]), now=NOW)
+    root = _tree(page)
+    t0 = int(past[0].t)
+    for svg in _charts(root, "ep-ep-busy").values():
+        rects = [(r.attrs["class"], int(r.attrs["x"]), int(r.attrs["width"]))
+                 for r in _all(svg, "rect")]
+        assert rects == [("sp warning", 300, 300), ("sp critical", 600, 300)]
+    for svg in _charts(root, None).values():
+        [(cls, x, width)] = [(r.attrs["class"], int(r.attrs["x"]), int(r.attrs["width"]))
+                             for r in _all(svg, "rect")]
+        assert (cls, x, x + width) == ("sp warning", round(past[35].t - t0), 1230)
+    assert "crash_loop (critical) 2025-12-31 23:44–2025-12-31 23:54 UTC" in page

@@ -17,23 +17,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor import codec
-from monitor.incidents import Incident, Key
-from monitor.store import Store, unpack
-from rules.model import (
+from model.history import Memory
+from model.observation import (
     Account,
-    Diagnosis,
     EndpointConfig,
     EndpointSample,
     EnvVar,
     Health,
     Job,
-    Memory,
     NetworkVolume,
     Observation,
     Pod,
     Template,
 )
+from monitor import codec
+from monitor.incidents import Incident, Key
+from monitor.store import Store, unpack
+from rules.diagnosis import Diagnosis
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8"  # ghp_ + 36 characters

@@ -14,19 +14,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_store import TOKEN, db_bytes, make_obs, observations
 
-from monitor import codec
-from monitor.store import Store, unpack
-from rules.model import (
+from model.history import Memory
+from model.observation import (
     Account,
     EndpointConfig,
     EndpointSample,
     EnvVar,
     Health,
     Job,
-    Memory,
     Observation,
     Template,
 )
+from monitor import codec
+from monitor.store import Store, unpack
 
 # --- builders ---------------------------------------------------------------------------
 

@@ -13,10 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from model.history import History
+from model.observation import EndpointConfig, EndpointSample, Health, Observation
+from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
 from monitor.web import WritePolicy, build_app
-from rules.model import Diagnosis, EndpointConfig, EndpointSample, Health, History, Observation
+from rules.diagnosis import Diagnosis
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"
 CONTRACT = {"code", "scope", "endpoint_id", "endpoint_name", "severity", "summary",
@@ -48,7 +51,7 @@ class FakeRuntime:
     observation: Observation | None = None
     jobs: JobTracker = field(default_factory=JobTracker)
     registered: list[tuple[str, str]] = field(default_factory=list)
-    resolved: list[Incident] = field(default_factory=list)
+    episode_log: list[Episode] = field(default_factory=list)
 
     exposition: bytes = b"runpod_monitor_build_info{version=\"0\"} 1.0\n"
 
@@ -77,8 +80,8 @@ class FakeRuntime:
     def history(self) -> History:
         return History(() if self.observation is None else (self.observation,))
 
-    def resolved_incidents(self) -> list[Incident]:
-        return list(self.resolved)
+    def episodes(self) -> list[Episode]:
+        return list(self.episode_log)
 
 
 Factory = Callable[..., Any]
@@ -408,15 +411,18 @@ async def test_one_endpoint_now_and_its_history(serve: Factory) -> None:
 
 
 async def test_incidents_in_a_window(serve: Factory) -> None:
-    """/api/v1/incidents: the active ones and those resolved within window_s of the last
+    """/api/v1/incidents: the episodes still active or resolved within window_s of the last
     cycle, newest change first."""
-    old = _incident("queue_backlog", "warning", T0 - 9000)
+    def episode(code: str, since: float, ended: float | None = None) -> Episode:
+        return Episode(code, "ep1", "video-worker", f"{code} summary.", "warning", "warning",
+                       since, 1, None, ended, None if ended is None else 2)
+
     runtime = FakeRuntime(
-        active=[_incident("crash_loop", "critical", T0 - 60)],
         observation=Observation(cycle=3, t=T0, graphql_outcome="ok"),
-        resolved=[
-            Incident(old.diagnosis, old.since, 1, resolved_at=T0 - 8000, resolved_cycle=2),
-            Incident(old.diagnosis, T0 - 900, 5, resolved_at=T0 - 120, resolved_cycle=9),
+        episode_log=[
+            episode("crash_loop", T0 - 60),
+            episode("queue_backlog", T0 - 9000, T0 - 8000),  # ended before the window
+            episode("queue_backlog", T0 - 900, T0 - 120),
         ],
     )
     client = await serve(runtime)

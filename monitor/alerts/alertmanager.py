@@ -24,8 +24,9 @@ from typing import Any
 
 import aiohttp
 
-from monitor.alerts.model import DeliveryError, Message, Notification, severe_enough
+from monitor.alerts.model import DeliveryError, Message, Notification, Sink, severe_enough
 from monitor.alerts.silences import iso
+from monitor.bodies import SINK_LIMITS, BodyError, capped_session
 from monitor.incidents import Incident, Key
 
 # the annotation size Alertmanager and its receivers handle comfortably
@@ -56,7 +57,7 @@ def alert_json(incident: Incident, ends_at: float) -> dict[str, Any]:
     }
 
 
-class AlertmanagerSink:
+class AlertmanagerSink(Sink):
     """Pushes the active set every cycle and each resolution once."""
 
     mode = "state"
@@ -113,7 +114,7 @@ class AlertmanagerSink:
 
     async def _post(self, alerts: list[dict[str, Any]]) -> None:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = capped_session(SINK_LIMITS, timeout=self.timeout)
         try:
             async with self._session.post(
                 self.url, data=json.dumps(alerts), headers={"Content-Type": "application/json"}
@@ -126,6 +127,8 @@ class AlertmanagerSink:
                                     permanent=resp.status == 400 and len(alerts) == 1)
         except DeliveryError:
             raise
+        except BodyError as exc:  # an error answer over SINK_LIMITS
+            raise DeliveryError(f"Alertmanager's answer: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryError(f"Alertmanager unreachable: {type(exc).__name__}") from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitor.alerts.model import SEVERITY_RANK, Notification
-from rules.model import Diagnosis
+from rules.diagnosis import Diagnosis
 from rules.signals import minutes
 
 TRUNCATED = "… (truncated)"

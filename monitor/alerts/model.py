@@ -3,16 +3,17 @@ the sink interface, and the error a sink raises when a delivery fails."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from monitor.incidents import Incident
-from rules.model import SEVERITY_ORDER
+from rules.diagnosis import SEVERITY_ORDER
 
 Kind = Literal["firing", "resolved", "reminder"]
 KINDS: tuple[Kind, ...] = ("firing", "resolved", "reminder")
 
-SEVERITY_RANK = SEVERITY_ORDER  # info < warning < critical: the one order, from rules.model
+SEVERITY_RANK = SEVERITY_ORDER  # info < warning < critical: the one order, from rules.diagnosis
 
 
 def severe_enough(severity: str, minimum: str) -> bool:
@@ -85,7 +86,10 @@ class DeliveryError(Exception):
 class Sink(Protocol):
     """Where notifications go. `mode` "messages": the router decides what to say and when
     (Slack, the log); "state": the sink is told the whole active set every cycle
-    (Alertmanager, which groups, deduplicates and repeats by itself)."""
+    (Alertmanager, which groups, deduplicates and repeats by itself).
+
+    Every method the pipeline and the outbox call is declared here; a sink subclasses
+    `Sink` to take the no-op defaults of those it does not need."""
 
     name: str
     min_severity: str
@@ -94,3 +98,19 @@ class Sink(Protocol):
     async def send(self, message: Message) -> None:
         """Deliver one message; raise DeliveryError when it was not delivered."""
         ...
+
+    def observe(
+        self, active: Sequence[Incident], resolved: Sequence[Incident], t: float, cycle: int
+    ) -> list[Notification]:
+        """A state sink takes the cycle's active, unmuted set (the router calls it once per
+        cycle); return the notifications to queue in the outbox (its resolved ones)."""
+        return []
+
+    async def refresh(self, now: float) -> int:
+        """Push what `observe` took, in the outbox's delivery round; return how many alerts
+        were new to the receiver (counted as firing). Raise DeliveryError to be retried."""
+        return 0
+
+    async def close(self) -> None:
+        """Release the sink's connections at shutdown."""
+        return

@@ -205,18 +205,17 @@ class Outbox:
         async with self._lock:
             for sink in self.sinks.values():
                 delivered.extend(await self._deliver_sink(sink, now))
-                refresh = getattr(sink, "refresh", None)
-                if refresh is not None:
-                    await self._refresh(sink, refresh, now)
+                await self._refresh(sink, now)
         return delivered
 
-    async def _refresh(self, sink: Sink, refresh: Any, now: float) -> None:
-        """A state sink's push of the active set; retried with backoff when it fails."""
+    async def _refresh(self, sink: Sink, now: float) -> None:
+        """A state sink's push of the active set (a no-op for the others); retried with
+        backoff when it fails."""
         key = f"{sink.name}/refresh"
         if now < self.blocked_until.get(key, float("-inf")):
             return
         try:
-            new = await refresh(now)
+            new = await sink.refresh(now)
         except DeliveryError as exc:
             failures = self.failures.get(key, 0) + 1
             self.failures[key] = failures

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import structlog
 
@@ -49,6 +48,7 @@ from monitor.alerts.model import (
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox
 from monitor.alerts.silences import SilenceBook
 from monitor.incidents import Changes, Incident, Key
+from rules.inhibit import muted_by
 
 __all__ = [
     "AlertRouter",
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 
-class RecordingSink:
+class RecordingSink(Sink):
     """Keeps what would have been sent: replay's and the tests' sink."""
 
     mode = "messages"
@@ -77,7 +77,7 @@ class RecordingSink:
         self.sent.extend(message.notifications)
 
 
-class LogSink:
+class LogSink(Sink):
     """Writes each message to the log: what `run` does when no other sink is set."""
 
     name = "log"
@@ -95,20 +95,11 @@ class LogSink:
 
 
 def inhibitors(active: Iterable[Incident]) -> dict[Key, str]:
-    """Which active incidents a cause mutes, and the cause: auth_invalid mutes everything
-    else; balance_exhausted mutes the other diagnoses of its endpoint."""
+    """Which active incidents a cause mutes, and the cause (rules/inhibit.py's table:
+    auth_invalid mutes everything else, balance_exhausted its endpoint's other codes)."""
     active = list(active)
     keys = {i.key for i in active}
-    out: dict[Key, str] = {}
-    auth = ("auth_invalid", None) in keys
-    exhausted = {eid for code, eid in keys if code == "balance_exhausted"}
-    for incident in active:
-        code, eid = incident.key
-        if auth and code != "auth_invalid":
-            out[incident.key] = "auth_invalid"
-        elif eid in exhausted and code != "balance_exhausted":
-            out[incident.key] = "balance_exhausted"
-    return out
+    return {i.key: cause for i in active if (cause := muted_by(i.key, keys)) is not None}
 
 
 class AlertRouter:
@@ -140,6 +131,10 @@ class AlertRouter:
     @property
     def sinks(self) -> list[Sink]:
         return list(self.outbox.sinks.values())
+
+    def snapshot(self) -> frozenset[Key]:
+        """The announced keys, to persist (what group_wait and reminders rebuild from)."""
+        return frozenset(self.announced)
 
     def restore(self, announced: Iterable[Key]) -> None:
         """Take the announced keys saved before a restart."""
@@ -245,12 +240,9 @@ class AlertRouter:
         for sink in self.sinks:
             if sink.mode != "state":
                 continue
-            observe: Any = getattr(sink, "observe", None)
-            if observe is None:
-                continue
-            for n in observe(unmuted, changes.resolved, t, cycle):
-                if self.outbox.enqueue(n, t):
-                    out.append(n)
+            for note in sink.observe(unmuted, changes.resolved, t, cycle):
+                if self.outbox.enqueue(note, t):
+                    out.append(note)
         return out
 
     def _reminder_no(self, incident: Incident, t: float) -> int:
@@ -295,9 +287,4 @@ def _order(incident: Incident) -> tuple[int, float, str]:
 
 def _cause(incident: Incident, active: dict[Key, Incident]) -> str | None:
     """The cause now active that explains why `incident` ended, if any."""
-    code, eid = incident.key
-    if code != "auth_invalid" and ("auth_invalid", None) in active:
-        return "auth_invalid"
-    if code != "balance_exhausted" and eid is not None and ("balance_exhausted", eid) in active:
-        return "balance_exhausted"
-    return None
+    return muted_by(incident.key, active.keys())

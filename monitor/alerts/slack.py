@@ -11,6 +11,8 @@
   one sink posts to one channel.
 - If Slack refuses a message's content (invalid_blocks, msg_too_long, ...), it is sent
   once more as plain text; only a refusal of that is permanent.
+- Slack's answers are read through a `monitor.bodies.capped_session` handed to slack_sdk's
+  clients, so a huge or endless answer costs at most `SINK_LIMITS` (a failed delivery).
 - The webhook URL and the bot token never appear in a log line or an exception: errors
   are re-raised as DeliveryError with the secret scrubbed and without their cause, and
   slack_sdk's own logger (which logs the URL at debug level) is silenced.
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -39,8 +42,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
-from monitor.alerts.model import DeliveryError, Message, Notification
-from rules.model import Diagnosis
+from monitor.alerts.model import DeliveryError, Message, Notification, Sink
+from monitor.bodies import SINK_LIMITS, capped_session
+from rules.diagnosis import Diagnosis
 from rules.signals import minutes
 
 # Slack's limits (Block Kit reference)
@@ -269,7 +273,7 @@ class BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         return wait is None or wait <= self.max_wait_s
 
 
-class SlackSink:
+class SlackSink(Sink):
     """Posts messages to one Slack channel."""
 
     mode = "messages"
@@ -312,16 +316,17 @@ class SlackSink:
             BoundedRateLimitRetryHandler(rate_limit_retries, max_inline_wait_s),
         ]
         logger = _quiet_logger()
+        self._timeout_s = max(1, round(timeout_s))
         self._webhook: AsyncWebhookClient | None = None
         self._web: AsyncWebClient | None = None
         if webhook_url is not None:
             self._webhook = AsyncWebhookClient(
-                webhook_url, timeout=max(1, round(timeout_s)), logger=logger,
+                webhook_url, timeout=self._timeout_s, logger=logger,
                 retry_handlers=handlers,
             )
         else:
             self._web = AsyncWebClient(
-                token=bot_token, base_url=base_url, timeout=max(1, round(timeout_s)),
+                token=bot_token, base_url=base_url, timeout=self._timeout_s,
                 logger=logger, retry_handlers=handlers,
             )
 
@@ -354,10 +359,22 @@ class SlackSink:
     async def _post(self, body: dict[str, Any]) -> None:
         await self._throttle()
         try:
-            if self._webhook is not None:
-                await self._post_webhook(body)
-            else:
-                await self._post_web(body)
+            # slack_sdk reads Slack's answer itself: hand it a session whose answers are
+            # capped, for this post only (as the session it would make for itself)
+            async with capped_session(
+                SINK_LIMITS, timeout=aiohttp.ClientTimeout(total=self._timeout_s)
+            ) as http:
+                client = self._webhook or self._web
+                if client is not None:
+                    client.session = http
+                try:
+                    if self._webhook is not None:
+                        await self._post_webhook(body)
+                    else:
+                        await self._post_web(body)
+                finally:
+                    if client is not None:
+                        client.session = None
         except DeliveryError:
             raise
         except SlackApiError as exc:

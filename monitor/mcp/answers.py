@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from monitor.logs import Redactor
-from rules.model import SEVERITY_ORDER
+from rules.diagnosis import SEVERITY_ORDER
 
 MAX_CHARS = 24_000  # about 6,000 tokens: room for an agent to read several answers
 MAX_STRING = 2_000
@@ -25,8 +25,8 @@ RELEASES_NOTE = ("not collected yet: the monitor does not read RunPod's release 
                  "(REST v2), so template changes show only as the current config")
 LOGS_NOTE = ("not collected yet: the monitor does not read worker logs; failed jobs' error "
              "texts are under job_errors")
-RESOLVED_NOTE = ("resolved incidents are remembered by the running daemon since it started "
-                 "(up to its retention window); active ones survive restarts")
+RESOLVED_NOTE = ("the daemon keeps its incident history for its retention window "
+                 "(state.retention_s), across restarts")
 
 
 def matches_endpoint(d: Mapping[str, Any], endpoint: str | None) -> bool:
@@ -133,6 +133,9 @@ def incident_events(
                                       "summary")}
         if i.get("raised_in_window"):
             events.append({"event": "raised", "at": i.get("since"), **base})
+        if i.get("escalated_at") and str(i["escalated_at"]) >= str(report.get("from")):
+            events.append({"event": "escalated", "at": i["escalated_at"],
+                           "from_severity": i.get("first_severity"), **base})
         if i.get("state") == "resolved":
             events.append({"event": "resolved", "at": i.get("resolved_at"),
                            "raised_at": i.get("since"), "duration_s": i.get("duration_s"),

@@ -2,7 +2,9 @@
 
 Requests go straight to aiohttp's keep-alive pool (`_AiohttpSender`), the cheapest per
 request we measured; through httpx (`_HttpxSender`) when the environment names a proxy or a
-caller injects an httpx transport.
+caller injects an httpx transport. Either way the body is read as a stream through
+`monitor.bodies.read_capped`: an answer over `body_limits` (compressed or decoded) is a
+`malformed` failure naming the cap, and costs no more memory than the cap.
 
 No call raises on a network error or a body: every outcome is `Ok` or a `Failure`. The API
 key travels only in the Authorization header and is scrubbed from every message.
@@ -28,13 +30,22 @@ import httpx
 import structlog
 import yarl  # aiohttp's URL type (an aiohttp dependency)
 
+from monitor.bodies import (
+    ACCEPT_ENCODING,
+    RUNPOD_BODY_LIMITS,
+    BodyError,
+    BodyLimits,
+    capped_session,
+    in_memory,
+    read_capped,
+)
 from monitor.runpod import parse
 from monitor.runpod.models import Failure, Myself, Ok, Result
 from monitor.runpod.queries import MYSELF
 
 if TYPE_CHECKING:
     from monitor.config import Settings
-from rules.model import Health, Job
+from model.observation import Health, Job
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -148,7 +159,8 @@ class _SendError(Exception):
 
 
 class _Sender(Protocol):
-    """Sends one request and reads the whole answer; raises `_SendError`, nothing else."""
+    """Sends one request and reads the whole answer, within its body limits; raises
+    `_SendError`, nothing else."""
 
     async def send(self, method: str, url: str, payload: object) -> _Answer: ...
 
@@ -163,9 +175,12 @@ class _AiohttpSender:
     (benchmarks/README.md). Pool size and keep-alive expiry as httpx's; no redirects.
     """
 
-    def __init__(self, headers: Mapping[str, str], max_connections: int) -> None:
+    def __init__(
+        self, headers: Mapping[str, str], max_connections: int, limits: BodyLimits
+    ) -> None:
         self._headers = dict(headers)
         self._max_connections = max_connections
+        self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -174,7 +189,8 @@ class _AiohttpSender:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             self._loop = loop
-            self._session = aiohttp.ClientSession(
+            self._session = capped_session(
+                self._limits,
                 connector=aiohttp.TCPConnector(
                     limit=self._max_connections,
                     limit_per_host=0,
@@ -195,16 +211,13 @@ class _AiohttpSender:
                 json=payload,
                 allow_redirects=False,
             ) as resp:
-                content = await resp.read()
+                content = await resp.read()  # capped: monitor.bodies.CappedResponse
                 return _Answer(resp.status, resp.reason or "", resp.headers.get("Retry-After"),
                                content)
         except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
             raise _SendError("timeout", _describe(exc)) from exc
-        except aiohttp.ClientPayloadError as exc:
-            # a body that does not decode (Content-Encoding) is malformed; a cut one is not
-            if isinstance(exc.__cause__, aiohttp.http_exceptions.ContentEncodingError):
-                raise _SendError("malformed", _describe(exc)) from exc
-            raise _SendError("connect", _describe(exc)) from exc
+        except BodyError as exc:  # over a cap, or a body its Content-Encoding cannot decode
+            raise _SendError("malformed", str(exc)) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # refused, reset, bad HTTP
             raise _SendError("connect", _describe(exc)) from exc
 
@@ -224,9 +237,11 @@ class _HttpxSender:
         max_connections: int,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None,
+        limits: BodyLimits,
     ) -> None:
+        self._limits = limits
         self._http = httpx.AsyncClient(
-            headers=dict(headers),
+            headers={**headers, "Accept-Encoding": ACCEPT_ENCODING},
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -238,15 +253,27 @@ class _HttpxSender:
 
     async def send(self, method: str, url: str, payload: object) -> _Answer:
         try:
-            resp = await self._http.request(method, url, json=payload)
+            async with self._http.stream(method, url, json=payload) as resp:
+                if resp.is_stream_consumed:
+                    # an injected transport (httpx.MockTransport) built and decoded the
+                    # answer in memory: only its decoded size is left to cap
+                    chunks, encoding = in_memory(resp.content), None
+                else:
+                    chunks, encoding = resp.aiter_raw(), resp.headers.get("Content-Encoding")
+                content = await read_capped(
+                    chunks, limits=self._limits, content_encoding=encoding,
+                    content_length=resp.headers.get("Content-Length"),
+                )
+                return _Answer(resp.status_code, resp.reason_phrase,
+                               resp.headers.get("Retry-After"), content)
         except httpx.TimeoutException as exc:
             raise _SendError("timeout", _describe(exc)) from exc
-        except httpx.DecodingError as exc:
+        except BodyError as exc:
+            raise _SendError("malformed", str(exc)) from exc
+        except httpx.DecodingError as exc:  # raised by an injected transport's answer
             raise _SendError("malformed", _describe(exc)) from exc
         except Exception as exc:  # any other transport error: a call never raises
             raise _SendError("connect", _describe(exc)) from exc
-        return _Answer(resp.status_code, resp.reason_phrase, resp.headers.get("Retry-After"),
-                       resp.content)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -263,6 +290,7 @@ def client_for(settings: Settings, **overrides: Any) -> RunPodClient:
         "rest_url": runpod.rest_url,
         "timeout_s": runpod.timeout_s,
         "max_concurrency": runpod.max_concurrency,
+        "body_limits": BodyLimits(runpod.max_answer_bytes, runpod.max_decoded_bytes, "runpod"),
     }
     return RunPodClient(**{**options, **overrides})
 
@@ -280,11 +308,13 @@ class RunPodClient:
         max_concurrency: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
         limits: Mapping[str, RateLimit] | None = None,
+        body_limits: BodyLimits = RUNPOD_BODY_LIMITS,
     ) -> None:
         """`limits`: per-endpoint client-side rate limits by probe (`RUNPOD_LIMITS` for the
         daemon); a call that would wait longer than `timeout_s` for its slot fails at once
         as `http_429` (status 0) without being sent. None: no limiter (replay, whose cycles
-        run faster than real time against the simulator)."""
+        run faster than real time against the simulator). `body_limits`: what one answer
+        may cost (bytes read, bytes decoded); over it, the call is `malformed`."""
         key = api_key.strip()
         if not key.isprintable():
             # httpx would echo an invalid header value, key included, in its exception
@@ -304,9 +334,10 @@ class RunPodClient:
             headers["Authorization"] = f"Bearer {key}"
         self._sender: _Sender
         if transport is not None or _env_proxies():
-            self._sender = _HttpxSender(headers, max_concurrency, timeout_s, transport)
+            self._sender = _HttpxSender(headers, max_concurrency, timeout_s, transport,
+                                        body_limits)
         else:
-            self._sender = _AiohttpSender(headers, max_concurrency)
+            self._sender = _AiohttpSender(headers, max_concurrency, body_limits)
 
     async def __aenter__(self) -> RunPodClient:
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
 
-from rules.model import Account, EndpointConfig
+from model.observation import Account, EndpointConfig
 
 T = TypeVar("T")
 # covariant so an Ok[Health] is an Ok[object]: callers can treat results generically
@@ -23,7 +23,7 @@ class Ok(Generic[T_co]):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A call that gave no usable data; `kind` is one of `rules.model.FAILURE_KINDS`."""
+    """A call that gave no usable data; `kind` is one of `model.observation.FAILURE_KINDS`."""
 
     kind: str
     status: int = 0

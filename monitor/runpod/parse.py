@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
-from monitor.runpod.models import Myself
-from rules.model import (
+from model.observation import (
     Account,
     EndpointConfig,
     EnvVar,
@@ -24,6 +23,7 @@ from rules.model import (
     Pod,
     Template,
 )
+from monitor.runpod.models import Myself
 
 MESSAGE_LIMIT: Final = 200
 

@@ -53,6 +53,7 @@ async def _serve(scenario: Scenario, key: str, port: int) -> None:
           f"{scenario.interval_s:g} s, then the last step holds")
     print(f"  GraphQL:    {url}/graphql")
     print(f"  data plane: {url}/v2  (e.g. {example})")
+    print(f"  REST v2:    {url}/v2/serverless  (RUNPOD_API_BASE_URL={url})")
     print(f"  base URL:   {url}  (Ctrl-C to stop)", flush=True)
     try:
         await stop.wait()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -23,6 +24,13 @@ REST_FAULTS = ("ok", "401", "403", "404", "429", "500", "502", "503", "timeout",
                "malformed")
 GRAPHQL_FAULTS = ("ok", "401", "403", "429", "500", "502", "503", "timeout", "reset",
                   "malformed")
+# How a retired GraphQL answers: HTTP status (200 = a GraphQL-level error) and message.
+RETIRED_STATUSES = (200, 404, 410)
+DEFAULT_RETIRED_STATUS = 410
+DEFAULT_RETIRED_MESSAGE = (
+    "The GraphQL API has been retired. Use REST API v2: "
+    "https://docs.runpod.io/api-reference-v2/overview"
+)
 JOB_STATUSES = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 DEFAULT_RETRY_AFTER_S = 2
 DEFAULT_JOB_MS = 1000
@@ -39,6 +47,7 @@ class Fault:
     kind: str = "ok"
     retry_after: int = DEFAULT_RETRY_AFTER_S
     message: str = ""
+    status: int = 0  # "retired" only: the HTTP status it answers with
 
     @property
     def ok(self) -> bool:
@@ -50,16 +59,21 @@ OK = Fault()
 
 def _fault_parser(allowed: tuple[str, ...], graphql: bool) -> PlainValidator:
     names = ", ".join(allowed)
-    extra = " or {errors: message}" if graphql else ""
+    extra = (" or {errors: message}, or retired / {retired: 404|410|200, message}"
+             if graphql else "")
 
     def parse(value: Any) -> Fault:
         if isinstance(value, Fault):
             return value
+        if graphql and value == "retired":
+            return _retired({"retired": DEFAULT_RETIRED_STATUS})
         if isinstance(value, Mapping):
             if graphql and set(value) == {"errors"}:
                 if not isinstance(value["errors"], str):
                     raise ValueError("errors: must be a string (the error message)")
                 return Fault("errors", message=value["errors"])
+            if graphql and "retired" in value:
+                return _retired(value)
             unknown = set(value) - {"code", "retry_after"}
             if unknown or "code" not in value:
                 raise ValueError(f"must be one of {names}{extra}, or {{code, retry_after}}")
@@ -70,6 +84,18 @@ def _fault_parser(allowed: tuple[str, ...], graphql: bool) -> PlainValidator:
         return Fault(_fault_kind(value, allowed, names, extra))
 
     return PlainValidator(parse)
+
+
+def _retired(value: Mapping[str, Any]) -> Fault:
+    unknown = set(value) - {"retired", "message"}
+    if unknown:
+        raise ValueError(f"retired: unknown key {sorted(unknown)[0]!r} (allowed: retired, message)")
+    status, message = value["retired"], value.get("message", DEFAULT_RETIRED_MESSAGE)
+    if type(status) is not int or status not in RETIRED_STATUSES:
+        raise ValueError(f"retired: must be one of 200, 404, 410 (got {_show(status)})")
+    if not isinstance(message, str) or not message:
+        raise ValueError("retired.message: must be a non-empty string")
+    return Fault("retired", message=message, status=status)
 
 
 def _fault_kind(value: Any, allowed: tuple[str, ...], names: str, extra: str) -> str:
@@ -150,7 +176,165 @@ class AccountPatch(BaseModel):
 
 
 # Keys of an endpoint item that drive the simulator and are never served over GraphQL.
-SIM_ONLY_KEYS = frozenset({"job_ms", "health", "rest", "jobs"})
+SIM_ONLY_KEYS = frozenset({"job_ms", "health", "rest", "jobs", "v2"})
+
+# --- REST v2 (docs/scenario-format-v2.md) ------------------------------------------------
+
+# Route names a `faults:` mapping may key on ("*" = every v2 route).
+V2Route = Literal[
+    "list-endpoints", "get-endpoint", "workers", "releases", "logs", "billing",
+    "billing-serverless", "billing-pods", "billing-network-volumes", "billing-endpoints",
+    "network-volumes", "pods", "templates", "catalog-gpus", "catalog-datacenters",
+    "balance", "account-limits", "account", "*",
+]
+V2_ROUTES: tuple[str, ...] = get_args(V2Route)
+Availability = Literal["NONE", "LOW", "MEDIUM", "HIGH"]
+WorkerStatus = Literal["RUNNING", "IDLE", "INITIALIZING", "THROTTLED", "UNHEALTHY"]
+Version = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0)]
+DEFAULT_EPOCH = "2026-12-01T12:00:00Z"
+
+
+def _rfc3339(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be an RFC 3339 time string (got {_show(value)})")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"must be an RFC 3339 time, e.g. 2026-12-01T12:00:00Z (got {value!r})"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"must carry a time zone, e.g. a trailing Z (got {value!r})")
+    return value
+
+
+Timestamp = Annotated[str, PlainValidator(_rfc3339)]
+
+
+class V2Quota(_Strict):
+    """Requests allowed per window; a window left out (or null) is not limited."""
+
+    minute: Count | None = 60
+    hour: Count | None = 3000
+    day: Count | None = 50000
+
+
+class V2Paths(_Strict):
+    """Paths the v2 spec leaves UNCONFIRMED (spec/runpod-rest-v2.md section 3)."""
+
+    balance: Annotated[str, Field(pattern=r"^/v2/[A-Za-z0-9/_-]+$")] = "/v2/billing/balance"
+    account_limits: Annotated[str, Field(pattern=r"^/v2/[A-Za-z0-9/_-]+$")] = (
+        "/v2/account/limits"
+    )
+    account: Annotated[str, Field(pattern=r"^/v2/[A-Za-z0-9/_-]+$")] = "/v2/account"
+
+
+class V2Pagination(_Strict):
+    """How the paginated lists (/serverless, /pods, /templates) page: names UNCONFIRMED."""
+
+    page_size: Annotated[int, Field(ge=1)] = 100
+    max_page_size: Annotated[int, Field(ge=1)] = 500
+    limit_param: Annotated[str, Field(min_length=1)] = "limit"
+    cursor_param: Annotated[str, Field(min_length=1)] = "cursor"
+    next_field: Annotated[str, Field(min_length=1)] = "nextCursor"
+
+
+class V2GpuAvailability(_Strict):
+    """One GPU type's (or pool's) stock, overall and per data center."""
+
+    availability: Availability
+    dataCenters: dict[str, Availability] | None = None
+
+
+class V2Billing(_Strict):
+    """An endpoint's spend in USD per hour, by part."""
+
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+    cpu: Annotated[float, Field(ge=0)] = 0.0
+    disk: Annotated[float, Field(ge=0)] = 0.0
+    fee: Annotated[float, Field(ge=0)] = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.gpu + self.cpu + self.disk + self.fee
+
+
+class V2Account(_Strict):
+    """Account-wide v2 facts a step may change."""
+
+    quota: V2Quota | None = Field(default_factory=V2Quota)
+    billing_mode: Literal["PREPAID", "POSTPAID"] | None = None
+    faults: dict[V2Route, RestFault] | None = None
+    availability: dict[str, Availability | V2GpuAvailability] | None = None
+    account_limits: dict[str, Any] | None = None
+
+
+class V2Settings(V2Account):
+    """The scenario's `v2:` block: the account-wide facts plus how the API is shaped."""
+
+    epoch: Timestamp = DEFAULT_EPOCH
+    paths: V2Paths = Field(default_factory=V2Paths)
+    pagination: V2Pagination = Field(default_factory=V2Pagination)
+    logs_hold_s: Seconds = 30.0
+
+
+class V2Diff(_Strict):
+    """One changed field of a release."""
+
+    field: Annotated[str, Field(min_length=1)]
+    old: Any = None
+    new: Any = None
+
+
+class V2Release(_Strict):
+    """One release of an endpoint (a versioned configuration snapshot)."""
+
+    version: Version
+    id: str | None = None
+    source: Literal["MANUAL", "GIT_BUILD"] = "MANUAL"
+    buildId: str | None = None
+    created_s: float | None = None
+    createdAt: Timestamp | None = None
+    diff: list[V2Diff] = Field(default_factory=list)
+
+
+class V2Worker(_Strict):
+    """One active worker as `/v2/serverless/{id}/workers` lists it."""
+
+    id: Annotated[str, Field(min_length=1)]
+    status: WorkerStatus
+    version: Version | None = None
+    isStale: bool | None = None
+    started_s: float | None = None
+    startedAt: Timestamp | None = None
+    gpuTypeId: str | None = None
+    dataCenterId: str | None = None
+    image: str | None = None
+    gpuCount: Count = 1
+
+
+class V2LogLine(_Strict):
+    """One log line of a worker; `t` is the simulated second it was written."""
+
+    line: str
+    source: Literal["container", "system"] = "container"
+    t: float | None = None
+
+
+LogLine = V2LogLine | str
+
+
+class EndpointV2(_Strict):
+    """An endpoint's v2 facts (or a step's change to them)."""
+
+    endpoint: dict[str, Any] | None = None
+    version: Version | None = None
+    workers: list[V2Worker] | None = None
+    releases: list[V2Release] | None = None
+    logs: dict[str, list[LogLine]] | None = None
+    faults: dict[V2Route, RestFault] | None = None
+    billing: Annotated[float, Field(ge=0)] | V2Billing | None = None
 
 
 class EndpointSpec(BaseModel):
@@ -163,6 +347,7 @@ class EndpointSpec(BaseModel):
     health: HealthPatch | None = None
     rest: RestFault = OK
     jobs: list[JobSpec] = Field(default_factory=list)
+    v2: EndpointV2 | None = None
 
     def item(self) -> dict[str, Any]:
         """The GraphQL item: every RunPod field as written."""
@@ -176,6 +361,7 @@ class EndpointChange(_Strict):
     rest: RestFault | None = None
     config: dict[str, Any] | None = None
     jobs: list[JobSpec] | None = None
+    v2: EndpointV2 | None = None
 
 
 class Step(_Strict):
@@ -190,6 +376,7 @@ class Step(_Strict):
     networkVolumes: list[dict[str, Any]] | None = None
     pods: list[dict[str, Any]] | None = None
     gpuTypes: list[dict[str, Any]] | None = None
+    v2: V2Account | None = None
 
 
 class Scenario(BaseModel):
@@ -205,6 +392,7 @@ class Scenario(BaseModel):
     networkVolumes: list[dict[str, Any]] = Field(default_factory=list)
     pods: list[dict[str, Any]] = Field(default_factory=list)
     gpuTypes: list[dict[str, Any]] = Field(default_factory=list)
+    v2: V2Settings = Field(default_factory=V2Settings)
     endpoints: list[EndpointSpec] = Field(default_factory=list)
     steps: list[Step] = Field(default_factory=list)
     expect: list[dict[str, Any]] = Field(default_factory=list)

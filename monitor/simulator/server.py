@@ -7,8 +7,6 @@ import contextlib
 import hmac
 import json
 import math
-import socket
-import struct
 import threading
 import time
 from collections import Counter, deque
@@ -18,7 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from monitor.simulator import graphql_schema as gql
+from monitor.simulator.rest_v2 import RestV2
 from monitor.simulator.scenario import Fault, Scenario
+from monitor.simulator.wire import html_error as _html
+from monitor.simulator.wire import problem
+from monitor.simulator.wire import reset as _reset
 from monitor.simulator.world import TERMINAL, JobMissing, Moment, World
 
 NOT_FOUND = {"message": "Not Found"}
@@ -26,15 +28,6 @@ NO_SUCH_JOB = {"error": "request does not exist"}
 UNAUTHORIZED = {"error": "Unauthorized"}
 DEFAULT_WAIT_MS = 90_000
 MAX_WAIT_MS = 300_000
-HTML_ERROR = (
-    "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\n"
-    "<body><center><h1>{code} {reason}</h1></center><hr><center>cloudflare</center>"
-    "</body></html>\n"
-)
-_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-            504: "Gateway Timeout"}
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # RunPod's published per-endpoint limits (spec/runpod-api.md, Rate limits, base values):
@@ -53,11 +46,6 @@ _RATE_GROUP = {"status-sync": "status", "stream": "status"}
 
 def _json(body: Any, status: int = 200, **headers: str) -> web.Response:
     return web.json_response(body, status=status, headers=headers or None)
-
-
-def _html(code: int, status: int) -> web.Response:
-    text = HTML_ERROR.format(code=code, reason=_REASONS[code])
-    return web.Response(text=text, status=status, content_type="text/html")
 
 
 class SimulatorServer:
@@ -93,6 +81,7 @@ class SimulatorServer:
         self._t0 = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self.v2 = RestV2(self)
 
     # -- the clock ---------------------------------------------------------------------
 
@@ -137,6 +126,8 @@ class SimulatorServer:
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/graphql", self._graphql)
+        self.v2.stopping = asyncio.Event()
+        self.v2.add_routes(app)  # before the data plane's catch-all /v2/{endpoint_id}/...
         for name, methods, with_job in (
             ("health", ("GET",), False), ("requests", ("GET",), False),
             ("run", ("POST",), False), ("runsync", ("POST",), False),
@@ -163,6 +154,7 @@ class SimulatorServer:
         """Release held requests and close the port."""
         if self._stopping is not None:
             self._stopping.set()
+        self.v2.stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -195,6 +187,10 @@ class SimulatorServer:
             return _html(502, 200)
         if kind == "errors":
             return _json({"errors": [{"message": fault.message}], "data": None})
+        if kind == "retired":
+            if fault.status == 200:
+                return _json({"errors": [{"message": fault.message}], "data": None})
+            return problem(fault.status, fault.message)
         code = int(kind)
         if code == 502:
             return _html(502, 502)
@@ -222,10 +218,12 @@ class SimulatorServer:
         doc, ops, invalid = gql.parse_request(payload.get("query"))
         for op in ops or ("invalid",):
             self.request_counts[("graphql", op)] += 1
-        if not self._authorized(request, query_ok=True):
-            return _json({"errors": [{"message": "Unauthorized"}]}, 401)
         m = self.moment()
         fault = self.world.state(m).graphql
+        if fault.kind == "retired":  # gone for everyone, whatever the key
+            return await self._fault(request, fault, graphql=True)
+        if not self._authorized(request, query_ok=True):
+            return _json({"errors": [{"message": "Unauthorized"}]}, 401)
         if not fault.ok:
             return await self._fault(request, fault, graphql=True)
         if invalid is not None or doc is None:
@@ -325,18 +323,6 @@ class SimulatorServer:
             if done or not self.realtime or time.monotonic() >= deadline or self._stopping.is_set():
                 return job
             await asyncio.sleep(0.02)
-
-
-def _reset(request: web.Request) -> None:
-    """Drop the connection with a TCP RST, no response: linger 0 turns close into a reset."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 async def _read_json(request: web.Request) -> Any:

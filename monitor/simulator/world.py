@@ -17,6 +17,7 @@ from monitor.simulator.scenario import (
     Scenario,
     deep_merge,
 )
+from monitor.simulator.world_v2 import AccountV2, EndpointV2State
 
 JOB_KEYS = ("completed", "failed", "inProgress", "inQueue", "retried")
 WORKER_KEYS = ("idle", "initializing", "ready", "running", "throttled", "unhealthy")
@@ -50,6 +51,7 @@ class EndpointState:
     jobs: list[JobSpec]
     job_ms: int
     listed: bool = True
+    v2: EndpointV2State = field(default_factory=EndpointV2State)
 
     def has_worker(self) -> bool:
         """A worker that could take a job: idle, ready or running above 0."""
@@ -68,6 +70,7 @@ class StepState:
     pods: list[dict[str, Any]]
     gpu_types: dict[str, dict[str, Any]]
     endpoints: dict[str, EndpointState]
+    v2: AccountV2 = field(default_factory=AccountV2)
 
     def listed(self, endpoint_id: str) -> EndpointState | None:
         ep = self.endpoints.get(endpoint_id)
@@ -104,11 +107,14 @@ def _empty_health() -> dict[str, dict[str, int]]:
     return {"jobs": dict.fromkeys(JOB_KEYS, 0), "workers": dict.fromkeys(WORKER_KEYS, 0)}
 
 
-def _new_endpoint(spec: EndpointSpec) -> EndpointState:
+def _new_endpoint(spec: EndpointSpec, start_s: float = 0.0) -> EndpointState:
     health = _empty_health()
     if spec.health is not None:
         health = deep_merge(health, spec.health.as_dict())
-    return EndpointState(spec.item(), health, spec.rest, list(spec.jobs), spec.job_ms)
+    ep = EndpointState(spec.item(), health, spec.rest, list(spec.jobs), spec.job_ms)
+    if spec.v2 is not None:
+        ep.v2.apply(spec.v2, start_s)
+    return ep
 
 
 def _build_states(sc: Scenario) -> tuple[list[StepState], dict[tuple[str, str], JobTimes]]:
@@ -121,6 +127,7 @@ def _build_states(sc: Scenario) -> tuple[list[StepState], dict[tuple[str, str], 
         pods=copy.deepcopy(sc.pods),
         gpu_types={g["id"]: copy.deepcopy(g) for g in sc.gpuTypes if "id" in g},
         endpoints={ep.id: _new_endpoint(ep) for ep in sc.endpoints},
+        v2=AccountV2.initial(sc.v2),
     )
     times: dict[tuple[str, str], JobTimes] = {}
     if not sc.steps:
@@ -135,6 +142,8 @@ def _build_states(sc: Scenario) -> tuple[list[StepState], dict[tuple[str, str], 
             st.account = deep_merge(st.account, step.account.as_dict())
         if step.graphql is not None:
             st.graphql = step.graphql
+        if step.v2 is not None:
+            st.v2.apply(step.v2)
         if step.networkVolumes is not None:
             st.network_volumes = copy.deepcopy(step.networkVolumes)
         if step.pods is not None:
@@ -145,7 +154,7 @@ def _build_states(sc: Scenario) -> tuple[list[StepState], dict[tuple[str, str], 
         for rid in step.remove_endpoints:
             st.endpoints[rid].listed = False
         for spec in step.add_endpoints:
-            st.endpoints[spec.id] = _new_endpoint(spec)
+            st.endpoints[spec.id] = _new_endpoint(spec, st.start_s)
         for eid, change in step.endpoints.items():
             ep = st.endpoints[eid]
             if change.health is not None:
@@ -159,6 +168,8 @@ def _build_states(sc: Scenario) -> tuple[list[StepState], dict[tuple[str, str], 
                 ep.item = deep_merge(ep.item, config)
             if change.jobs is not None:
                 ep.jobs = list(change.jobs)
+            if change.v2 is not None:
+                ep.v2.apply(change.v2, st.start_s)
         _note_jobs(st, times)
         states.append(st)
         prev = st

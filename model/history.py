@@ -1,0 +1,180 @@
+"""The rules' window of observations and the memory that outlives it.
+
+A read-only view over `Observation`s (kept by the history buffer, persisted by the store);
+the rules read it, nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import overload
+
+from model.observation import Account, EndpointConfig, EndpointSample, Health, Observation
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Facts that outlive the rules' window (kept and persisted with the history)."""
+
+    ever_ok: frozenset[str] = frozenset()  # endpoints seen answering /health with 200
+    balance_seen_nonpositive: bool = False
+    longest_cold_start_ms: Mapping[str, int] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)  # last known endpoint names
+
+    def updated(self, obs: Observation) -> Memory:
+        """The memory after one more observation."""
+        ever_ok = set(self.ever_ok)
+        cold = dict(self.longest_cold_start_ms)
+        names = dict(self.names)
+        for eid, s in obs.endpoints.items():
+            if s.health is not None and s.http_status == 200:
+                ever_ok.add(eid)
+            if s.config is not None and s.config.name:
+                names[eid] = s.config.name
+            for job in s.jobs or ():
+                if job.status == "COMPLETED" and job.delay_ms is not None:
+                    cold[eid] = max(cold.get(eid, 0), job.delay_ms)
+        nonpositive = self.balance_seen_nonpositive or (
+            obs.account is not None and obs.account.balance <= 0
+        )
+        return Memory(frozenset(ever_ok), nonpositive, cold, names)
+
+
+class KnownHealth(Sequence[tuple[float, Health]]):
+    """One endpoint's (t, health) where `/health` answered with data, oldest first.
+
+    A view of a history's observations, read lazily: reversed() walks back from the newest
+    observation only as far as the caller reads, and `[-k]` and truth testing look at the
+    newest k samples; len(), forward iteration and other indexing read them all (once).
+    """
+
+    __slots__ = ("_all", "_endpoint_id", "_observations")
+
+    def __init__(self, observations: Sequence[Observation], endpoint_id: str) -> None:
+        self._observations = observations
+        self._endpoint_id = endpoint_id
+        self._all: list[tuple[float, Health]] | None = None
+
+    def __reversed__(self) -> Iterator[tuple[float, Health]]:
+        if self._all is not None:
+            yield from reversed(self._all)
+            return
+        eid = self._endpoint_id
+        for o in reversed(self._observations):
+            s = o.endpoints.get(eid)
+            if s is not None and s.health is not None:
+                yield o.t, s.health
+
+    def _everything(self) -> list[tuple[float, Health]]:
+        if self._all is None:
+            eid = self._endpoint_id
+            found = []
+            for o in self._observations:
+                s = o.endpoints.get(eid)
+                if s is not None and s.health is not None:
+                    found.append((o.t, s.health))
+            self._all = found
+        return self._all
+
+    def __iter__(self) -> Iterator[tuple[float, Health]]:
+        return iter(self._everything())
+
+    def __len__(self) -> int:
+        return len(self._everything())
+
+    def __bool__(self) -> bool:
+        return next(reversed(self), None) is not None
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[float, Health]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[float, Health]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[float, Health] | list[tuple[float, Health]]:
+        if isinstance(index, int) and index < 0 and self._all is None:
+            for k, item in enumerate(reversed(self), start=1):
+                if k == -index:
+                    return item
+            raise IndexError("known health index out of range")
+        return self._everything()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, KnownHealth | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"KnownHealth({list(self)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The observations in the rules' window, oldest first, and the long-lived memory."""
+
+    observations: Sequence[Observation]
+    memory: Memory = field(default_factory=Memory)
+    # time_ordered, computed once per snapshot
+    _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def latest(self) -> Observation | None:
+        return self.observations[-1] if self.observations else None
+
+    def endpoint_samples(self, endpoint_id: str) -> list[tuple[Observation, EndpointSample]]:
+        """(observation, sample) pairs for one endpoint, oldest first, unknown ones included."""
+        return [
+            (o, o.endpoints[endpoint_id]) for o in self.observations if endpoint_id in o.endpoints
+        ]
+
+    def known_health(self, endpoint_id: str) -> KnownHealth:
+        """(t, health) for the samples where `/health` answered with data, oldest first.
+
+        A lazy view: the rules mostly read the newest end (a trailing run), and reversed()
+        walks back only as far as they read, so a healthy endpoint costs O(1) whatever the
+        history's length.
+        """
+        return KnownHealth(self.observations, endpoint_id)
+
+    @property
+    def time_ordered(self) -> bool:
+        """True when the observations' times never decrease (as the buffer keeps them)."""
+        if not self._cache:
+            obs = self.observations
+            self._cache.append(all(obs[i - 1].t <= obs[i].t for i in range(1, len(obs))))
+        return self._cache[0]
+
+    def endpoints_with_health(self) -> list[str]:
+        """The watched endpoints whose latest `/health` answered with data. The health rules
+        look only at these: for the others the data is unknown now, and the tracker holds."""
+        latest = self.latest
+        if latest is None:
+            return []
+        return [eid for eid, s in latest.endpoints.items() if s.health is not None]
+
+    def endpoint_name(self, endpoint_id: str) -> str:
+        """The endpoint's latest known name, or its id."""
+        for o in reversed(self.observations):
+            s = o.endpoints.get(endpoint_id)
+            if s is not None and s.config is not None and s.config.name:
+                return s.config.name
+        return self.memory.names.get(endpoint_id, endpoint_id)
+
+    def latest_config(self, endpoint_id: str) -> EndpointConfig | None:
+        """The endpoint's most recent GraphQL configuration in the window."""
+        for o in reversed(self.observations):
+            s = o.endpoints.get(endpoint_id)
+            if s is not None and s.config is not None:
+                return s.config
+        return None
+
+    def latest_account(self) -> Account | None:
+        """The most recent account data in the window."""
+        for o in reversed(self.observations):
+            if o.account is not None:
+                return o.account
+        return None

@@ -1,0 +1,208 @@
+"""The observation vocabulary: what one probe cycle saw of the account and its endpoints.
+
+Immutable and free of I/O, and imports nothing of ours: the client parses RunPod's answers
+into these types, the probes assemble an `Observation`, the rules, the store and the sinks
+read it. New control-plane facts (REST v2 workers, releases) get their types here, beside
+`EndpointConfig` and `Health`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+OK = "ok"
+# Classified probe failures; `OK` when the call returned usable data.
+FAILURE_KINDS = (
+    "timeout",
+    "connect",
+    "http_401",
+    "http_403",
+    "http_404",
+    "http_429",
+    "http_4xx",
+    "http_5xx",
+    "malformed",
+    "graphql_error",
+)
+# A probe the back-off or a Retry-After held back: never sent, so neither an answer nor a
+# failure (not in FAILURE_KINDS; the rules neither count it nor resolve anything from it).
+SKIPPED = "skipped"
+# Outcomes that tell nothing about RunPod's state: the sample is unknown.
+UNKNOWN_OUTCOMES = frozenset(
+    {"timeout", "connect", "http_429", "http_4xx", "http_5xx", "malformed", "graphql_error",
+     SKIPPED}
+)
+AUTH_OUTCOMES = frozenset({"http_401", "http_403"})
+
+WORKER_STATES = ("idle", "initializing", "ready", "running", "throttled", "unhealthy")
+JOB_COUNT_STATES = ("completed", "failed", "in_progress", "in_queue", "retried")
+TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One `/health` answer; keys RunPod left out count as 0."""
+
+    completed: int = 0
+    failed: int = 0
+    in_progress: int = 0
+    in_queue: int = 0
+    retried: int = 0
+    idle: int = 0
+    initializing: int = 0
+    ready: int = 0
+    running: int = 0
+    throttled: int = 0
+    unhealthy: int = 0
+
+    @property
+    def workers_total(self) -> int:
+        """Every worker in any state (ready duplicates idle in RunPod's answers)."""
+        return (
+            self.idle + self.initializing + self.ready + self.running
+            + self.throttled + self.unhealthy
+        )
+
+    @property
+    def workers_present(self) -> int:
+        """Workers that exist and could start a handler: running, ready, idle, initializing."""
+        return self.running + self.ready + self.idle + self.initializing
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as `/requests` or `/status` describes it; times in milliseconds."""
+
+    id: str
+    status: str
+    delay_ms: int | None = None
+    execution_ms: int | None = None
+    worker_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    id: str
+    name: str = ""
+    image_name: str = ""
+    docker_args: str = ""
+    container_disk_gb: int | None = None
+    env: tuple[EnvVar, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """An endpoint as GraphQL `myself.endpoints` lists it."""
+
+    id: str
+    name: str = ""
+    gpu_ids: str = ""
+    network_volume_id: str | None = None
+    workers_min: int = 0
+    workers_max: int = 0
+    workers_standby: int | None = None
+    idle_timeout: int | None = None
+    scaler_type: str | None = None
+    scaler_value: int | None = None
+    locations: str | None = None
+    template: Template | None = None
+
+    @property
+    def gpu_tiers(self) -> tuple[str, ...]:
+        """The pool ids of `gpuIds`, without negations (`-<gpu type>`) or blanks."""
+        parts = (p.strip() for p in self.gpu_ids.split(","))
+        return tuple(p for p in parts if p and not p.startswith("-"))
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkVolume:
+    id: str
+    name: str = ""
+    size_gb: float = 0.0
+    datacenter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    id: str
+    name: str = ""
+    desired_status: str = ""
+    cost_per_hr: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The `myself` scalars and the account's volumes and pods."""
+
+    balance: float
+    spend_per_hr: float
+    spend_limit: float | None = None
+    network_volumes: tuple[NetworkVolume, ...] = ()
+    pods: tuple[Pod, ...] = ()
+
+    @property
+    def pods_running(self) -> int:
+        return sum(1 for p in self.pods if p.desired_status == "RUNNING")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSample:
+    """What one cycle saw of one watched endpoint.
+
+    `health` is None when the `/health` probe gave no usable data (see `health_outcome`);
+    `jobs` is None when `/requests` was not asked or failed, and () without asking when
+    `/health` showed no job in flight and no job counter moved since the last cycle.
+    `config` is this cycle's GraphQL item, None when GraphQL failed or does not list the
+    endpoint (`listed`).
+    """
+
+    endpoint_id: str
+    health_outcome: str
+    http_status: int = 0
+    health: Health | None = None
+    jobs: tuple[Job, ...] | None = None
+    listed: bool | None = None
+    config: EndpointConfig | None = None
+
+    @property
+    def health_known(self) -> bool:
+        """True when the data plane answered with data or a meaningful 404."""
+        return self.health is not None or self.health_outcome == "http_404"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedJob:
+    """A job the user's app registered (`POST /api/v1/jobs`), as `/status` answered this
+    cycle; one RunPod no longer knows (purged or expired) reads as CANCELLED."""
+
+    endpoint_id: str
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything one probe cycle saw. Unknown is None, never zero."""
+
+    cycle: int
+    t: float
+    graphql_outcome: str
+    graphql_status: int = 0
+    account: Account | None = None
+    # ids GraphQL listed this cycle; None when GraphQL failed
+    listed_ids: frozenset[str] | None = None
+    endpoints: Mapping[str, EndpointSample] = field(default_factory=dict)
+    # the tracked jobs `/status` answered for this cycle (a job whose endpoint is closed by
+    # a back-off or Retry-After, or whose call failed, is not here: unknown this cycle)
+    tracked_jobs: tuple[TrackedJob, ...] = ()
+
+    @property
+    def graphql_ok(self) -> bool:
+        return self.graphql_outcome == OK

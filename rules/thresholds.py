@@ -1,0 +1,52 @@
+"""Every rule's threshold, validated: the schema of `config.yaml`'s `rules:` section."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Thresholds(BaseModel):
+    """Every rule threshold; `config.yaml` `rules:` sets them (same keys)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # capacity
+    throttled_cycles: int = Field(2, ge=1, description="no_gpu_capacity: consecutive cycles")
+    not_scheduling_s: float = Field(300, gt=0, description="not_scheduling: seconds")
+    queue_backlog_jobs: int = Field(10, ge=1, description="queue_backlog: inQueue at least")
+    queue_backlog_s: float = Field(300, gt=0, description="queue_backlog: seconds")
+    # worker lifecycle
+    crash_loop_s: float = Field(300, gt=0, description="crash_loop with restarts: seconds")
+    crash_loop_restarts: int = Field(2, ge=1, description="crash_loop: restarts seen")
+    crash_loop_no_restart_s: float = Field(900, gt=0, description="crash_loop, none seen")
+    crash_loop_cold_start_factor: float = Field(2.0, gt=0, description="x longest cold start")
+    idle_workers_queued_s: float = Field(300, gt=0, description="idle_workers_queued: s")
+    # jobs
+    job_failures_window_s: float = Field(600, gt=0, description="job_failures: window")
+    job_failures_min: int = Field(3, ge=1, description="job_failures: failed rise at least")
+    job_failures_ratio: float = Field(0.5, gt=0, le=1, description="job_failures: share")
+    # endpoint state
+    not_found_cycles: int = Field(2, ge=1, description="REST 404: consecutive cycles")
+    # account
+    auth_cycles: int = Field(2, ge=1, description="auth_invalid: consecutive cycles")
+    api_error_cycles: int = Field(3, ge=1, description="runpod_api_errors: cycles")
+    low_balance_runway_h: float = Field(24, gt=0, description="low_balance: runway hours")
+    low_balance_critical_runway_h: float = Field(2, ge=0, description="critical under")
+    low_balance_usd: float = Field(5, ge=0, description="low_balance: balance under")
+    idle_spend_s: float = Field(1800, gt=0, description="idle_spend: seconds")
+    volume_usd_per_gb_month: float = Field(0.07, ge=0, description="network volume price")
+    # template audit
+    container_disk_min_gb: int = Field(20, ge=0, description="container_disk_small")
+    container_disk_no_volume_min_gb: int = Field(50, ge=0, description="without a volume")
+
+    @property
+    def longest_window_s(self) -> float:
+        """The longest time any rule looks back, to size the history."""
+        return max(
+            self.not_scheduling_s,
+            self.queue_backlog_s,
+            self.crash_loop_no_restart_s,
+            self.idle_workers_queued_s,
+            self.job_failures_window_s,
+            self.idle_spend_s,
+        )
