@@ -96,6 +96,27 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if critical or failed_to_probe(result) else 0
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    import os
+
+    from monitor import logs
+    from monitor.mcp.daemon_api import target_for
+    from monitor.mcp.server import serve_stdio
+
+    # an agent starts the server in its own project, where there may be no config.yaml:
+    # then the defaults (the daemon on 127.0.0.1:9108, or --url) serve
+    config = args.config
+    if config is None and os.path.exists("config.yaml"):
+        config = "config.yaml"
+    settings = _settings(config)
+    if settings is None:
+        return 2
+    # stdout carries the protocol: every log line goes to stderr (logs.configure does)
+    logs.configure("warning", "json", settings.secrets())
+    token = os.environ.get("RUNPOD_MONITOR_WRITE_TOKEN")
+    return serve_stdio(settings, target_for(settings, args.url, token))
+
+
 def _demo(args: argparse.Namespace) -> int:
     import os
 
@@ -133,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configuration file (default config.yaml)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("mcp", help="serve the diagnoses to a coding agent (MCP over stdio)")
+    p.add_argument("--config", default=None,
+                   help="configuration file: where the daemon listens, its basic auth, the "
+                        "RunPod key for `check` (default config.yaml if present, else none)")
+    p.add_argument("--url", default=None,
+                   help="the daemon's base URL (default: from http.listen in the config)")
+    p.set_defaults(func=_mcp)
 
     p = sub.add_parser("demo", help="the daemon against the built-in simulator, on 127.0.0.1")
     p.add_argument("--port", type=int, default=9108, help="the daemon's port (default 9108)")

@@ -251,4 +251,7 @@ def build_app(
     if silences is not None:
         add_silence_routes(app, *silences, max_silences=writes.max_silences,
                            writes=writes.enabled)
+    from monitor.history_api import add_history_routes  # it builds on this module
+
+    add_history_routes(app, runtime)
     return app

@@ -134,7 +134,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Captured:
 
                 c.diagnoses = wait_until("secret_in_template", leak_found, 20)
                 time.sleep(2.5)  # a few more cycles: alerts delivered, state written
-                for path in ("/metrics", "/api/v1/diagnoses", "/api/v1/endpoints", "/"):
+                for path in ("/metrics", "/api/v1/diagnoses", "/api/v1/endpoints",
+                             f"/api/v1/endpoints/{EID}", "/api/v1/incidents", "/"):
                     r = client.get(base + path)
                     assert r.status_code == 200, path
                     c.texts[f"GET {path}"] = r.text
@@ -238,6 +239,8 @@ def test_the_secrets_were_really_in_play(captured: Captured) -> None:
     # the template (env names, masked values) was stored: the database was worth searching
     assert any(b"GITHUB_TOKEN" in blob for blob in captured.blobs.values())
     assert "leaky-worker" in captured.texts["GET /api/v1/endpoints"]
+    # the one-endpoint view carries the template (docker args masked, env names only)
+    assert "GITHUB_TOKEN" in captured.texts[f"GET /api/v1/endpoints/{EID}"]
     # the status page's incident history and charts were rendered (and searched), and the
     # history's table in the database holds the incident (searched with the files' bytes)
     page = captured.texts["GET /"]
@@ -263,8 +266,8 @@ def test_no_secret_in_daemon_logs(captured: Captured) -> None:
 
 
 def test_no_secret_in_http_bodies(captured: Captured) -> None:
-    """No secret in /metrics, /api/v1/diagnoses, /api/v1/endpoints, the status page or the
-    answers of the write routes."""
+    """No secret in /metrics, /api/v1/diagnoses, /api/v1/endpoints (all and one),
+    /api/v1/incidents, the status page or the answers of the write routes."""
     leaks = [leak for where, text in captured.texts.items() if where.startswith(("GET ", "POST "))
              for leak in _leaks(where, text)]
     assert not leaks

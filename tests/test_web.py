@@ -51,6 +51,7 @@ class FakeRuntime:
     observation: Observation | None = None
     jobs: JobTracker = field(default_factory=JobTracker)
     registered: list[tuple[str, str]] = field(default_factory=list)
+    episode_log: list[Episode] = field(default_factory=list)
 
     exposition: bytes = b"runpod_monitor_build_info{version=\"0\"} 1.0\n"
 
@@ -80,7 +81,7 @@ class FakeRuntime:
         return History(() if self.observation is None else (self.observation,))
 
     def episodes(self) -> list[Episode]:
-        return []
+        return list(self.episode_log)
 
 
 Factory = Callable[..., Any]
@@ -399,3 +400,57 @@ async def test_writes_closed_without_a_credential_are_403() -> None:
         assert r.status == 403
         assert "api.write_token" in (await r.json())["error"]
         assert (await client.get("/metrics")).status == 200
+
+
+# ---------------------------------------------------------------- one endpoint, incidents
+
+
+async def test_one_endpoint_now_and_its_history(serve: Factory) -> None:
+    """/api/v1/endpoints/{id}: the latest sample, the config, one history point; 404 for an
+    endpoint it knows nothing of; 400 naming window_s when that is not a positive number."""
+    runtime = FakeRuntime(observation=Observation(cycle=3, t=T0, graphql_outcome="ok", endpoints={
+        "ep1": EndpointSample("ep1", "ok", 200, Health(in_queue=4, unhealthy=1), (), True,
+                              EndpointConfig("ep1", "video-worker", "AMPERE_48", None, 0, 2)),
+    }))
+    client = await serve(runtime)
+    body = await (await client.get("/api/v1/endpoints/ep1")).json()
+    assert body["endpoint_name"] == "video-worker"
+    assert body["watched"] is True
+    assert body["now"]["jobs"]["in_queue"] == 4
+    assert body["config"]["gpu_ids"] == "AMPERE_48"
+    assert body["history"]["window_s"] == 3600
+    [point] = body["history"]["points"]
+    assert point["workers"] == {"unhealthy": 1}
+    assert point["in_queue"] == 4
+    r = await client.get("/api/v1/endpoints/nope")
+    assert r.status == 404
+    assert "nope" in (await r.json())["error"]
+    for bad in ("abc", "-5", "0", "nan", "inf"):
+        r = await client.get("/api/v1/endpoints/ep1", params={"window_s": bad})
+        assert r.status == 400, bad
+        assert (await r.json())["error"].startswith("window_s:")
+
+
+async def test_incidents_in_a_window(serve: Factory) -> None:
+    """/api/v1/incidents: the episodes still active or resolved within window_s of the last
+    cycle, newest change first."""
+    def episode(code: str, since: float, ended: float | None = None) -> Episode:
+        return Episode(code, "ep1", "video-worker", f"{code} summary.", "warning", "warning",
+                       since, 1, None, ended, None if ended is None else 2)
+
+    runtime = FakeRuntime(
+        observation=Observation(cycle=3, t=T0, graphql_outcome="ok"),
+        episode_log=[
+            episode("crash_loop", T0 - 60),
+            episode("queue_backlog", T0 - 9000, T0 - 8000),  # ended before the window
+            episode("queue_backlog", T0 - 900, T0 - 120),
+        ],
+    )
+    client = await serve(runtime)
+    body = await (await client.get("/api/v1/incidents", params={"window_s": "600"})).json()
+    assert [(i["code"], i["state"]) for i in body["incidents"]] == [
+        ("crash_loop", "active"), ("queue_backlog", "resolved")]
+    assert body["incidents"][1]["duration_s"] == 780.0
+    assert body["incidents"][1]["raised_in_window"] is False
+    assert body["to"] == "2026-01-01T00:00:00Z"
+    assert body["truncated"] is False
