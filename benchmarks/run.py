@@ -586,7 +586,8 @@ async def monitor_child(spec: dict[str, Any]) -> None:
 
     from monitor import logs
     from monitor.daemon import Daemon
-    from monitor.web import GzipCache, build_app
+    from monitor.metrics.http import GzipCache
+    from monitor.web import build_app
 
     logs.configure("info", "json", [spec["api_key"]])  # as `runpod-monitor run` does
     settings = _monitor_settings(spec)

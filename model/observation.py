@@ -8,8 +8,9 @@ read it. New control-plane facts (REST v2 workers, releases) get their types her
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 OK = "ok"
 # Classified probe failures; `OK` when the call returned usable data.
@@ -80,6 +81,24 @@ class Job:
     execution_ms: int | None = None
     worker_id: str | None = None
     error: str | None = None
+
+
+def queued_wait_ms(jobs: Iterable[Job]) -> int | None:
+    """How long the oldest queued job has waited: 0 with none queued, None when jobs are
+    queued but none tells its delay."""
+    queued = False
+    oldest: int | None = None
+    for job in jobs:
+        if job.status == "IN_QUEUE":
+            queued = True
+            if job.delay_ms is not None and (oldest is None or job.delay_ms > oldest):
+                oldest = job.delay_ms
+    return oldest if oldest is not None or queued else 0
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds (an observation's `t`) as ISO-8601 UTC with a Z."""
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

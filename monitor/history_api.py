@@ -18,10 +18,10 @@ from typing import Any
 from aiohttp import web
 
 from model.history import History
-from model.observation import WORKER_STATES, EndpointConfig, EndpointSample, Observation
+from model.observation import WORKER_STATES, EndpointConfig, EndpointSample, Observation, iso_utc
 from monitor import codec
 from monitor.episodes import Episode
-from monitor.web import Runtime, endpoints_json, iso
+from monitor.web import Runtime, endpoints_json
 from rules.secrets import mask
 
 DEFAULT_WINDOW_S = 3600.0
@@ -78,7 +78,7 @@ def history_points(
             if j.status == "IN_QUEUE" and j.delay_ms is not None
         ]
         point: dict[str, Any] = {
-            "t": iso(bucket[-1][0].t),
+            "t": iso_utc(bucket[-1][0].t),
             "cycles": len(bucket),
             "unknown": sum(1 for _, s in bucket if s.health is None),
             "outcome": bucket[-1][1].health_outcome,
@@ -107,7 +107,7 @@ def job_errors(samples: Iterable[tuple[Observation, EndpointSample]]) -> list[di
             seen.add(j.id)
             text = mask(j.error)
             out.append({
-                "job_id": j.id, "seen_at": iso(obs.t), "worker_id": j.worker_id,
+                "job_id": j.id, "seen_at": iso_utc(obs.t), "worker_id": j.worker_id,
                 "error": text[:JOB_ERROR_CHARS],
                 "error_truncated": len(text) > JOB_ERROR_CHARS,
             })
@@ -131,7 +131,7 @@ def endpoint_report(
     return {
         "endpoint_id": endpoint_id,
         "endpoint_name": history.endpoint_name(endpoint_id),
-        "observed_at": iso(latest.t),
+        "observed_at": iso_utc(latest.t),
         "watched": endpoint_id in latest.endpoints,
         "now": now_row,
         "config": config_json(history.latest_config(endpoint_id)),
@@ -156,16 +156,16 @@ def incidents_report(episodes: Sequence[Episode], now: float, window_s: float) -
         row = {
             "code": e.code, "endpoint_id": e.endpoint_id, "endpoint_name": e.endpoint_name,
             "severity": e.severity, "first_severity": e.first_severity, "summary": e.summary,
-            "since": iso(e.since), "raised_in_window": e.since >= start,
-            "escalated_at": None if e.escalated_at is None else iso(e.escalated_at),
+            "since": iso_utc(e.since), "raised_in_window": e.since >= start,
+            "escalated_at": None if e.escalated_at is None else iso_utc(e.escalated_at),
             "state": "active" if e.ended_at is None else "resolved",
-            "resolved_at": None if e.ended_at is None else iso(e.ended_at),
+            "resolved_at": None if e.ended_at is None else iso_utc(e.ended_at),
             "duration_s": round((e.ended_at if e.ended_at is not None else now) - e.since, 1),
         }
         rows.append((max(e.since, e.escalated_at or 0.0, e.ended_at or 0.0), row))
     rows.sort(key=lambda r: -r[0])
     return {
-        "from": iso(start), "to": iso(now), "window_s": window_s,
+        "from": iso_utc(start), "to": iso_utc(now), "window_s": window_s,
         "incidents": [r for _, r in rows[:MAX_INCIDENTS]],
         "truncated": len(rows) > MAX_INCIDENTS,
     }

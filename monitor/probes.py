@@ -21,6 +21,7 @@ from model.observation import (
     Job,
     Observation,
 )
+from monitor.backoff import capped_backoff
 from monitor.jobs import JobTracker
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Myself, Ok, Result
@@ -75,9 +76,7 @@ def backoff_jitter(key: str, failures: int, t: float) -> float:
 
 def backoff_s(interval_s: float, failures: int) -> float:
     """The un-jittered pause after `failures` consecutive transient failures (0 for none)."""
-    if failures <= 0:
-        return 0.0
-    return min(interval_s * 2.0 ** min(failures - 1, 32), BACKOFF_CAP_S)
+    return capped_backoff(interval_s, BACKOFF_CAP_S, failures)
 
 
 @dataclass(slots=True)

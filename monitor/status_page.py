@@ -24,12 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from model.observation import OK, WORKER_STATES, Account, EndpointSample, Health, Observation
+from model.observation import (
+    OK,
+    WORKER_STATES,
+    Account,
+    EndpointSample,
+    Health,
+    Observation,
+    iso_utc,
+    queued_wait_ms,
+)
 from monitor import __version__, charts
 from monitor.charts import Span, Window
 from monitor.episodes import Episode
 from monitor.incidents import Incident
-from monitor.metrics import _queue_delay_s
 from rules.diagnosis import SEVERITY_ORDER
 
 if TYPE_CHECKING:
@@ -182,8 +190,6 @@ def _utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ago(seconds: float) -> str:
@@ -205,7 +211,7 @@ def _time(t: float, now: float) -> str:
     if when.date() == datetime.fromtimestamp(now, UTC).date():
         text = when.strftime("%H:%M:%S UTC")
     return (
-        f'<time datetime="{_e(_iso(t))}" title="{_e(_utc(t))}">{_e(text)}</time> '
+        f'<time datetime="{_e(iso_utc(t))}" title="{_e(_utc(t))}">{_e(text)}</time> '
         f'<span class="muted">({_e(_ago(now - t))} ago)</span>'
     )
 
@@ -357,7 +363,8 @@ def _diagnoses(incidents: list[Incident], now: float) -> str:
 def _oldest_wait(sample: EndpointSample) -> float | None:
     """How long the oldest queued job has waited, by the gauge's rule (0 with none queued);
     None when this cycle did not read the jobs."""
-    return None if sample.jobs is None else _queue_delay_s(sample.jobs, None)
+    wait = None if sample.jobs is None else queued_wait_ms(sample.jobs)
+    return None if wait is None else wait / 1000
 
 
 def _chip(state: str, n: int) -> str:
@@ -540,10 +547,11 @@ def _endpoint_charts(eid: str, past: _Past, spans: list[Span]) -> tuple[str, flo
     queue_now: float | None = None
     for o in past.observations:
         sample = o.endpoints.get(eid)
-        if sample is not None and sample.jobs is not None:
-            # the gauge's rule (runpod_endpoint_queue_delay_seconds): 0 with none queued,
-            # the last value while the queued jobs tell no delay
-            last_wait = _queue_delay_s(sample.jobs, last_wait)
+        # the gauge's rule (runpod_endpoint_queue_delay_seconds): 0 with none queued,
+        # the last value while the queued jobs tell no delay
+        ms = None if sample is None or sample.jobs is None else queued_wait_ms(sample.jobs)
+        if ms is not None:
+            last_wait = ms / 1000
         wait.append(None if sample is None or last_wait is None else round(last_wait, 3))
         if sample is not prev:  # the probe path shares an unchanged sample between cycles
             prev = sample

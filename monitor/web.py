@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import gzip
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from model.history import History
-from model.observation import Observation
+from model.observation import WORKER_STATES, Job, Observation, iso_utc, queued_wait_ms
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
 from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import TrackerFull
+from monitor.metrics.http import metrics_handler
 from monitor.status_page import status_handler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,9 +41,6 @@ class Runtime(Protocol):
     def episodes(self) -> list[Episode]: ...  # the incident history, newest first
 
 
-def iso(t: float | None) -> str | None:
-    """Unix seconds as an ISO-8601 UTC timestamp."""
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def diagnosis_json(incident: Incident) -> dict[str, Any]:
@@ -60,7 +55,7 @@ def diagnosis_json(incident: Incident) -> dict[str, Any]:
         "summary": d.summary,
         "evidence": dict(d.evidence),
         "remedy": d.remedy,
-        "since": iso(incident.since),
+        "since": iso_utc(incident.since),
     }
 
 
@@ -77,10 +72,7 @@ def endpoints_json(obs: Observation | None, name: Callable[[str], str]) -> dict[
             "listed": s.listed,
             "outcome": s.health_outcome,
             "http_status": s.http_status,
-            "workers": None if h is None else {
-                "idle": h.idle, "initializing": h.initializing, "ready": h.ready,
-                "running": h.running, "throttled": h.throttled, "unhealthy": h.unhealthy,
-            },
+            "workers": None if h is None else {k: getattr(h, k) for k in WORKER_STATES},
             "jobs": None if h is None else {
                 "completed": h.completed, "failed": h.failed, "in_progress": h.in_progress,
                 "in_queue": h.in_queue, "retried": h.retried,
@@ -93,14 +85,13 @@ def endpoints_json(obs: Observation | None, name: Callable[[str], str]) -> dict[
                 "workers_max": s.config.workers_max,
             },
         })
-    return {"observed_at": iso(obs.t), "cycle": obs.cycle, "endpoints": rows}
+    return {"observed_at": iso_utc(obs.t), "cycle": obs.cycle, "endpoints": rows}
 
 
-def _oldest_queued_s(jobs: Any) -> float | None:
-    if jobs is None:
-        return None
-    delays = [j.delay_ms for j in jobs if j.status == "IN_QUEUE" and j.delay_ms is not None]
-    return max(delays) / 1000 if delays else 0.0
+def _oldest_queued_s(jobs: Sequence[Job] | None) -> float | None:
+    """The oldest queued job's wait; null when the jobs were not read or none tells it."""
+    wait = None if jobs is None else queued_wait_ms(jobs)
+    return None if wait is None else wait / 1000
 
 
 # Methods that change nothing: guarded by basic auth alone (when set), like an exporter.
@@ -200,50 +191,6 @@ def guard(auth: tuple[str, str] | None, writes: WritePolicy) -> Middleware:
     return middleware
 
 
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header admits gzip (RFC 9110: `gzip;q=0` refuses it, `*`
-    admits what is not named)."""
-    named: dict[str, float] = {}
-    for item in accept_encoding.split(","):
-        coding, _, params = item.partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        named[coding.strip().lower()] = q
-    q = named.get("gzip", named.get("x-gzip", named.get("*", 0.0)))
-    return q > 0
-
-
-class GzipCache:
-    """The gzip of the last exposition served, reused while the text is unchanged (between
-    cycles every scrape gets the same bytes)."""
-
-    # level 1: at 1000 endpoints 6 ms for 227 KB, against 21 ms for 206 KB at the default
-    # 6 (benchmarks/README.md)
-    LEVEL = 1
-
-    def __init__(self) -> None:
-        self._last: tuple[bytes, bytes] | None = None
-
-    def cached(self, body: bytes) -> bytes | None:
-        """The gzip of `body` if it is the last one compressed."""
-        last = self._last
-        return last[1] if last is not None and last[0] == body else None
-
-    def compress(self, body: bytes) -> bytes:
-        """`body` gzipped (mtime 0: the same text gives the same bytes), and kept."""
-        packed = self.cached(body)
-        if packed is None:
-            packed = gzip.compress(body, compresslevel=self.LEVEL, mtime=0)
-            self._last = (body, packed)
-        return packed
-
-
 def build_app(
     runtime: Runtime,
     auth: tuple[str, str] | None = None,
@@ -257,18 +204,6 @@ def build_app(
     writes = writes if writes is not None else WritePolicy()
     app = web.Application(middlewares=[guard(auth, writes)],
                           client_max_size=writes.max_body_bytes)
-    compressed = GzipCache()
-
-    async def metrics(request: web.Request) -> web.Response:
-        body, content_type = runtime.metrics_body()
-        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
-        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            headers["Content-Encoding"] = "gzip"
-            packed = compressed.cached(body)
-            # zlib lets go of the GIL: the loop serves probes and other routes meanwhile
-            body = packed if packed is not None else await asyncio.to_thread(
-                compressed.compress, body)
-        return web.Response(body=body, headers=headers)
 
     async def healthz(_: web.Request) -> web.Response:
         ok, reason = runtime.health()
@@ -307,7 +242,7 @@ def build_app(
         )
 
     app.router.add_get("/", status_handler(runtime))
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler(runtime.metrics_body))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/diagnoses", diagnoses)
     app.router.add_get("/api/v1/endpoints", endpoints)

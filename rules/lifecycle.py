@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from model.history import History
-from model.observation import Account, EndpointConfig, Health, Job
+from model.observation import Account, EndpointConfig, Health, Job, queued_wait_ms
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
 from rules.remedies import graphql_curl, rest_curl, save_endpoint
@@ -38,9 +38,11 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
 
 
 def head_wait_ms(jobs: Sequence[Job] | None) -> int | None:
-    """How long the oldest queued job has waited (its delay), when the jobs data says."""
-    waits = [j.delay_ms for j in jobs or () if j.status == "IN_QUEUE" and j.delay_ms is not None]
-    return max(waits) if waits else None
+    """How long the head of the queue has waited, when the jobs data shows it; None with none
+    queued (unlike the gauge's 0: the health says jobs are queued, the listing missed them)."""
+    if not jobs or not any(j.status == "IN_QUEUE" for j in jobs):
+        return None
+    return queued_wait_ms(jobs)
 
 
 def count_restarts(run: Sequence[tuple[float, Health]]) -> int:

@@ -18,7 +18,7 @@ from rulekit import (
 )
 
 from model.history import History
-from model.observation import NetworkVolume
+from model.observation import NetworkVolume, queued_wait_ms
 from rules import lifecycle
 from rules.diagnosis import Diagnosis
 from rules.lifecycle import count_restarts, head_wait_ms, larger_tiers
@@ -326,6 +326,16 @@ def test_head_wait_is_the_oldest_queued_job() -> None:
     assert head_wait_ms(jobs) == 9
     assert head_wait_ms([job("a")]) is None
     assert head_wait_ms(None) is None
+    assert head_wait_ms([job("c", "IN_PROGRESS", delay_ms=99)]) is None, "none queued"
+
+
+def test_queued_wait_tells_none_queued_from_unknown() -> None:
+    """queued_wait_ms: 0 with nothing queued, None when queued jobs tell no delay."""
+    assert queued_wait_ms([]) == 0
+    assert queued_wait_ms([job("c", "IN_PROGRESS", delay_ms=99)]) == 0
+    assert queued_wait_ms([job("a"), job("b", delay_ms=0)]) == 0
+    assert queued_wait_ms([job("a")]) is None
+    assert queued_wait_ms([job("a", delay_ms=5), job("b", delay_ms=9), job("c")]) == 9
 
 
 def test_empty_history_returns_nothing() -> None:

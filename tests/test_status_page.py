@@ -529,7 +529,7 @@ def _series(svg: _Node, name: str) -> list[tuple[float, float, float]]:
 
 def _check_charts_against(page: str, observations: list[Observation], eid: str) -> None:
     """Every chart of the page holds, at each observation's time, the observed value."""
-    from monitor.metrics import _queue_delay_s
+    from monitor.metrics.recorder import _queue_delay_s
 
     root = _tree(page)
     mine = _charts(root, f"ep-{eid}")

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from model.history import History
-from model.observation import EndpointConfig, EndpointSample, Health, Observation
+from model.observation import EndpointConfig, EndpointSample, Health, Job, Observation
 from monitor.episodes import Episode
 from monitor.incidents import Incident
 from monitor.jobs import JobTracker
@@ -306,6 +306,27 @@ async def test_endpoints_before_and_after_the_first_cycle(serve: Factory) -> Non
     assert two["outcome"] == "timeout"
     assert two["workers"] is None
     assert two["config"] is None
+
+
+async def test_endpoints_oldest_queued_wait(serve: Factory) -> None:
+    """oldest_queued_s: 0 with none queued, the oldest queued delay, null when the queued
+    jobs tell none (not 0: jobs are waiting) and when the jobs were not read."""
+    runtime = FakeRuntime()
+    client = await serve(runtime)
+    jobs = {
+        "none": (Job("a", "IN_PROGRESS", delay_ms=9000),),
+        "told": (Job("a", "IN_QUEUE", delay_ms=1500), Job("b", "IN_QUEUE", delay_ms=250),
+                 Job("c", "IN_QUEUE")),
+        "untold": (Job("a", "IN_QUEUE"),),
+        "unread": None,
+    }
+    runtime.observation = Observation(cycle=1, t=T0, graphql_outcome="ok", endpoints={
+        eid: EndpointSample(eid, "ok", 200, Health(in_queue=1), js, True)
+        for eid, js in jobs.items()
+    })
+    body = await (await client.get("/api/v1/endpoints")).json()
+    got = {e["endpoint_id"]: e["oldest_queued_s"] for e in body["endpoints"]}
+    assert got == {"none": 0.0, "told": 1.5, "untold": None, "unread": None}
 
 
 # ---------------------------------------------------------------- /metrics compression

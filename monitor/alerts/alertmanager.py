@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from model.observation import iso_utc
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink, severe_enough
-from monitor.alerts.silences import iso
 from monitor.bodies import SINK_LIMITS, BodyError, capped_session
 from monitor.incidents import Incident, Key
 
@@ -52,8 +52,8 @@ def alert_json(incident: Incident, ends_at: float) -> dict[str, Any]:
             "summary": d.summary[:ANNOTATION_LIMIT],
             "remedy": d.remedy[:ANNOTATION_LIMIT],
         },
-        "startsAt": iso(incident.since),
-        "endsAt": iso(ends_at),
+        "startsAt": iso_utc(incident.since),
+        "endsAt": iso_utc(ends_at),
     }
 
 

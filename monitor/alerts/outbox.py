@@ -38,6 +38,7 @@ import structlog
 from monitor import codec
 from monitor.alerts.message import message_text
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink
+from monitor.backoff import capped_backoff
 from monitor.store import OutboxItem
 
 log = structlog.get_logger("monitor.alerts")
@@ -152,8 +153,8 @@ def backoff_s(
 ) -> float:
     """Wait after the `failures`-th failure in a row: base·2^(k-1) capped, half of it
     jittered ("equal jitter"), so replicas and restarts do not retry in lockstep."""
-    step = min(cap, base * 2 ** max(0, failures - 1))
-    return float(step / 2 + rng.uniform(0, step / 2))
+    step = capped_backoff(base, cap, max(1, failures))
+    return step / 2 + rng.uniform(0, step / 2)
 
 
 class Outbox:

@@ -16,12 +16,13 @@ import secrets
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from model.observation import iso_utc
 from monitor.config import Silence
 from monitor.incidents import Key
 from rules.catalog import CODES
@@ -33,9 +34,6 @@ log = structlog.get_logger("monitor.alerts")
 MAX_ID_CHARS = 256
 
 
-def iso(t: float) -> str:
-    """Unix seconds as ISO-8601 UTC with a Z."""
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +61,9 @@ class SilenceRule:
             "id": self.id,
             "code": self.code,
             "endpoint_id": self.endpoint_id,
-            "until": iso(self.until),
+            "until": iso_utc(self.until),
             "source": self.source,
-            "created_at": None if self.created_at is None else iso(self.created_at),
+            "created_at": None if self.created_at is None else iso_utc(self.created_at),
         }
 
 
