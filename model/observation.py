@@ -81,6 +81,10 @@ class Job:
     execution_ms: int | None = None
     worker_id: str | None = None
     error: str | None = None
+    # what `/status` said of the output of a finished job: "absent" (no key), "null",
+    # "empty" ("", [], {}) or "value"; None when not read. Never the content itself.
+    output_kind: str | None = None
+    output_bytes: int | None = None  # the size of its JSON text, when output_kind is "value"
 
 
 def queued_wait_ms(jobs: Iterable[Job]) -> int | None:
@@ -119,7 +123,15 @@ class Template:
 
 @dataclass(frozen=True, slots=True)
 class EndpointConfig:
-    """An endpoint as GraphQL `myself.endpoints` lists it."""
+    """An endpoint's configuration, whichever API listed it (GraphQL `myself.endpoints` or
+    REST v2 `GET /v2/serverless`).
+
+    v2 items map onto the GraphQL names: `gpu.pools` + `gpu.excludedTypes` -> `gpu_ids`
+    ("ADA_24,-NVIDIA L40"), `dataCenterIds` -> `locations` (comma-joined),
+    `networkVolumes[0]` -> `network_volume_id` (all of them in `network_volume_ids`),
+    `scaling` -> `scaler_type`/`scaler_value`, the inline container fields -> `template`
+    (id "" : v2 reports no template id). The fields after `template` only v2 reports.
+    """
 
     id: str
     name: str = ""
@@ -133,6 +145,10 @@ class EndpointConfig:
     scaler_value: int | None = None
     locations: str | None = None
     template: Template | None = None
+    network_volume_ids: tuple[str, ...] = ()
+    timeout_ms: int | None = None  # execution timeout; 0 means never set (spec 0.6)
+    flashboot: str | None = None  # OFF | FLASHBOOT | PRIORITY_FLASHBOOT
+    endpoint_type: str | None = None  # QUEUE | LOAD_BALANCER
 
     @property
     def gpu_tiers(self) -> tuple[str, ...]:
@@ -166,10 +182,100 @@ class Account:
     spend_limit: float | None = None
     network_volumes: tuple[NetworkVolume, ...] = ()
     pods: tuple[Pod, ...] = ()
+    # PREPAID | POSTPAID (v2 balance route); None when unknown (GraphQL does not say). A
+    # POSTPAID account is invoiced: a low balance does not stop it.
+    billing_mode: str | None = None
 
     @property
     def pods_running(self) -> int:
         return sum(1 for p in self.pods if p.desired_status == "RUNNING")
+
+
+# -- REST v2 facts ------------------------------------------------------------------------
+
+V2_WORKER_STATUSES = ("RUNNING", "IDLE", "INITIALIZING", "THROTTLED", "UNHEALTHY")
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One worker as `GET /v2/serverless/{id}/workers` lists it; times in unix seconds."""
+
+    id: str
+    status: str  # one of V2_WORKER_STATUSES
+    stale: bool = False  # `isStale`: runs an older release than the endpoint's
+    version: int | None = None
+    started_at: float | None = None  # `startedAt`: when it last started
+    uptime_s: int | None = None  # None until placed and running
+    gpu_type: str | None = None
+    datacenter: str | None = None
+    gpu_count: int = 1
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Workers:
+    """One `/workers` answer: the active workers (scaled-down ones are not listed)."""
+
+    endpoint_version: int | None
+    workers: tuple[Worker, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseChange:
+    """One line of a release's diff; `old`/`new` are the raw values as compact JSON text
+    (env values among them: mask before showing)."""
+
+    field: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    version: int
+    created_at: float | None = None
+    source: str = ""  # MANUAL | GIT_BUILD
+    build_id: str | None = None
+    worker_count: int | None = None
+    diff: tuple[ReleaseChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Releases:
+    """One `/releases` answer: newest release first, and the rollout summary."""
+
+    endpoint_version: int | None
+    releases: tuple[Release, ...] = ()
+    rollout_in_progress: bool | None = None
+    percent_on_latest: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    t: float | None  # the event's `ts`, unix seconds
+    source: str  # system | container
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLogs:
+    """A bounded snapshot of one worker's log stream (`truncated`: a bound cut it)."""
+
+    worker_id: str
+    lines: tuple[LogLine, ...] = ()
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStock:
+    """One GPU type of the v2 catalog with its live availability (`include=AVAILABILITY`)."""
+
+    gpu_type: str
+    pool: str | None = None
+    availability: str | None = None  # NONE | LOW | MEDIUM | HIGH, None when not said
+    # (datacenter id, availability) pairs; empty when unavailable everywhere
+    datacenters: tuple[tuple[str, str], ...] = ()
+    price_serverless: float | None = None  # USD per GPU per hour (list price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +285,11 @@ class EndpointSample:
     `health` is None when the `/health` probe gave no usable data (see `health_outcome`);
     `jobs` is None when `/requests` was not asked or failed, and () without asking when
     `/health` showed no job in flight and no job counter moved since the last cycle.
-    `config` is this cycle's GraphQL item, None when GraphQL failed or does not list the
-    endpoint (`listed`).
+    `config` is this cycle's control-plane item, None when the listing failed or does not
+    list the endpoint (`listed`). `workers`, `releases` and `logs` are what REST v2 answered
+    for the endpoint this cycle; None when not asked (the v2 budget spends its calls where
+    they decide something) or when the call failed: the last known answer is further back
+    in the history.
     """
 
     endpoint_id: str
@@ -190,6 +299,9 @@ class EndpointSample:
     jobs: tuple[Job, ...] | None = None
     listed: bool | None = None
     config: EndpointConfig | None = None
+    workers: Workers | None = None
+    releases: Releases | None = None
+    logs: tuple[WorkerLogs, ...] | None = None
 
     @property
     def health_known(self) -> bool:
@@ -212,16 +324,33 @@ class Observation:
 
     cycle: int
     t: float
-    graphql_outcome: str
-    graphql_status: int = 0
+    # the outcome of this cycle's endpoint listing, from whichever API fed it
+    # (`sources["endpoints"]`): "ok", a failure kind, or SKIPPED
+    control_outcome: str
+    control_status: int = 0
     account: Account | None = None
-    # ids GraphQL listed this cycle; None when GraphQL failed
+    # ids the control plane listed this cycle; None when the listing failed
     listed_ids: frozenset[str] | None = None
     endpoints: Mapping[str, EndpointSample] = field(default_factory=dict)
     # the tracked jobs `/status` answered for this cycle (a job whose endpoint is closed by
     # a back-off or Retry-After, or whose call failed, is not here: unknown this cycle)
     tracked_jobs: tuple[TrackedJob, ...] = ()
+    # the API remedies quote: "rest" (REST v2), or "graphql" when the config says
+    # `runpod.control_plane: graphql`
+    control_plane: str = "graphql"
+    # which API fed each control-plane fact this cycle: fact -> "rest" | "graphql";
+    # facts: endpoints, balance, spend_per_hr, spend_limit, billing_mode, volumes, pods,
+    # endpoint_spend, gpu_stock. A fact not read this cycle is absent.
+    sources: Mapping[str, str] = field(default_factory=dict)
+    # "retired" once GraphQL answered that it is gone (404/410 or a retirement message):
+    # a known state, not an API error; None otherwise
+    graphql_state: str | None = None
+    # USD per hour per endpoint id from v2 billing (the last complete hour bucket); None
+    # when not read this cycle
+    endpoint_spend: Mapping[str, float] | None = None
+    # the v2 GPU catalog with availability; None when not read this cycle
+    gpu_stock: tuple[GpuStock, ...] | None = None
 
     @property
-    def graphql_ok(self) -> bool:
-        return self.graphql_outcome == OK
+    def control_ok(self) -> bool:
+        return self.control_outcome == OK

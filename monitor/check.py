@@ -45,7 +45,7 @@ def probe_failures(result: CycleResult) -> list[dict[str, object]]:
 
 def failed_to_probe(result: CycleResult) -> bool:
     """True when GraphQL failed or no endpoint's /health answered: nothing could be judged."""
-    if not result.observation.graphql_ok:
+    if not result.observation.control_ok:
         return True
     samples = result.observation.endpoints.values()
     return bool(samples) and all(not s.health_known for s in samples)

@@ -169,7 +169,20 @@ def observation_to_json(obs: Observation) -> Json:
     return _observation_to_json(obs, {k: _sample_to_json(s) for k, s in obs.endpoints.items()})
 
 
+def _legacy_keys(d: Json) -> Json:
+    """Rows written before the control plane had two APIs name its outcome `graphql_*`."""
+    if "graphql_outcome" not in d and "graphql_status" not in d:
+        return d
+    d = dict(d)
+    if "graphql_outcome" in d:
+        d["control_outcome"] = d.pop("graphql_outcome")
+    if "graphql_status" in d:
+        d["control_status"] = d.pop("graphql_status")
+    return d
+
+
 def observation_from_json(d: Json) -> Observation:
+    d = _legacy_keys(d)
     a, ids = d.get("account"), d.get("listed_ids")
     return Observation(**{
         **d,
@@ -293,6 +306,7 @@ class HistoryDecoder:
         return self._strings.setdefault(s, s)
 
     def decode(self, d: Json) -> Observation:
+        d = _legacy_keys(d)
         self.refs = set()
         account = None
         if (a := d.get("account")) is not None:

@@ -213,7 +213,7 @@ def _log_cycle(result: CycleResult, cycle: int, t: float, active: int) -> None:
     obs = result.observation
     failures = [c for c in result.calls if c.outcome != "ok"]
     # probes the back-off or a Retry-After held back: not sent, so not failures
-    skipped = (obs.graphql_outcome == SKIPPED) + sum(
+    skipped = (obs.control_outcome == SKIPPED) + sum(
         s.health_outcome == SKIPPED for s in obs.endpoints.values()
     )
     log.info(

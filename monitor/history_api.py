@@ -183,7 +183,7 @@ def add_history_routes(app: web.Application, runtime: Runtime) -> None:
         obs = history.latest
         now_row = None
         if obs is not None and eid in obs.endpoints:
-            one = Observation(obs.cycle, obs.t, obs.graphql_outcome, obs.graphql_status,
+            one = Observation(obs.cycle, obs.t, obs.control_outcome, obs.control_status,
                               endpoints={eid: obs.endpoints[eid]})
             now_row = endpoints_json(one, runtime.endpoint_name)["endpoints"][0]
         report = endpoint_report(history, eid, window, now_row)

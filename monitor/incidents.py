@@ -52,9 +52,9 @@ def data_unknown(code: str, endpoint_id: str | None, obs: Observation) -> bool:
         return sample is not None and sample.health is None and sample.health_outcome != "http_404"
     if source == "rest+graphql":
         rest_unknown = sample is not None and sample.health_outcome not in (OK, "http_404")
-        return rest_unknown or not obs.graphql_ok
+        return rest_unknown or not obs.control_ok
     if source == "graphql":
-        return not obs.graphql_ok
+        return not obs.control_ok
     if source == "account":
         return obs.account is None
     return False

@@ -254,8 +254,8 @@ class Prober:
         obs = Observation(
             cycle=cycle,
             t=t,
-            graphql_outcome=outcome,
-            graphql_status=status,
+            control_outcome=outcome,
+            control_status=status,
             account=myself.account if myself is not None else None,
             listed_ids=listed_ids,
             endpoints={s.endpoint_id: s for s in shared},
@@ -298,12 +298,12 @@ class Prober:
         self,
         endpoint_id: str,
         config: EndpointConfig | None,
-        graphql_ok: bool,
+        control_ok: bool,
         calls: list[ProbeCall],
         t: float,
         interval: float | None,
     ) -> EndpointSample:
-        listed = (config is not None) if graphql_ok else None
+        listed = (config is not None) if control_ok else None
         gate = self._gate(endpoint_id)
         if not gate.due(t, interval):
             self._skip(endpoint_id, gate, t)

@@ -298,7 +298,7 @@ def _header(ok: bool, reason: str, obs: Observation | None, refresh_s: int, now:
 def _account(obs: Observation | None, incidents: list[Incident], pictures: str = "") -> str:
     account = obs.account if obs is not None else None
     if account is None:
-        why = "no probe cycle yet" if obs is None else f"GraphQL probe: {obs.graphql_outcome}"
+        why = "no probe cycle yet" if obs is None else f"GraphQL probe: {obs.control_outcome}"
         return (
             '<h2 id="account">Account</h2><div class="card empty">'
             f"Balance and spend unknown this cycle ({_e(why)}).</div>"

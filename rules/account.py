@@ -49,9 +49,9 @@ def auth_state(obs: Observation) -> AuthState:
     least one REST `/health` probe to answer with data or a 404.
     """
     rest = [s.health_outcome for s in obs.endpoints.values()]
-    if obs.graphql_outcome in AUTH_OUTCOMES or any(o in AUTH_OUTCOMES for o in rest):
+    if obs.control_outcome in AUTH_OUTCOMES or any(o in AUTH_OUTCOMES for o in rest):
         return "auth"
-    if obs.graphql_outcome in UNKNOWN_OUTCOMES:
+    if obs.control_outcome in UNKNOWN_OUTCOMES:
         return "unknown"
     if rest and all(o in UNKNOWN_OUTCOMES for o in rest):
         return "unknown"
@@ -70,7 +70,7 @@ def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
     if len(run) < th.auth_cycles:
         return None
     newest = run[0]
-    graphql = [o.graphql_outcome for o in run if o.graphql_outcome in AUTH_OUTCOMES]
+    graphql = [o.control_outcome for o in run if o.control_outcome in AUTH_OUTCOMES]
     rest = [
         s.health_outcome
         for o in run
@@ -99,7 +99,7 @@ def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
         "Endpoint diagnoses are not raised while it holds.",
         {
             "auth_cycles": len(run),
-            "graphql_outcome": newest.graphql_outcome,
+            "control_outcome": newest.control_outcome,
             "graphql_auth_failures": len(graphql),
             "rest_auth_failures": len(rest),
             "rest_endpoints": ", ".join(rest_endpoints) or None,
@@ -113,9 +113,9 @@ def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
 
 def _graphql_failed(obs: Observation) -> bool | None:
     """Whether GraphQL failed this cycle; None when no GraphQL probe was sent (back-off)."""
-    if obs.graphql_outcome == SKIPPED:
+    if obs.control_outcome == SKIPPED:
         return None
-    return obs.graphql_outcome in UNKNOWN_OUTCOMES
+    return obs.control_outcome in UNKNOWN_OUTCOMES
 
 
 def _rest_failed(obs: Observation) -> bool | None:
@@ -161,7 +161,7 @@ def _api_errors(history: History, th: Thresholds) -> Finding | None:
     parts: list[str] = []
     numbers: dict[str, object] = {}
     if len(graphql_run) >= th.api_error_cycles:
-        reasons = _counts(o.graphql_outcome for o in graphql_run)
+        reasons = _counts(o.control_outcome for o in graphql_run)
         parts.append(f"every GraphQL probe failed for {plural(len(graphql_run), 'cycle')} "
                      f"({reasons}){_not_probed(graphql_unsent)}")
         numbers.update(graphql_failed_cycles=len(graphql_run), graphql_failures=reasons,

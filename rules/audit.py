@@ -314,7 +314,7 @@ def _container_disk_small(
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """The template and GPU audit of every watched endpoint the latest GraphQL lists."""
     latest = history.latest
-    if latest is None or not latest.graphql_ok:
+    if latest is None or not latest.control_ok:
         return []
     found: list[Diagnosis] = []
     for endpoint_id in latest.endpoints:

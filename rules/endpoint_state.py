@@ -82,7 +82,7 @@ def _workers_max_zero(
     history: History, latest: Observation, endpoint_id: str, th: Thresholds
 ) -> Finding | None:
     config = latest.endpoints[endpoint_id].config
-    if not latest.graphql_ok or config is None or config.workers_max != 0:
+    if not latest.control_ok or config is None or config.workers_max != 0:
         return None
     health = _latest_health(history, endpoint_id)
     queued = health.in_queue if health is not None else None
@@ -157,7 +157,7 @@ def _not_found(
     history: History, latest: Observation, endpoint_id: str, th: Thresholds
 ) -> Finding | None:
     sample = latest.endpoints[endpoint_id]
-    if sample.health_outcome != NOT_FOUND or not latest.graphql_ok:
+    if sample.health_outcome != NOT_FOUND or not latest.control_ok:
         return None
     run = not_found_run(history, endpoint_id)
     if run < th.not_found_cycles:

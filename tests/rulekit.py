@@ -174,8 +174,8 @@ def observation(
     samples: Iterable[EndpointSample] = (),
     *,
     account: Account | None = None,
-    graphql_outcome: str = OK,
-    graphql_status: int | None = None,
+    control_outcome: str = OK,
+    control_status: int | None = None,
     listed_ids: Iterable[str] | None = None,
     interval_s: float = INTERVAL_S,
 ) -> Observation:
@@ -185,18 +185,18 @@ def observation(
     not False; a failed one lists nothing (None).
     """
     eps = {s.endpoint_id: s for s in samples}
-    ok = graphql_outcome == OK
+    ok = control_outcome == OK
     if listed_ids is None:
         ids = frozenset(e for e, s in eps.items() if s.listed is not False) if ok else None
     else:
         ids = frozenset(listed_ids)
-    if graphql_status is None:
-        graphql_status = 200 if ok else 0
+    if control_status is None:
+        control_status = 200 if ok else 0
     return Observation(
         cycle=cycle,
         t=(cycle - 1) * interval_s,
-        graphql_outcome=graphql_outcome,
-        graphql_status=graphql_status,
+        control_outcome=control_outcome,
+        control_status=control_status,
         account=account,
         listed_ids=ids,
         endpoints=eps,

@@ -123,7 +123,7 @@ async def test_graphql_retry_after_blocks_graphql_only(drive: Drive) -> None:
     server, prober = await drive(sc)
     called, reports = await run_cycles(server, prober, 6, ("graphql", "myself"))
     assert called == [1, 2, 5, 6]  # 30 + 65 = 95 s: cycle 5 (120 s)
-    assert [r.observation.graphql_outcome for r in reports] == [
+    assert [r.observation.control_outcome for r in reports] == [
         "ok", "http_429", SKIPPED, SKIPPED, "ok", "ok"]
     assert server.request_counts[(EP, "health")] == 6
 

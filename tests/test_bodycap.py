@@ -131,20 +131,20 @@ async def test_a_daemon_cycle_after_bombs_works(server: BombServer, peak: Peak) 
         server.kinds["graphql"] = "gzip"
         with peak:
             first = await pipeline.cycle(1, t0)
-        assert not first.observation.graphql_ok
+        assert not first.observation.control_ok
         assert [(c.probe, c.outcome) for c in first.calls] == [("graphql", "malformed")]
         assert peak.growth < 32 * MIB, f"peak RSS +{peak.growth / MIB:.0f} MiB"
 
         server.kinds.update(graphql="ok", rest="endless-gzip")
         with peak:
             second = await pipeline.cycle(2, t0 + 30)
-        assert second.observation.graphql_ok
+        assert second.observation.control_ok
         assert ("health", "malformed") in [(c.probe, c.outcome) for c in second.calls]
         assert peak.growth < 32 * MIB, f"peak RSS +{peak.growth / MIB:.0f} MiB"
 
         server.kinds["rest"] = "ok"
         third = await pipeline.cycle(3, t0 + 60)
-    assert third.observation.graphql_ok
+    assert third.observation.control_ok
     assert {c.outcome for c in third.calls} == {"ok"}
     assert third.observation.endpoints[ENDPOINT_ID].health_known
     assert third.active == []

@@ -78,7 +78,7 @@ def test_incident_active_before_the_log_existed_gets_an_episode() -> None:
 
 
 def _obs(cycle: int) -> Observation:
-    return Observation(cycle=cycle, t=T0 + 30 * cycle, graphql_outcome="ok")
+    return Observation(cycle=cycle, t=T0 + 30 * cycle, control_outcome="ok")
 
 
 def test_store_keeps_episodes_across_a_restart(tmp_path: Path) -> None:

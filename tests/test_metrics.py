@@ -121,8 +121,8 @@ def cycle(
     obs = Observation(
         cycle=n,
         t=1000.0 + 30 * n,
-        graphql_outcome=graphql,
-        graphql_status=200 if graphql == "ok" else 0,
+        control_outcome=graphql,
+        control_status=200 if graphql == "ok" else 0,
         account=account if graphql == "ok" else None,
         listed_ids=frozenset(s.endpoint_id for s in samples) if graphql == "ok" else None,
         endpoints={s.endpoint_id: s for s in samples},

@@ -39,7 +39,7 @@ def obs(
         samples.append(sample(h, endpoint_id=eid, outcome=outcome, config=cfg))
     if acct is None and graphql == "ok":
         acct = account(100.0, 0.0)
-    return observation(cycle, samples, account=acct, graphql_outcome=graphql)
+    return observation(cycle, samples, account=acct, control_outcome=graphql)
 
 
 def run(observations: Sequence[Observation], th: Thresholds = TH) -> list[Diagnosis]:
@@ -255,7 +255,7 @@ def test_outage_raises_only_runpod_api_errors() -> None:
         for c in (1, 2, 3)
     ]
     outage = [
-        observation(c, [sample(None, outcome="timeout")], graphql_outcome="timeout")
+        observation(c, [sample(None, outcome="timeout")], control_outcome="timeout")
         for c in range(4, 9)
     ]
     found = engine.evaluate(build([*healthy, *outage]), TH)

@@ -37,7 +37,7 @@ def run(c: EndpointConfig, th: Thresholds = TH, graphql: str = "ok") -> list[Dia
     if graphql == "ok":
         latest = observation(2, [sample(Health(), config=c)], account=account())
     else:
-        latest = observation(2, [sample(Health())], graphql_outcome=graphql)
+        latest = observation(2, [sample(Health())], control_outcome=graphql)
     return audit.diagnose(build([first, latest]), th)
 
 

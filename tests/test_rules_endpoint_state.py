@@ -50,7 +50,7 @@ def unknown(cycle: int, balance: float = 100.0, outcome: str = "timeout") -> Obs
 
 def graphql_down(cycle: int, outcome: str = "http_404") -> Observation:
     """A cycle where /health answered `outcome` and GraphQL timed out."""
-    return observation(cycle, [sample(None, outcome=outcome)], graphql_outcome="timeout")
+    return observation(cycle, [sample(None, outcome=outcome)], control_outcome="timeout")
 
 
 def run(obs: Sequence[Observation], th: Thresholds = TH, memory: Memory | None = None
@@ -294,7 +294,7 @@ def test_workers_max_zero_needs_latest_graphql() -> None:
     c = config(workers_max=0)
     obs = [
         observation(1, [sample(Health(in_queue=1), config=c)], account=account()),
-        observation(2, [sample(Health(in_queue=1))], graphql_outcome="http_5xx"),
+        observation(2, [sample(Health(in_queue=1))], control_outcome="http_5xx"),
     ]
     assert endpoint_state.diagnose(build(obs), TH) == []
 

@@ -112,7 +112,7 @@ def _observation(account: Account | None = None) -> Observation:
     gone = EndpointSample(endpoint_id="ep-gone", health_outcome="http_404", http_status=404)
     flaky = EndpointSample(endpoint_id="ep-flaky", health_outcome="timeout")
     return Observation(
-        cycle=42, t=NOW - 12, graphql_outcome=OK,
+        cycle=42, t=NOW - 12, control_outcome=OK,
         account=account or Account(balance=118.4, spend_per_hr=0.5, spend_limit=80),
         endpoints={"ep-busy": busy, "ep-gone": gone, "ep-flaky": flaky},
     )
@@ -246,7 +246,7 @@ def test_low_balance_colours_the_account_card() -> None:
 def test_account_unknown_when_graphql_failed() -> None:
     """Without account data the page says why instead of showing numbers."""
     obs = _observation()
-    failed = Observation(cycle=obs.cycle, t=obs.t, graphql_outcome="timeout",
+    failed = Observation(cycle=obs.cycle, t=obs.t, control_outcome="timeout",
                          endpoints=obs.endpoints)
     page = render(_runtime(observation=failed), now=NOW)
     assert "Balance and spend unknown this cycle (GraphQL probe: timeout)" in page
@@ -764,9 +764,9 @@ def _fleet(n: int, bad: set[int]) -> FakeRuntime:
         eid = f"e{i:03d}"
         samples[eid] = EndpointSample(endpoint_id=eid, health_outcome=OK, http_status=200,
                                       health=Health(in_queue=i, idle=1), jobs=())
-    fleet = Observation(cycle=obs.cycle, t=obs.t, graphql_outcome=OK, account=obs.account,
+    fleet = Observation(cycle=obs.cycle, t=obs.t, control_outcome=OK, account=obs.account,
                         endpoints=samples)
-    before = Observation(cycle=obs.cycle - 1, t=obs.t - 30, graphql_outcome=OK,
+    before = Observation(cycle=obs.cycle - 1, t=obs.t - 30, control_outcome=OK,
                          account=obs.account, endpoints=samples)
     active = [_incident(endpoint_id=f"e{i:03d}", endpoint_name=None) for i in sorted(bad)]
     return _runtime(observation=fleet, past=[before, fleet], active=active, names={})
@@ -826,7 +826,7 @@ def test_incident_history_rows_are_escaped_and_say_what_happened() -> None:
                    summary="Balance is low.", first_severity="warning", severity="warning",
                    since=noon - 600, raised_cycle=80)
     obs = _observation()
-    past = [Observation(cycle=k, t=noon - 3600 + 60 * k, graphql_outcome=OK,
+    past = [Observation(cycle=k, t=noon - 3600 + 60 * k, control_outcome=OK,
                         account=obs.account, endpoints=obs.endpoints) for k in range(60)]
     page = render(_runtime(log=[live, ended], past=past), now=noon)
     assert 'data-code="&lt;script&gt;' in page  # its span on the charts, escaped too
@@ -848,7 +848,7 @@ def test_incident_spans_on_the_endpoint_charts() -> None:
     """An episode of an endpoint shades its charts from raised to resolved (escalated: two
     spans), with a tooltip naming it; the account's episodes shade the account's charts."""
     obs = _observation()
-    past = [Observation(cycle=k, t=NOW - 12 - 30 * (40 - k), graphql_outcome=OK,
+    past = [Observation(cycle=k, t=NOW - 12 - 30 * (40 - k), control_outcome=OK,
                         account=obs.account, endpoints=obs.endpoints) for k in range(41)]
     ended = Episode("crash_loop", "ep-busy", "busy<b>", "s", "warning", "critical",
                     since=past[10].t, raised_cycle=10, escalated_at=past[20].t,

@@ -284,7 +284,7 @@ async def test_endpoints_before_and_after_the_first_cycle(serve: Factory) -> Non
     r = await client.get("/api/v1/endpoints")
     assert await r.json() == {"observed_at": None, "endpoints": []}
     runtime.observation = Observation(
-        cycle=7, t=T0, graphql_outcome="ok", endpoints={
+        cycle=7, t=T0, control_outcome="ok", endpoints={
             "ep1": EndpointSample(
                 "ep1", "ok", 200, Health(in_queue=2, throttled=1, completed=9), (), True,
                 EndpointConfig("ep1", "video-worker", "AMPERE_48", "vol1", 0, 2),
@@ -320,7 +320,7 @@ async def test_endpoints_oldest_queued_wait(serve: Factory) -> None:
         "untold": (Job("a", "IN_QUEUE"),),
         "unread": None,
     }
-    runtime.observation = Observation(cycle=1, t=T0, graphql_outcome="ok", endpoints={
+    runtime.observation = Observation(cycle=1, t=T0, control_outcome="ok", endpoints={
         eid: EndpointSample(eid, "ok", 200, Health(in_queue=1), js, True)
         for eid, js in jobs.items()
     })
@@ -408,7 +408,7 @@ async def test_writes_closed_without_a_credential_are_403() -> None:
 async def test_one_endpoint_now_and_its_history(serve: Factory) -> None:
     """/api/v1/endpoints/{id}: the latest sample, the config, one history point; 404 for an
     endpoint it knows nothing of; 400 naming window_s when that is not a positive number."""
-    runtime = FakeRuntime(observation=Observation(cycle=3, t=T0, graphql_outcome="ok", endpoints={
+    runtime = FakeRuntime(observation=Observation(cycle=3, t=T0, control_outcome="ok", endpoints={
         "ep1": EndpointSample("ep1", "ok", 200, Health(in_queue=4, unhealthy=1), (), True,
                               EndpointConfig("ep1", "video-worker", "AMPERE_48", None, 0, 2)),
     }))
@@ -439,7 +439,7 @@ async def test_incidents_in_a_window(serve: Factory) -> None:
                        since, 1, None, ended, None if ended is None else 2)
 
     runtime = FakeRuntime(
-        observation=Observation(cycle=3, t=T0, graphql_outcome="ok"),
+        observation=Observation(cycle=3, t=T0, control_outcome="ok"),
         episode_log=[
             episode("crash_loop", T0 - 60),
             episode("queue_backlog", T0 - 9000, T0 - 8000),  # ended before the window
