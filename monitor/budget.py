@@ -43,6 +43,7 @@ MAX_HEADER_CHARS = 2048  # a longer header is malformed, not parsed
 # The server's `t` is whole seconds; an answer whose window end differs from ours by more
 # than this is another window.
 RESET_TOLERANCE_S = 2.0
+MAX_WINDOWS = 6  # windows a policy may add beyond these three are ignored (bounded labels)
 MIN_SCALE = 0.1  # repeated 429s shrink the assumed quota to a tenth, no further
 MAX_CLOSED_S = 86400.0  # a Retry-After longer than a day is a day
 
@@ -380,8 +381,8 @@ class V2Budget:
                 for name, (q, w_s) in parsed_policy.items():
                     w = self._windows.get(name)
                     if w is None:
-                        if w_s is None:
-                            continue  # a window we cannot place
+                        if w_s is None or len(self._windows) >= MAX_WINDOWS:
+                            continue  # a window we cannot place, or one too many
                         w = self._windows[name] = _Window(name, float(w_s), q)
                     w.quota = q
                     if w_s is not None and float(w_s) != w.window_s:
