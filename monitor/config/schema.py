@@ -78,6 +78,39 @@ class _Section(BaseModel):
         return out
 
 
+class V2BudgetSettings(_Section):
+    """`runpod.v2_budget`: how the REST v2 calls are paced (monitor.budget, docs/budget.md)."""
+
+    # the quota assumed until the first RateLimit-Policy header (the schema example)
+    assumed_per_minute: int = Field(default=60, ge=1)
+    assumed_per_hour: int = Field(default=3000, ge=1)
+    assumed_per_day: int = Field(default=50000, ge=1)
+    reserve: int = Field(default=2, ge=0, le=1000)  # calls per cycle kept for worker logs
+    list_period_s: float = Field(default=150.0, ge=0)  # 0: only at start or on an unknown id
+    # slow facts; 0: never
+    balance_period_s: float = Field(default=300.0, ge=0)
+    account_limits_period_s: float = Field(default=900.0, ge=0)
+    billing_period_s: float = Field(default=900.0, ge=0)
+    network_volumes_period_s: float = Field(default=900.0, ge=0)
+    pods_period_s: float = Field(default=900.0, ge=0)
+    catalog_period_s: float = Field(default=900.0, ge=0)
+    exempt_after: int = Field(default=3, ge=1)  # 2xx answers without headers -> exempt key
+    exempt_per_minute: int = Field(default=300, ge=1)  # the pace of an exempt key
+    shrink_on_429: float = Field(default=0.75, gt=0, lt=1)  # quota x this per 429
+
+    @property
+    def assumed(self) -> dict[str, int]:
+        """The assumed quota per window, as `monitor.budget.V2Budget` takes it."""
+        return {"minute": self.assumed_per_minute, "hour": self.assumed_per_hour,
+                "day": self.assumed_per_day}
+
+    @property
+    def fact_periods_s(self) -> dict[str, float]:
+        """Each slow fact's period, as `monitor.budget.Planner` takes it."""
+        return {f: getattr(self, f"{f}_period_s") for f in (
+            "balance", "account_limits", "billing", "network_volumes", "pods", "catalog")}
+
+
 class RunPodSettings(_Section):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
@@ -90,6 +123,7 @@ class RunPodSettings(_Section):
     # decoded; 64 KiB..1 GiB, a cap outside that is a typo or no cap at all
     max_answer_bytes: int = Field(default=32 * 1024**2, ge=64 * 1024, le=1024**3)
     max_decoded_bytes: int = Field(default=64 * 1024**2, ge=64 * 1024, le=1024**3)
+    v2_budget: V2BudgetSettings = Field(default_factory=V2BudgetSettings)
 
 
 class BasicAuth(_Section):
