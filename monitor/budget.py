@@ -29,8 +29,8 @@ ASSUMED_QUOTA: Mapping[str, int] = {"minute": 60, "hour": 3000, "day": 50000}
 # Slow account facts (spec/runpod-rest-v2.md section 1, rows 7-13) and their default periods.
 FACTS = ("balance", "account_limits", "billing", "network_volumes", "pods", "catalog")
 FACT_PERIODS_S: Mapping[str, float] = {
-    "balance": 300.0, "account_limits": 900.0, "billing": 900.0,
-    "network_volumes": 900.0, "pods": 900.0, "catalog": 900.0,
+    "balance": 30.0, "account_limits": 900.0, "billing": 900.0,
+    "network_volumes": 900.0, "pods": 30.0, "catalog": 900.0,
 }
 LIST_PERIOD_S = 150.0  # the endpoint list: every 5 cycles of 30 s
 # What a call is spent on: the `kind` label of the calls counter (bounded).
@@ -477,10 +477,12 @@ class Planner:
         *,
         unknown_id: bool = False,
         costs: Mapping[str, int] | None = None,
+        list_now: bool = False,
     ) -> Plan:
         """The calls of the cycle at `t`. `needs`: every watched endpoint (state of the
         others is dropped); `unknown_id`: an id not in the last list showed up;
-        `costs`: calls the list or a fact takes (pages), 1 when not given."""
+        `costs`: calls the list or a fact takes (pages), 1 when not given; `list_now`: list
+        this cycle whatever the period (the caller found the list cheap enough)."""
         by_id: dict[str, Need] = {}
         for n in needs:
             by_id.setdefault(n.endpoint_id, n)
@@ -519,7 +521,8 @@ class Planner:
         facts: list[str] = []
         if not unserved:
             half = interval_s / 2
-            if unknown_id or self._due(self._listed, self.list_period_s, t, half, first=True):
+            if unknown_id or list_now or self._due(self._listed, self.list_period_s, t, half,
+                                                   first=True):
                 c = cost.get("list", 1)
                 if left >= c:
                     listing = True
@@ -570,6 +573,7 @@ class Planner:
             self.workers_seen[eid] = max(t, self.workers_seen.get(eid, -math.inf))
         if listed is True:
             self._listed_ok = t
+            self._listed = t if self._listed is None else max(self._listed, t)
         elif listed is False:
             self._listed = self._listed_ok
         for f in facts_ok:
@@ -580,6 +584,10 @@ class Planner:
                 self._facts.pop(f, None)
             else:
                 self._facts[f] = ok
+
+    def list_due(self, t: float, interval_s: float) -> bool:
+        """Whether the endpoint list's period has come round at `t` (or it was never read)."""
+        return self._due(self._listed, self.list_period_s, t, interval_s / 2, first=True)
 
     def age_s(self, endpoint_id: str, t: float) -> float | None:
         """Seconds since the endpoint's freshest worker data; None: never had any."""

@@ -28,7 +28,9 @@ from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
 from monitor.alerts.setup import build_router, build_sinks
+from monitor.budget import Planner, V2Budget
 from monitor.config import Settings
+from monitor.control import ControlPlane, Hints
 from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
 from monitor.history import HistoryBuffer
 from monitor.incidents import Changes, Incident, IncidentTracker
@@ -92,7 +94,7 @@ class Pipeline:
         """Run one probe cycle at time `t` (unix seconds; simulated in replay): every step
         from the probes to the store; delivery of what it queued is the caller's loop."""
         started = time.perf_counter()
-        report = await self.prober.probe(cycle, t)
+        report = await self.prober.probe(cycle, t, self.hints())
         obs = report.observation
         self.history.append(obs)
         history = self.history.view()
@@ -112,6 +114,11 @@ class Pipeline:
         self.persist(obs, self.episodes.update(changes, t, cycle))
         self.last_cycle = cycle
         return result
+
+    def hints(self) -> Hints:
+        """What the last cycle's diagnoses ask of this cycle's REST v2 calls."""
+        active = frozenset(eid for _code, eid in self.tracker.active if eid is not None)
+        return Hints(active_endpoints=active)
 
     def _observe(self, result: CycleResult, history: History) -> None:
         """Feed the metrics: the tracked jobs that ended, then the cycle's facts."""
@@ -186,13 +193,25 @@ def build_pipeline(
         build_sinks(settings) if sinks is None else sinks,
         metrics=metrics, silences_file=silences_file,
     )
+    runpod = settings.runpod
+    budget = runpod.v2_budget
+    control = ControlPlane(
+        client, runpod.control_plane,
+        budget=V2Budget(budget.assumed, exempt_after=budget.exempt_after,
+                        exempt_per_minute=budget.exempt_per_minute,
+                        shrink=budget.shrink_on_429),
+        planner=Planner(list_period_s=budget.list_period_s,
+                        fact_periods_s=budget.fact_periods_s),
+        page_size=runpod.v2_pagination.page_size, log_reserve=budget.reserve,
+    )
     prober = Prober(
         client,
         configured=settings.endpoints,
-        track_requests=settings.runpod.track_requests,
+        track_requests=runpod.track_requests,
         shard=shard,
         interval_s=settings.interval_s if interval_s is None else interval_s,
         jobs=JobTracker(max_jobs=settings.api.max_jobs),
+        control=control,
     )
     return Pipeline(
         prober=prober,

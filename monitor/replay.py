@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from monitor.alerts.router import Notification, RecordingSink, Sink
@@ -16,8 +17,14 @@ from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from rules.diagnosis import Diagnosis
 
-# Simulated runs start here, so dates in summaries (runway) are the same on every run.
+# Simulated runs start here, so dates in summaries (runway) are the same on every run; a
+# scenario's `v2.epoch` moves it (the simulator's v2 times count from there).
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def epoch_of(scenario: Scenario) -> float:
+    """Unix time of the scenario's simulated t=0."""
+    return datetime.fromisoformat(scenario.v2.epoch.replace("Z", "+00:00")).timestamp()
 # A timeout fault holds the request; the client gives up after this many real seconds.
 REPLAY_TIMEOUT_S = 0.5
 
@@ -157,6 +164,7 @@ async def replay(
     sink = RecordingSink("slack", settings.alerts.slack.min_severity)
     result = ReplayResult(scenario)
     expectations = Expectations(scenario.expect)
+    epoch = epoch_of(scenario)
     try:
         async with RunPodClient(
             api_key=api_key,
@@ -174,11 +182,11 @@ async def replay(
                 server.set_cycle(k)
                 t_rel = (k - 1) * scenario.interval_s
                 skipped = dict(pipeline.prober.skipped)
-                out = await pipeline.cycle(k, EPOCH + t_rel)
+                out = await pipeline.cycle(k, epoch + t_rel)
                 for target, n in pipeline.prober.skipped.items():
                     if n > skipped.get(target, 0):
                         result.unprobed.setdefault(target, []).append(k)
-                await outbox.deliver(EPOCH + t_rel)
+                await outbox.deliver(epoch + t_rel)
                 # an incident is reported as it was when raised (what a person was told),
                 # with the cycle it resolved in
                 for inc in out.changes.raised:

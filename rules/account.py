@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from model.history import History
-from model.observation import AUTH_OUTCOMES, SKIPPED, UNKNOWN_OUTCOMES, Account, Observation
+from model.observation import (
+    AUTH_OUTCOMES,
+    RETIRED,
+    SKIPPED,
+    UNKNOWN_OUTCOMES,
+    Account,
+    Observation,
+)
 from rules.diagnosis import Diagnosis, Severity, evidence
 from rules.remedies import REST_URL, graphql_curl
 from rules.rule import Finding, Inhibit, Rule
@@ -112,8 +119,9 @@ def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
 
 
 def _graphql_failed(obs: Observation) -> bool | None:
-    """Whether GraphQL failed this cycle; None when no GraphQL probe was sent (back-off)."""
-    if obs.control_outcome == SKIPPED:
+    """Whether the control-plane listing failed this cycle; None when no call was sent
+    (back-off), or GraphQL answered that it is retired (a known state, not an error)."""
+    if obs.control_outcome in (SKIPPED, RETIRED):
         return None
     return obs.control_outcome in UNKNOWN_OUTCOMES
 

@@ -88,11 +88,11 @@ class V2BudgetSettings(_Section):
     reserve: int = Field(default=2, ge=0, le=1000)  # calls per cycle kept for worker logs
     list_period_s: float = Field(default=150.0, ge=0)  # 0: only at start or on an unknown id
     # slow facts; 0: never
-    balance_period_s: float = Field(default=300.0, ge=0)
+    balance_period_s: float = Field(default=30.0, ge=0)
     account_limits_period_s: float = Field(default=900.0, ge=0)
     billing_period_s: float = Field(default=900.0, ge=0)
     network_volumes_period_s: float = Field(default=900.0, ge=0)
-    pods_period_s: float = Field(default=900.0, ge=0)
+    pods_period_s: float = Field(default=30.0, ge=0)
     catalog_period_s: float = Field(default=900.0, ge=0)
     exempt_after: int = Field(default=3, ge=1)  # 2xx answers without headers -> exempt key
     exempt_per_minute: int = Field(default=300, ge=1)  # the pace of an exempt key
@@ -164,7 +164,8 @@ class RunPodSettings(_Section):
     api_key_file: Path | None = None
     graphql_url: HttpUrl = "https://api.runpod.io/graphql"
     rest_url: BaseUrl = "https://api.runpod.ai/v2"
-    v2_url: BaseUrl = "https://api.runpod.io/v2"
+    # None: graphql_url's origin + /v2 (https://api.runpod.io/v2), where RunPod serves it
+    v2_url: BaseUrl | None = None
     # which API feeds the control-plane facts: auto (REST v2 where it answers, GraphQL as
     # the fallback until it is retired), rest, or graphql (read by the prober)
     control_plane: Annotated[Literal["auto", "rest", "graphql"], BeforeValidator(_lower)] = (

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -43,7 +44,7 @@ from monitor.bodies import (
 )
 from monitor.runpod import parse, parse_v2
 from monitor.runpod.models import Answer, Failure, Myself, Ok, RateHeaders, Result
-from monitor.runpod.queries import MYSELF
+from monitor.runpod.queries import MYSELF, SPEND
 from monitor.runpod.rest_v2 import (
     DEFAULT_LOG_BOUNDS,
     DEFAULT_PAGINATION,
@@ -368,6 +369,13 @@ async def _pump(chunks: AsyncIterator[bytes], feed: Callable[[bytes], bool],
     return False
 
 
+def v2_url_of(graphql_url: str) -> str:
+    """The REST v2 control plane beside a GraphQL URL: its origin + `/v2` (RunPod serves
+    both on api.runpod.io; so does the simulator, on its own port)."""
+    parts = urllib.parse.urlsplit(graphql_url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/v2", "", ""))
+
+
 def client_for(settings: Settings, **overrides: Any) -> RunPodClient:
     """The client `settings.runpod` describes, with the key `require_api_key` gives."""
     from monitor.config import require_api_key  # config is the caller's edge, not ours
@@ -400,7 +408,7 @@ class RunPodClient(RestV2Calls):
         api_key: str,
         graphql_url: str = "https://api.runpod.io/graphql",
         rest_url: str = "https://api.runpod.ai/v2",
-        v2_url: str = "https://api.runpod.io/v2",
+        v2_url: str | None = None,
         timeout_s: float = 10.0,
         max_concurrency: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -426,7 +434,7 @@ class RunPodClient(RestV2Calls):
         self._key = key
         self._graphql_url = graphql_url
         self._rest_url = rest_url.rstrip("/")
-        self._v2_url = v2_url.rstrip("/")
+        self._v2_url = (v2_url or v2_url_of(graphql_url)).rstrip("/")
         self._v2_paths = v2_paths
         self._v2_pages = v2_pagination
         self._log_bounds = log_bounds
@@ -462,13 +470,18 @@ class RunPodClient(RestV2Calls):
 
     # -- the calls ------------------------------------------------------------------------
 
-    async def myself(self) -> Result[Myself]:
+    async def spend(self) -> Result[Myself]:
+        """GraphQL `myself` asked only for the balance, spend per hour and spend limit: what
+        REST v2 lacks (`currentSpendPerHr`), for `runpod.control_plane: auto`."""
+        return await self.myself(SPEND)
+
+    async def myself(self, query: str = MYSELF) -> Result[Myself]:
         """One GraphQL request: the account, its endpoints, volumes and pods.
 
         A GraphQL that answers it is gone (404, 410, or an error message saying it was
         retired) is a `RETIRED` failure: a known state, not an API error."""
         answer = await self._exchange("POST", self._graphql_url, "myself", None,
-                                      {"query": MYSELF})
+                                      {"query": query})
         if isinstance(answer, Failure):
             return answer
         body = parse.decode_json(answer.content)

@@ -192,7 +192,10 @@ Availability = Literal["NONE", "LOW", "MEDIUM", "HIGH"]
 WorkerStatus = Literal["RUNNING", "IDLE", "INITIALIZING", "THROTTLED", "UNHEALTHY"]
 Version = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(ge=0)]
-DEFAULT_EPOCH = "2026-12-01T12:00:00Z"
+# The wall-clock time of simulated t=0 unless a scenario says: replay's clock starts here
+# too (monitor.replay.EPOCH), so v2 times (startedAt, createdAt, log ts) and the monitor's
+# cycle times agree.
+DEFAULT_EPOCH = "2026-01-01T00:00:00Z"
 
 
 def _rfc3339(value: Any) -> str:
