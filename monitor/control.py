@@ -33,6 +33,7 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     GpuStock,
+    Health,
     NetworkVolume,
     Pod,
     Releases,
@@ -76,16 +77,43 @@ def storage_per_hr(volumes: Sequence[NetworkVolume]) -> float:
     return total
 
 
+def billed_workers(h: Health) -> int:
+    """Workers RunPod bills now: up and holding a GPU (running, idle, initializing, or
+    failing health checks); throttled ones wait for a GPU (`ready` repeats `idle`)."""
+    return h.running + h.idle + h.initializing + h.unhealthy
+
+
+def serverless_now(
+    billing: ServerlessSpend, samples: Sequence[EndpointSample],
+    listed: Sequence[EndpointConfig] | None = None,
+) -> float:
+    """The serverless spend per hour now: each endpoint's rate in billing's last complete
+    hour while it has billed workers now, 0 while it has none (or answers 404: disabled or
+    gone); an endpoint whose /health gave nothing this cycle keeps its billed rate. One not
+    billed yet (new) counts 0 until its first complete hour: an estimate from list prices
+    could only overstate what a discounted account pays, and a low-balance alarm must not
+    come from a guess. An endpoint the listing no longer has (deleted) spends nothing."""
+    rates = dict(billing.per_endpoint)
+    if listed is not None:
+        ids = {e.id for e in listed}
+        rates = {k: v for k, v in rates.items() if k in ids}
+    for s in samples:
+        h = s.health
+        if s.health_outcome == "http_404" or (h is not None and billed_workers(h) == 0):
+            rates[s.endpoint_id] = 0.0
+    return sum(rates.values())
+
+
 def derived_spend_per_hr(
-    serverless: ServerlessSpend | None, pods: Sequence[Pod], volumes: Sequence[NetworkVolume],
+    serverless: float | None, pods: Sequence[Pod], volumes: Sequence[NetworkVolume],
 ) -> float | None:
-    """The account's spend per hour from v2 alone: serverless billing's last complete hour,
-    plus the running pods' cost now and the volumes' storage at list price. None while the
-    billing is unknown (v2 has no `currentSpendPerHr`, spec 2.1)."""
-    if serverless is None or serverless.total_per_hr is None:
+    """The account's spend per hour from v2 alone (v2 has no `currentSpendPerHr`, spec
+    2.1): the serverless spend now (`serverless_now`), plus the running pods' cost and the
+    volumes' storage at list price. None while the billing is unknown."""
+    if serverless is None:
         return None
     pods_now = sum(p.cost_per_hr for p in pods if p.desired_status == "RUNNING")
-    return serverless.total_per_hr + pods_now + storage_per_hr(volumes)
+    return serverless + pods_now + storage_per_hr(volumes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +418,9 @@ class ControlPlane:
         period = self.planner.fact_periods_s.get(fact, 900.0)
         return kept.value if t - kept.t <= KEEP_PERIODS * period else None
 
-    def account_facts(self, t: float) -> AccountFacts:
-        """The account as the kept v2 facts (and GraphQL's spend in auto) tell it at `t`."""
+    def account_facts(self, t: float, samples: Sequence[EndpointSample]) -> AccountFacts:
+        """The account as the kept v2 facts (and GraphQL's spend in auto) tell it at `t`;
+        `samples`: this cycle's, whose workers say which endpoints spend now."""
         sources: dict[str, str] = {}
         balance = self._fact("balance", t)
         limits = self._fact("account_limits", t)
@@ -420,9 +449,10 @@ class ControlPlane:
                 spend_limit = self._spend_graphql[1]
                 sources["spend_limit"] = "graphql"
         else:
-            spend = derived_spend_per_hr(
-                billing if isinstance(billing, ServerlessSpend) else None, pods or (),
-                volumes or ())
+            serverless = None
+            if isinstance(billing, ServerlessSpend) and billing.total_per_hr is not None:
+                serverless = serverless_now(billing, samples, self._listing)
+            spend = derived_spend_per_hr(serverless, pods or (), volumes or ())
             if spend is not None:
                 sources["spend_per_hr"] = "rest"
         account = None

@@ -304,7 +304,7 @@ class Prober:
         tracked = await self._after_endpoints(t)
         shared = [self._share(s) for s in filled]
         self._previous = {s.endpoint_id: s for s in shared}
-        facts = control.account_facts(t)
+        facts = control.account_facts(t, filled)
         sources = dict(facts.sources)
         if endpoints is not None:
             sources["endpoints"] = listing.source

@@ -15,6 +15,7 @@ from monitor.cycle import build_pipeline
 from monitor.incidents import Incident
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
+from monitor.simulator.scenario import deep_merge
 from rules.diagnosis import Diagnosis
 
 # Simulated runs start here, so dates in summaries (runway) are the same on every run; a
@@ -142,15 +143,19 @@ class Expectations:
 
 async def replay(
     scenario: Scenario, env: Mapping[str, str] | None = None, sinks: Sequence[Sink] = (),
+    *, control_plane: str | None = None,
 ) -> ReplayResult:
     """Replay `scenario` cycle by cycle against an in-process simulator on loopback;
-    `sinks` get the messages too (e.g. the log sink `demo` uses)."""
+    `sinks` get the messages too (e.g. the log sink `demo` uses). `control_plane`: the
+    `runpod.control_plane` to replay with, over the scenario's own (auto by default)."""
     env = dict(os.environ if env is None else env)
     # replay only records notifications: the user's Slack credentials are not its business
     # (an exported SLACK_BOT_TOKEN, with no channel here, would fail validation)
     for var in ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN"):
         env.pop(var, None)
     overrides: dict[str, Any] = dict(scenario.monitor)
+    if control_plane is not None:
+        overrides = deep_merge(overrides, {"runpod": {"control_plane": control_plane}})
     settings = load_settings(None, env=env, overrides=overrides)
     api_key = (
         settings.runpod.api_key.get_secret_value()
