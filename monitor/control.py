@@ -262,8 +262,13 @@ class ControlPlane:
         interval = interval_s or 30.0
         pages = max(1, -(-len(self._listing or ()) // self.page_size))
         allowance = self.budget.allowance(t, interval, reserve=self._reserve(hints))
-        due = self._listing is None or self.planner.list_due(t, interval)
-        if not (due or pages * CHEAP_LIST_SHARE <= allowance) or allowance < pages:
+        if self._listing is None:
+            # nothing to watch without it: the first list goes whenever the budget has room,
+            # paced or not
+            if not self.budget.can_spend(t, pages):
+                return
+        elif not (self.planner.list_due(t, interval) or pages * CHEAP_LIST_SHARE <= allowance) \
+                or allowance < pages:
             return
         await self._list(t, calls)
 
