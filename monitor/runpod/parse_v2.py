@@ -232,6 +232,7 @@ class Page:
 
     items: tuple[Any, ...]
     next_cursor: str | None
+    cursor_named: bool = True  # False: the answer has no such member at all (not even null)
 
 
 def parse_page(
@@ -245,7 +246,7 @@ def parse_page(
             raise _Malformed
         items = tuple(item(x) for x in _list(b[key]))
         cursor = _opt_str(b, next_field) or None
-        return Page(items, cursor)
+        return Page(items, cursor, next_field in b)
     return _guard(run)
 
 

@@ -301,6 +301,13 @@ class RestV2Calls:
             rate = page.rate
             items.extend(page.value.items)
             cursor = page.value.next_cursor
+            if not page.value.cursor_named and len(page.value.items) >= p.page_size:
+                # a full page and no cursor member: a server that pages under other names
+                # would be read as a short list (endpoints "gone"): unknown, not a list
+                return self._fail(
+                    probe, None, "malformed", page.status,
+                    f"a full page without {p.next_field!r}: check runpod.v2_pagination",
+                    elapsed, rate=rate)
             if cursor is None:
                 return Ok(tuple(items), page.status, elapsed, page.rate)
             if cursor in seen:
