@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 from hypothesis import strategies as st
-from test_fuzz import COUNT, KEY, SCALARS, _raw_http_server, fuzz, trees
+from test_fuzz import COUNT, EXAMPLES, KEY, SCALARS, _raw_http_server, fuzz, trees
 
 from model.observation import FAILURE_KINDS, RETIRED, EndpointConfig
 from monitor.runpod import Failure, Ok, RunPodClient
@@ -256,6 +256,8 @@ def test_fuzz_billing_and_account() -> None:
             assert _finite(limits.spend_limit, limits.spend_current)
             assert all(v is None or v >= 0 for v in (limits.workers_limit,
                                                      limits.workers_current))
+        account = p.parse_account(body)
+        assert account is None or (isinstance(account, str) and account)
         removed = p.parse_purge(body)
         assert removed is None or removed >= 0
 
@@ -395,7 +397,7 @@ def test_fuzz_client_v2_decode_path(loop: asyncio.AbstractEventLoop) -> None:
     old = structlog.get_config()
     structlog.configure(processors=[_drop], cache_logger_on_first_use=False)
     try:
-        fuzz("client v2 decode path (11 calls each)", ANSWERS_V2, check, examples=150)
+        fuzz("client v2 decode path (11 calls each)", ANSWERS_V2, check, examples=EXAMPLES)
     finally:
         structlog.configure(**old)
         loop.run_until_complete(client.aclose())
