@@ -503,7 +503,10 @@ async def test_wrong_shapes_are_malformed_never_data(
     patch_server: Callable[..., Awaitable[tuple[str, list[Any]]]],
 ) -> None:
     for answer in ({"id": "ep1", "workers": {"max": "ten"}}, {"id": ""}, [PATCHED], "x", None,
-                   {**PATCHED, "gpu": {"pools": "ADA_24"}}, {**PATCHED, "timeout": -1}):
+                   {**PATCHED, "gpu": {"pools": "ADA_24"}}, {**PATCHED, "timeout": -1},
+                   # no worker bounds: read as max 0 it would claim a disabled endpoint
+                   {k: v for k, v in PATCHED.items() if k != "workers"},
+                   {**PATCHED, "workers": {"min": 0}}):
         url, _ = await patch_server(200, answer)
         async with RunPodClient(api_key=SIM_KEY, v2_url=url, timeout_s=5) as client:
             out = await client.patch_endpoint("ep1", {})

@@ -186,7 +186,10 @@ def _endpoint_v2(value: object) -> EndpointConfig:
     gpu = _section(e, "gpu")
     pools = _strs(gpu.get("pools"))
     excluded = _strs(gpu.get("excludedTypes"))
-    workers = _section(e, "workers")
+    workers = _obj(e.get("workers"))
+    if workers.get("max") is None:
+        # required (spec 2.2): read as 0 it would claim a disabled endpoint
+        raise _Malformed
     scaling = _section(e, "scaling")
     scaler_type = _opt_str(scaling, "type")
     locations = _strs(e.get("dataCenterIds"))
