@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from model.observation import FAILURE_KINDS, RETIRED, UNKNOWN_OUTCOMES, Job
 from monitor.runpod import Failure, Ok, RunPodClient
+from monitor.runpod.client import RUNPOD_LIMITS
 from monitor.runpod.rest_v2 import LogBounds, V2Pagination, V2Paths
 from monitor.simulator import SimulatorServer
 
@@ -40,6 +41,14 @@ def _client(sim: SimulatorServer, **kw: Any) -> RunPodClient:
 def _ok(result: Any) -> Any:
     assert isinstance(result, Ok), result
     return result.value
+
+
+def _transport(name: str) -> dict[str, Any]:
+    """The client's aiohttp pool (default), or httpx's (used behind a proxy)."""
+    return {"transport": httpx.AsyncHTTPTransport()} if name == "httpx" else {}
+
+
+TRANSPORTS = pytest.mark.parametrize("via", ["aiohttp", "httpx"])
 
 
 # --- the writes the guarded fixes use -------------------------------------------------------
@@ -67,6 +76,24 @@ async def test_cancel_job_and_purge_queue_on_the_simulators_data_plane(
         assert missing.kind == "http_404"
     assert sim.request_counts[("ep00", "cancel")] == 2
     assert sim.request_counts[("ep00", "purge-queue")] == 1
+
+
+async def test_purge_queue_keeps_runpods_limit(sim_server: SimStart) -> None:
+    """RunPod allows 2 purges per 10 s per endpoint: with the daemon's limiter the third
+    is not sent, and fails at once as http_429 (status 0)."""
+    sim = await sim_server(_account(1))
+    async with _client(sim, timeout_s=2, limits=RUNPOD_LIMITS) as client:
+        first, second = await client.purge_queue("ep00"), await client.purge_queue("ep00")
+        start = time.monotonic()
+        third = await client.purge_queue("ep00")
+        waited = time.monotonic() - start
+    assert isinstance(first, Ok)
+    assert isinstance(second, Ok)
+    assert isinstance(third, Failure)
+    assert (third.kind, third.status) == ("http_429", 0)
+    assert "2 /purge-queue per 10 s" in third.message
+    assert waited < 1
+    assert sim.request_counts[("ep00", "purge-queue")] == 2
 
 
 PATCHED = {"id": "ep1", "name": "sdxl", "type": "QUEUE", "gpu": {"pools": ["ADA_24"],
@@ -290,9 +317,12 @@ async def test_scripted_429_keeps_retry_after(sim_server: SimStart) -> None:
     assert out.rate.rate_limit == '"minute";r=0;t=7'
 
 
-async def test_quota_headers_on_every_answer_and_429_past_it(sim_server: SimStart) -> None:
+@TRANSPORTS
+async def test_quota_headers_on_every_answer_and_429_past_it(
+    sim_server: SimStart, via: str
+) -> None:
     sim = await sim_server(_account(1, {"quota": {"minute": 2, "hour": 100, "day": None}}))
-    async with _client(sim) as client:
+    async with _client(sim, **_transport(via)) as client:
         first = await client.network_volumes()
         second = await client.gpu_stock()
         third = await client.pods()
@@ -409,12 +439,6 @@ def _logs_scenario(n: int, hold_s: float = 30, width: int = 10) -> dict[str, Any
     return scenario
 
 
-def _transport(name: str) -> dict[str, Any]:
-    """The client's aiohttp pool (default), or httpx's (used behind a proxy)."""
-    return {"transport": httpx.AsyncHTTPTransport()} if name == "httpx" else {}
-
-
-TRANSPORTS = pytest.mark.parametrize("via", ["aiohttp", "httpx"])
 
 
 @TRANSPORTS
