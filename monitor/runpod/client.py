@@ -480,18 +480,10 @@ class RunPodClient(RestV2Calls):
 
         A GraphQL that answers it is gone (404, 410, or an error message saying it was
         retired) is a `RETIRED` failure: a known state, not an API error."""
-        answer = await self._exchange("POST", self._graphql_url, "myself", None,
-                                      {"query": query})
-        if isinstance(answer, Failure):
-            return answer
-        body = parse.decode_json(answer.content)
-        status, elapsed = answer.status, answer.elapsed_s
-        if parse_v2.is_graphql_retired(status, body):
-            message = parse.error_message(body) or f"HTTP {status} {answer.reason}".strip()
-            return self._fail("myself", None, RETIRED, status, message, elapsed)
-        out = self._interpret(answer, body, "myself", None)
+        out = await self._call("POST", self._graphql_url, "myself", None, {"query": query})
         if isinstance(out, Failure):
             return out
+        body, status, elapsed = out
         parsed = parse.parse_myself(body, self._endpoint_items)
         if parsed is not None:
             return Ok(parsed, status, elapsed)
@@ -569,6 +561,10 @@ class RunPodClient(RestV2Calls):
         if isinstance(answer, Failure):
             return answer
         body = parse.decode_json(answer.content)
+        if probe == "myself" and parse_v2.is_graphql_retired(answer.status, body):
+            status = answer.status
+            message = parse.error_message(body) or f"HTTP {status} {answer.reason}".strip()
+            return self._fail(probe, None, RETIRED, status, message, answer.elapsed_s)
         out = self._interpret(answer, body, probe, endpoint_id)
         if isinstance(out, Failure):
             return out

@@ -186,7 +186,10 @@ def _endpoint_v2(value: object) -> EndpointConfig:
     gpu = _section(e, "gpu")
     pools = _strs(gpu.get("pools"))
     excluded = _strs(gpu.get("excludedTypes"))
-    workers = _section(e, "workers")
+    workers = _obj(e.get("workers"))
+    if workers.get("max") is None:
+        # required (spec 2.2): read as 0 it would claim a disabled endpoint
+        raise _Malformed
     scaling = _section(e, "scaling")
     scaler_type = _opt_str(scaling, "type")
     locations = _strs(e.get("dataCenterIds"))
@@ -232,6 +235,7 @@ class Page:
 
     items: tuple[Any, ...]
     next_cursor: str | None
+    cursor_named: bool = True  # False: the answer has no such member at all (not even null)
 
 
 def parse_page(
@@ -245,7 +249,7 @@ def parse_page(
             raise _Malformed
         items = tuple(item(x) for x in _list(b[key]))
         cursor = _opt_str(b, next_field) or None
-        return Page(items, cursor)
+        return Page(items, cursor, next_field in b)
     return _guard(run)
 
 
@@ -345,6 +349,12 @@ def parse_balance(body: object) -> Balance | None:
         mode = _opt_str(b, "billingMode")
         return Balance(amount, mode.upper() if mode else None)
     return _guard(run)
+
+
+def parse_account(body: object) -> str | None:
+    """The account route → the account id (the team owner's for a team key); the email it
+    also carries is not kept."""
+    return _guard(lambda: _id(_obj(body)))
 
 
 def _loose_num(d: Mapping[str, Any], key: str) -> float | None:

@@ -221,6 +221,11 @@ class RestV2Calls:
         return await self._v2("GET", self._v2_paths.account_limits, "account-limits", None,
                               parse_v2.parse_account_limits)
 
+    async def account_id(self) -> Result[str]:
+        """The account route (`runpod.v2_paths.account`): the account's id."""
+        return await self._v2("GET", self._v2_paths.account, "account", None,
+                              parse_v2.parse_account)
+
     async def serverless_spend(self) -> Result[ServerlessSpend]:
         """`GET /billing/serverless?bucketSize=hour&lastN=2`: USD/h per endpoint and in all,
         from the last complete hour (never the in-progress one)."""
@@ -301,6 +306,13 @@ class RestV2Calls:
             rate = page.rate
             items.extend(page.value.items)
             cursor = page.value.next_cursor
+            if not page.value.cursor_named and len(page.value.items) >= p.page_size:
+                # a full page and no cursor member: a server that pages under other names
+                # would be read as a short list (endpoints "gone"): unknown, not a list
+                return self._fail(
+                    probe, None, "malformed", page.status,
+                    f"a full page without {p.next_field!r}: check runpod.v2_pagination",
+                    elapsed, rate=rate)
             if cursor is None:
                 return Ok(tuple(items), page.status, elapsed, page.rate)
             if cursor in seen:
