@@ -82,7 +82,8 @@ def test_recorded_header_parses() -> None:
     assert parse_rate_limit('minute ; r=3 ;t=9;x=y;flag,"day";r=0;t=5') == {
         "minute": (3, 9), "day": (0, 5),
     }
-    assert parse_rate_limit("") == {} and parse_rate_limit_policy("  ") == {}
+    assert parse_rate_limit("") == {}
+    assert parse_rate_limit_policy("  ") == {}
 
 
 @pytest.mark.parametrize("value", [
@@ -183,7 +184,8 @@ def test_429_closes_until_retry_after_and_shrinks() -> None:
     b.spend(1, 10.0)
     b.on_429(20.0, 10.0)
     assert b.throttled == 1
-    assert b.allowance(29.0, 30) == 0 and not b.can_spend(29.0)
+    assert b.allowance(29.0, 30) == 0
+    assert not b.can_spend(29.0)
     assert b.can_spend(30.0)
     # the quota shrank by half: 50 - 2 spent, paced over the one cycle left
     assert b.remaining(30.0) == 48
@@ -203,7 +205,8 @@ def test_429_without_retry_after_waits_for_the_window() -> None:
     c = V2Budget()
     c.spend(1, 0.0)
     c.on_429(None, 0.0, '"minute";r=0;t=7, "hour";r=0;t=25', None)
-    assert c.allowance(24.0, 30) == 0 and c.allowance(25.0, 30) > 0
+    assert c.allowance(24.0, 30) == 0
+    assert c.allowance(25.0, 30) > 0
 
 
 def test_exempt_after_answers_without_headers() -> None:
@@ -222,7 +225,8 @@ def test_exempt_after_answers_without_headers() -> None:
     assert [w.name for w in b.reading(3.0).windows] == ["minute"]
     b.spend(1, 4.0)
     b.observe('"minute";r=50;t=30', None, 4.0)
-    assert not b.exempt and b.headerless == 0
+    assert not b.exempt
+    assert b.headerless == 0
 
 
 @st.composite
@@ -338,7 +342,8 @@ def test_trouble_before_busy_before_quiet(
         if trouble - served:
             assert set(plan.unserved) >= trouble - served
             assert all(tier_of[e] == "trouble" for e in plan.workers)
-            assert not plan.list_endpoints and not plan.facts
+            assert not plan.list_endpoints
+            assert not plan.facts
         if any(tier_of[e] == "quiet" for e in plan.workers):
             assert {e for e, tier in tier_of.items() if tier == "busy"} <= served
         assert len(plan.workers) == len(served)  # one call per endpoint
@@ -363,7 +368,8 @@ def test_every_quiet_endpoint_is_seen_round_robin(
     worst = 0
     for k in range(cycles):
         plan = p.plan(30.0 * k, 30, allowance, needs)
-        p.report(30.0 * k, workers=plan.workers, listed=plan.list_endpoints or None, facts_ok=plan.facts)
+        p.report(30.0 * k, workers=plan.workers, listed=plan.list_endpoints or None,
+                 facts_ok=plan.facts)
         got = [e for e in plan.workers if e.startswith("q")]
         shares.append(len(got))
         for e in got:
@@ -398,7 +404,8 @@ def test_slow_tiers_on_their_periods_and_skipped_for_trouble() -> None:
     p.report(931.0, facts_failed=["balance"], listed=False)
     # due again after a fifth of their period: the list at 30 s, the balance at 60 s
     retry = p.plan(961.0, 30, 20, needs)
-    assert retry.list_endpoints and "balance" not in retry.facts
+    assert retry.list_endpoints
+    assert "balance" not in retry.facts
     assert "balance" in p.plan(991.0, 30, 20, needs).facts
     # trouble the allowance cannot cover: no slow tier, the oldest trouble first
     p2 = Planner()
@@ -407,7 +414,8 @@ def test_slow_tiers_on_their_periods_and_skipped_for_trouble() -> None:
     plan = p2.plan(30.0, 30, 3, trouble)
     assert plan.workers == ("t3", "t4", "t0")
     assert set(plan.unserved) == {"t1", "t2"}
-    assert not plan.list_endpoints and not plan.facts
+    assert not plan.list_endpoints
+    assert not plan.facts
 
 
 def test_releases_after_trouble_workers_and_costs() -> None:
@@ -420,7 +428,9 @@ def test_releases_after_trouble_workers_and_costs() -> None:
     assert not plan.list_endpoints  # 3 pages do not fit in the 2 calls left
     assert plan.calls <= 4
     roomy = Planner().plan(0.0, 30, 50, needs, costs={"list": 3, "pods": 2})
-    assert roomy.list_endpoints and roomy.cost("list") == 3 and roomy.cost("pods") == 2
+    assert roomy.list_endpoints
+    assert roomy.cost("list") == 3
+    assert roomy.cost("pods") == 2
     assert roomy.calls == 3 + 2 + 3 + (len(FACTS) - 1) + 2
 
 
@@ -429,7 +439,8 @@ def test_freshest_worker_data_and_forgetting() -> None:
     p.report(10.0, workers=["e1", "e2"])
     p.report(5.0, workers=["e1"])  # an older answer reported late keeps the fresher time
     assert p.workers_seen == {"e1": 10.0, "e2": 10.0}
-    assert p.age_s("e1", 40.0) == 30.0 and p.age_s("e9", 40.0) is None
+    assert p.age_s("e1", 40.0) == 30.0
+    assert p.age_s("e9", 40.0) is None
     p.plan(40.0, 30, 5, [Need("e1")])
     assert p.workers_seen == {"e1": 10.0}
 
@@ -475,14 +486,16 @@ def test_config_section_defaults_and_errors(tmp_path: Path) -> None:
     s = load_settings(None, env={})
     v = s.runpod.v2_budget
     assert v.assumed == dict(ASSUMED_QUOTA)
-    assert v.fact_periods_s["balance"] == 300 and set(v.fact_periods_s) == set(FACTS)
+    assert v.fact_periods_s["balance"] == 300
+    assert set(v.fact_periods_s) == set(FACTS)
     path = tmp_path / "config.yaml"
     path.write_text("runpod:\n  v2_budget:\n    shrink_on_429: 1.5\n    reserve: -1\n")
     path.chmod(0o600)
     with pytest.raises(ConfigError) as info:
         load_settings(path, env={})
     text = str(info.value)
-    assert "runpod.v2_budget.shrink_on_429" in text and "runpod.v2_budget.reserve" in text
+    assert "runpod.v2_budget.shrink_on_429" in text
+    assert "runpod.v2_budget.reserve" in text
 
 
 # -- metrics --------------------------------------------------------------------------
