@@ -316,19 +316,18 @@ class V2Budget:
         self.exempt = False
         self.headerless = 0
         self.scale = max(MIN_SCALE, self.scale * self.shrink)
-        for w in self._windows.values():
-            w.throttled = True
+        self._ceiling.throttled = True  # no step back at the next minute
         if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s >= 0:
             wait = retry_after_s
         else:
             spent = [float(reset) for r, reset in (limits or {}).values() if r == 0]
-            minute = self._windows["minute"]
+            minute = self._windows.get("minute")
             if spent:
                 wait = max(spent)
-            elif minute.confirmed and minute.end is not None:
+            elif minute is not None and minute.confirmed and minute.end is not None:
                 wait = minute.end - t
             else:
-                wait = minute.window_s
+                wait = 60.0
         self.closed_until = max(self.closed_until, t + min(wait, MAX_CLOSED_S))
 
     # -- what the planner asks ----------------------------------------------------------
@@ -383,18 +382,32 @@ class V2Budget:
         return 1.0 if w is self._ceiling else self.scale
 
     def _roll(self, t: float) -> None:
-        minute = self._windows["minute"]
-        throttled = minute.throttled
-        if minute.roll(t) and not throttled:
+        # the ceiling's minute (our own clock) times the shrink's recovery
+        throttled = self._ceiling.throttled
+        if self._ceiling.roll(t) and not throttled:
             self.scale = min(1.0, self.scale / self.shrink)
         for w in self._windows.values():
-            if w is not minute:
-                w.roll(t)
-        self._ceiling.roll(t)
+            w.roll(t)
 
     def _answered(self) -> None:
         for w in (*self._windows.values(), self._ceiling):
             w.answered += 1
+
+    def _policy(self, policy: Mapping[str, tuple[int, int | None]]) -> None:
+        """The policy is the key's whole list: its windows replace the assumed ones (a
+        window it does not name, as the day in the recorded header, is no limit)."""
+        known = {name: w for name, w in WINDOWS}
+        placed: dict[str, _Window] = {}
+        for name, (q, w_s) in policy.items():
+            length = float(w_s) if w_s is not None else known.get(name)
+            if length is None or len(placed) >= MAX_WINDOWS:
+                continue  # a window we cannot place, or one too many
+            w = self._windows.get(name) or _Window(name, length, q)
+            w.quota = q
+            w.window_s = length
+            placed[name] = w
+        if placed:
+            self._windows = placed
 
     def _headers(
         self, rate_limit: str | None, policy: str | None, t: float, status: int,
@@ -417,15 +430,7 @@ class V2Budget:
             if parsed_policy is None:
                 self.malformed_headers += 1
             else:
-                for name, (q, w_s) in parsed_policy.items():
-                    w = self._windows.get(name)
-                    if w is None:
-                        if w_s is None or len(self._windows) >= MAX_WINDOWS:
-                            continue  # a window we cannot place, or one too many
-                        w = self._windows[name] = _Window(name, float(w_s), q)
-                    w.quota = q
-                    if w_s is not None and float(w_s) != w.window_s:
-                        w.window_s = float(w_s)
+                self._policy(parsed_policy)
         limits: dict[str, tuple[int, int]] | None = None
         if rate_limit is not None and rate_limit.strip():
             limits = parse_rate_limit(rate_limit)

@@ -160,6 +160,16 @@ def test_policy_header_replaces_the_assumption() -> None:
     assert b.allowance(0.0, 30) == 7193 // 90
 
 
+def test_the_recorded_policy_has_no_day_window() -> None:
+    """The recorded account names minute and hour only: the assumed day no longer binds."""
+    b = V2Budget()
+    b.spend(1, 0.0)
+    b.observe('"minute";r=176;t=60, "hour";r=7193;t=3600',
+              '"minute";q=177;w=60, "hour";q=7194;w=3600', 0.0)
+    assert [w.name for w in b.reading(0.0).windows] == ["minute", "hour"]
+    assert b.allowance(0.0, 30, 2) == 7193 // 120 - 2  # 57: the hour binds
+
+
 def test_the_stricter_count_wins() -> None:
     b = V2Budget({"minute": 100, "hour": 10**6, "day": 10**7})
     b.spend(10, 0.0)
@@ -292,7 +302,8 @@ def test_calls_never_exceed_a_window(
                 if informed_after is None:
                     informed_after = cycle
         t += interval * data.draw(st.sampled_from([1.0, 1.0, 1.0, 1.5, 3.0, 7.3]))
-    assert all(informed_after is not None and c <= informed_after for c in throttled_in)
+    # before any valid header the quota is a guess (the schema example) and may be too high
+    assert all(informed_after is None or c <= informed_after for c in throttled_in)
     assert not b.exempt
 
 
@@ -524,7 +535,7 @@ def test_budget_metrics() -> None:
     p = Planner()
     b.spend(3, 100.0, "workers")
     b.spend(1, 100.0, "list")
-    b.observe('"minute";r=170;t=20', '"minute";q=177;w=60', 100.0)
+    b.observe('"minute";r=170;t=50', '"minute";q=177;w=60', 100.0)
     b.observe("nonsense", None, 100.0)
     b.on_429(5.0, 100.0)
     p.report(100.0, workers=["e1", "e2"])
@@ -535,8 +546,8 @@ def test_budget_metrics() -> None:
     got = samples(m)
     v2 = "runpod_monitor_v2_budget"
     assert got[(f"{v2}_quota", (("window", "minute"),))] == 177
-    assert got[(f"{v2}_quota", (("window", "day"),))] == 50000
-    assert got[(f"{v2}_spent", (("window", "hour"),))] == 4
+    assert (f"{v2}_quota", (("window", "day"),)) not in got  # the policy names no day
+    assert got[(f"{v2}_spent", (("window", "minute"),))] == 4
     assert got[(f"{v2}_calls_total", (("kind", "workers"),))] == 3
     assert got[(f"{v2}_calls_total", (("kind", "pods"),))] == 0  # every kind from 0
     assert got[(f"{v2}_throttled_total", ())] == 1
