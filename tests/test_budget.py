@@ -582,3 +582,17 @@ def test_budget_metrics_pass_promtool() -> None:
     problems = [line for line in out.stdout.decode().splitlines() + out.stderr.decode()
                 .splitlines() if "v2_budget" in line or "workers_seen" in line]
     assert problems == []
+
+
+def test_budget_module_is_pure() -> None:
+    """monitor/budget.py imports only the standard library and model/ (replay determinism:
+    no clock, no I/O)."""
+    import ast
+    import sys
+
+    tree = ast.parse((Path(__file__).parents[1] / "monitor" / "budget.py").read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    roots = {n.split(".")[0] for n in names}
+    assert all(r in sys.stdlib_module_names or r in ("__future__", "model") for r in roots)
+    assert not roots & {"time", "datetime", "os", "random", "asyncio"}
