@@ -564,6 +564,9 @@ def test_budget_metrics() -> None:
 
 
 def test_budget_metrics_are_extensions_only() -> None:
+    fed = MonitorMetrics(extensions=True)
+    fed.observe_cycle(CycleFacts(observation(["e1"], 1.0)))
+    assert b"v2_budget" not in fed.render()[0]  # no family at all before the first reading
     m = MonitorMetrics()
     m.observe_cycle(CycleFacts(observation(["e1"], 1.0), budget=V2Budget().reading(1.0)))
     assert b"v2_budget" not in m.render()[0]
