@@ -608,9 +608,9 @@ class Planner:
         facts_ok: Iterable[str] = (),
         facts_failed: Iterable[str] = (),
     ) -> None:
-        """What the plan at `t` got: the endpoints whose /workers answered, whether the
-        list did, which facts did and which failed (those are due again after a fifth of
-        their period)."""
+        """What the plan at `t` got: the endpoints whose /workers answered; `listed` True
+        or False when the plan listed (None: it did not); which facts answered and which
+        failed (those are due again after a fifth of their period)."""
         for eid in workers:
             self.workers_seen[eid] = max(t, self.workers_seen.get(eid, -math.inf))
         if listed is True:
