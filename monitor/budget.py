@@ -43,6 +43,10 @@ MAX_HEADER_CHARS = 2048  # a longer header is malformed, not parsed
 # The server's `t` is whole seconds; an answer whose window end differs from ours by more
 # than this is another window.
 RESET_TOLERANCE_S = 2.0
+# RateLimit's `t` is whole seconds, rounded up (as the simulator does): the true reset is up
+# to a second before the end we derive, so a call in that last second may count in the next
+# window; it is counted in both.
+EDGE_S = 1.0
 MAX_WINDOWS = 6  # windows a policy may add beyond these three are ignored (bounded labels)
 MIN_SCALE = 0.1  # repeated 429s shrink the assumed quota to a tenth, no further
 MAX_CLOSED_S = 86400.0  # a Retry-After longer than a day is a day
@@ -131,19 +135,32 @@ class _Window:
     end: float | None = None  # when the current window resets; None: not known yet
     confirmed: bool = False  # `end` came from the server's `t`, not from our first call
     spent: int = 0  # calls sent in the current window (ours)
-    answered: int = 0  # answers to them seen in the current window
-    server_r: int | None = None  # the least `r` the server said in the current window
+    answered: int = 0  # answers seen in the current window
+    # what the server's `r` says is left now: the least over the window's answers of `r`
+    # less the calls in flight when it came, less every call sent since
+    server_left: int | None = None
     throttled: bool = False  # a 429 in the current window
+    carry: int = 0  # calls sent in the last EDGE_S of the window: maybe the next one's
 
     def roll(self, t: float) -> bool:
         """Start the window `t` is in, when the current one ended; True if it rolled."""
         if self.end is None or t < self.end:
             return False
-        self.end += (math.floor((t - self.end) / self.window_s) + 1) * self.window_s
-        self.spent = self.answered = 0
-        self.server_r = None
+        skipped = math.floor((t - self.end) / self.window_s)
+        self.end += (skipped + 1) * self.window_s
+        self.spent = self.answered = self.carry if skipped == 0 else 0
+        self.carry = 0
+        self.server_left = None
         self.throttled = False
         return True
+
+    def add(self, n: int, t: float) -> None:
+        """`n` calls sent at `t` (after `roll` and `anchor`)."""
+        self.spent += n
+        if self.server_left is not None:
+            self.server_left -= n
+        if self.confirmed and self.end is not None and self.end - t <= EDGE_S:
+            self.carry += n
 
     def anchor(self, t: float) -> None:
         """Before the server tells the window's end: assume a whole window from `t`."""
@@ -154,28 +171,49 @@ class _Window:
         return math.floor(self.quota * scale)
 
     def remaining(self, scale: float) -> int:
-        """Calls left: the stricter of our count and the server's (less calls in flight)."""
+        """Calls left: the stricter of our count and the server's."""
         q = self.effective_quota(scale)
         left = q - self.spent
-        if self.server_r is not None:
-            in_flight = max(0, self.spent - self.answered)
-            left = min(left, self.server_r - in_flight - (self.quota - q))
+        if self.server_left is not None:
+            left = min(left, self.server_left - (self.quota - q))
         return max(0, left)
 
-    def take_server(self, t: float, remaining: int, reset_s: int) -> None:
-        """Fold one answer's `r` and `t` for this window."""
+    def take_server(self, t: float, remaining: int, reset_s: int, *, anchor: bool = True
+                    ) -> None:
+        """Fold one answer's `r` and `t` for this window (after counting the answer);
+        without `anchor` (a 429's headers) only an `r` of the window as we place it."""
         implied = t + reset_s
-        if self.end is None or not self.confirmed or implied > self.end + RESET_TOLERANCE_S:
-            # the server's window (first word from it, or one we have not rolled into):
-            # its count is the truth, ours of earlier calls belongs to another window
+        if not anchor:
+            near = self.end is not None and abs(implied - self.end) <= RESET_TOLERANCE_S
+            if self.confirmed and near:
+                self._least(remaining)
+            return
+        if self.end is None or not self.confirmed:
+            # the server's first word places the window; our count of calls stays (it may
+            # hold some of the window before: stricter, never looser)
             self.end = implied
             self.confirmed = True
-            self.spent = self.answered = max(self.spent, self.quota - remaining, 0)
-            self.server_r = remaining
+            self._least(remaining)
+            return
+        if implied > self.end + RESET_TOLERANCE_S:
+            # the server is already in the next window (our end was up to a second late):
+            # the calls of that last second are the new window's
+            self.end = implied
+            self.spent = self.carry
+            self.answered = min(1, self.carry)
+            self.carry = 0
+            self.server_left = None
+            self.throttled = False
+            self._least(remaining)
             return
         if implied < self.end - RESET_TOLERANCE_S:
             return  # a late answer from the window before: no news of this one
-        self.server_r = remaining if self.server_r is None else min(self.server_r, remaining)
+        self.end = min(self.end, implied)  # each answer bounds the reset from above
+        self._least(remaining)
+
+    def _least(self, remaining: int) -> None:
+        left = remaining - max(0, self.spent - self.answered)
+        self.server_left = left if self.server_left is None else min(self.server_left, left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +284,7 @@ class V2Budget:
         self._roll(t)
         for w in (*self._windows.values(), self._ceiling):
             w.anchor(t)
-            w.spent += n
+            w.add(n, t)
         self.calls[kind if kind in self.calls else "other"] += n
 
     def observe(
@@ -274,23 +312,22 @@ class V2Budget:
         self._roll(t)
         self._answered()
         self.throttled += 1
-        limits = self._headers(rate_limit, policy, t, 429)
+        limits = self._headers(rate_limit, policy, t, 429, anchor=False)
         self.exempt = False
         self.headerless = 0
         self.scale = max(MIN_SCALE, self.scale * self.shrink)
-        for w in self._windows.values():
-            w.throttled = True
+        self._ceiling.throttled = True  # no step back at the next minute
         if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s >= 0:
             wait = retry_after_s
         else:
             spent = [float(reset) for r, reset in (limits or {}).values() if r == 0]
-            minute = self._windows["minute"]
+            minute = self._windows.get("minute")
             if spent:
                 wait = max(spent)
-            elif minute.confirmed and minute.end is not None:
+            elif minute is not None and minute.confirmed and minute.end is not None:
                 wait = minute.end - t
             else:
-                wait = minute.window_s
+                wait = 60.0
         self.closed_until = max(self.closed_until, t + min(wait, MAX_CLOSED_S))
 
     # -- what the planner asks ----------------------------------------------------------
@@ -345,21 +382,36 @@ class V2Budget:
         return 1.0 if w is self._ceiling else self.scale
 
     def _roll(self, t: float) -> None:
-        minute = self._windows["minute"]
-        throttled = minute.throttled
-        if minute.roll(t) and not throttled:
+        # the ceiling's minute (our own clock) times the shrink's recovery
+        throttled = self._ceiling.throttled
+        if self._ceiling.roll(t) and not throttled:
             self.scale = min(1.0, self.scale / self.shrink)
         for w in self._windows.values():
-            if w is not minute:
-                w.roll(t)
-        self._ceiling.roll(t)
+            w.roll(t)
 
     def _answered(self) -> None:
         for w in (*self._windows.values(), self._ceiling):
             w.answered += 1
 
+    def _policy(self, policy: Mapping[str, tuple[int, int | None]]) -> None:
+        """The policy is the key's whole list: its windows replace the assumed ones (a
+        window it does not name, as the day in the recorded header, is no limit)."""
+        known = {name: w for name, w in WINDOWS}
+        placed: dict[str, _Window] = {}
+        for name, (q, w_s) in policy.items():
+            length = float(w_s) if w_s is not None else known.get(name)
+            if length is None or len(placed) >= MAX_WINDOWS:
+                continue  # a window we cannot place, or one too many
+            w = self._windows.get(name) or _Window(name, length, q)
+            w.quota = q
+            w.window_s = length
+            placed[name] = w
+        if placed:
+            self._windows = placed
+
     def _headers(
-        self, rate_limit: str | None, policy: str | None, t: float, status: int
+        self, rate_limit: str | None, policy: str | None, t: float, status: int,
+        *, anchor: bool = True,
     ) -> dict[str, tuple[int, int]] | None:
         """Fold the headers of one answer; the parsed RateLimit, if any."""
         absent = (rate_limit is None or not rate_limit.strip()) and (
@@ -378,15 +430,7 @@ class V2Budget:
             if parsed_policy is None:
                 self.malformed_headers += 1
             else:
-                for name, (q, w_s) in parsed_policy.items():
-                    w = self._windows.get(name)
-                    if w is None:
-                        if w_s is None or len(self._windows) >= MAX_WINDOWS:
-                            continue  # a window we cannot place, or one too many
-                        w = self._windows[name] = _Window(name, float(w_s), q)
-                    w.quota = q
-                    if w_s is not None and float(w_s) != w.window_s:
-                        w.window_s = float(w_s)
+                self._policy(parsed_policy)
         limits: dict[str, tuple[int, int]] | None = None
         if rate_limit is not None and rate_limit.strip():
             limits = parse_rate_limit(rate_limit)
@@ -396,7 +440,7 @@ class V2Budget:
                 for name, (r, reset) in limits.items():
                     w = self._windows.get(name)
                     if w is not None:
-                        w.take_server(t, r, reset)
+                        w.take_server(t, r, reset, anchor=anchor)
         return limits
 
 
@@ -567,23 +611,23 @@ class Planner:
         facts_ok: Iterable[str] = (),
         facts_failed: Iterable[str] = (),
     ) -> None:
-        """What the plan at `t` got: the endpoints whose /workers answered, whether the
-        list did, which facts did and which failed (those are due again next cycle)."""
+        """What the plan at `t` got: the endpoints whose /workers answered; `listed` True
+        or False when the plan listed (None: it did not); which facts answered and which
+        failed (those are due again after a fifth of their period)."""
         for eid in workers:
             self.workers_seen[eid] = max(t, self.workers_seen.get(eid, -math.inf))
         if listed is True:
             self._listed_ok = t
             self._listed = t if self._listed is None else max(self._listed, t)
         elif listed is False:
-            self._listed = self._listed_ok
+            # a failed list is due again after a fifth of its period (at start: next cycle)
+            period = self.list_period_s
+            self._listed = None if period <= 0 or self._listed_ok is None else t - 0.8 * period
         for f in facts_ok:
             self._facts_ok[f] = t
         for f in facts_failed:
-            ok = self._facts_ok.get(f)
-            if ok is None:
-                self._facts.pop(f, None)
-            else:
-                self._facts[f] = ok
+            # likewise: soon enough for a transient failure, rare enough for a 403 (scope)
+            self._facts[f] = t - 0.8 * self.fact_periods_s[f]
 
     def list_due(self, t: float, interval_s: float) -> bool:
         """Whether the endpoint list's period has come round at `t` (or it was never read)."""

@@ -274,7 +274,7 @@ class BudgetSnapshot:
 class BudgetCollector:
     """The REST v2 budget (monitor.budget): the windows as the monitor reads them, calls and
     429s, and per endpoint when its worker data last arrived. Extensions: registered only
-    with `MonitorMetrics(extensions=True)`. Nothing before the first reading but the headers.
+    with `MonitorMetrics(extensions=True)`, with the first reading.
     """
 
     def __init__(self) -> None:

@@ -185,6 +185,7 @@ class MonitorMetrics:
         self.budget = BudgetCollector()
         self._budget_text = BudgetText()
         self._budget_view: BudgetView | None = None
+        self._budget_registered = False
 
         # The contract has no `_created` series: client_python's own switch, process-wide
         # (as PROMETHEUS_DISABLE_CREATED_SERIES=True), read when a metric is collected.
@@ -263,8 +264,6 @@ class MonitorMetrics:
             "RunPod) or the schedule fell behind. An addition beyond spec/metrics.md.",
             registry=self.registry if extensions else None,
         )
-        if extensions:
-            self.registry.register(self.budget)
         # Known series start at 0 so that rate() and increase() see their first rise.
         for info in CATALOG.values():
             self.diagnoses_raised.labels(info.code, info.severity)
@@ -367,8 +366,13 @@ class MonitorMetrics:
 
     def _update_budget(self) -> None:
         b = self._budget_view
-        if b is None:
+        if b is None or not self._extensions:
             return
+        if not self._budget_registered:
+            # registered with the first reading, last: a daemon whose prober keeps no
+            # budget shows no empty families (promtool and the family check would flag them)
+            self.registry.register(self.budget)
+            self._budget_registered = True
         seen = tuple(
             (eid, self._known[eid].name or eid, t)
             for eid, t in b.workers_seen.items()
@@ -437,7 +441,8 @@ class MonitorMetrics:
         ]
         if self._extensions:
             parts.append(generate_latest(self.cycles_skipped))
-            parts.append(self._budget_text.render(self.budget.snapshot))
+            if self._budget_registered:
+                parts.append(self._budget_text.render(self.budget.snapshot))
         return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------
