@@ -356,7 +356,7 @@ def test_idle_spend_for_30_min_raises_info_with_costs() -> None:
     assert "models (vol1, US-TX-3): 50 GB, 3.50 USD/month" in ev["volumes"]
     assert "36.50 USD/month" in d.summary
     assert "vol1" in d.remedy
-    assert "networkvolumes" in d.remedy
+    assert "https://api.runpod.io/v2/network-volumes/<volume id>" in d.remedy
 
 
 def test_idle_spend_threshold_boundary() -> None:
