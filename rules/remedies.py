@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from model.observation import EndpointConfig, Observation, Template
-from rules.secrets import has_secret
+from rules.secrets import has_secret, mask
 
 GRAPHQL_URL = "https://api.runpod.io/graphql"
 REST_URL = "https://api.runpod.ai/v2"  # the data plane (jobs, health), the same in both modes
@@ -39,8 +39,9 @@ _SECRET_KEY = re.compile(
 )
 _SECRET_REF = re.compile(r"^\s*\{\{\s*RUNPOD_SECRET_\w+\s*\}\}\s*$")
 REFERENCE_NOTE = (
-    "(each env value written {{ RUNPOD_SECRET_<key> }} held a credential: store it as a "
-    "RunPod secret of that name first; the monitor never prints it)"
+    "(a credential in it is written {{ RUNPOD_SECRET_<key> }} in env, **** elsewhere: "
+    "store it as a RunPod secret of that name and reference it before you run this; the "
+    "monitor never prints it)"
 )
 
 # EndpointConfig field -> saveEndpoint input field
@@ -210,14 +211,20 @@ def _container(old: Template | None, new: Template | None) -> tuple[dict[str, An
     before = old if old is not None else Template(id="")
     if new.image_name != before.image_name:
         body["image"] = new.image_name
+    replaced = False
     if new.docker_args != before.docker_args:
-        body["args"] = new.docker_args
+        body["args"], replaced = _masked(new.docker_args)
     if new.container_disk_gb != before.container_disk_gb and new.container_disk_gb is not None:
         body["disk"] = new.container_disk_gb
-    replaced = False
     if new.env != before.env:
-        body["env"], replaced = env_map(new)  # env replaces the whole map: send all of it
+        body["env"], in_env = env_map(new)  # env replaces the whole map: send all of it
+        replaced = replaced or in_env
     return body, replaced
+
+
+def _masked(text: str) -> tuple[str, bool]:
+    """`text` with any credential masked, and whether one was."""
+    return (mask(text), True) if has_secret(text) else (text, False)
 
 
 def patch_body(old: EndpointConfig, new: EndpointConfig) -> tuple[dict[str, Any], bool]:
@@ -280,15 +287,16 @@ def create_body(config: EndpointConfig) -> tuple[dict[str, Any], bool]:
     template = config.template
     if template is not None and template.id:
         body["templateId"] = template.id
-    elif template is not None and template.image_name:
+    replaced = False
+    if template is not None and not template.id and template.image_name:
         body["image"] = template.image_name
         if template.docker_args:
-            body["args"] = template.docker_args
+            body["args"], replaced = _masked(template.docker_args)
         if template.container_disk_gb is not None:
             body["disk"] = template.container_disk_gb
-    replaced = False
-    if template is not None and template.env and not template.id:
-        body["env"], replaced = env_map(template)
+        if template.env:
+            body["env"], in_env = env_map(template)
+            replaced = replaced or in_env
     if config.gpu_tiers:
         body["gpu"] = _gpu(config)
     body["workers"] = _workers(config)
