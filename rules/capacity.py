@@ -78,7 +78,7 @@ def _no_gpu_capacity(
     return Finding(
         severity="critical" if stalled else "warning",
         summary=summary,
-        remedy=_capacity_remedy(history, config, opening),
+        remedy=_capacity_remedy(history, eid, config, opening),
         evidence=evidence(
             throttled=h.throttled,
             throttled_cycles=len(run),
@@ -126,7 +126,7 @@ def _not_scheduling(
     return Finding(
         severity="critical",
         summary=summary,
-        remedy=_capacity_remedy(history, config, opening),
+        remedy=_capacity_remedy(history, eid, config, opening),
         evidence=evidence(
             in_queue=h.in_queue,
             in_progress=h.in_progress,
@@ -437,7 +437,9 @@ def _gpu_ids(config: EndpointConfig, tiers: Sequence[str]) -> str:
 # --- the remedy ----------------------------------------------------------------------
 
 
-def _capacity_remedy(history: History, config: EndpointConfig | None, opening: str) -> str:
+def _capacity_remedy(
+    history: History, eid: str, config: EndpointConfig | None, opening: str
+) -> str:
     """Widen the GPU pools, drop the pin, move the volume, check availability; from the
     live catalog when it was read in the last few minutes."""
     obs = history.latest
@@ -453,9 +455,9 @@ def _capacity_remedy(history: History, config: EndpointConfig | None, opening: s
         if rest:
             steps.append(
                 f"{n}. Add every compatible GPU pool to the endpoint (PATCH "
-                '/v2/serverless/<id> with {"gpu": {"pools": [...]}}, e.g. AMPERE_48, '
-                "ADA_48_PRO, AMPERE_80, ADA_80_PRO); the listing gave no configuration for "
-                "this endpoint, so the call is not prefilled."
+                f'/v2/serverless/{eid} with {{"gpu": {{"pools": [...]}}}}, e.g. AMPERE_48, '
+                "ADA_48_PRO, AMPERE_80, ADA_80_PRO, keeping any excludedTypes); the listing "
+                "gave no configuration for this endpoint, so the call is not prefilled."
             )
             n += 1
             steps.append(

@@ -34,8 +34,11 @@ MUTABLE_FIELDS = frozenset(
 
 # An env value that holds a credential is never printed: the body carries a reference to a
 # RunPod secret of the key's name instead (spec 2.5), which the remedy asks to create first.
+# (a whole `_` segment of the key: TOKENIZERS_PARALLELISM is not a token)
 _SECRET_KEY = re.compile(
-    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|AUTH", re.I
+    r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|PWD|CREDENTIALS?|API_?KEY|ACCESS_?KEY"
+    r"|PRIVATE_?KEY|SECRET_?KEY)(?:_|$)",
+    re.I,
 )
 _SECRET_REF = re.compile(r"^\s*\{\{\s*RUNPOD_SECRET_\w+\s*\}\}\s*$")
 REFERENCE_NOTE = (

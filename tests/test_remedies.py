@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from monitor.replay import replay
 from monitor.simulator import load_scenario
 from rules import engine
 from rules.diagnosis import Diagnosis
+from rules.remedies import api, env_map, graphql_curl, read, update_endpoint
 
 SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
 BARE = re.compile(r"(?:^|[\s(:])(mutation \{|query \{)")
@@ -270,3 +272,70 @@ async def test_each_command_is_quoted_once(path: Path) -> None:
                 if "query" in body:
                     posted_query = body["query"]
                     assert remedy.count(json.dumps(posted_query)[1:-1]) == 1, posted_query
+
+
+def test_env_map_replaces_credentials_by_secret_references() -> None:
+    """Token-shaped values and values of secret-named keys become `{{ RUNPOD_SECRET_<key> }}`;
+    existing references, ordinary values and look-alike keys stay as they are."""
+    tpl = template(env=[
+        ("HF_TOKEN", HF), ("DB_PASSWORD", "hunter2"), ("OPENAI_API_KEY", "sk-x"),
+        ("TOKENIZERS_PARALLELISM", "false"), ("AUTHOR", "bob"), ("EMPTY_TOKEN", ""),
+        ("GH", "{{ RUNPOD_SECRET_gh }}"), ("URL", "https://u:pw@example.com/x"),
+    ])
+    env, replaced = env_map(tpl)
+    assert replaced
+    assert env == {
+        "HF_TOKEN": "{{ RUNPOD_SECRET_HF_TOKEN }}",
+        "DB_PASSWORD": "{{ RUNPOD_SECRET_DB_PASSWORD }}",
+        "OPENAI_API_KEY": "{{ RUNPOD_SECRET_OPENAI_API_KEY }}",
+        "TOKENIZERS_PARALLELISM": "false",
+        "AUTHOR": "bob",
+        "EMPTY_TOKEN": "",
+        "GH": "{{ RUNPOD_SECRET_gh }}",
+        "URL": "{{ RUNPOD_SECRET_URL }}",
+    }
+    assert env_map(template(env=[("A", "1")])) == ({"A": "1"}, False)
+
+
+def test_patch_bodies_restate_what_v2_would_clear() -> None:
+    """Pools restate the excluded types; workers carry min, max and idleTimeout (not on a
+    REQUEST_COUNT queue, where v2 answers 422); scaling names its kind's key."""
+    cfg = config(gpu_ids="ADA_24,-NVIDIA L40", workers_min=1, workers_max=3, idle_timeout=9,
+                 scaler_type="REQUEST_COUNT", scaler_value=4)
+    obs = observation(1, control_plane="rest")
+    body = _body(update_endpoint(obs, cfg, gpu_ids="ADA_24,AMPERE_24,-NVIDIA L40"))
+    assert body == {"gpu": {"pools": ["ADA_24", "AMPERE_24"], "excludedTypes": ["NVIDIA L40"]}}
+    assert _body(update_endpoint(obs, cfg, workers_max=6)) == {
+        "workers": {"min": 1, "max": 6}
+    }
+    queue = replace(cfg, scaler_type="QUEUE_DELAY")
+    assert _body(update_endpoint(obs, queue, workers_max=6)) == {
+        "workers": {"min": 1, "max": 6, "idleTimeout": 9}
+    }
+    assert _body(update_endpoint(obs, cfg, scaler_value=2)) == {
+        "scaling": {"type": "REQUEST_COUNT", "requestCount": 2}
+    }
+    assert _body(update_endpoint(obs, queue, locations=None)) == {}
+    pinned = replace(queue, locations="EU-RO-1,US-KS-2", network_volume_ids=("v1", "v2"))
+    assert _body(update_endpoint(obs, pinned, locations=None, network_volume_ids=("v2",))) == {
+        "dataCenterIds": [], "networkVolumes": ["v2"],
+    }
+
+
+def test_the_mode_comes_from_the_observation() -> None:
+    """`rest` quotes v2, anything else (and no observation) GraphQL."""
+    cfg = config()
+    assert api(observation(1, control_plane="rest")) == "rest"
+    assert api(observation(1)) == "graphql"
+    assert api(None) == "graphql"
+    assert "saveEndpoint" in update_endpoint(None, cfg, workers_max=2)
+    assert read(None, "key") == graphql_curl("query { myself { id } }")
+    assert read(observation(1, control_plane="rest"), "key") == (
+        'curl -s https://api.runpod.io/v2/serverless -H "Authorization: Bearer $RUNPOD_API_KEY"'
+    )
+
+
+def _body(command: str) -> dict[str, object]:
+    (argv,) = curls(command)
+    assert argv[argv.index("-X") + 1] == "PATCH"
+    return json.loads(argv[argv.index("-d") + 1])  # type: ignore[no-any-return]
