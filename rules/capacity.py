@@ -231,6 +231,8 @@ def _where(config: EndpointConfig | None, account: Account | None) -> str:
         if dc:
             return f"{dc}, the datacenter its network volume pins,"
         return "the datacenter its network volume pins"
+    if config is not None and config.locations:
+        return f"{config.locations}, where it is pinned,"
     return "RunPod"
 
 

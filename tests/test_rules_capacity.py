@@ -463,3 +463,10 @@ def test_not_scheduling_reads_the_stock_too() -> None:
     )
     remedy = only(history, "not_scheduling").remedy
     assert "stock in US-TX-3 now: ADA_48_PRO (US-TX-3 HIGH)" in remedy
+
+
+def test_summary_names_a_datacenter_pin_without_a_volume() -> None:
+    """An endpoint pinned by locations / dataCenterIds names them in the summary."""
+    c = replace(PINNED, network_volume_id=None, locations="EU-RO-1")
+    d = only(endpoint_history([THROTTLED] * 3, config=c), "no_gpu_capacity")
+    assert "EU-RO-1, where it is pinned, has no AMPERE_48 capacity" in d.summary
