@@ -88,7 +88,7 @@ def _secret_in_template(
             "/v2/account/secrets) and reference it from the endpoint's env as "
             "{{ RUNPOD_SECRET_<name> }} (" + SECRETS_DOC + "); never put tokens in the start "
             "command (for a private repo, bake the handler into the image instead of cloning "
-            f"it at start).\n3. Replace them ({', '.join(places)}): "
+            f"it at start).\n3. Replace them ({', '.join(places)}) and "
             + release(obs, config, **changes)
         )
     else:
@@ -161,7 +161,7 @@ def _volume_path_mismatch(
             if storage_key(v.key) and _under_workspace(v.value)
         }
         remedy = (
-            f"{lead}{fixes} in the endpoint's env: "
+            f"{lead}{fixes} in the env and "
             + release(obs, config, env=_env_with(template, moved))
         )
     else:
@@ -354,7 +354,7 @@ def _container_disk_small(
         f"to at least {minimum} (compressed image x 2.5 + 20"
         + ("" if volume else " + model size")
         + (
-            ") GB: " + release(obs, config, container_disk_gb=minimum) if rest
+            ") GB and " + release(obs, config, container_disk_gb=minimum) if rest
             else ") in the template, then " + release(obs, config)
         )
     )

@@ -360,8 +360,9 @@ def release(obs: Observation | None, config: EndpointConfig, **template_changes:
     body, replaced = _container(template, replace(template, **template_changes))
     template_id = template.id or "<fixed template id>"
     return (
-        "set it on the endpoint itself: a REST v2 endpoint keeps no link to its template, "
-        "so editing the template alone changes nothing. This PATCH creates a release that "
+        "PATCH the change onto the endpoint itself: a REST v2 endpoint keeps no link to its "
+        "template, so editing the template alone changes nothing. This PATCH creates a "
+        "release that "
         f"rolls out as workers cycle:\n{_with_note(patch_endpoint(config.id, body), replaced)}"
         "\nOr apply a fixed template's container settings once (also a release): "
         f"{patch_endpoint(config.id, {'templateId': template_id})}\n"
