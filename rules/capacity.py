@@ -87,6 +87,7 @@ def _no_gpu_capacity(
             in_progress=h.in_progress,
             running=h.running,
             **_config_evidence(config, history.latest_account()),
+            **_stock_evidence(history, config),
         ),
     )
 
@@ -134,6 +135,7 @@ def _not_scheduling(
             not_scheduling_s=seconds,
             cycles=len(run),
             **_config_evidence(config, acct),
+            **_stock_evidence(history, config),
         ),
     )
 
@@ -336,6 +338,25 @@ def read_stock(
     return Stock(age_s, pins, here, elsewhere, none)
 
 
+def _stock(history: History, config: EndpointConfig | None) -> Stock | None:
+    """The endpoint's compatible tiers in the latest recent catalog read, if any."""
+    catalog = latest_stock(history)
+    if config is None or catalog is None:
+        return None
+    return read_stock(config, history.latest_account(), *catalog)
+
+
+def _stock_evidence(history: History, config: EndpointConfig | None) -> dict[str, object]:
+    stock = _stock(history, config)
+    if stock is None:
+        return {}
+    return evidence(
+        stock_read_s_ago=round(stock.age_s, 1),
+        stock_where_pinned=_levels(stock.here) or "none",
+        stock_elsewhere=_levels(stock.elsewhere) or None,
+    )
+
+
 def _levels(found: dict[str, list[str]]) -> str:
     return "; ".join(f"{tier} ({', '.join(where)})" for tier, where in found.items())
 
@@ -449,10 +470,7 @@ def _capacity_remedy(
     rest = api(obs) == REST
     steps = [opening]
     n = 1
-    catalog = latest_stock(history)
-    stock = (
-        read_stock(config, account, *catalog) if config is not None and catalog else None
-    )
+    stock = _stock(history, config)
     if config is None:
         if rest:
             steps.append(

@@ -470,3 +470,18 @@ def test_summary_names_a_datacenter_pin_without_a_volume() -> None:
     c = replace(PINNED, network_volume_id=None, locations="EU-RO-1")
     d = only(endpoint_history([THROTTLED] * 3, config=c), "no_gpu_capacity")
     assert "EU-RO-1, where it is pinned, has no AMPERE_48 capacity" in d.summary
+
+
+def test_the_stock_read_is_in_the_evidence() -> None:
+    """The evidence carries what the catalog said and how old the read is; nothing
+    without a read."""
+    stock = [gpu("NVIDIA A40", "AMPERE_48", ("US-TX-3", "NONE"), ("EU-RO-1", "HIGH"))]
+    history = endpoint_history(
+        [THROTTLED] * 3, config=PINNED, account=TX3, control_plane="rest", gpu_stock=stock
+    )
+    ev = only(history, "no_gpu_capacity").evidence
+    assert ev["stock_read_s_ago"] == 0
+    assert ev["stock_where_pinned"] == "none"
+    assert ev["stock_elsewhere"] == "AMPERE_48 (EU-RO-1 HIGH)"
+    plain = only(endpoint_history([THROTTLED] * 3, config=PINNED), "no_gpu_capacity")
+    assert "stock_read_s_ago" not in plain.evidence
