@@ -10,7 +10,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
-from model.observation import Account, EndpointConfig, EndpointSample, Health, Observation
+from model.observation import (
+    Account,
+    EndpointConfig,
+    EndpointSample,
+    Health,
+    Observation,
+    Releases,
+    Workers,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,4 +185,22 @@ class History:
         for o in reversed(self.observations):
             if o.account is not None:
                 return o.account
+        return None
+
+    def worker_records(self, endpoint_id: str) -> list[tuple[float, Workers]]:
+        """(t, workers) for the samples where REST v2 answered `/workers`, oldest first. A
+        sample that did not ask (workers None) is no record; an empty answer is one (no
+        active worker)."""
+        return [
+            (o.t, s.workers)
+            for o in self.observations
+            if (s := o.endpoints.get(endpoint_id)) is not None and s.workers is not None
+        ]
+
+    def latest_releases(self, endpoint_id: str) -> tuple[float, Releases] | None:
+        """The newest `/releases` answer for the endpoint in the window, and when it came."""
+        for o in reversed(self.observations):
+            s = o.endpoints.get(endpoint_id)
+            if s is not None and s.releases is not None:
+                return o.t, s.releases
         return None
