@@ -293,7 +293,8 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
     stale = stale_workers(latest)
     run = _stale_run(records)
     seen_s = run[-1][0] - run[0][0] if len(run) > 1 else 0.0
-    age_s = now - release.created_at if release is not None and release.created_at else None
+    age_s = (now - release.created_at
+             if release is not None and release.created_at is not None else None)
     if stale and max(seen_s, age_s or 0.0) >= th.stale_release_s:
         old_versions = sorted({x.version for x in stale if x.version is not None})
         since = f"release {version} came {minutes(age_s)} ago" if age_s is not None and \
@@ -337,7 +338,7 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
                 workers=len(latest.workers),
                 endpoint_version=version,
                 release_created_at=iso_utc(release.created_at)
-                if release is not None and release.created_at else None,
+                if release is not None and release.created_at is not None else None,
                 release_age_s=age_s,
                 stale_seen_s=seen_s,
                 rollout_in_progress=releases.rollout_in_progress if releases else None,
