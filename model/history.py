@@ -197,6 +197,14 @@ class History:
             if (s := o.endpoints.get(endpoint_id)) is not None and s.workers is not None
         ]
 
+    def latest_workers(self, endpoint_id: str) -> tuple[float, Workers] | None:
+        """The newest `/workers` answer for the endpoint in the window, and when it came."""
+        for o in reversed(self.observations):
+            s = o.endpoints.get(endpoint_id)
+            if s is not None and s.workers is not None:
+                return o.t, s.workers
+        return None
+
     def latest_releases(self, endpoint_id: str) -> tuple[float, Releases] | None:
         """The newest `/releases` answer for the endpoint in the window, and when it came."""
         for o in reversed(self.observations):

@@ -122,7 +122,7 @@ def _crash_loop(
             if g is not None and g.seconds >= hang_s
         ]
         if ghosts:
-            summary = f"{stuck}, past {limit}: {_ghost_text(ghosts)}"
+            summary = f"{stuck}: {_ghost_text(ghosts, limit)}"
         else:
             summary = (
                 f"{stuck} with {plural(h.workers_present, 'worker')} present and no worker "
@@ -182,7 +182,7 @@ def _hang_limit(th: Thresholds, hang_s: float, cold_ms: int, declared_s: float |
     return f"the {minutes(th.crash_loop_no_restart_s)} a startup may take"
 
 
-def _ghost_text(ghosts: Sequence[worker_records.Ghost]) -> str:
+def _ghost_text(ghosts: Sequence[worker_records.Ghost], limit: str) -> str:
     parts: list[str] = []
     for g in ghosts:
         if g.status == "INITIALIZING":
@@ -195,9 +195,8 @@ def _ghost_text(ghosts: Sequence[worker_records.Ghost]) -> str:
                 "that the worker records do not list"
             )
     return (
-        "; ".join(parts) + ", longer than any start could take: a ghost worker that never got "
-        "a machine, not a startup that hangs (the GPU it waits for is not free where the "
-        "endpoint may run)."
+        "; ".join(parts) + f", past {limit}: a ghost worker that never got a machine, not a "
+        "startup that hangs (the GPU it waits for is not free where the endpoint may run)."
     )
 
 

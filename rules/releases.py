@@ -268,22 +268,33 @@ def _drift_run(
     latest = history.latest_config(eid)
     for t, w in reversed(records):
         cfg = configs.get(t, latest)
-        image = cfg.template.image_name if cfg is not None and cfg.template is not None else ""
-        current = _current_images(w)
-        if not image or not current or _normal_image(image) in {_normal_image(i) for i in current}:
+        if not _drifts(cfg, w):
             break
-        run.append((t, image, current))
+        run.append((t, _config_image(cfg), _current_images(w)))
     run.reverse()
     return run
 
 
+def _config_image(config: EndpointConfig | None) -> str:
+    return config.template.image_name if config is not None and config.template else ""
+
+
+def _drifts(config: EndpointConfig | None, w: Workers) -> bool:
+    image = _config_image(config)
+    current = _current_images(w)
+    return bool(image and current) and \
+        _normal_image(image) not in {_normal_image(i) for i in current}
+
+
 def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Finding | None:
-    records = history.worker_records(eid)
-    if not records:
+    newest = history.latest_workers(eid)
+    config = history.latest_config(eid)
+    # the common case, a record with nothing stale and no drift, reads only the newest end
+    if newest is None or (not stale_workers(newest[1]) and not _drifts(config, newest[1])):
         return None
+    records = history.worker_records(eid)
     latest = records[-1][1]
     name = history.endpoint_name(eid)
-    config = history.latest_config(eid)
     control_plane = history.latest.control_plane if history.latest is not None else "graphql"
     known = history.latest_releases(eid)
     releases = known[1] if known is not None else None
