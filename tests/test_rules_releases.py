@@ -27,6 +27,7 @@ from rulekit import (
 
 from model.history import History
 from model.observation import Releases, Workers
+from monitor.codec import memory_from_json, memory_to_json
 from monitor.incidents import IncidentTracker
 from rules import releases as family
 from rules.diagnosis import Diagnosis
@@ -273,3 +274,18 @@ def test_healthy_traffic_and_a_flapping_standby_raise_nothing() -> None:
     history = endpoint_history([QUIET] * 40, config=CFG, workers=recs)
     for h in prefixes(history):
         assert evaluate(h, TH) == []
+
+
+def test_the_memory_of_worker_answers_survives_a_restart() -> None:
+    """Memory.workers_seen_t round-trips through the store's JSON (an older row has none),
+    and a memory without the endpoint reads as no record in the window."""
+    history = steady(3, STUCK)
+    assert history.memory.workers_seen_t == {EID: 60.0}
+    assert memory_from_json(json.loads(json.dumps(memory_to_json(history.memory)))) == \
+        history.memory
+    later = History(history.observations[-1:], history.memory)
+    assert later.has_worker_records(EID)
+    assert not History(history.observations[-1:],
+                       type(history.memory)()).has_worker_records(EID)
+    old_row = {k: v for k, v in memory_to_json(history.memory).items() if k != "workers_seen_t"}
+    assert memory_from_json(old_row).workers_seen_t == {}  # a row saved before the field
