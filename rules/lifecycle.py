@@ -100,9 +100,10 @@ def _crash_loop(
     period_s = (seen[-1].t - seen[0].t) / (len(seen) - 1) if by_records and len(seen) > 1 else None
     if restarts and by_records:
         oldest = f", none seen alive past {minutes(max(lived))}" if lived else ""
+        every = f" (one every {minutes(period_s)})" if period_s else ""
         summary = (
             f"{stuck}: the worker records show {plural(restarts, 'restart')} in "
-            f"{minutes(seconds)}{oldest}. The worker dies during startup, before "
+            f"{minutes(seconds)}{every}{oldest}. The worker dies during startup, before "
             f"runpod.serverless.start(), and RunPod keeps restarting it."
         )
     elif restarts:

@@ -306,7 +306,11 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
     seen_s = run[-1][0] - run[0][0] if len(run) > 1 else 0.0
     age_s = (now - release.created_at
              if release is not None and release.created_at is not None else None)
-    if stale and max(seen_s, age_s or 0.0) >= th.stale_release_s:
+    # a worker in the middle of a job keeps its version until the job ends, which may take
+    # up to the endpoint's execution timeout
+    timeout_s = (config.timeout_ms or 0) / 1000 if config is not None else 0.0
+    patience_s = max(th.stale_release_s, timeout_s)
+    if stale and max(seen_s, age_s or 0.0) >= patience_s:
         old_versions = sorted({x.version for x in stale if x.version is not None})
         since = f"release {version} came {minutes(age_s)} ago" if age_s is not None and \
             version is not None else f"for {minutes(seen_s)}"
@@ -354,7 +358,7 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
                 stale_seen_s=seen_s,
                 rollout_in_progress=releases.rollout_in_progress if releases else None,
                 percent_on_latest=releases.percent_on_latest if releases else None,
-                threshold_s=th.stale_release_s,
+                threshold_s=patience_s,
             ),
         )
 
@@ -410,8 +414,9 @@ _CYCLE_KEYS = ("unhealthy_cycles",)
 _ONSET_SLACK_S = 60.0
 
 
-def began_at(history: History, d: Diagnosis, now: float) -> float:
-    """When the diagnosis's problem began, as far as its evidence tells (else now)."""
+def began_at(history: History, d: Diagnosis, now: float) -> float | None:
+    """When the diagnosis's problem began, as far as its evidence tells; None when it gives
+    no duration (a config finding may be older than any release: it is not named)."""
     for key in _DURATION_KEYS:
         value = d.evidence.get(key)
         if isinstance(value, int | float) and value >= 0:
@@ -424,7 +429,7 @@ def began_at(history: History, d: Diagnosis, now: float) -> float:
                      and s.health is not None]
             if len(known) >= value:
                 return known[-value]
-    return now
+    return None
 
 
 def release_before(releases: Releases, began: float) -> Release | None:
@@ -446,12 +451,10 @@ def correlate(history: History, th: Thresholds, found: Sequence[Diagnosis]) -> l
         known = (history.latest_releases(d.endpoint_id)
                  if d.scope == "endpoint" and d.endpoint_id is not None
                  and d.code not in _OWN_CODES else None)
-        release = None
-        began = latest.t
-        if known is not None:
-            began = began_at(history, d, latest.t)
-            release = release_before(known[1], began)
-        if release is None or release.created_at is None or \
+        began = began_at(history, d, latest.t) if known is not None else None
+        release = (release_before(known[1], began)
+                   if known is not None and began is not None else None)
+        if began is None or release is None or release.created_at is None or \
                 began - release.created_at > th.release_window_s:
             out.append(d)
             continue
@@ -490,8 +493,9 @@ RULES: tuple[Rule[EndpointCheck], ...] = (
         code="stale_release", scope="endpoint", severity="warning", source="v2",
         family="releases", check=_stale_release,
         thresholds=("stale_release_s", "template_drift_s", "release_window_s"),
-        raised_when="REST v2 workers keep serving an older release (`isStale`) 30 min after "
-        "the current release was created (or for 30 min of records), or for 10 min the image "
+        raised_when="REST v2 workers keep serving an older release (`isStale`) 30 min (or the "
+        "execution timeout, if longer) after the current release was created (or for that "
+        "long in the records), or for 10 min the image "
         "the endpoint's config names is not what any worker on the current release runs (a "
         "template edit never released); every endpoint diagnosis that began within 30 min "
         "after a release names it, its diff and its rollback",

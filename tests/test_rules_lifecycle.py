@@ -376,8 +376,9 @@ def test_record_restarts_raise_sooner_with_numbers() -> None:
     assert d.evidence["threshold_s"] == 120
     assert d.summary == (
         "mocha-video has had 3 jobs queued and none started for 2 min (5 cycles): the worker "
-        "records show 2 restarts in 2 min, none seen alive past 40 s. The worker dies during "
-        "startup, before runpod.serverless.start(), and RunPod keeps restarting it."
+        "records show 2 restarts in 2 min (one every 60 s), none seen alive past 40 s. The "
+        "worker dies during startup, before runpod.serverless.start(), and RunPod keeps "
+        "restarting it."
     )
     assert "purge-queue" in d.remedy
 

@@ -289,3 +289,22 @@ def test_the_memory_of_worker_answers_survives_a_restart() -> None:
                        type(history.memory)()).has_worker_records(EID)
     old_row = {k: v for k, v in memory_to_json(history.memory).items() if k != "workers_seen_t"}
     assert memory_from_json(old_row).workers_seen_t == {}  # a row saved before the field
+
+
+def test_a_long_execution_timeout_gives_a_busy_worker_time_to_finish() -> None:
+    """A 1 h executionTimeout: a stale worker 30 min after the release may still be on its
+    job, so stale_release waits for the hour."""
+    cfg = config(workers_min=1, workers_max=3, timeout_ms=3_600_000,
+                 template=template(image_name="acme/w:2", container_disk_gb=60))
+    rels = releases(release(2, 0.0, ("template.imageName", '"acme/w:1"', '"acme/w:2"')))
+    assert codes(steady(1, STUCK, rels, cfg=cfg, first_cycle=61)) == []
+    assert codes(steady(1, STUCK, rels, cfg=cfg, first_cycle=120)) == []
+    d = only(steady(1, STUCK, rels, cfg=cfg, first_cycle=121))
+    assert d.evidence["threshold_s"] == 3600
+
+
+def test_a_diagnosis_without_an_onset_is_not_tied_to_a_release() -> None:
+    """A finding whose evidence tells no duration (a config audit) is left as it is."""
+    audit = Diagnosis("container_disk_small", "endpoint", "warning", "s.", "r", {}, EID, "x")
+    obs = [observation(c, [sample(STARTING, releases=releases(SEVEN))]) for c in range(7, 9)]
+    assert family.correlate(build(obs), TH, [audit]) == [audit]

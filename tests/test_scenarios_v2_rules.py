@@ -149,7 +149,8 @@ def _raised(name: str, code: str) -> Incident:
 
 def test_crash_loop_from_records_is_raised_with_numbers() -> None:
     d = _raised("crash-loop-worker-records", "crash_loop").diagnosis
-    assert "the worker records show 2 restarts in 2 min, none seen alive past 30 s" in d.summary
+    assert ("the worker records show 2 restarts in 2 min (one every 60 s), none seen alive "
+            "past 30 s") in d.summary
     assert d.evidence["restarted_workers"] == ["wka0001", "wkb0002"]
 
 
