@@ -170,7 +170,10 @@ class Pod:
     id: str
     name: str = ""
     desired_status: str = ""
-    cost_per_hr: float = 0.0
+    cost_per_hr: float = 0.0  # 0 for a stopped pod (v2 `cost`)
+    # its disk in GB (GraphQL `volumeInGb`, v2 `mounts.persistent.size`), which bills while
+    # the pod is stopped; None when not read
+    disk_gb: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,27 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from model.history import History
-from model.observation import Account, EndpointConfig, Health, Job, queued_wait_ms
+from model.observation import (
+    Account,
+    EndpointConfig,
+    Health,
+    Job,
+    Observation,
+    queued_wait_ms,
+)
 from rules import worker_records
 from rules.capacity import _capacity_remedy
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
-from rules.remedies import graphql_curl, rest_curl, save_endpoint
+from rules.remedies import (
+    REST,
+    api,
+    graphql_curl,
+    release,
+    rest_curl,
+    save_endpoint,
+    update_endpoint,
+)
 from rules.rule import Finding, Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
 from rules.thresholds import Thresholds
@@ -133,12 +148,12 @@ def _crash_loop(
     account = history.latest_account()
     if ghosts:
         remedy = _capacity_remedy(
-            config, account,
+            history, config,
             "RunPod counts a worker that never gets a machine (a ghost): the GPU it waits "
             "for is not free where the endpoint may run. Give it somewhere to start:",
         )
     else:
-        remedy = _crash_loop_remedy(eid, name, config, account, restarts)
+        remedy = _crash_loop_remedy(history.latest, eid, name, config, account, restarts)
     return Finding(
         severity="critical",
         summary=summary,
@@ -202,6 +217,7 @@ def _ghost_text(ghosts: Sequence[worker_records.Ghost], limit: str) -> str:
 
 
 def _crash_loop_remedy(
+    obs: Observation | None,
     eid: str,
     name: str,
     config: EndpointConfig | None,
@@ -223,7 +239,12 @@ def _crash_loop_remedy(
         "3. Check that the handler file the image or dockerArgs starts exists (exit 2: "
         "handler not found, e.g. a private git clone masked by || true).",
     ]
-    if config is not None:
+    if api(obs) == REST:
+        steps.append(
+            "4. After fixing the image, "
+            + release(obs, config or EndpointConfig(eid), image_name="<fixed image>")
+        )
+    elif config is not None:
         steps.append(
             "4. After fixing the image or template, roll a new release with saveEndpoint "
             f"(a template change alone does not reach the endpoint): "
@@ -303,21 +324,30 @@ def _workers_unhealthy(
         "producing unhealthy workers. Find its exit code in the worker logs (RunPod console "
         f"> Serverless > {name} > Workers / Logs), then:",
     ]
+    obs = history.latest
+    rest = api(obs) == REST
     if config is not None and bigger:
-        mutation = save_endpoint(config, gpuIds=",".join(bigger))
         steps += [
-            f"- {oom}, e.g. gpuIds {','.join(bigger)}:",
-            f"  {graphql_curl(mutation)}",
+            f"- {oom}, e.g. {'GPU pools' if rest else 'gpuIds'} {','.join(bigger)}:",
+            f"  {update_endpoint(obs, config, gpu_ids=','.join(bigger))}",
         ]
+    elif rest:
+        steps.append(f"- {oom} in the GPU pools, or a smaller model / batch.")
     else:
         steps.append(f"- {oom} in gpuIds (saveEndpoint), or a smaller model / batch.")
     now = f" (now {disk} GB)" if disk is not None else ""
     bigger_disk = f", e.g. to {max(disk * 2, 50)} GB" if disk is not None else ""
     steps += [
-        f"- exit 139 (SIGSEGV, usually the disk filled during a large write): raise "
-        f"containerDiskInGb{now} in the template{bigger_disk} (unpacked image layers need "
-        "about 2.5x the compressed size plus a buffer), and put models on the network volume "
-        "under /runpod-volume; then roll a new release with saveEndpoint.",
+        "- exit 139 (SIGSEGV, usually the disk filled during a large write): raise "
+        + (
+            f"the endpoint's container disk{now}{bigger_disk} (PATCH {{\"disk\": N}}: a "
+            "template edit alone does not reach a REST v2 endpoint)"
+            if rest
+            else f"containerDiskInGb{now} in the template{bigger_disk}"
+        )
+        + " (unpacked image layers need about 2.5x the compressed size plus a buffer), and "
+        "put models on the network volume under /runpod-volume"
+        + ("." if rest else "; then roll a new release with saveEndpoint."),
         "- exit 2 (file not found: the handler is missing): the path the image or dockerArgs "
         "starts does not exist, often a failed clone of a private repo masked by || true; "
         "bake the handler into the image.",
@@ -374,7 +404,10 @@ def _idle_workers_queued(
         '2. Or raise the handler\'s concurrency: runpod.serverless.start({"handler": handler, '
         '"concurrency_modifier": lambda current: N}) with N the jobs one worker can run at '
         "once.",
-        "3. Rebuild and push the image, point the template at it, and roll a new release "
+        "3. Rebuild and push the image, then "
+        + release(history.latest, config or EndpointConfig(eid), image_name="<rebuilt image>")
+        if api(history.latest) == REST
+        else "3. Rebuild and push the image, point the template at it, and roll a new release "
         "with saveEndpoint"
         + (f": {graphql_curl(save_endpoint(config))}" if config is not None else "."),
     ]

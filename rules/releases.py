@@ -22,16 +22,34 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from model.history import History
-from model.observation import EndpointConfig, Release, ReleaseChange, Releases, Workers, iso_utc
+from model.observation import (
+    EndpointConfig,
+    EnvVar,
+    Release,
+    ReleaseChange,
+    Releases,
+    Template,
+    Workers,
+    iso_utc,
+)
 from rules.diagnosis import Diagnosis, evidence
-from rules.remedies import graphql_curl, save_endpoint
+from rules.remedies import (
+    REFERENCE_NOTE,
+    graphql_curl,
+    patch_endpoint,
+    save_endpoint,
+    update_endpoint,
+    watch_rollout,
+)
+from rules.remedies import (
+    env_map as env_with_references,
+)
 from rules.rule import Finding, Rule
 from rules.secrets import STARS, mask
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 from rules.worker_records import ALIVE, ids, stale_workers
 
-V2_API = "https://api.runpod.io/v2"
 # env keys whose values are secrets even when they do not look like a token
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "CREDENTIAL",
                  "PRIVATE_KEY", "ACCESS_KEY")
@@ -142,22 +160,16 @@ def diff_evidence(release: Release) -> list[dict[str, str]]:
 
 
 def _patch_value(change: ReleaseChange) -> tuple[Any, bool]:
-    """The old value to send back, and whether a secret in it had to be left out."""
+    """The old value to send back, and whether a secret in it had to be left out (env: a
+    `{{ RUNPOD_SECRET_<key> }}` reference, as rules/remedies.py writes them; else masked)."""
     if _PATCH_FIELD.get(change.field) == "env":
         old = env_map(change.old)
         if old is not None:
-            hidden = False
-            out: dict[str, str] = {}
-            for k, v in old.items():
-                if secret_key(k) or mask(v) != v:
-                    out[k] = f"<{k}: fill in, not shown>"
-                    hidden = True
-                else:
-                    out[k] = v
-            return out, hidden
+            env = tuple(EnvVar(k, v) for k, v in old.items())
+            return env_with_references(Template(id="", env=env))
     value = _json(change.old)
     if isinstance(value, str) and mask(value) != value:
-        return "<fill in, not shown>", True
+        return mask(value), True
     return value, False
 
 
@@ -185,16 +197,6 @@ def rollback_body(
     return body, unknown, hidden
 
 
-def patch_curl(endpoint_id: str, body: Mapping[str, Any]) -> str:
-    """A curl command for `PATCH /v2/serverless/{id}` with `body` (only those fields change)."""
-    payload = json.dumps(body, separators=(",", ":")).replace("'", "'\\''")
-    return (
-        f"curl -s -X PATCH {V2_API}/serverless/{endpoint_id} "
-        f"-H \"Authorization: Bearer $RUNPOD_API_KEY\" -H 'Content-Type: application/json' "
-        f"-d '{payload}'"
-    )
-
-
 def rollback_remedy(
     eid: str, release: Release, config: EndpointConfig | None, control_plane: str
 ) -> str:
@@ -210,14 +212,14 @@ def rollback_remedy(
     lines = [f"Or roll back release {release.version} (restores the values it changed; "
              "a new release rolls out as workers cycle):"]
     if control_plane == "rest":
-        lines.append(f"   {patch_curl(eid, body)}")
+        lines.append(f"   {patch_endpoint(eid, body)}")
     else:
         values = ", ".join(f"{k} {_scalar(json.dumps(v))}" for k, v in body.items())
         lines.append(f"   restore {values} in the endpoint's template (saveTemplate), then "
                      "roll a release with saveEndpoint"
                      + (f": {graphql_curl(save_endpoint(config))}" if config else "."))
     if hidden:
-        lines.append("   Fill in the secret values left out above (they are not shown).")
+        lines.append(f"   {REFERENCE_NOTE}")
     if unknown:
         lines.append(f"   Restore {', '.join(unknown)} by hand.")
     return "\n".join(lines)
@@ -329,16 +331,15 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
             + (", then restore it:" if config is not None and config.workers_min > 0 else "."),
         ]
         if config is not None:
-            if control_plane == "rest":
-                steps.append("   " + patch_curl(
-                    eid, {"workers": {"min": 0, "max": config.workers_max}}))
-            else:
-                steps.append("   " + graphql_curl(save_endpoint(config, workersMin=0)))
-        steps.append(
-            "2. Watch it finish: GET /v2/serverless/{id}/releases (rollout.percentOnLatest) "
-            "and /workers (isStale)."
-            .replace("{id}", eid)
-        )
+            steps.append("   " + update_endpoint(history.latest, config, workers_min=0))
+        if control_plane == "rest":
+            steps.append("2. " + watch_rollout(eid))
+        else:
+            steps.append(
+                f"2. Watch it finish: GET /v2/serverless/{eid}/releases "
+                "(rollout.percentOnLatest) and /workers (isStale), or the console's release "
+                "history."
+            )
         if release is not None:
             steps.append("3. " + rollback_remedy(eid, release, config, control_plane)
                          .replace("Or roll back", "If the new release is the problem, roll back"))
@@ -379,7 +380,8 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
     ]
     if control_plane == "rest":
         steps.append("1. Roll the edit out with a PATCH of the endpoint's image (a new "
-                     f"release, rolled as workers cycle): {patch_curl(eid, {'image': image})}")
+                     "release, rolled as workers cycle): "
+                     f"{patch_endpoint(eid, {'image': image})}\n{watch_rollout(eid)}")
     elif config is not None:
         steps.append("1. Roll the edit out with saveEndpoint on the endpoint (a new release): "
                      f"{graphql_curl(save_endpoint(config))}")

@@ -48,6 +48,8 @@ class Thresholds(BaseModel):
     low_balance_usd: float = Field(5, ge=0, description="low_balance: balance under")
     idle_spend_s: float = Field(1800, gt=0, description="idle_spend: seconds")
     volume_usd_per_gb_month: float = Field(0.07, ge=0, description="network volume price")
+    volume_usd_per_gb_month_over_1tb: float = Field(0.05, ge=0, description="from 1 TB")
+    pod_disk_usd_per_gb_month: float = Field(0.20, ge=0, description="a stopped pod's disk")
     # template audit
     container_disk_min_gb: int = Field(20, ge=0, description="container_disk_small")
     container_disk_no_volume_min_gb: int = Field(50, ge=0, description="without a volume")

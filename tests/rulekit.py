@@ -26,6 +26,7 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     EnvVar,
+    GpuStock,
     Health,
     Job,
     NetworkVolume,
@@ -127,9 +128,12 @@ def account(
     spend_limit: float | None = None,
     volumes: Iterable[NetworkVolume] = (),
     pods: Iterable[Pod] = (),
+    billing_mode: str | None = None,
 ) -> Account:
     """The account scalars, volumes and pods."""
-    return Account(balance, spend_per_hr, spend_limit, tuple(volumes), tuple(pods))
+    return Account(
+        balance, spend_per_hr, spend_limit, tuple(volumes), tuple(pods), billing_mode
+    )
 
 
 def job(
@@ -227,11 +231,14 @@ def observation(
     listed_ids: Iterable[str] | None = None,
     interval_s: float = INTERVAL_S,
     control_plane: str = "graphql",
+    gpu_stock: Sequence[GpuStock] | None = None,
 ) -> Observation:
     """One cycle's observation at t = (cycle - 1) * interval_s.
 
     Without `listed_ids`, a successful GraphQL answer lists the samples whose `listed` is
-    not False; a failed one lists nothing (None).
+    not False; a failed one lists nothing (None). `control_plane` is the API remedies
+    quote ("rest" also marks the endpoints as listed by REST v2); `gpu_stock` the v2
+    catalog read this cycle.
     """
     eps = {s.endpoint_id: s for s in samples}
     ok = control_outcome == OK
@@ -250,6 +257,8 @@ def observation(
         listed_ids=ids,
         endpoints=eps,
         control_plane=control_plane,
+        sources={"endpoints": control_plane},
+        gpu_stock=tuple(gpu_stock) if gpu_stock is not None else None,
     )
 
 
@@ -276,12 +285,14 @@ def endpoint_history(
     workers: Sequence[Workers | None] | None = None,
     releases: Sequence[Releases | None] | None = None,
     control_plane: str = "graphql",
+    gpu_stock: Sequence[GpuStock] | None = None,
 ) -> History:
     """One endpoint over len(healths) cycles; a None health is an unknown sample.
 
     `config` and `account` repeat on every cycle (pass config=None for "GraphQL gave no
     configuration"); `jobs`, `workers` and `releases`, when given, hold one entry per
-    cycle (None: not asked).
+    cycle (None: not asked); `control_plane` on every cycle, `gpu_stock` read on the last
+    one only.
     """
     for name, per in (("jobs", jobs), ("workers", workers), ("releases", releases)):
         if per is not None and len(per) != len(healths):
@@ -297,8 +308,13 @@ def endpoint_history(
             workers=workers[i] if workers is not None else None,
             releases=releases[i] if releases is not None else None,
         )
-        obs.append(observation(first_cycle + i, [s], account=account, interval_s=interval_s,
-                               control_plane=control_plane))
+        last = i == len(healths) - 1
+        obs.append(
+            observation(
+                first_cycle + i, [s], account=account, interval_s=interval_s,
+                control_plane=control_plane, gpu_stock=gpu_stock if last else None,
+            )
+        )
     return build(obs, memory)
 
 

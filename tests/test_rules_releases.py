@@ -119,7 +119,8 @@ def test_stuck_rollout_remedy_in_rest_mode_is_a_v2_patch_and_a_rollback() -> Non
     d = only(steady(1, STUCK, rels, first_cycle=61, control_plane="rest"))
     bodies = patch_bodies(d.remedy)
     assert bodies == [
-        (f"https://api.runpod.io/v2/serverless/{EID}", {"workers": {"min": 0, "max": 3}}),
+        (f"https://api.runpod.io/v2/serverless/{EID}",
+         {"workers": {"min": 0, "max": 3, "idleTimeout": 5}}),
         (f"https://api.runpod.io/v2/serverless/{EID}", {"image": "acme/w:1"}),
     ]
 
@@ -199,12 +200,13 @@ def test_a_problem_beginning_after_a_release_names_it_and_its_masked_diff() -> N
         ],
     }
     assert "purge-queue" in d.remedy  # the fix stays, the rollback is beside it
-    ((url, body),) = patch_bodies(d.remedy)
+    rollback = d.remedy[d.remedy.index("Or roll back release 7"):]
+    ((url, body),) = patch_bodies(rollback)
     assert url == f"https://api.runpod.io/v2/serverless/{EID}"
     assert body == {"env": {"MODEL_ID": "org/model-a",
-                            "HF_TOKEN": "<HF_TOKEN: fill in, not shown>",
-                            "DB_PASSWORD": "<DB_PASSWORD: fill in, not shown>"}}
-    assert "Fill in the secret values" in d.remedy
+                            "HF_TOKEN": "{{ RUNPOD_SECRET_HF_TOKEN }}",
+                            "DB_PASSWORD": "{{ RUNPOD_SECRET_DB_PASSWORD }}"}}
+    assert "store it as a RunPod secret of that name" in rollback
     text = json.dumps([d.summary, d.remedy, dict(d.evidence)])
     for secret in (TOKEN, "hunter2", "swordfish", "x" * 36):
         assert secret not in text
@@ -308,3 +310,30 @@ def test_a_diagnosis_without_an_onset_is_not_tied_to_a_release() -> None:
     audit = Diagnosis("container_disk_small", "endpoint", "warning", "s.", "r", {}, EID, "x")
     obs = [observation(c, [sample(STARTING, releases=releases(SEVEN))]) for c in range(7, 9)]
     assert family.correlate(build(obs), TH, [audit]) == [audit]
+
+
+MUTABLE = {  # spec/runpod-rest-v2.md 2.10: the fields PATCH /v2/serverless/{id} accepts
+    "name", "gpu", "cpu", "workers", "scaling", "dataCenterIds", "networkVolumes", "timeout",
+    "flashboot", "image", "args", "disk", "ports", "env", "registry", "templateId",
+}
+
+
+def test_rest_mode_release_remedies_quote_v2_only() -> None:
+    """In rest mode the stuck rollout, the template drift and the rollback quote no GraphQL,
+    and every PATCH body holds only fields v2 accepts."""
+    image = release(2, 0.0, ("template.imageName", '"acme/w:1"', '"acme/w:2"'),
+                    ("workers.max", "5", "3"), ("template.dockerArgs", '""', '"run.sh"'))
+    drift_cfg = config(template=template(image_name="acme/w:3", container_disk_gb=60))
+    found = [
+        only(steady(1, STUCK, releases(image), first_cycle=61, control_plane="rest")),
+        only(steady(21, workers(NEW, version=2), cfg=drift_cfg, control_plane="rest")),
+        only(crash_after_release(releases(SEVEN)), "crash_loop"),
+    ]
+    for d in found:
+        text = d.remedy.lower()
+        for word in ("mutation", "graphql", "saveendpoint", "savetemplate"):
+            assert word not in text, (d.code, word)
+        for _, body in patch_bodies(d.remedy):
+            assert set(body) <= MUTABLE, body
+    rollback = patch_bodies(found[0].remedy)[-1][1]
+    assert rollback == {"image": "acme/w:1", "workers": {"min": 1, "max": 5}, "args": ""}

@@ -166,7 +166,8 @@ def test_release_then_crash_loop_names_the_release_and_offers_the_rollback() -> 
         "It began 3 min after release 2, which changed env MODEL_ID org/model-a -> "
         "org/model-b.")
     assert d.evidence["release"]["version"] == 2
-    patches = [json.loads(a[a.index("-d") + 1]) for a in curls(d.remedy) if "PATCH" in a]
+    rollback = d.remedy[d.remedy.index("Or roll back release 2"):]
+    patches = [json.loads(a[a.index("-d") + 1]) for a in curls(rollback) if "PATCH" in a]
     assert patches == [{"env": {"MODEL_ID": "org/model-a"}}]
 
 
