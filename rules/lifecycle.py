@@ -86,11 +86,15 @@ def _crash_loop(
         return None  # the head of the queue is not waiting longer: the queue moves
     start, end = run[0][0], run[-1][0]
     records = history.worker_records(eid)
-    # Records seen during the run decide the restarts (they name them); without, the
-    # running flips of /health are all there is (GraphQL-only, or v2 did not reach it).
+    # Records seen during the run name the restarts, and being certain raise sooner; the
+    # running flips of /health still count as before (all there is without records:
+    # GraphQL-only, or v2 did not reach the endpoint), so records never hide a loop.
     by_records = sum(1 for t, _ in records if start <= t <= end) >= 2
-    seen = [r for r in worker_records.restarts(records) if start < r.t <= end]
-    restarts = len(seen) if by_records else count_restarts(run)
+    seen = [r for r in worker_records.restarts(records) if start < r.t <= end] \
+        if by_records else []
+    flips = count_restarts(run)
+    from_records = bool(seen) and len(seen) >= flips
+    restarts = len(seen) if from_records else flips
     cold_ms = history.memory.longest_cold_start_ms.get(eid, 0)
     config = history.latest_config(eid)
     declared_s = worker_records.declared_init_timeout_s(config)
@@ -99,8 +103,9 @@ def _crash_loop(
         th.crash_loop_cold_start_factor * cold_ms / 1000,
         declared_s or 0.0,
     )
-    loop_s = th.crash_loop_records_s if by_records else th.crash_loop_s
-    looping = restarts >= th.crash_loop_restarts and seconds >= loop_s
+    by_record_count = len(seen) >= th.crash_loop_restarts and seconds >= th.crash_loop_records_s
+    looping = by_record_count or (flips >= th.crash_loop_restarts and seconds >= th.crash_loop_s)
+    loop_s = th.crash_loop_records_s if by_record_count else th.crash_loop_s
     if not looping and seconds < hang_s:
         return None
 
@@ -112,8 +117,9 @@ def _crash_loop(
     )
     ghosts: list[worker_records.Ghost] = []
     lived = [r.lived_s for r in seen if r.lived_s is not None]
-    period_s = (seen[-1].t - seen[0].t) / (len(seen) - 1) if by_records and len(seen) > 1 else None
-    if restarts and by_records:
+    period_s = (seen[-1].t - seen[0].t) / (len(seen) - 1) if from_records and len(seen) > 1 \
+        else None
+    if restarts and from_records:
         oldest = f", none seen alive past {minutes(max(lived))}" if lived else ""
         every = f" (one every {minutes(period_s)})" if period_s else ""
         summary = (
@@ -163,10 +169,10 @@ def _crash_loop(
             stalled_s=seconds,
             stalled_cycles=len(run),
             restarts=restarts,
-            restarts_from="worker records" if by_records else "running flips",
+            restarts_from="worker records" if from_records else "running flips",
             restart_period_s=period_s,
-            longest_life_s=max(lived) if by_records and lived else None,
-            restarted_workers=worker_records.ids(seen)[:5] if by_records and seen else None,
+            longest_life_s=max(lived) if from_records and lived else None,
+            restarted_workers=worker_records.ids(seen)[:5] if from_records else None,
             ghost_workers=[g.worker_id or "absent" for g in ghosts] or None,
             ghost_s=max(g.seconds for g in ghosts) if ghosts else None,
             running=h.running,

@@ -26,6 +26,9 @@ INIT_TIMEOUT_ENV = "RUNPOD_INIT_TIMEOUT"
 MAX_INIT_TIMEOUT_S = 86400.0
 # startedAt moving later by less than this is clock noise between two answers, not a start
 STARTED_AT_SLACK_S = 5.0
+# a worker gone without a successor yet is taken as replaced by a new id this soon after;
+# later, a new worker is a scale-up, not a restart
+REPLACED_WITHIN_S = 300.0
 
 Records = Sequence[tuple[float, Workers]]
 
@@ -69,9 +72,13 @@ def _started_again(before: Worker, after: Worker) -> bool:
     return False
 
 
-def restarts(records: Records) -> list[Restart]:
-    """Every restart the records show, oldest first (two records in a row each time)."""
+def restarts(records: Records, replaced_within_s: float = REPLACED_WITHIN_S) -> list[Restart]:
+    """Every restart the records show, oldest first. A worker gone from one record is
+    replaced by a new id in the same or a later record within `replaced_within_s` (RunPod
+    may show no worker for a poll or two in between); the same id restarted shows between
+    two records in a row."""
     out: list[Restart] = []
+    pending: list[tuple[float, Restart]] = []  # (when it went, its restart if replaced)
     for (t0, a), (t1, b) in pairwise(records):
         before = {w.id: w for w in a.workers}
         after = {w.id: w for w in b.workers}
@@ -79,11 +86,14 @@ def restarts(records: Records) -> list[Restart]:
             w1 = after.get(wid)
             if w1 is not None and _started_again(w0, w1):
                 out.append(Restart(t1, wid, "restarted", _lived(t0, w0)))
-        gone = [w for wid, w in before.items()
-                if wid not in after and not w.stale and w.status != "THROTTLED"]
-        new = [w for wid, w in after.items() if wid not in before and w.status != "THROTTLED"]
-        for w in gone[: len(new)]:
-            out.append(Restart(t1, w.id, "replaced", _lived(t0, w)))
+        pending = [(t, r) for t, r in pending if t1 - t <= replaced_within_s]
+        pending += [(t0, Restart(t1, w.id, "replaced", _lived(t0, w)))
+                    for wid, w in before.items()
+                    if wid not in after and not w.stale and w.status != "THROTTLED"]
+        new = sum(1 for wid, w in after.items() if wid not in before and w.status != "THROTTLED")
+        for _, r in pending[:new]:
+            out.append(Restart(t1, r.worker_id, "replaced", r.lived_s))
+        pending = pending[new:]
     return out
 
 

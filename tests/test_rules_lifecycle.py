@@ -415,13 +415,17 @@ def test_a_stale_worker_replaced_by_the_new_release_is_no_restart() -> None:
     assert worker_records.restarts(throttled) == []
 
 
-def test_records_overrule_running_flips() -> None:
-    """/health's running flips (running -> idle) are no restart when the records show the
-    same worker up all along: the records decide, and 5 min of them raise nothing."""
+def test_running_flips_still_count_beside_records_that_show_none() -> None:
+    """Records that show the same worker up all along do not hide /health's running flips:
+    today's inference still raises at 5 min, saying where the restarts came from."""
     recs: list[Workers | None] = [workers(worker("w", started_at=-10, uptime_s=10 + 30 * i))
                                   for i in range(11)]
-    assert codes(endpoint_history(looping(11), config=CFG)) == ["crash_loop"]
-    assert codes(endpoint_history(looping(11), config=CFG, workers=recs)) == []
+    assert codes(endpoint_history(looping(10), config=CFG, workers=recs[:10])) == []
+    d = only(endpoint_history(looping(11), config=CFG, workers=recs), "crash_loop")
+    assert d.evidence["restarts_from"] == "running flips"
+    assert d.evidence["restarts"] == 2
+    assert d.evidence["threshold_s"] == 300
+    assert "restarted_workers" not in d.evidence
 
 
 def test_without_records_in_the_stall_the_flips_count_as_before() -> None:
@@ -524,3 +528,14 @@ def test_a_junk_or_shorter_init_timeout_changes_nothing(junk: str) -> None:
         assert d.evidence["threshold_s"] == 900
     assert worker_records.declared_init_timeout_s(_with_init_timeout(junk)) is None
     assert worker_records.declared_init_timeout_s(_with_init_timeout(" 1e9 ")) == 86400
+
+
+def test_a_worker_replaced_after_a_poll_with_none_is_a_restart() -> None:
+    """Gone in one record, none the next, a new id after: a restart (RunPod often shows no
+    worker between the two); a new id 10 min after the last one went is a scale-up."""
+    recs = [(0.0, workers(worker("a", started_at=-20))), (30.0, workers()),
+            (60.0, workers(worker("b", started_at=50)))]
+    assert [(r.t, r.worker_id, r.how) for r in worker_records.restarts(recs)] == [
+        (60.0, "a", "replaced")]
+    later = [(0.0, workers(worker("a"))), (30.0, workers()), (630.0, workers(worker("b")))]
+    assert worker_records.restarts(later) == []
