@@ -54,8 +54,10 @@ class Memory:
         nonpositive = self.balance_seen_nonpositive or (
             obs.account is not None and obs.account.balance <= 0
         )
-        return Memory(frozenset(ever_ok), nonpositive, cold, names,
-                      self.workers_seen_t if seen is None else seen)
+        return Memory(
+            frozenset(ever_ok), nonpositive, cold, names,
+            workers_seen_t=self.workers_seen_t if seen is None else seen,
+        )
 
 
 class KnownHealth(Sequence[tuple[float, Health]]):

@@ -86,7 +86,7 @@ def _crash_loop(
         return None  # the head of the queue is not waiting longer: the queue moves
     start, end = run[0][0], run[-1][0]
     records = history.worker_records(eid)
-    # Records seen during the run name the restarts, and being certain raise sooner; the
+    # Records seen during the run name the restarts and, being certain, raise sooner; the
     # running flips of /health still count as before (all there is without records:
     # GraphQL-only, or v2 did not reach the endpoint), so records never hide a loop.
     by_records = sum(1 for t, _ in records if start <= t <= end) >= 2
