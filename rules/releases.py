@@ -214,7 +214,11 @@ def rollback_remedy(
     if control_plane == "rest":
         lines.append(f"   {patch_endpoint(eid, body)}")
     else:
-        values = ", ".join(f"{k} {_scalar(json.dumps(v))}" for k, v in body.items())
+        # env whole (it is the full map to restore; secrets are references), the rest short
+        values = ", ".join(
+            f"{k} {mask(json.dumps(v)) if k == 'env' else _scalar(json.dumps(v))}"
+            for k, v in body.items()
+        )
         lines.append(f"   restore {values} in the endpoint's template (saveTemplate), then "
                      "roll a release with saveEndpoint"
                      + (f": {graphql_curl(save_endpoint(config))}" if config else "."))

@@ -337,3 +337,12 @@ def test_rest_mode_release_remedies_quote_v2_only() -> None:
             assert set(body) <= MUTABLE, body
     rollback = patch_bodies(found[0].remedy)[-1][1]
     assert rollback == {"image": "acme/w:1", "workers": {"min": 1, "max": 5}, "args": ""}
+
+
+def test_graphql_mode_env_rollback_names_every_key_without_a_secret() -> None:
+    """graphql: the whole old env to put back, secrets as RunPod secret references."""
+    d = only(crash_after_release(releases(SEVEN), control_plane="graphql"), "crash_loop")
+    assert ('restore env {"MODEL_ID": "org/model-a", "HF_TOKEN": "{{ RUNPOD_SECRET_HF_TOKEN '
+            '}}", "DB_PASSWORD": "{{ RUNPOD_SECRET_DB_PASSWORD }}"}') in d.remedy
+    for secret in (TOKEN, "hunter2", "swordfish"):
+        assert secret not in d.remedy + d.summary
