@@ -496,6 +496,7 @@ def memory_to_json(m: Memory) -> Json:
         "ever_ok": sorted(m.ever_ok),
         "longest_cold_start_ms": dict(m.longest_cold_start_ms),
         "names": dict(m.names),
+        "workers_seen_t": dict(m.workers_seen_t),
     }
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from model.history import History
+from rules import releases
 from rules.catalog import FAMILIES
 from rules.diagnosis import Diagnosis
 from rules.thresholds import Thresholds
+
+# Passes over every family's diagnoses, in order: each may annotate them (never add or
+# drop one), e.g. name the release a problem began after.
+PostPass = Callable[[History, Thresholds, Sequence[Diagnosis]], list[Diagnosis]]
+POST_PASSES: tuple[PostPass, ...] = (releases.correlate,)
 
 
 def evaluate(history: History, thresholds: Thresholds) -> list[Diagnosis]:
@@ -13,4 +21,6 @@ def evaluate(history: History, thresholds: Thresholds) -> list[Diagnosis]:
     found: list[Diagnosis] = []
     for family in FAMILIES:
         found.extend(family.diagnose(history, thresholds))
+    for post in POST_PASSES:
+        found = post(history, thresholds, found)
     return found

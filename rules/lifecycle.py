@@ -4,7 +4,10 @@
 "running" does not mean "processing": a worker shows as running while its startup code
 (model download, dependency install) runs, before `runpod.serverless.start()` takes jobs.
 A long first cold start therefore looks like a stalled queue with a running worker; only
-restarts, or a wait well beyond any cold start this endpoint has shown, make it a loop.
+restarts, or a wait well beyond any cold start this endpoint has shown (or the start-up
+budget it declares in RUNPOD_INIT_TIMEOUT), make it a loop. Where REST v2 worker records
+cover the stall, they name the restarts (rules/worker_records.py); without them the
+running flips of /health are counted, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from model.observation import (
     Observation,
     queued_wait_ms,
 )
+from rules import worker_records
+from rules.capacity import _capacity_remedy
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
 from rules.remedies import (
@@ -79,59 +84,141 @@ def _crash_loop(
     heads = [w for t, _ in run if (w := head_wait_ms(jobs_at.get(t))) is not None]
     if len(heads) >= 2 and heads[-1] <= heads[0]:
         return None  # the head of the queue is not waiting longer: the queue moves
-    restarts = count_restarts(run)
+    start, end = run[0][0], run[-1][0]
+    records = history.worker_records(eid)
+    # Records seen during the run name the restarts and, being certain, raise sooner; the
+    # running flips of /health still count as before (all there is without records:
+    # GraphQL-only, or v2 did not reach the endpoint), so records never hide a loop.
+    by_records = sum(1 for t, _ in records if start <= t <= end) >= 2
+    seen = [r for r in worker_records.restarts(records) if start < r.t <= end] \
+        if by_records else []
+    flips = count_restarts(run)
+    from_records = bool(seen) and len(seen) >= flips
+    restarts = len(seen) if from_records else flips
     cold_ms = history.memory.longest_cold_start_ms.get(eid, 0)
-    hang_s = max(th.crash_loop_no_restart_s, th.crash_loop_cold_start_factor * cold_ms / 1000)
-    looping = restarts >= th.crash_loop_restarts and seconds >= th.crash_loop_s
+    config = history.latest_config(eid)
+    declared_s = worker_records.declared_init_timeout_s(config)
+    hang_s = max(
+        th.crash_loop_no_restart_s,
+        th.crash_loop_cold_start_factor * cold_ms / 1000,
+        declared_s or 0.0,
+    )
+    by_record_count = len(seen) >= th.crash_loop_restarts and seconds >= th.crash_loop_records_s
+    looping = by_record_count or (flips >= th.crash_loop_restarts and seconds >= th.crash_loop_s)
+    loop_s = th.crash_loop_records_s if by_record_count else th.crash_loop_s
     if not looping and seconds < hang_s:
         return None
 
     h = run[-1][1]
     name = history.endpoint_name(eid)
-    config = history.latest_config(eid)
     stuck = (
         f"{name} has had {plural(h.in_queue, 'job')} queued and none started for "
         f"{minutes(seconds)} ({plural(len(run), 'cycle')})"
     )
-    if restarts:
+    ghosts: list[worker_records.Ghost] = []
+    lived = [r.lived_s for r in seen if r.lived_s is not None]
+    period_s = (seen[-1].t - seen[0].t) / (len(seen) - 1) if from_records and len(seen) > 1 \
+        else None
+    if restarts and from_records:
+        oldest = f", none seen alive past {minutes(max(lived))}" if lived else ""
+        every = f" (one every {minutes(period_s)})" if period_s else ""
+        summary = (
+            f"{stuck}: the worker records show {plural(restarts, 'restart')} in "
+            f"{minutes(seconds)}{every}{oldest}. The worker dies during startup, before "
+            f"runpod.serverless.start(), and RunPod keeps restarting it."
+        )
+    elif restarts:
         summary = (
             f"{stuck} with workers present in {with_workers} of {len(run)} samples and "
             f"{plural(restarts, 'worker restart')} seen: the worker dies during startup, before "
             f"runpod.serverless.start(), and RunPod keeps restarting it."
         )
     else:
-        limit = f"the {minutes(th.crash_loop_no_restart_s)} a startup may take"
-        if cold_ms and hang_s > th.crash_loop_no_restart_s:
-            limit = (
-                f"{th.crash_loop_cold_start_factor:g}x its longest cold start of "
-                f"{minutes(cold_ms / 1000)}"
+        limit = _hang_limit(th, hang_s, cold_ms, declared_s)
+        health_at = {t: x for t, x in run}
+        ghosts = [
+            g for g in (
+                *worker_records.initializing_ghosts(records),
+                worker_records.absent_ghost(records, health_at),
             )
-        summary = (
-            f"{stuck} with {plural(h.workers_present, 'worker')} present and no worker restart "
-            f"seen, past {limit}: the startup may be hanging (a model download or a call "
-            f"that never returns before runpod.serverless.start())."
+            if g is not None and g.seconds >= hang_s
+        ]
+        if ghosts:
+            summary = f"{stuck}: {_ghost_text(ghosts, limit)}"
+        else:
+            summary = (
+                f"{stuck} with {plural(h.workers_present, 'worker')} present and no worker "
+                f"restart seen, past {limit}: the startup may be hanging (a model download or "
+                f"a call that never returns before runpod.serverless.start())."
+            )
+    account = history.latest_account()
+    if ghosts:
+        remedy = _capacity_remedy(
+            history, config,
+            "RunPod counts a worker that never gets a machine (a ghost): the GPU it waits "
+            "for is not free where the endpoint may run. Give it somewhere to start:",
         )
+    else:
+        remedy = _crash_loop_remedy(history.latest, eid, name, config, account, restarts)
     return Finding(
         severity="critical",
         summary=summary,
-        remedy=_crash_loop_remedy(
-            history.latest, eid, name, config, history.latest_account(), restarts
-        ),
+        remedy=remedy,
         evidence=evidence(
             in_queue=h.in_queue,
             stalled_s=seconds,
             stalled_cycles=len(run),
             restarts=restarts,
+            restarts_from="worker records" if from_records else "running flips",
+            restart_period_s=period_s,
+            longest_life_s=max(lived) if from_records and lived else None,
+            restarted_workers=worker_records.ids(seen)[:5] if from_records else None,
+            ghost_workers=[g.worker_id or "absent" for g in ghosts] or None,
+            ghost_s=max(g.seconds for g in ghosts) if ghosts else None,
             running=h.running,
             workers_present=h.workers_present,
             samples_with_workers=with_workers,
-            threshold_s=th.crash_loop_s if looping else hang_s,
+            threshold_s=loop_s if looping else hang_s,
             longest_cold_start_ms=cold_ms or None,
+            init_timeout_s=declared_s,
             head_wait_first_ms=heads[0] if heads else None,
             head_wait_last_ms=heads[-1] if heads else None,
             completed=h.completed,
             failed=h.failed,
         ),
+    )
+
+
+def _hang_limit(th: Thresholds, hang_s: float, cold_ms: int, declared_s: float | None) -> str:
+    """What the no-restart wait was measured against, for the summary."""
+    if declared_s is not None and hang_s == declared_s and hang_s > th.crash_loop_no_restart_s:
+        return (
+            f"the {minutes(declared_s)} its {worker_records.INIT_TIMEOUT_ENV} declares a "
+            "startup may take"
+        )
+    if cold_ms and hang_s > th.crash_loop_no_restart_s:
+        return (
+            f"{th.crash_loop_cold_start_factor:g}x its longest cold start of "
+            f"{minutes(cold_ms / 1000)}"
+        )
+    return f"the {minutes(th.crash_loop_no_restart_s)} a startup may take"
+
+
+def _ghost_text(ghosts: Sequence[worker_records.Ghost], limit: str) -> str:
+    parts: list[str] = []
+    for g in ghosts:
+        if g.status == "INITIALIZING":
+            parts.append(
+                f"worker {g.worker_id} has been INITIALIZING for {minutes(g.seconds)}"
+            )
+        else:
+            parts.append(
+                f"/health has counted {plural(g.count, 'worker')} for {minutes(g.seconds)} "
+                "that the worker records do not list"
+            )
+    return (
+        "; ".join(parts) + f", past {limit}: a ghost worker that never got a machine, not a "
+        "startup that hangs (the GPU it waits for is not free where the endpoint may run)."
     )
 
 
@@ -360,11 +447,16 @@ RULES: tuple[Rule[EndpointCheck], ...] = (
         code="crash_loop", scope="endpoint", severity="critical", source="health",
         family="lifecycle", check=_crash_loop,
         thresholds=(
-            "crash_loop_s", "crash_loop_restarts", "crash_loop_no_restart_s",
-            "crash_loop_cold_start_factor",
+            "crash_loop_s", "crash_loop_restarts", "crash_loop_records_s",
+            "crash_loop_no_restart_s", "crash_loop_cold_start_factor",
         ),
         raised_when="stalled queue with workers present and the head-of-queue wait growing, "
-        "for 5 min with ≥ 2 worker restarts, or 15 min / 2× the longest cold start without",
+        "for 5 min with ≥ 2 worker restarts (running flips of /health), or 2 min with ≥ 2 "
+        "restarts counted from the REST v2 worker records (an id replaced, startedAt or "
+        "uptime reset), or without a restart for 15 min / 2× the longest cold start / the "
+        "declared `RUNPOD_INIT_TIMEOUT`, whichever is longest (a worker INITIALIZING, or "
+        "counted by /health but not listed by the records, that long is named a ghost, "
+        "with the capacity remedies)",
     ),
     Rule(
         code="workers_unhealthy", scope="endpoint", severity="critical", source="health",

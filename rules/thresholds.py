@@ -20,7 +20,20 @@ class Thresholds(BaseModel):
     crash_loop_restarts: int = Field(2, ge=1, description="crash_loop: restarts seen")
     crash_loop_no_restart_s: float = Field(900, gt=0, description="crash_loop, none seen")
     crash_loop_cold_start_factor: float = Field(2.0, gt=0, description="x longest cold start")
+    crash_loop_records_s: float = Field(
+        120, gt=0, description="crash_loop with restarts counted from worker records: seconds"
+    )
     idle_workers_queued_s: float = Field(300, gt=0, description="idle_workers_queued: s")
+    # releases (REST v2)
+    stale_release_s: float = Field(
+        1800, gt=0, description="stale_release: stale workers this long after a release"
+    )
+    template_drift_s: float = Field(
+        600, gt=0, description="stale_release: config and current workers' image differ"
+    )
+    release_window_s: float = Field(
+        1800, gt=0, description="a diagnosis beginning this soon after a release names it"
+    )
     # jobs
     job_failures_window_s: float = Field(600, gt=0, description="job_failures: window")
     job_failures_min: int = Field(3, ge=1, description="job_failures: failed rise at least")
@@ -51,4 +64,6 @@ class Thresholds(BaseModel):
             self.idle_workers_queued_s,
             self.job_failures_window_s,
             self.idle_spend_s,
+            self.stale_release_s,
+            self.template_drift_s,
         )
