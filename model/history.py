@@ -10,7 +10,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
-from model.observation import Account, EndpointConfig, EndpointSample, Health, Observation
+from model.observation import (
+    Account,
+    EndpointConfig,
+    EndpointSample,
+    Health,
+    Observation,
+    WorkerLogs,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,9 @@ class History:
 
     observations: Sequence[Observation]
     memory: Memory = field(default_factory=Memory)
+    # worker-log snapshots the active incidents keep, by endpoint (oldest first): they
+    # outlive the window and a restart (the store's `incident_logs`)
+    kept_logs: Mapping[str, tuple[WorkerLogs, ...]] = field(default_factory=dict)
     # time_ordered, computed once per snapshot
     _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
