@@ -107,6 +107,9 @@ def _sample_to_json(s: EndpointSample, config_ref: str | None = None) -> Json:
     """`s` with its config inline, or, when `config_ref` is given, a `"config_ref"` key
     holding it in the config's place."""
     d = _plain(s)
+    # worker logs are kept masked and bounded with their incident (store `incident_logs`),
+    # not with every observation
+    d.pop("logs", None)
     if s.health is not None:
         d["health"] = _plain(s.health)
     if s.jobs is not None:

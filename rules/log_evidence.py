@@ -272,7 +272,8 @@ def explain(d: Diagnosis, snaps: Sequence[WorkerLogs], secrets: Collection[str])
                 "log_signature_count": top.count, EVIDENCE_KEY: logs}
     if also:
         evidence["log_signatures_also"] = ", ".join(also)
-    summary = f"{d.summary.rstrip()} Worker logs: {top.cause}."
+    # first: the lock screen's 160 characters show the cause, not the symptom's numbers
+    summary = f"Worker logs: {top.cause}. {d.summary}"
     remedy = (f"From the worker logs ({top.cause}): {top.signature.remedy}\n"
               f"{d.remedy}")
     return replace(d, summary=mask_values(summary, secrets), remedy=remedy, evidence=evidence)
