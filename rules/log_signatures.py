@@ -139,7 +139,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         "disk_full",
-        _re(r"No space left on device", r"\bENOSPC\b", r"(?i)disk quota exceeded", _exit(139)),
+        _re(r"(?i)no space left on device", r"\bENOSPC\b", r"(?i)disk quota exceeded", _exit(139)),
         "the container disk filled up (No space left on device / exit 139) {times}",
         "The disk filled during a write (image layers, a model download): raise "
         "containerDiskInGb in the template (unpacked layers need about 2.5x the compressed "

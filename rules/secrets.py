@@ -158,8 +158,10 @@ def secret_values(env: Iterable[tuple[str, str]]) -> frozenset[str]:
 
 
 def mask_values(text: str, values: Iterable[str]) -> str:
-    """`text` masked (`mask`), and each of the known secret `values` in it replaced by ****."""
+    """`text` masked (`mask`), then each of the known secret `values` left in it replaced by
+    **** (a token-shaped one already shows only its prefix)."""
+    text = mask(text)
     for v in sorted(values, key=len, reverse=True):
         if v in text:
             text = text.replace(v, STARS)
-    return mask(text)
+    return text
