@@ -34,7 +34,7 @@ from model.observation import (
 )
 from monitor.incidents import Incident
 from rules.diagnosis import Diagnosis
-from rules.secrets import mask
+from rules.secrets import mask, mask_values, secret_values
 
 Json = dict[str, Any]
 
@@ -197,11 +197,13 @@ def observation_from_json(d: Json) -> Observation:
 
 
 def masked_config(c: EndpointConfig) -> EndpointConfig:
-    """`c` with token-shaped secrets in its template's docker args and env values masked."""
+    """`c` with token-shaped secrets in its template's docker args and env values masked,
+    and the whole value of a secret-looking env key (DB_PASSWORD) too."""
     t = c.template
     if t is None:
         return c
-    env = tuple(EnvVar(e.key, mask(e.value)) for e in t.env)
+    env = tuple(EnvVar(e.key, mask_values(e.value, secret_values([(e.key, e.value)])))
+                for e in t.env)
     return replace(c, template=replace(t, docker_args=mask(t.docker_args), env=env))
 
 

@@ -18,7 +18,7 @@ from rulekit import (
 )
 
 from model.history import History
-from model.observation import LogLine, Observation, Worker, Workers, WorkerLogs
+from model.observation import LogLine, Observation, Worker, WorkerLogs, Workers
 from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
 from rules.log_evidence import (
@@ -86,7 +86,8 @@ def test_a_matched_signature_names_the_cause_with_lines_and_remedy() -> None:
     assert d.evidence["log_signature"] == "oom_killed"
     assert d.evidence["log_signature_count"] == 4
     logs = d.evidence[EVIDENCE_KEY]
-    assert logs["kind"] == "matched" and logs["workers"] == ["w1"]
+    assert logs["kind"] == "matched"
+    assert logs["workers"] == ["w1"]
     assert len(logs["lines"]) == 8  # 4 x ("Killed", "exit code 137"); the ERROR lines not
     assert logs["lines"][0] == {"t": "2026-05-28T20:26:42Z", "worker_id": "w1",
                                 "source": "system", "line": "Killed"}
@@ -101,9 +102,11 @@ def test_unmatched_logs_are_attached_as_bounded_last_lines() -> None:
     d = only(evaluate(with_logs(unhealthy_history(), snap("w1", *many)), TH),
              "workers_unhealthy")
     plain = only(evaluate(unhealthy_history(), TH), "workers_unhealthy")
-    assert d.summary == plain.summary and d.remedy == plain.remedy  # no cause claimed
+    assert d.summary == plain.summary
+    assert d.remedy == plain.remedy
     logs = d.evidence[EVIDENCE_KEY]
-    assert logs["kind"] == "last_lines" and "log_signature" not in d.evidence
+    assert logs["kind"] == "last_lines"
+    assert "log_signature" not in d.evidence
     assert len(logs["lines"]) == LAST_LINES
     assert logs["lines"][-1]["line"] == "step 99: ERROR something odd happened"
     big = [("x" * 290) + str(i) for i in range(40)]
@@ -121,8 +124,11 @@ def test_secrets_in_log_lines_are_masked_the_template_env_values_too() -> None:
         f"huggingface_hub.errors.GatedRepoError: 403 Client Error. token {HF}"))
     d = only(evaluate(h, TH), "workers_unhealthy")
     text = repr(d)
-    assert HF not in text and HF[-8:] not in text and DBPW not in text
-    assert "token hf_****" in text and "x:****@github.com" in text
+    assert HF not in text
+    assert HF[-8:] not in text
+    assert DBPW not in text
+    assert "token hf_****" in text
+    assert "x:****@github.com" in text
     assert d.evidence["log_signature"] == "hf_download"
     # unmatched lines ('last lines') are masked the same way
     h = with_logs(unhealthy_history(), snap("w1", f"HF_TOKEN={HF} DB_PASSWORD={DBPW}"))
@@ -162,7 +168,8 @@ def test_excerpt_is_short() -> None:
     lines = excerpt(d.evidence, max_lines=3, max_chars=30)
     assert lines == ["20:26:42Z system w1: Killed",
                      "20:26:43Z system w1: worker e…", "20:26:46Z system w1: Killed"]
-    assert excerpt({}) == [] and excerpt_title({}) == ""
+    assert excerpt({}) == []
+    assert excerpt_title({}) == ""
 
 
 # --- logs_wanted -----------------------------------------------------------------------
@@ -233,5 +240,6 @@ def test_bounded_snapshots_and_bytes() -> None:
     assert len(bounded(snaps)) == KEEP_SNAPSHOTS
     huge = [snap("a", *["y" * 1000] * 100), snap("b", *["z" * 1000] * 100)]
     out = bounded(huge)
-    assert [s.worker_id for s in out] == ["b"] and out[0].truncated
+    assert [s.worker_id for s in out] == ["b"]
+    assert out[0].truncated
     assert sum(len(ll.line) + len(ll.source) + 24 for ll in out[0].lines) <= KEEP_BYTES

@@ -87,13 +87,15 @@ REAL: dict[str, list[str]] = {
 def test_each_real_line_is_its_signature(name: str, text: str) -> None:
     found = classify(lines(text))
     assert [m.signature.name for m in found] == [name], text
-    assert found[0].count == 1 and found[0].lines == (0,)
+    assert found[0].count == 1
+    assert found[0].lines == (0,)
 
 
 def test_every_signature_has_real_lines_and_a_remedy() -> None:
     assert {s.name for s in SIGNATURES} == set(REAL)
     for s in SIGNATURES:
-        assert s.remedy and "{times}" in s.cause
+        assert s.remedy
+        assert "{times}" in s.cause
 
 
 def test_the_runtime_wording_of_exit_137_counts_too() -> None:
@@ -135,7 +137,8 @@ def test_mixed_logs_pick_the_specific_cause_and_count_kills_once() -> None:
         ]
     found = classify(lines(*text))
     assert [m.signature.name for m in found] == ["cuda_oom", "oom_killed"]
-    assert found[0].count == 4 and found[1].count == 4
+    assert found[0].count == 4
+    assert found[1].count == 4
     assert found[1].cause == "the worker was OOM-killed (exit 137) 4 times"
     assert describe(found).startswith("the model ran out of GPU memory (CUDA out of memory) "
                                       "4 times (also seen: 1 other signature: oom_killed)")

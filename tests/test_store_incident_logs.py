@@ -54,7 +54,8 @@ def test_round_trip_across_a_restart_masked(tmp_path: Path) -> None:
     assert state.incident_logs == {KEY: (
         snap("w1", "Killed", "token ghp_****"), snap("w2", "exit code 137"))}
     blob = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
-    assert GHP.encode() not in blob and GHP[-8:].encode() not in blob
+    assert GHP.encode() not in blob
+    assert GHP[-8:].encode() not in blob
     # the observation rows never hold the raw logs: they are kept with the incident only
     assert state.observations[0].endpoints["ep1"].logs is None
 
@@ -120,4 +121,5 @@ def test_schema_2_file_migrates(tmp_path: Path) -> None:
         (SCHEMA_VERSION,)]
     assert SCHEMA_VERSION == 3
     state = store.load()
-    assert state.incident_logs == {} and list(state.active) == [KEY]
+    assert state.incident_logs == {}
+    assert list(state.active) == [KEY]
