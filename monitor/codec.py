@@ -42,6 +42,7 @@ from model.observation import (
 )
 from monitor.incidents import Incident
 from rules.diagnosis import Diagnosis
+from rules.log_evidence import config_secrets
 from rules.secrets import mask, mask_values, secret_values
 
 Json = dict[str, Any]
@@ -140,9 +141,12 @@ def _releases_from_json(d: Json) -> Releases:
     )})
 
 
-def _logs_to_json(logs: tuple[WorkerLogs, ...]) -> list[Json]:
+def _logs_to_json(logs: tuple[WorkerLogs, ...], secrets: frozenset[str] = frozenset()
+                  ) -> list[Json]:
+    """Log snapshots with every line masked: token-shaped secrets, and `secrets` (the
+    values of the template's secret-looking env keys, which need not look like tokens)."""
     return [
-        {**_plain(w), "lines": [[x.t, x.source, mask(x.line)] for x in w.lines]}
+        {**_plain(w), "lines": [[x.t, x.source, mask_values(x.line, secrets)] for x in w.lines]}
         for w in logs
     ]
 
@@ -171,7 +175,7 @@ def _v2_to_json(s: EndpointSample, d: Json) -> None:
     if s.releases is not None:
         d["releases"] = _releases_to_json(s.releases)
     if s.logs is not None:
-        d["logs"] = _logs_to_json(s.logs)
+        d["logs"] = _logs_to_json(s.logs, config_secrets(s.config))
 
 
 def _v2_from_json(d: Json) -> Json:
@@ -190,9 +194,6 @@ def _sample_to_json(s: EndpointSample, config_ref: str | None = None) -> Json:
     """`s` with its config inline, or, when `config_ref` is given, a `"config_ref"` key
     holding it in the config's place."""
     d = _plain(s)
-    # worker logs are kept masked and bounded with their incident (store `incident_logs`),
-    # not with every observation
-    d.pop("logs", None)
     if s.health is not None:
         d["health"] = _plain(s.health)
     if s.jobs is not None:

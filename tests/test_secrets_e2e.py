@@ -6,13 +6,15 @@ each secret and for its tail."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from daemonkit import (
     SIGTERM,
     RecordingServer,
@@ -29,7 +31,20 @@ from daemonkit import (
     write_yaml,
 )
 
-from monitor.store import unpack
+from model.observation import LogLine, WorkerLogs
+from monitor import logs as monitor_logs
+from monitor.alerts.alertmanager import alert_json
+from monitor.alerts.message import message_text
+from monitor.alerts.model import Message, Notification
+from monitor.alerts.slack import render as slack_render
+from monitor.config import load_settings
+from monitor.cycle import build_pipeline
+from monitor.replay import incident_json
+from monitor.runpod.client import RunPodClient
+from monitor.simulator import Scenario, SimulatorServer
+from monitor.status_page import render as page_render
+from monitor.store import Store, unpack
+from monitor.web import diagnosis_json, endpoints_json
 
 pytestmark = pytest.mark.integration
 
@@ -319,8 +334,6 @@ LOG_LINES = (
 
 
 def _log_scenario() -> Any:
-    from monitor.simulator import Scenario
-
     return Scenario.from_dict({
         "name": "secrets-logs", "interval_s": 30,
         "account": {"clientBalance": 90.0, "currentSpendPerHr": 0.3},
@@ -339,10 +352,6 @@ def _log_scenario() -> Any:
 
 def _read_logs_too(pipeline: Any) -> None:
     """Stand in for the prober's log read: the worker `logs_wanted` names gets a snapshot."""
-    from dataclasses import replace
-
-    from model.observation import LogLine, WorkerLogs
-
     probe = pipeline.prober.probe
 
     async def probe_and_read(cycle: int, t: float) -> Any:
@@ -366,23 +375,8 @@ async def test_no_secret_of_a_worker_log_in_any_output(
 ) -> None:
     """A token in a log line and in the template env (one token-shaped, one only named
     secret by its key): every output holds the logs' cause and none of the secrets."""
-    import json
-
-    from monitor import logs as monitor_logs
-    from monitor.alerts.alertmanager import alert_json
-    from monitor.alerts.message import message_text
-    from monitor.alerts.model import Message, Notification
-    from monitor.alerts.slack import render as slack_render
-    from monitor.config import load_settings
-    from monitor.cycle import build_pipeline
-    from monitor.replay import incident_json
-    from monitor.runpod.client import RunPodClient
-    from monitor.simulator import SimulatorServer
-    from monitor.status_page import render as page_render
-    from monitor.store import Store
-    from monitor.web import diagnosis_json, endpoints_json
-
     key = "logs-e2e-key-0123456789"
+    before = structlog.get_config()  # configure() binds to capsys's stderr: put it back after
     monitor_logs.configure("debug", "json", secrets=[key])
     server = SimulatorServer(_log_scenario(), key)
     url = await server.start()
@@ -453,12 +447,13 @@ async def test_no_secret_of_a_worker_log_in_any_output(
         (d2,) = [i.diagnosis for i in again.tracker.incidents()
                  if i.diagnosis.code == "workers_unhealthy"]
         assert d2.evidence["log_signature"] == "hf_download"
-        outputs["api after restart"] = json.dumps(diagnosis_json(again.tracker.incidents()[0]))
+        outputs["api after restart"] = json.dumps(
+            [diagnosis_json(i) for i in again.tracker.incidents()])
         store.close()
     finally:
         await client.aclose()
         await server.stop()
-        monitor_logs.configure("info", "json")
+        structlog.configure(**before)
     captured = capsys.readouterr()
     outputs["logs"] = captured.out + captured.err
     blobs: dict[str, bytes] = {}
@@ -474,6 +469,8 @@ async def test_no_secret_of_a_worker_log_in_any_output(
     assert "Worker logs" in outputs["slack"]
     assert "GatedRepoError" in outputs["slack"]
     assert "log_excerpt" in outputs["alertmanager"]
+    assert "workers_unhealthy" in outputs["logs"]  # the cycle's log lines were captured
+    assert "Worker logs: Hugging Face refused" in outputs["api after restart"]
     assert "worker_logs" in outputs["api diagnoses"]
     assert "worker_logs" in outputs["replay json"]
     assert "hf_****" in outputs["api diagnoses"]
