@@ -49,8 +49,8 @@ async def test_the_served_log_names_the_scenarios_signature(path: Path) -> None:
     try:
         server.set_cycle(sc.total_cycles)
         async with RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
-                                v2_url=f"{url}/v2", timeout_s=5) as client:  # type: ignore[call-arg]
-            out = await client.worker_logs(ep.id, "w1", source=None)  # type: ignore[attr-defined]
+                                v2_url=f"{url}/v2", timeout_s=5) as client:
+            out = await client.worker_logs(ep.id, "w1", source=None)
     finally:
         await server.stop()
     logs = getattr(out, "value", out)
