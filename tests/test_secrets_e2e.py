@@ -31,7 +31,7 @@ from daemonkit import (
     write_yaml,
 )
 
-from model.observation import LogLine, WorkerLogs
+from model.observation import LogLine, Worker, WorkerLogs, Workers
 from monitor import logs as monitor_logs
 from monitor.alerts.alertmanager import alert_json
 from monitor.alerts.message import message_text
@@ -314,10 +314,10 @@ def test_no_secret_in_what_slack_receives(captured: Captured) -> None:
 
 # --- worker logs: a token in a log line and in the template env ------------------------
 #
-# The prober does not read worker logs yet (the integration step adds the v2 call): the
-# cycle's log read is stood in for by adding the snapshot `logs_wanted` asks for to the
-# observation the real prober made from the simulator. Everything after it is the real
-# pipeline, store, renderers and sinks' bodies.
+# The prober does not make the v2 calls yet (the integration step adds them): its
+# `/workers` answer and the log read of the workers `Pipeline.logs_wanted` names are stood
+# in for by adding them to the observation the real prober made from the simulator.
+# Everything after it is the real pipeline, store, renderers and sinks' bodies.
 
 LOG_HF = "hf_" + "Lg7Qz2Wx9Rt4Yp6Ua1Sd3Fg5Hj8Kl0Zx4"  # token-shaped, in env and in a log line
 LOG_DBPW = "Db-Pa55-not-token-shaped-913"  # secret only because its env key says so
@@ -350,24 +350,30 @@ def _log_scenario() -> Any:
     })
 
 
-def _read_logs_too(pipeline: Any) -> None:
-    """Stand in for the prober's log read: the worker `logs_wanted` names gets a snapshot."""
+def _read_logs_too(pipeline: Any) -> list[tuple[int, str, str]]:
+    """Stand in for the prober's v2 calls: `/workers` lists the failing worker, and the
+    workers `pipeline.logs_wanted()` names get a snapshot; returns the reads made."""
     probe = pipeline.prober.probe
+    reads: list[tuple[int, str, str]] = []
 
     async def probe_and_read(cycle: int, t: float) -> Any:
+        wanted = pipeline.logs_wanted()  # decided on the last cycle's active diagnoses
         report = await probe(cycle, t)
         obs = report.observation
-        s = obs.endpoints[LOG_EID]
-        # the v2 /workers answer listing the failing worker is the prober's, later (and the
-        # codec does not store workers yet): read the one worker once, in cycle 2
-        if cycle == 2:
-            snap = WorkerLogs("wrk-bad", tuple(LogLine(t - 5 + i, "container", text)
-                                               for i, text in enumerate(LOG_LINES)))
-            s = replace(s, logs=(snap,))
+        bad = Worker("wrk-bad", "UNHEALTHY", started_at=1_767_225_000.0)
+        s = replace(obs.endpoints[LOG_EID], workers=Workers(1, (bad,)))
+        snaps = []
+        for eid, wid in wanted:
+            reads.append((cycle, eid, wid))
+            snaps.append(WorkerLogs(wid, tuple(LogLine(t - 5 + i, "container", text)
+                                               for i, text in enumerate(LOG_LINES))))
+        if snaps:
+            s = replace(s, logs=tuple(snaps))
         return replace(report, observation=replace(obs, endpoints={**obs.endpoints,
                                                                    LOG_EID: s}))
 
     pipeline.prober.probe = probe_and_read
+    return reads
 
 
 async def test_no_secret_of_a_worker_log_in_any_output(
@@ -389,9 +395,11 @@ async def test_no_secret_of_a_worker_log_in_any_output(
         settings = load_settings(None, env={})
         store = Store(state)
         pipeline = build_pipeline(settings, client, sinks=[], store=store)
-        _read_logs_too(pipeline)
+        reads = _read_logs_too(pipeline)
         for k in range(1, 5):
             result = await pipeline.cycle(k, t0 + 30 * k)
+        # the failing worker's log was read once in its incident, the cycle after it began
+        assert reads == [(2, LOG_EID, "wrk-bad")]
         incidents = pipeline.tracker.incidents()
         (unhealthy,) = [i for i in incidents if i.diagnosis.code == "workers_unhealthy"]
         d = unhealthy.diagnosis
