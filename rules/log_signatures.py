@@ -10,6 +10,7 @@ over the exit 137 that may follow it, a missing handler file over a generic exit
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class Signature:
     patterns: tuple[re.Pattern[str], ...]
     cause: str
     remedy: str
+    keywords: tuple[str, ...] = ()  # lowercase; a line that has none cannot match
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "the model ran out of GPU memory (CUDA out of memory) {times}",
         "The model does not fit the GPU's VRAM: pick a larger GPU tier in gpuIds (saveEndpoint), "
         "or load it in half precision / quantized, or lower the batch size. " + _RELEASE,
+        keywords=("out of memory", "outofmemoryerror", "alloc_failed", "memoryallocation"),
     ),
     Signature(
         "image_pull",
@@ -79,6 +82,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "Check the template's imageName: the tag must exist (docker manifest inspect IMAGE) and, "
         "for a private registry, the template needs registry credentials (containerRegistryAuth"
         "Id in saveTemplate). " + _RELEASE,
+        keywords=("manifest", "unauthorized", "pull access denied", "imagepull"),
     ),
     Signature(
         "cuda_driver",
@@ -92,6 +96,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "kernels for this GPU): use an image built for an older CUDA (e.g. a cu121 tag) or "
         "restrict the endpoint to hosts with a recent driver (allowedCudaVersions in "
         "saveEndpoint); build for the GPU's compute capability. " + _RELEASE,
+        keywords=("driver", "no kernel image", "forward compatibility", "requirement error"),
     ),
     Signature(
         "hf_download",
@@ -105,6 +110,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "accept a gated model's licence on huggingface.co with the token's account, and give "
         "the worker a valid HF_TOKEN as a RunPod secret ({{ RUNPOD_SECRET_hf_token }}), never "
         "in plain text. " + _RELEASE,
+        keywords=("huggingface", "notfounderror", "gatedrepo", "not found for url", "gated repo",
+                  "invalid user token", "invalid credentials"),
     ),
     Signature(
         "git_auth",
@@ -116,6 +123,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "until the handler is missing. Bake the handler into the image (Dockerfile COPY) "
         "instead of cloning at start; if you must clone, use a deploy token stored as a RunPod "
         "secret, never in dockerArgs. " + _RELEASE,
+        keywords=("fatal:", "repository not found", "permission denied (publickey)",
+                  "invalid username"),
     ),
     Signature(
         "module_missing",
@@ -125,6 +134,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The image lacks a Python package the handler imports: add it to requirements.txt (or "
         "pip install it in the Dockerfile), rebuild and push the image, and point the template "
         "at the new tag. " + _RELEASE,
+        keywords=("no module named", "cannot import name"),
     ),
     Signature(
         "handler_missing",
@@ -136,6 +146,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The path the image's CMD or the template's dockerArgs starts does not exist, often a "
         "clone of a private repo that failed behind `|| true`. Compare it with where the "
         "handler really is; bake the handler into the image. " + _RELEASE,
+        keywords=("no such file", "exit"),
     ),
     Signature(
         "disk_full",
@@ -145,6 +156,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "containerDiskInGb in the template (unpacked layers need about 2.5x the compressed "
         "image plus a buffer) and put models on the network volume under /runpod-volume "
         "(not /workspace); HF_HOME on the same volume as local_dir. " + _RELEASE,
+        keywords=("no space left", "enospc", "disk quota", "exit"),
     ),
     Signature(
         "oom_killed",
@@ -154,6 +166,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The process was killed for memory (SIGKILL, exit 137: system RAM or GPU VRAM): use a "
         "larger GPU tier in gpuIds (saveEndpoint), load the model lazily or in half precision, "
         "or lower the batch size. " + _RELEASE,
+        keywords=("exit", "oomkilled", "out of memory", "oom-kill", "killed"),
     ),
     Signature(
         "init_timeout",
@@ -166,22 +179,33 @@ SIGNATURES: tuple[Signature, ...] = (
         "Startup (model download, dependency install) takes longer than the init timeout "
         "allows: move the download to build time or a network volume, or raise the template's "
         "RUNPOD_INIT_TIMEOUT env (seconds). " + _RELEASE,
+        keywords=("timeout",),
     ),
 )
 
 BY_NAME = {s.name: s for s in SIGNATURES}
 
 
+
 def classify(lines: Sequence[LogLine]) -> list[SignatureMatch]:
     """The signatures seen in `lines`, most specific first. A line belongs to the first
     signature whose pattern it matches; a signature's count is the most lines any one of its
     patterns matched (the 'Killed' and the 'exit code 137' of one kill count once)."""
+    return list(_classify(tuple(lines)))
+
+
+# An incident's snapshots come back every cycle unchanged: classify each set once.
+@functools.lru_cache(maxsize=512)
+def _classify(lines: tuple[LogLine, ...]) -> tuple[SignatureMatch, ...]:
     hits: dict[str, list[int]] = {}
     per_pattern: dict[tuple[str, int], int] = {}
     details: dict[str, str] = {}
     for i, ll in enumerate(lines):
         text = ll.line
+        low = text.lower()
         for sig in SIGNATURES:
+            if not any(k in low for k in sig.keywords):
+                continue  # a substring test rules most lines out faster than the regexes
             found = False
             for k, pattern in enumerate(sig.patterns):
                 m = pattern.search(text)
@@ -200,7 +224,7 @@ def classify(lines: Sequence[LogLine]) -> list[SignatureMatch]:
             continue
         count = max(n for (name, _), n in per_pattern.items() if name == sig.name)
         out.append(SignatureMatch(sig, count, tuple(hits[sig.name]), details.get(sig.name, "")))
-    return out
+    return tuple(out)
 
 
 def describe(matches: Sequence[SignatureMatch]) -> str:

@@ -94,6 +94,8 @@ def test_each_real_line_is_its_signature(name: str, text: str) -> None:
 def test_every_signature_has_real_lines_and_a_remedy() -> None:
     assert {s.name for s in SIGNATURES} == set(REAL)
     for s in SIGNATURES:
+        assert s.keywords
+        assert all(k == k.lower() for k in s.keywords)
         assert s.remedy
         assert "{times}" in s.cause
 
