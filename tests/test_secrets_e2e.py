@@ -39,6 +39,7 @@ from monitor.alerts.model import Message, Notification
 from monitor.alerts.slack import render as slack_render
 from monitor.config import load_settings
 from monitor.cycle import build_pipeline
+from monitor.history_api import endpoint_report, incidents_report
 from monitor.replay import incident_json
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
@@ -408,6 +409,10 @@ async def test_no_secret_of_a_worker_log_in_any_output(
 
         outputs["api diagnoses"] = json.dumps([diagnosis_json(i) for i in incidents])
         outputs["api endpoints"] = json.dumps(endpoints_json(result.observation, str))
+        outputs["api endpoint"] = json.dumps(
+            endpoint_report(pipeline.history.view(), LOG_EID, 3600.0, None))
+        outputs["api incidents"] = json.dumps(
+            incidents_report(pipeline.episodes.episodes(), t0 + 120, 3600.0))
         outputs["metrics"] = pipeline.metrics.render()[0].decode()
 
         class Runtime:
@@ -477,6 +482,7 @@ async def test_no_secret_of_a_worker_log_in_any_output(
     assert "Worker logs" in outputs["slack"]
     assert "GatedRepoError" in outputs["slack"]
     assert "log_excerpt" in outputs["alertmanager"]
+    assert "workers_unhealthy" in outputs["api incidents"]  # (its summary is the raise's)
     assert "workers_unhealthy" in outputs["logs"]  # the cycle's log lines were captured
     assert "Worker logs: Hugging Face refused" in outputs["api after restart"]
     assert "worker_logs" in outputs["api diagnoses"]
