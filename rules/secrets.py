@@ -137,7 +137,7 @@ def has_secret(text: str) -> bool:
 # DB_PASSWORD, OPENAI_API_KEY): its value is hidden wherever it shows, e.g. in a log line.
 _SECRET_KEY = re.compile(
     r"(TOKEN|SECRET|PASSW(?:OR)?D|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL"
-    r"|AUTH)", re.IGNORECASE,
+    r"|AUTH|(?:^|_)KEY$)", re.IGNORECASE,
 )
 # shorter values are too likely to be ordinary words ("true", "none", a port) to hide
 MIN_VALUE_CHARS = 6
