@@ -17,6 +17,7 @@ from model.observation import (
     Health,
     Observation,
     Releases,
+    WorkerLogs,
     Workers,
 )
 
@@ -137,6 +138,9 @@ class History:
 
     observations: Sequence[Observation]
     memory: Memory = field(default_factory=Memory)
+    # worker-log snapshots the active incidents keep, by endpoint (oldest first): they
+    # outlive the window and a restart (the store's `incident_logs`)
+    kept_logs: Mapping[str, tuple[WorkerLogs, ...]] = field(default_factory=dict)
     # time_ordered, computed once per snapshot
     _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 

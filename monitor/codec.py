@@ -42,7 +42,8 @@ from model.observation import (
 )
 from monitor.incidents import Incident
 from rules.diagnosis import Diagnosis
-from rules.secrets import mask
+from rules.log_evidence import config_secrets
+from rules.secrets import mask, mask_values, secret_values
 
 Json = dict[str, Any]
 
@@ -140,9 +141,12 @@ def _releases_from_json(d: Json) -> Releases:
     )})
 
 
-def _logs_to_json(logs: tuple[WorkerLogs, ...]) -> list[Json]:
+def _logs_to_json(logs: tuple[WorkerLogs, ...], secrets: frozenset[str] = frozenset()
+                  ) -> list[Json]:
+    """Log snapshots with every line masked: token-shaped secrets, and `secrets` (the
+    values of the template's secret-looking env keys, which need not look like tokens)."""
     return [
-        {**_plain(w), "lines": [[x.t, x.source, mask(x.line)] for x in w.lines]}
+        {**_plain(w), "lines": [[x.t, x.source, mask_values(x.line, secrets)] for x in w.lines]}
         for w in logs
     ]
 
@@ -171,7 +175,7 @@ def _v2_to_json(s: EndpointSample, d: Json) -> None:
     if s.releases is not None:
         d["releases"] = _releases_to_json(s.releases)
     if s.logs is not None:
-        d["logs"] = _logs_to_json(s.logs)
+        d["logs"] = _logs_to_json(s.logs, config_secrets(s.config))
 
 
 def _v2_from_json(d: Json) -> Json:
@@ -291,11 +295,13 @@ def _observation_v2_from_json(d: Json) -> Json:
 
 
 def masked_config(c: EndpointConfig) -> EndpointConfig:
-    """`c` with token-shaped secrets in its template's docker args and env values masked."""
+    """`c` with token-shaped secrets in its template's docker args and env values masked,
+    and the whole value of a secret-looking env key (DB_PASSWORD) too."""
     t = c.template
     if t is None:
         return c
-    env = tuple(EnvVar(e.key, mask(e.value)) for e in t.env)
+    env = tuple(EnvVar(e.key, mask_values(e.value, secret_values([(e.key, e.value)])))
+                for e in t.env)
     return replace(c, template=replace(t, docker_args=mask(t.docker_args), env=env))
 
 

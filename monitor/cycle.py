@@ -17,13 +17,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
 from model.history import History
-from model.observation import SKIPPED, TERMINAL_JOB_STATUSES, EndpointConfig, Observation
+from model.observation import (
+    SKIPPED,
+    TERMINAL_JOB_STATUSES,
+    EndpointConfig,
+    Observation,
+    WorkerLogs,
+)
 from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
@@ -33,7 +39,7 @@ from monitor.config import Settings
 from monitor.control import ControlPlane, Hints
 from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
 from monitor.history import HistoryBuffer
-from monitor.incidents import Changes, Incident, IncidentTracker
+from monitor.incidents import Changes, Incident, IncidentTracker, Key
 from monitor.jobs import JobTracker
 from monitor.metrics import CycleFacts, MonitorMetrics
 from monitor.probes import ProbeCall, Prober
@@ -41,6 +47,7 @@ from monitor.runpod.client import RunPodClient
 from monitor.store import PipelineState, Store
 from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
+from rules.log_evidence import by_endpoint, keep_logs, logs_wanted, read_workers
 from rules.thresholds import Thresholds
 
 log = structlog.get_logger("monitor.cycle")
@@ -84,6 +91,8 @@ class Pipeline:
     store: Store | None = None  # None: nothing is persisted (check, replay)
     outbox_keep_s: float = OUTBOX_KEEP_S
     last_cycle: int = 0  # the number of the last cycle run or restored
+    # the worker-log snapshots each active incident keeps (persisted with the cycle)
+    incident_logs: dict[Key, tuple[WorkerLogs, ...]] = field(default_factory=dict)
 
     @property
     def jobs(self) -> JobTracker:
@@ -97,11 +106,15 @@ class Pipeline:
         report = await self.prober.probe(cycle, t, self.hints())
         obs = report.observation
         self.history.append(obs)
-        history = self.history.view()
+        history = replace(self.history.view(), kept_logs=by_endpoint(self.incident_logs))
         found = evaluate(history, self.thresholds)
         if not self.account_rules:
             found = [d for d in found if d.scope != "account"]
         changes = self.tracker.update(obs, found)
+        self.incident_logs = keep_logs(
+            self.incident_logs, {k: i.since for k, i in self.tracker.active.items()},
+            obs, history,
+        )
         notifications = await self.router.route(changes, t, cycle)
         duration = time.perf_counter() - started
         result = CycleResult(
@@ -116,9 +129,16 @@ class Pipeline:
         return result
 
     def hints(self) -> Hints:
-        """What the last cycle's diagnoses ask of this cycle's REST v2 calls."""
+        """What the last cycle's diagnoses ask of this cycle's REST v2 calls: the endpoints
+        with an active incident, and the workers whose logs would explain one."""
         active = frozenset(eid for _code, eid in self.tracker.active if eid is not None)
-        return Hints(active_endpoints=active)
+        return Hints(active_endpoints=active, wanted_logs=tuple(self.logs_wanted()))
+
+    def logs_wanted(self) -> list[tuple[str, str]]:
+        """(endpoint id, worker id) whose logs the next probe should read: the failing
+        workers of the active incidents the logs explain, not read yet in them."""
+        return logs_wanted(self.tracker.diagnoses(), self.history.view(),
+                           read_workers(self.incident_logs))
 
     def _observe(self, result: CycleResult, history: History) -> None:
         """Feed the metrics: the tracked jobs that ended, then the cycle's facts."""
@@ -141,7 +161,7 @@ class Pipeline:
         if self.store is None:
             return
         self.store.save_cycle(obs, self.history.memory, self.tracker.snapshot(),
-                              self.router.snapshot(), episodes)
+                              self.router.snapshot(), episodes, self.incident_logs)
         horizon = obs.t - self.history.retention_s
         self.store.prune(horizon)
         self.store.prune_episodes(horizon, MAX_EPISODES)
@@ -154,6 +174,7 @@ class Pipeline:
             observations=list(view.observations), memory=view.memory,
             active=self.tracker.snapshot(), announced=set(self.router.snapshot()),
             last_cycle=self.last_cycle, episodes=self.episodes.episodes(),
+            incident_logs=dict(self.incident_logs),
         )
 
     def restore(self, state: PipelineState, now: float) -> None:
@@ -162,6 +183,7 @@ class Pipeline:
         horizon = now - self.history.retention_s
         self.history.restore([o for o in state.observations if o.t >= horizon], state.memory)
         self.tracker.restore(state.active)
+        self.incident_logs = {k: v for k, v in state.incident_logs.items() if k in state.active}
         self.router.restore(state.announced)
         self.episodes.restore(state.episodes)
         self.episodes.prune(horizon)

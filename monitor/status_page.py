@@ -39,6 +39,8 @@ from monitor.charts import Span, Window
 from monitor.episodes import Episode
 from monitor.incidents import Incident
 from rules.diagnosis import SEVERITY_ORDER
+from rules.log_evidence import EVIDENCE_KEY as LOGS_KEY
+from rules.log_evidence import LAST_LINES, LINE_CHARS, excerpt, excerpt_title
 
 if TYPE_CHECKING:
     from monitor.web import Runtime
@@ -332,11 +334,12 @@ def _diagnosis(incident: Incident, now: float) -> str:
         )
     rows = "".join(
         f"<tr><th>{_e(k)}</th><td>{_value(v)}</td></tr>" for k, v in d.evidence.items()
+        if k != LOGS_KEY
     )
     evidence = (
         f'<details open><summary>Evidence</summary><table>{rows}</table></details>'
         if rows else ""
-    )
+    ) + _worker_logs(d.evidence)
     return (
         f'<article class="card diag {_e(d.severity)}" id="{_e(_anchor(incident))}">'
         '<div class="head">'
@@ -350,6 +353,17 @@ def _diagnosis(incident: Incident, now: float) -> str:
         f'<pre class="remedy">{_e(d.remedy)}</pre></details>'
         "</article>"
     )
+
+
+def _worker_logs(evidence: Mapping[str, Any]) -> str:
+    """The worker's log lines behind a diagnosis, collapsed: the matched ones or the last."""
+    title = excerpt_title(evidence)
+    if not title:
+        return ""
+    lines = excerpt(evidence, max_lines=LAST_LINES, max_chars=LINE_CHARS + 60)
+    body = "\n".join(lines) or "(no line)"
+    return (f'<details class="logs"><summary>{_e(title)}</summary>'
+            f'<pre class="logs">{_e(body)}</pre></details>')
 
 
 def _diagnoses(incidents: list[Incident], now: float) -> str:

@@ -154,7 +154,7 @@ def _crash_loop(
     account = history.latest_account()
     if ghosts:
         remedy = _capacity_remedy(
-            history, config,
+            history, eid, config,
             "RunPod counts a worker that never gets a machine (a ghost): the GPU it waits "
             "for is not free where the endpoint may run. Give it somewhere to start:",
         )
