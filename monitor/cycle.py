@@ -6,6 +6,8 @@
     history   -> HistoryBuffer (window + memory)
     rules     -> [Diagnosis] (pure; account-scope ones on shard 0 only)
     incidents -> raised / held / resolved
+    actions   -> guarded fixes proposed, approved ones read again and run (monitor/actions;
+                 all off by default); the open proposals' lines go into the alerts
     route     -> notifications queued in the outbox (delivery runs apart: a slow Slack
                  never delays a probe)
     metrics   -> MonitorMetrics (jobs tracked through /status, then the cycle's facts)
@@ -24,6 +26,8 @@ import structlog
 
 from model.history import History
 from model.observation import SKIPPED, TERMINAL_JOB_STATUSES, EndpointConfig, Observation
+from monitor.actions import ActionEngine
+from monitor.actions.runpod_port import DEFAULT_V2_URL, RunPodPort
 from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
@@ -82,6 +86,7 @@ class Pipeline:
     store: Store | None = None  # None: nothing is persisted (check, replay)
     outbox_keep_s: float = OUTBOX_KEEP_S
     last_cycle: int = 0  # the number of the last cycle run or restored
+    actions: ActionEngine | None = None  # guarded fixes (None: none at all)
 
     @property
     def jobs(self) -> JobTracker:
@@ -100,6 +105,8 @@ class Pipeline:
         if not self.account_rules:
             found = [d for d in found if d.scope != "account"]
         changes = self.tracker.update(obs, found)
+        if self.actions is not None:
+            changes = await self.actions.step(obs, changes, self.tracker.incidents(), t)
         notifications = await self.router.route(changes, t, cycle)
         duration = time.perf_counter() - started
         result = CycleResult(
@@ -159,6 +166,8 @@ class Pipeline:
         self.episodes.restore(state.episodes)
         self.episodes.prune(horizon)
         self.last_cycle = state.last_cycle
+        if self.actions is not None:
+            self.actions.restore()
 
 
 def build_pipeline(
@@ -170,13 +179,15 @@ def build_pipeline(
     metrics: MonitorMetrics | None = None,
     silences_file: Path | None = None,
     interval_s: float | None = None,
+    dry_run: bool = False,
 ) -> Pipeline:
     """The pipeline `settings` describe, probing through `client`.
 
     `sinks`: where alerts go (None: those the settings configure; `[]`: none). `store`:
     the SQLite state the cycles persist to and the outbox lives in (None: nothing is
     written, the outbox is in memory). `interval_s`: the probe interval the back-off
-    counts in, when not the settings' (replay's scenario)."""
+    counts in, when not the settings' (replay's scenario). `dry_run`: guarded fixes are
+    proposed and approved but never called (`check`, `run --dry-run`)."""
     shard = settings.shard_spec
     account_rules = shard is None or shard[0] == 0
     if metrics is None:
@@ -194,6 +205,14 @@ def build_pipeline(
         interval_s=settings.interval_s if interval_s is None else interval_s,
         jobs=JobTracker(max_jobs=settings.api.max_jobs),
     )
+    # the v2 base: runpod.v2_url once the client's settings have it
+    v2_url = str(getattr(settings.runpod, "v2_url", None) or DEFAULT_V2_URL)
+    actions = ActionEngine(
+        settings.actions, store=store,
+        port=None if dry_run else RunPodPort(client, v2_url), dry_run=dry_run,
+        base_url=f"http://{settings.http.listen}",
+        retention_s=max(settings.state.retention_s, settings.actions.expire_s),
+    )
     return Pipeline(
         prober=prober,
         thresholds=settings.rules,
@@ -205,6 +224,7 @@ def build_pipeline(
         episodes=EpisodeLog(settings.state.retention_s),
         store=store,
         outbox_keep_s=max(2 * settings.alerts.repeat_interval_s, OUTBOX_KEEP_S),
+        actions=actions,
     )
 
 
