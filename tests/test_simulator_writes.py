@@ -58,7 +58,9 @@ async def test_patch_workers_shows_in_v2_graphql_and_health(
     r = await http.patch(f"{sim.url}/v2/serverless/{EID}", json={"workers": {"min": 0, "max": 0}})
     assert r.status_code == 200
     body = r.json()
-    assert body["id"] == EID and body["workers"]["max"] == 0 and "requestUrls" in body
+    assert body["id"] == EID
+    assert body["workers"]["max"] == 0
+    assert "requestUrls" in body
     assert await _workers_everywhere(http, sim.url) == ((0, 0), (0, 0), 0)
     assert sim.request_counts[("v2", "update-endpoint")] == 1
     # sending only max keeps min
@@ -70,7 +72,8 @@ async def test_patch_workers_shows_in_v2_graphql_and_health(
 async def test_patch_override_holds_until_the_script_moves_the_field(
     http: httpx.AsyncClient, sim_server: SimStart
 ) -> None:
-    steps = [{"cycles": 2}, {"cycles": 2, "endpoints": {EID: {"health": {"jobs": {"completed": 9}}}}},
+    steps = [{"cycles": 2},
+             {"cycles": 2, "endpoints": {EID: {"health": {"jobs": {"completed": 9}}}}},
              {"cycles": 2, "endpoints": {EID: {"config": {"workersMax": 5}}}}]
     sim = await sim_server(_scenario(steps))
     await http.patch(f"{sim.url}/v2/serverless/{EID}", json={"workers": {"min": 0, "max": 0}})
@@ -112,7 +115,8 @@ async def test_patch_needs_the_key_and_a_known_endpoint(
     r = await http.patch(f"{sim.url}/v2/serverless/nosuchendpoint", json={"name": "x"})
     assert r.status_code == 404
     r = await http.delete(f"{sim.url}/v2/serverless/{EID}")
-    assert r.status_code == 405 and r.headers["Allow"] == "GET, PATCH"
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "GET, PATCH"
     assert await _workers_everywhere(http, sim.url) == ((0, 3), (0, 3), 3)
 
 
@@ -123,7 +127,8 @@ async def test_patch_name_scaling_timeout(http: httpx.AsyncClient, sim_server: S
         "scaling": {"type": "REQUEST_COUNT", "requestCount": 3}})
     assert r.status_code == 200
     got = (await http.get(f"{sim.url}/v2/serverless/{EID}")).json()
-    assert got["name"] == "renamed" and got["timeout"] == 60000
+    assert got["name"] == "renamed"
+    assert got["timeout"] == 60000
     assert got["scaling"] == {"type": "REQUEST_COUNT", "requestCount": 3}
     r = await http.patch(f"{sim.url}/v2/serverless/{EID}", json={"workers": {"idleTimeout": 9}})
     assert r.status_code == 422  # idleTimeout with REQUEST_COUNT
@@ -134,9 +139,11 @@ async def test_purge_queue_empties_the_queue_in_health_and_requests(
 ) -> None:
     sim = await sim_server(_scenario())
     r = await http.post(f"{sim.url}/v2/{EID}/purge-queue")
-    assert r.status_code == 200 and r.json()["removed"] == 4
+    assert r.status_code == 200
+    assert r.json()["removed"] == 4
     health = (await http.get(f"{sim.url}/v2/{EID}/health")).json()
-    assert health["jobs"]["inQueue"] == 0 and health["jobs"]["inProgress"] == 1
+    assert health["jobs"]["inQueue"] == 0
+    assert health["jobs"]["inProgress"] == 1
     jobs = (await http.get(f"{sim.url}/v2/{EID}/requests")).json()["requests"]
     assert [j["id"] for j in jobs] == ["job-run-1"]
     assert (await http.get(f"{sim.url}/v2/{EID}/status/job-q-1")).status_code == 404
@@ -150,7 +157,8 @@ async def test_cancel_ends_a_running_job_and_its_count(
     assert r.json() == {"id": "job-run-1", "status": "CANCELLED"}
     assert (await http.get(f"{sim.url}/v2/{EID}/status/job-run-1")).json()["status"] == "CANCELLED"
     health = (await http.get(f"{sim.url}/v2/{EID}/health")).json()
-    assert health["jobs"]["inProgress"] == 0 and health["jobs"]["inQueue"] == 4
+    assert health["jobs"]["inProgress"] == 0
+    assert health["jobs"]["inQueue"] == 4
     # a second cancel of a finished job keeps its status and the counts
     r = await http.post(f"{sim.url}/v2/{EID}/cancel/job-run-1")
     assert r.json()["status"] == "CANCELLED"

@@ -75,7 +75,7 @@ class ActionEngine:
                            None if call is None else call.text(), outcome)
         self.audit.append(entry)
         del self.audit[:-MAX_AUDIT]
-        log.info("action", id=p.id, kind=p.kind, endpoint_id=p.endpoint_id, event=event,
+        log.info("action", id=p.id, kind=p.kind, endpoint_id=p.endpoint_id, change=event,
                  who=who, detail=entry.detail, call=entry.call, outcome=outcome)
         if self.store is not None:
             self.store.save_action(p.id, p.to_json(), entry.to_json(), MAX_AUDIT)
