@@ -108,6 +108,10 @@ class Pipeline:
         if self.actions is not None:
             changes = await self.actions.step(obs, changes, self.tracker.incidents(), t)
         notifications = await self.router.route(changes, t, cycle)
+        if self.actions is not None and self.actions.fresh:
+            told = {n.incident.key for n in notifications}
+            for incident, n in self.actions.late(changes, told):
+                notifications += self.router.tell_again(incident, t, cycle, n)
         duration = time.perf_counter() - started
         result = CycleResult(
             obs, changes, self.tracker.diagnoses(), notifications, report.calls,

@@ -4,6 +4,9 @@ an unapproved or disabled action makes no write call at all."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,16 +14,20 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+import yaml
 
 from model.observation import Observation
 from monitor.actions import ActionEngine
 from monitor.actions.runpod_port import RunPodPort
+from monitor.alerts.message import plain_text, resolved_text
+from monitor.alerts.router import RecordingSink
+from monitor.cli import main
 from monitor.config import load_settings, settings_from_dict
 from monitor.cycle import Pipeline, build_pipeline
 from monitor.daemon import Daemon
 from monitor.incidents import Changes, Incident
 from monitor.runpod.client import RunPodClient
-from monitor.simulator import Scenario, SimulatorServer
+from monitor.simulator import BackgroundSimulator, Scenario, SimulatorServer
 from monitor.store import Store
 from rules.diagnosis import Diagnosis
 
@@ -95,10 +102,10 @@ def pipeline_for(server: SimulatorServer, client: RunPodClient, overrides: dict[
 
 
 async def run_cycles(server: SimulatorServer, pipeline: Pipeline, first: int,
-                     last: int) -> None:
+                     last: int, t0: float = T0) -> None:
     for k in range(first, last + 1):
         server.set_cycle(k)
-        await pipeline.cycle(k, T0 + (k - 1) * INTERVAL)
+        await pipeline.cycle(k, t0 + (k - 1) * INTERVAL)
 
 
 async def v2_workers_max(server: SimulatorServer) -> int:
@@ -163,7 +170,7 @@ async def test_an_unapproved_action_changes_nothing_on_the_simulator(sim: Any) -
 async def test_a_disabled_action_is_never_proposed_nor_called(sim: Any) -> None:
     server, client = await sim(scenario(SURGE))
     pipeline = pipeline_for(server, client, actions_config(
-        spend_guard={**GUARD, "enabled": False, "auto": True}))
+        spend_guard={**GUARD, "enabled": False}))
     await run_cycles(server, pipeline, 1, 8)
     assert engine_of(pipeline).listing() == []
     assert writes(server) == 0
@@ -378,4 +385,108 @@ async def test_approve_over_http_needs_the_write_credential(sim: Any, tmp_path: 
     finally:
         await daemon.stop(grace_s=2)
     assert engine.proposals[p.id].approved_by == "api:token"
+    assert writes(server) == 0
+
+
+# ---------------------------------------------------------------- the alerts
+
+
+async def test_a_proposal_made_after_the_alert_is_told_in_a_message_of_its_own(
+    sim: Any,
+) -> None:
+    """job_failures is announced at once (cost 0 then); the spend guard proposed a cycle
+    later reaches Slack in a message that quotes it and the approve command."""
+    server, client = await sim(scenario(SURGE))
+    sink = RecordingSink("slack", "info")
+    settings = load_settings(None, env={}, overrides=actions_config(spend_guard=GUARD))
+    pipeline = build_pipeline(settings, client, sinks=[sink])
+    for k in range(1, 7):
+        server.set_cycle(k)
+        t = T0 + (k - 1) * INTERVAL
+        await pipeline.cycle(k, t)
+        await pipeline.router.outbox.deliver(t)
+    [p] = engine_of(pipeline).listing()
+    texts = [plain_text(m.kind, m.notifications, m.t) for m in sink.messages]
+    assert len(texts) == 2
+    assert "proposed fix" not in texts[0]
+    assert texts[1].startswith("[REMINDER] [WARNING] job_failures on ac-endpoint")
+    assert (f"proposed fix: stop ac-endpoint: workersMax 3 -> 0 (job_failures has cost "
+            f"30.00 USD, over 20) (PATCH /serverless/{EP} ") in texts[1]
+    assert "approve: curl -X POST -H" in texts[1]
+    assert f"http://127.0.0.1:9108/api/v1/actions/{p.id}/approve" in texts[1]
+    assert writes(server) == 0
+
+
+def test_a_resolved_alert_carries_the_purge_it_proposes() -> None:
+    d = Diagnosis(code="crash_loop", scope="endpoint", severity="critical", summary="s",
+                  remedy="read the logs\nproposed fix: purge the 3 jobs (POST /e/purge-queue);"
+                  " approve: curl -X POST http://h/api/v1/actions/purge-1/approve",
+                  endpoint_id=EP, endpoint_name="ac")
+    text = resolved_text(d, 600)
+    assert text.splitlines() == [
+        f"[RESOLVED] crash_loop on ac ({EP}) after 10 min.",
+        "proposed fix: purge the 3 jobs (POST /e/purge-queue); approve: curl -X POST "
+        "http://h/api/v1/actions/purge-1/approve",
+    ]
+
+
+@pytest.mark.parametrize(("section", "field"), [
+    ({"spend_guard": {"auto": True}}, "actions.spend_guard: auto: true needs enabled: true"),
+    ({"spend_guard": {"enabled": True, "max_usd": 0}}, "actions.spend_guard.max_usd"),
+    ({"purge_after_crash_loop": {"enable": True}}, "actions.purge_after_crash_loop.enable"),
+    ({"cancel_overrun": {"enabled": "maybe"}}, "actions.cancel_overrun.enabled"),
+])
+def test_invalid_actions_config_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: dict[str, Any], field: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"actions": section}))
+    assert main(["check", "--config", str(path)]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_check_dry_run_lists_what_would_run_and_calls_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Four daemon cycles leave a failure surge in the stored history; `check --dry-run`
+    then prints the spend guard it would run (auto) and makes no write."""
+    server = SimulatorServer(scenario(SURGE), KEY)
+    with BackgroundSimulator(server) as bg:
+        url = server.url
+        config = {
+            "runpod": {"api_key": KEY, "graphql_url": f"{url}/graphql", "rest_url": f"{url}/v2",
+                       "timeout_s": 2},
+            "state": {"path": str(tmp_path / "state.db")},
+            "actions": {"spend_guard": {**GUARD, "auto": True}},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        settings = settings_from_dict(config, env={})
+        # check judges at the wall clock: the daemon's cycles end one interval before it
+        t0 = time.time() - 3 * INTERVAL
+
+        async def daemon_cycles() -> None:
+            store = Store(settings.state.path)
+            async with RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql",
+                                    rest_url=f"{url}/v2", timeout_s=2) as client:
+                # the daemon, but dry: its auto action must not run before check looks
+                pipeline = build_pipeline(settings, client, sinks=[], store=store,
+                                          dry_run=True)
+                await run_cycles(server, pipeline, 1, 3, t0)
+            store.close()
+
+        asyncio.run_coroutine_threadsafe(daemon_cycles(), bg._loop).result(20)
+        server.set_cycle(4)
+        assert main(["check", "--config", str(path), "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert main(["check", "--config", str(path), "--dry-run", "--format", "json"]) == 0
+        as_json = json.loads(capsys.readouterr().out)
+    assert "dry run: nothing was called" in out
+    assert f"WOULD    spend_guard  {EP}" in out
+    assert "runs at once (auto)" in out
+    assert f'call: PATCH /serverless/{EP} {{"workers":{{"min":0,"max":0}}}}' in out
+    assert as_json["dry_run"] is True
+    assert [a["kind"] for a in as_json["actions"]] == ["spend_guard"]
+    assert as_json["diagnoses"][0]["code"] == "job_failures"
     assert writes(server) == 0

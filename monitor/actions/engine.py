@@ -12,6 +12,7 @@ import structlog
 from model.observation import Observation
 from monitor.actions import policy
 from monitor.actions.model import AuditEntry, Call, Proposal, State
+from monitor.alerts.message import PROPOSED_PREFIX
 from monitor.config import ActionsSettings
 from monitor.incidents import Changes, Incident
 from monitor.runpod.models import Failure, Result
@@ -20,7 +21,6 @@ from rules.secrets import mask
 
 log = structlog.get_logger("monitor.actions")
 MAX_AUDIT = 1000  # audit entries kept (newest), in memory and in the store
-PROPOSED_PREFIX = "proposed fix:"
 
 
 class Port(Protocol):
@@ -53,6 +53,7 @@ class ActionEngine:
         self.proposals: dict[str, Proposal] = {}
         self.audit: list[AuditEntry] = []
         self.would_run: list[Proposal] = []  # dry run: what the last step would have called
+        self.fresh: list[Proposal] = []  # proposed in the last step
 
     # -- state ----------------------------------------------------------------------
 
@@ -103,9 +104,11 @@ class ActionEngine:
         the approved ones run (or, dry, are listed in `would_run`). Returns `changes` with
         the open proposals' lines in the remedies the alerts quote."""
         s = self.settings
+        self.fresh = []
         for cand in policy.propose(s, active, changes.resolved, obs, t):
             if cand.id not in self.proposals:
                 self._save(cand, "proposed", "monitor", cand.summary, t, cand.call)
+                self.fresh.append(cand)
         for p in list(self.proposals.values()):
             if not p.open:
                 continue
@@ -177,6 +180,18 @@ class ActionEngine:
             self.store.delete_actions(old)
 
     # -- what the alerts quote ------------------------------------------------------
+
+    def late(self, changes: Changes, notified: set[tuple[str, str | None]]
+             ) -> list[tuple[Incident, int]]:
+        """The active incidents (in annotated `changes`) that got a proposal this step but
+        no notification this cycle, each with the reminder number its own message uses."""
+        out = []
+        held = {(i.key, i.since): i for i in (*changes.raised, *changes.held)}
+        for p in self.fresh:
+            inc = held.get(((p.incident[0], p.endpoint_id), p.incident[1]))
+            if inc is not None and inc.key not in notified:
+                out.append((inc, -1000 - int(p.id.rsplit("-", 1)[1][:6], 16)))
+        return out
 
     def approve_command(self, p: Proposal) -> str:
         return (f"curl -X POST -H \"Authorization: Bearer $RUNPOD_MONITOR_WRITE_TOKEN\" "

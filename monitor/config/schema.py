@@ -265,6 +265,13 @@ class ActionSwitch(_Section):
     enabled: bool = False
     auto: bool = False
 
+    @model_validator(mode="after")
+    def _auto_needs_enabled(self) -> ActionSwitch:
+        if self.auto and not self.enabled:
+            # a switch that reads "auto" must not look armed while it is off
+            raise ValueError("auto: true needs enabled: true")
+        return self
+
 
 class PurgeAction(ActionSwitch):
     min_queued: int = Field(default=1, ge=1, le=1_000_000)
