@@ -29,10 +29,15 @@ FAILURE_KINDS = (
 # A probe the back-off or a Retry-After held back: never sent, so neither an answer nor a
 # failure (not in FAILURE_KINDS; the rules neither count it nor resolve anything from it).
 SKIPPED = "skipped"
+# GraphQL answered that it is gone (404, 410, or a message saying it was retired): a
+# known, lasting state of RunPod's API, not a transient failure (not in FAILURE_KINDS).
+# The facts GraphQL fed are unknown while it holds, so it is in UNKNOWN_OUTCOMES; the
+# prober turns it into `Observation.graphql_state`.
+RETIRED = "retired"
 # Outcomes that tell nothing about RunPod's state: the sample is unknown.
 UNKNOWN_OUTCOMES = frozenset(
     {"timeout", "connect", "http_429", "http_4xx", "http_5xx", "malformed", "graphql_error",
-     SKIPPED}
+     SKIPPED, RETIRED}
 )
 AUTH_OUTCOMES = frozenset({"http_401", "http_403"})
 

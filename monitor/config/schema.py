@@ -78,11 +78,67 @@ class _Section(BaseModel):
         return out
 
 
+# A path under runpod.v2_url: "/billing/balance"; no query, fragment or dot segment.
+_V2_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+# A query parameter or JSON member name of the v2 pagination.
+_V2_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _v2_path(value: str) -> str:
+    if not _V2_PATH.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
+        raise ValueError(f"must be a path like /billing/balance (got {_got(value)})")
+    return value
+
+
+def _v2_name(value: str) -> str:
+    if not _V2_NAME.fullmatch(value):
+        raise ValueError(f"must be a plain name like cursor (got {_got(value)})")
+    return value
+
+
+V2Path = Annotated[str, AfterValidator(_v2_path)]
+V2Name = Annotated[str, AfterValidator(_v2_name)]
+
+
+class V2PathSettings(_Section):
+    """Where the v2 routes whose request lines no source showed are (UNCONFIRMED)."""
+
+    balance: V2Path = "/billing/balance"
+    account_limits: V2Path = "/account/limits"
+    account: V2Path = "/account"
+
+
+class V2PaginationSettings(_Section):
+    """How the paged v2 lists page (UNCONFIRMED names; the simulator's by default)."""
+
+    limit_param: V2Name = "limit"
+    cursor_param: V2Name = "cursor"
+    next_field: V2Name = "nextCursor"
+    page_size: int = Field(default=100, ge=1, le=1000)
+    max_pages: int = Field(default=50, ge=1, le=1000)
+
+
+class LogReadSettings(_Section):
+    """Bounds on one read of a worker's log stream (it stays open)."""
+
+    max_lines: int = Field(default=200, ge=1, le=5000)
+    max_bytes: int = Field(default=32768, ge=1024, le=4 * 1024**2)
+    max_seconds: float = Field(default=3.0, gt=0, le=30)
+
+
 class RunPodSettings(_Section):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     graphql_url: HttpUrl = "https://api.runpod.io/graphql"
     rest_url: BaseUrl = "https://api.runpod.ai/v2"
+    v2_url: BaseUrl = "https://api.runpod.io/v2"
+    # which API feeds the control-plane facts: auto (REST v2 where it answers, GraphQL as
+    # the fallback until it is retired), rest, or graphql (read by the prober)
+    control_plane: Annotated[Literal["auto", "rest", "graphql"], BeforeValidator(_lower)] = (
+        "auto")
+    v2_paths: V2PathSettings = Field(default_factory=V2PathSettings)
+    v2_pagination: V2PaginationSettings = Field(default_factory=V2PaginationSettings)
+    logs: LogReadSettings = Field(default_factory=LogReadSettings)
     timeout_s: float = Field(default=10.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1, le=1000)
     track_requests: bool = True
