@@ -27,7 +27,7 @@ import structlog
 from model.history import History
 from model.observation import SKIPPED, TERMINAL_JOB_STATUSES, EndpointConfig, Observation
 from monitor.actions import ActionEngine
-from monitor.actions.runpod_port import DEFAULT_V2_URL, RunPodPort
+from monitor.actions.runpod_port import RunPodPort
 from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
@@ -209,11 +209,9 @@ def build_pipeline(
         interval_s=settings.interval_s if interval_s is None else interval_s,
         jobs=JobTracker(max_jobs=settings.api.max_jobs),
     )
-    # the v2 base: runpod.v2_url once the client's settings have it
-    v2_url = str(getattr(settings.runpod, "v2_url", None) or DEFAULT_V2_URL)
     actions = ActionEngine(
         settings.actions, store=store,
-        port=None if dry_run else RunPodPort(client, v2_url), dry_run=dry_run,
+        port=None if dry_run else RunPodPort(client), dry_run=dry_run,
         base_url=f"http://{settings.http.listen}",
         retention_s=max(settings.state.retention_s, settings.actions.expire_s),
     )

@@ -18,7 +18,6 @@ import yaml
 
 from model.observation import Observation
 from monitor.actions import ActionEngine
-from monitor.actions.runpod_port import RunPodPort
 from monitor.alerts.message import plain_text, resolved_text
 from monitor.alerts.router import RecordingSink
 from monitor.cli import main
@@ -26,7 +25,7 @@ from monitor.config import load_settings, settings_from_dict
 from monitor.cycle import Pipeline, build_pipeline
 from monitor.daemon import Daemon
 from monitor.incidents import Changes, Incident
-from monitor.runpod.client import RunPodClient
+from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import BackgroundSimulator, Scenario, SimulatorServer
 from monitor.store import Store
 from rules.diagnosis import Diagnosis
@@ -77,7 +76,7 @@ async def sim() -> AsyncIterator[Any]:
         url = await server.start()
         servers.append(server)
         client = RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
-                              timeout_s=2.0)
+                              v2_url=f"{url}/v2", timeout_s=2.0, limits=RUNPOD_LIMITS)
         clients.append(client)
         return server, client
 
@@ -97,7 +96,6 @@ def pipeline_for(server: SimulatorServer, client: RunPodClient, overrides: dict[
     settings = load_settings(None, env={}, overrides=overrides)
     pipeline = build_pipeline(settings, client, sinks=[], store=store)
     assert pipeline.actions is not None
-    pipeline.actions.port = RunPodPort(client, f"{server.url}/v2")
     return pipeline
 
 
@@ -135,7 +133,7 @@ async def test_spend_guard_runs_after_approval_and_the_simulator_shows_it(sim: A
     assert p.kind == "spend_guard"
     assert p.state == "proposed"
     assert p.precondition == {"workers_max": 3, "workers_min": 0}
-    assert p.call.text() == f'PATCH /serverless/{EP} {{"workers":{{"min":0,"max":0}}}}'
+    assert p.call.text() == f'PATCH /v2/serverless/{EP} {{"workers":{{"min":0,"max":0}}}}'
     assert writes(server) == 0  # proposed is not approved: nothing was called
     status, _approved = engine.approve(p.id, "api:token", T0 + 200)
     assert status == 200
@@ -248,7 +246,7 @@ async def test_cancel_overrun(sim: Any, job: str, state: str, cancels: int) -> N
     overrun = incident("job_overrun", T0, job_id=job, execution_s=7200)
     await engine.step(obs, Changes(raised=[overrun]), [overrun], T0)
     [p] = engine.listing()
-    assert p.call.text() == f"POST /{EP}/cancel/{job}"
+    assert p.call.text() == f"POST /v2/{EP}/cancel/{job}"
     assert p.job_id == job
     assert server.request_counts[(EP, "cancel")] == 0
     engine.approve(p.id, "api:token", T0 + 1)
@@ -293,7 +291,7 @@ async def test_purge_after_crash_loop(sim: Any, someone_purged_first: bool) -> N
     # the alert of the resolved crash loop carries the proposal and how to approve it
     remedy = changes.resolved[0].diagnosis.remedy
     assert ("proposed fix: purge the 3 jobs queued on ac under the crash loop (they will "
-            f"likely fail) (POST /{EP}/purge-queue); approve: curl -X POST") in remedy
+            f"likely fail) (POST /v2/{EP}/purge-queue); approve: curl -X POST") in remedy
     assert "Bearer $RUNPOD_MONITOR_WRITE_TOKEN" in remedy
     assert f"/api/v1/actions/{p.id}/approve" in remedy
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
@@ -341,7 +339,8 @@ async def test_approve_over_http_needs_the_write_credential(sim: Any, tmp_path: 
     settings = settings_from_dict({
         "interval_s": 3600,
         "runpod": {"api_key": KEY, "graphql_url": f"{server.url}/graphql",
-                   "rest_url": f"{server.url}/v2", "timeout_s": 2},
+                   "rest_url": f"{server.url}/v2", "v2_url": f"{server.url}/v2",
+                   "timeout_s": 2},
         "http": {"listen": "127.0.0.1:0"},
         "api": {"write_token": TOKEN},
         "state": {"path": str(tmp_path / "state.db")},
@@ -363,7 +362,7 @@ async def test_approve_over_http_needs_the_write_credential(sim: Any, tmp_path: 
                 listed = await r.json()
             assert [a["id"] for a in listed["actions"]] == [p.id]
             assert listed["actions"][0]["state"] == "proposed"
-            assert listed["actions"][0]["call"]["text"] == f"POST /{EP}/purge-queue"
+            assert listed["actions"][0]["call"]["text"] == f"POST /v2/{EP}/purge-queue"
             assert listed["actions"][0]["approve"].endswith(f"/api/v1/actions/{p.id}/approve")
             approve = f"{url}/api/v1/actions/{p.id}/approve"
             for auth in ({}, {"Authorization": "Bearer wrong"}):
@@ -411,7 +410,7 @@ async def test_a_proposal_made_after_the_alert_is_told_in_a_message_of_its_own(
     assert "proposed fix" not in texts[0]
     assert texts[1].startswith("[REMINDER] [WARNING] job_failures on ac-endpoint")
     assert (f"proposed fix: stop ac-endpoint: workersMax 3 -> 0 (job_failures has cost "
-            f"30.00 USD, over 20) (PATCH /serverless/{EP} ") in texts[1]
+            f"30.00 USD, over 20) (PATCH /v2/serverless/{EP} ") in texts[1]
     assert "approve: curl -X POST -H" in texts[1]
     assert f"http://127.0.0.1:9108/api/v1/actions/{p.id}/approve" in texts[1]
     assert writes(server) == 0
@@ -455,7 +454,7 @@ def test_check_dry_run_lists_what_would_run_and_calls_nothing(
         url = server.url
         config = {
             "runpod": {"api_key": KEY, "graphql_url": f"{url}/graphql", "rest_url": f"{url}/v2",
-                       "timeout_s": 2},
+                       "v2_url": f"{url}/v2", "timeout_s": 2},
             "state": {"path": str(tmp_path / "state.db")},
             "actions": {"spend_guard": {**GUARD, "auto": True}},
         }
@@ -469,7 +468,8 @@ def test_check_dry_run_lists_what_would_run_and_calls_nothing(
         async def daemon_cycles() -> None:
             store = Store(settings.state.path)
             async with RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql",
-                                    rest_url=f"{url}/v2", timeout_s=2) as client:
+                                    rest_url=f"{url}/v2", v2_url=f"{url}/v2",
+                                    timeout_s=2) as client:
                 # the daemon, but dry: its auto action must not run before check looks
                 pipeline = build_pipeline(settings, client, sinks=[], store=store,
                                           dry_run=True)
@@ -485,7 +485,7 @@ def test_check_dry_run_lists_what_would_run_and_calls_nothing(
     assert "dry run: nothing was called" in out
     assert f"WOULD    spend_guard  {EP}" in out
     assert "runs at once (auto)" in out
-    assert f'call: PATCH /serverless/{EP} {{"workers":{{"min":0,"max":0}}}}' in out
+    assert f'call: PATCH /v2/serverless/{EP} {{"workers":{{"min":0,"max":0}}}}' in out
     assert as_json["dry_run"] is True
     assert [a["kind"] for a in as_json["actions"]] == ["spend_guard"]
     assert as_json["diagnoses"][0]["code"] == "job_failures"

@@ -29,7 +29,7 @@ class Port(Protocol):
     async def job_status(self, endpoint_id: str, job_id: str) -> Result[str]: ...
     async def queue_length(self, endpoint_id: str) -> Result[int]: ...
     async def endpoint_workers(self, endpoint_id: str) -> Result[tuple[int, int]]: ...
-    async def execute(self, call: Call) -> Result[str]: ...
+    async def execute(self, p: Proposal) -> Result[str]: ...
 
 
 def _failure_text(f: Failure) -> str:
@@ -141,7 +141,7 @@ class ActionEngine:
         if why is not None:
             self._save(p.moved("refused", t, why), "refused", "monitor", why, t)
             return
-        out = await self.port.execute(p.call)
+        out = await self.port.execute(p)
         if isinstance(out, Failure):
             text = _failure_text(out)
             self._save(p.moved("failed", t, text), "failed", "monitor",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -26,12 +27,11 @@ class Call:
     body: Mapping[str, Any] | None = None
 
     def text(self) -> str:
-        """`POST /v2/{id}/purge-queue`, `PATCH /v2/serverless/{id} {...}` for a person."""
-        import json
-
+        """`POST /v2/{id}/purge-queue` (the data plane, api.runpod.ai), `PATCH
+        /v2/serverless/{id} {...}` (REST v2, api.runpod.io), for a person."""
         body = "" if self.body is None else " " + json.dumps(dict(self.body),
                                                              separators=(",", ":"))
-        return f"{self.method} {self.path}{body}"
+        return f"{self.method} /v2{self.path}{body}"
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "api": self.api, "path": self.path,

@@ -1,73 +1,53 @@
 """`Port` over the RunPod client: the fresh reads (job status, /health, the v2 endpoint)
-and the three writes, each one request through the client's bounded, scrubbed `_call`."""
+and the three writes (`cancel_job`, `purge_queue`, `patch_endpoint`), each one request
+through the client's limiters (RUNPOD_LIMITS: cancel 100 and purge-queue 2 per 10 s per
+endpoint) and its scrubbed, classified failures."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
-from monitor.actions.model import Call
+from monitor.actions.model import Proposal
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Ok, Result
 
-DEFAULT_V2_URL = "https://api.runpod.io/v2"
-PROBES = {"cancel": "cancel", "purge-queue": "purge-queue"}
-
 
 class RunPodPort:
-    """The guarded fixes' door to RunPod. `v2_url`: the REST v2 base (the PATCH and the
-    endpoint read); the data plane is the client's `rest_url`."""
+    """The guarded fixes' door to RunPod."""
 
-    def __init__(self, client: RunPodClient, v2_url: str = DEFAULT_V2_URL) -> None:
+    def __init__(self, client: RunPodClient) -> None:
         self.client = client
-        self.v2_url = v2_url.rstrip("/")
 
     async def job_status(self, endpoint_id: str, job_id: str) -> Result[str]:
+        """`GET /{id}/status/{job}`: the job's status (a purged job is `http_404`)."""
         got = await self.client.status(endpoint_id, job_id)
         return got if isinstance(got, Failure) else Ok(got.value.status, got.status)
 
     async def queue_length(self, endpoint_id: str) -> Result[int]:
+        """`GET /{id}/health`: jobs.inQueue."""
         got = await self.client.health(endpoint_id)
         return got if isinstance(got, Failure) else Ok(got.value.in_queue, got.status)
 
     async def endpoint_workers(self, endpoint_id: str) -> Result[tuple[int, int]]:
         """`GET /v2/serverless/{id}`: workers (min, max)."""
-        url = f"{self.v2_url}/serverless/{quote(endpoint_id, safe='')}"
-        out = await self.client._call("GET", url, "v2-endpoint", endpoint_id, None)
-        if isinstance(out, Failure):
-            return out
-        body, status, _ = out
-        workers = body.get("workers") if isinstance(body, dict) else None
-        low = workers.get("min") if isinstance(workers, dict) else None
-        high = workers.get("max") if isinstance(workers, dict) else None
-        if not (isinstance(low, int) and isinstance(high, int)) or isinstance(low, bool) \
-                or isinstance(high, bool):
-            return Failure("malformed", status, message="no workers.min/max in the v2 endpoint")
-        return Ok((low, high), status)
+        got = await self.client.get_endpoint(endpoint_id)
+        if isinstance(got, Failure):
+            return got
+        return Ok((got.value.workers_min, got.value.workers_max), got.status)
 
-    async def execute(self, call: Call) -> Result[str]:
+    async def execute(self, p: Proposal) -> Result[str]:
         """Make the proposal's call; a short text of what RunPod answered."""
-        base = self.v2_url if call.api == "v2" else self.client._rest_url
-        probe = "v2-update-endpoint" if call.api == "v2" else call.path.rsplit("/", 2)[-2]
-        if call.path.endswith("/purge-queue"):
-            probe = "purge-queue"
-        endpoint_id = call.path.strip("/").split("/")[1 if call.api == "v2" else 0]
-        body = None if call.body is None else dict(call.body)
-        out = await self.client._call(call.method, base + call.path, probe, endpoint_id, body)
-        if isinstance(out, Failure):
-            return out
-        answer, status, _ = out
-        return Ok(_describe(answer), status)
-
-
-def _describe(answer: object) -> str:
-    """What the write answered, in a few words (never the whole endpoint body)."""
-    if not isinstance(answer, dict):
-        return "answered"
-    if "removed" in answer:
-        return f"removed {answer['removed']} queued jobs"
-    if "status" in answer and "id" in answer:
-        return f"job {answer['id']} {answer['status']}"
-    workers = answer.get("workers")
-    if isinstance(workers, dict):
-        return f"workers min {workers.get('min')} max {workers.get('max')}"
-    return "answered"
+        if p.kind == "cancel_overrun":
+            job = await self.client.cancel_job(p.endpoint_id, p.job_id or "")
+            if isinstance(job, Failure):
+                return job
+            return Ok(f"job {job.value.id} {job.value.status}", job.status)
+        if p.kind == "purge_after_crash_loop":
+            removed = await self.client.purge_queue(p.endpoint_id)
+            if isinstance(removed, Failure):
+                return removed
+            return Ok(f"removed {removed.value} queued jobs", removed.status)
+        body = dict(p.call.body or {})
+        config = await self.client.patch_endpoint(p.endpoint_id, body)
+        if isinstance(config, Failure):
+            return config
+        c = config.value
+        return Ok(f"workers min {c.workers_min} max {c.workers_max}", config.status)
