@@ -91,6 +91,9 @@ def test_cancel_needs_a_job_id_in_the_evidence() -> None:
     [p] = propose(s, [incident("job_overrun", job_id="j/1")], [], obs(), T)
     assert p.call.text() == f"POST /v2/{EP}/cancel/j%2F1"
     assert p.job_id == "j/1"
+    # the other overrunning jobs job_overrun quotes are proposed one by one
+    several = incident("job_overrun", job_id="a", job_2="b", job_2_running_s=9.0, job_3="a")
+    assert [p.job_id for p in propose(s, [several], [], obs(), T)] == ["a", "b"]
 
 
 def test_purge_needs_a_resolved_crash_loop_and_enough_queued() -> None:

@@ -14,7 +14,9 @@ from monitor.incidents import Incident
 
 # Where spend_guard reads an incident's cost so far (USD), first found wins: a rule that
 # measures it puts one of these in its evidence (docs/actions.md, "Cost").
-COST_KEYS = ("cost_usd", "cost_so_far_usd", "spend_usd")
+COST_KEYS = ("cost_usd", "cost_so_far_usd", "spend_usd", "gpu_cost_usd", "wasted_usd")
+# job_overrun's evidence: `job_id`, then the other overrunning jobs as job_2, job_3, ...
+MAX_JOBS_CANCELLED = 5
 GUARDED_CODES = frozenset({"crash_loop", "job_failures"})
 # Worker states billed while a crash loop restarts them: booting and running.
 BILLED_STATES = ("running", "initializing")
@@ -71,7 +73,8 @@ def propose(settings: ActionsSettings, active: Sequence[Incident],
     """The proposals the incidents call for now (the engine keeps each id once)."""
     out: list[Proposal] = []
     if enabled(settings, "cancel_overrun"):
-        out += [p for p in map(lambda i: _cancel(i, t), active) if p is not None]
+        for inc in active:
+            out += _cancels(inc, t)
     if enabled(settings, "purge_after_crash_loop"):
         for inc in resolved:
             p = _purge(inc, obs, settings.purge_after_crash_loop.min_queued, t)
@@ -86,13 +89,18 @@ def propose(settings: ActionsSettings, active: Sequence[Incident],
     return out
 
 
-def _cancel(inc: Incident, t: float) -> Proposal | None:
+def _cancels(inc: Incident, t: float) -> list[Proposal]:
     d = inc.diagnosis
-    job_id = d.evidence.get("job_id")
-    if d.code != "job_overrun" or d.endpoint_id is None or not isinstance(job_id, str) \
-            or not job_id:
-        return None
-    eid = d.endpoint_id
+    if d.code != "job_overrun" or d.endpoint_id is None:
+        return []
+    ev = d.evidence
+    ids = [ev.get("job_id"), *(ev.get(f"job_{i}") for i in range(2, MAX_JOBS_CANCELLED + 1))]
+    return [_cancel(inc, j, t) for j in dict.fromkeys(ids) if isinstance(j, str) and j]
+
+
+def _cancel(inc: Incident, job_id: str, t: float) -> Proposal:
+    d = inc.diagnosis
+    eid = d.endpoint_id or ""
     return Proposal(
         id=proposal_id("cancel_overrun", eid, job_id), kind="cancel_overrun",
         endpoint_id=eid, job_id=job_id, incident=(d.code, inc.since),
