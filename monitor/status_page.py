@@ -105,7 +105,7 @@ color:var(--muted)}
 .diag.warning,.ep.warning{border-left-color:var(--warn)}
 .diag.info,.ep.info{border-left-color:var(--info)}
 .ep{border-left-color:var(--ok)}
-.diag .head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 8px}
+.diag .head,.act .head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 8px}
 .diag code.code{font-weight:700;font-size:.95rem}
 .diag .summary{margin:8px 0}
 code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
@@ -705,7 +705,7 @@ def _actions(engine: ActionEngine | None) -> str:
         how = (f"approved by {p.approved_by}, runs at the next cycle" if p.state == "approved"
                else f"approve: {engine.approve_command(p)}")
         rows.append(
-            f'<div class="card"><div class="head"><span class="pill warning">{_e(p.state)}'
+            f'<div class="card act"><div class="head"><span class="pill warning">{_e(p.state)}'
             f'</span><code class="code">{_e(p.kind)}</code><span>{_e(p.endpoint_id)}</span>'
             f'<span class="muted small">{_e(p.id)}</span></div>'
             f'<div class="small">{_e(p.summary)}</div>'
@@ -714,7 +714,7 @@ def _actions(engine: ActionEngine | None) -> str:
             f'<div class="small muted"><code>{_e(how)}</code></div></div>'
         )
     audit = "".join(
-        f'<li><span class="small muted">{_e(_utc(a.t))}</span> '
+        f'<li class="ev"><span class="small muted">{_e(_utc(a.t))}</span> '
         f'<code>{_e(a.event)}</code> {_e(a.kind)} {_e(a.endpoint_id)} '
         f'<span class="muted small">{_e(a.action_id)} · {_e(a.who)}</span>'
         f'<div class="small">{_e(a.detail)}'
@@ -772,6 +772,8 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
         kept = past.episodes if past is not None else runtime.episodes()
         history = _history(sorted(kept, key=lambda e: -e.since),
                            None if past is None else past.w.span, now)
+    actions_link = ('<a href="/api/v1/actions">actions JSON</a> · '
+                    if actions is not None else "")
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -790,6 +792,7 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
         f"<footer>runpod-monitor {_e(__version__)} · "
         '<a href="/api/v1/diagnoses">diagnoses JSON</a> · '
         '<a href="/api/v1/endpoints">endpoints JSON</a> · '
+        f"{actions_link}"
         '<a href="/metrics">metrics</a></footer>'
         "</main></body></html>\n"
     )
