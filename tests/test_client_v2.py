@@ -337,6 +337,8 @@ async def test_balance_and_limits_on_configured_paths(sim_server: SimStart) -> N
     async with _client(sim, v2_paths=V2Paths(balance="/user/balance")) as client:
         balance = _ok(await client.balance())
         limits = _ok(await client.account_limits())
+        account = _ok(await client.account_id())
+    assert account == sim.world.state(sim.moment()).account["id"]
     assert (balance.amount, balance.billing_mode) == (12.5, "POSTPAID")
     assert (limits.spend_limit, limits.workers_limit, limits.workers_current) == (45, 30, 1)
     async with _client(sim) as client:  # the default path is not served here

@@ -348,6 +348,12 @@ def parse_balance(body: object) -> Balance | None:
     return _guard(run)
 
 
+def parse_account(body: object) -> str | None:
+    """The account route → the account id (the team owner's for a team key); the email it
+    also carries is not kept."""
+    return _guard(lambda: _id(_obj(body)))
+
+
 def _loose_num(d: Mapping[str, Any], key: str) -> float | None:
     try:
         return _opt_num(d, key, nonneg=True)

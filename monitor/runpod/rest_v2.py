@@ -221,6 +221,11 @@ class RestV2Calls:
         return await self._v2("GET", self._v2_paths.account_limits, "account-limits", None,
                               parse_v2.parse_account_limits)
 
+    async def account_id(self) -> Result[str]:
+        """The account route (`runpod.v2_paths.account`): the account's id."""
+        return await self._v2("GET", self._v2_paths.account, "account", None,
+                              parse_v2.parse_account)
+
     async def serverless_spend(self) -> Result[ServerlessSpend]:
         """`GET /billing/serverless?bucketSize=hour&lastN=2`: USD/h per endpoint and in all,
         from the last complete hour (never the in-progress one)."""
