@@ -6,6 +6,8 @@
     history   -> HistoryBuffer (window + memory)
     rules     -> [Diagnosis] (pure; account-scope ones on shard 0 only)
     incidents -> raised / held / resolved
+    actions   -> guarded fixes proposed, approved ones read again and run (monitor/actions;
+                 all off by default); the open proposals' lines go into the alerts
     route     -> notifications queued in the outbox (delivery runs apart: a slow Slack
                  never delays a probe)
     metrics   -> MonitorMetrics (jobs tracked through /status, then the cycle's facts)
@@ -30,6 +32,8 @@ from model.observation import (
     Observation,
     WorkerLogs,
 )
+from monitor.actions import ActionEngine
+from monitor.actions.runpod_port import RunPodPort
 from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
@@ -93,6 +97,7 @@ class Pipeline:
     last_cycle: int = 0  # the number of the last cycle run or restored
     # the worker-log snapshots each active incident keeps (persisted with the cycle)
     incident_logs: dict[Key, tuple[WorkerLogs, ...]] = field(default_factory=dict)
+    actions: ActionEngine | None = None  # guarded fixes (None: none at all)
 
     @property
     def jobs(self) -> JobTracker:
@@ -115,7 +120,13 @@ class Pipeline:
             self.incident_logs, {k: i.since for k, i in self.tracker.active.items()},
             obs, history,
         )
+        if self.actions is not None:
+            changes = await self.actions.step(obs, changes, self.tracker.incidents(), t)
         notifications = await self.router.route(changes, t, cycle)
+        if self.actions is not None and self.actions.fresh:
+            told = {n.incident.key for n in notifications}
+            for incident, n in self.actions.late(changes, told):
+                notifications += self.router.tell_again(incident, t, cycle, n)
         duration = time.perf_counter() - started
         result = CycleResult(
             obs, changes, self.tracker.diagnoses(), notifications, report.calls,
@@ -188,6 +199,8 @@ class Pipeline:
         self.episodes.restore(state.episodes)
         self.episodes.prune(horizon)
         self.last_cycle = state.last_cycle
+        if self.actions is not None:
+            self.actions.restore()
 
 
 def build_pipeline(
@@ -199,13 +212,15 @@ def build_pipeline(
     metrics: MonitorMetrics | None = None,
     silences_file: Path | None = None,
     interval_s: float | None = None,
+    dry_run: bool = False,
 ) -> Pipeline:
     """The pipeline `settings` describe, probing through `client`.
 
     `sinks`: where alerts go (None: those the settings configure; `[]`: none). `store`:
     the SQLite state the cycles persist to and the outbox lives in (None: nothing is
     written, the outbox is in memory). `interval_s`: the probe interval the back-off
-    counts in, when not the settings' (replay's scenario)."""
+    counts in, when not the settings' (replay's scenario). `dry_run`: guarded fixes are
+    proposed and approved but never called (`check`, `run --dry-run`)."""
     shard = settings.shard_spec
     account_rules = shard is None or shard[0] == 0
     if metrics is None:
@@ -235,6 +250,12 @@ def build_pipeline(
         jobs=JobTracker(max_jobs=settings.api.max_jobs),
         control=control,
     )
+    actions = ActionEngine(
+        settings.actions, store=store,
+        port=None if dry_run else RunPodPort(client), dry_run=dry_run,
+        base_url=f"http://{settings.http.listen}",
+        retention_s=max(settings.state.retention_s, settings.actions.expire_s),
+    )
     return Pipeline(
         prober=prober,
         thresholds=settings.rules,
@@ -246,6 +267,7 @@ def build_pipeline(
         episodes=EpisodeLog(settings.state.retention_s),
         store=store,
         outbox_keep_s=max(2 * settings.alerts.repeat_interval_s, OUTBOX_KEEP_S),
+        actions=actions,
     )
 
 

@@ -6,6 +6,8 @@ are written. The caller bounds the file with `prune`, `prune_outbox` and `prune_
 
 `episodes` (the incident history of monitor/episodes.py) came after schema 2 without a new
 version: a table more, which an older monitor ignores and a new one creates in an old file.
+So did `actions` and `action_audit` (guarded fixes, monitor/actions/: each proposal's JSON
+by id, and the audit log, newest MAX kept).
 
 Endpoint configs are stored by content: `configs` holds each masked config's JSON once,
 keyed by its digest, and an observation refers to it (`codec.ObservationEncoder`). A config
@@ -67,6 +69,10 @@ CREATE TABLE IF NOT EXISTS episodes (
 CREATE TABLE IF NOT EXISTS incident_logs (
     code TEXT NOT NULL, endpoint_id TEXT NOT NULL, json TEXT NOT NULL,
     PRIMARY KEY (code, endpoint_id));
+CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS action_audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL, action_id TEXT NOT NULL,
+    json TEXT NOT NULL);
 """
 
 
@@ -378,6 +384,32 @@ class Store:
                 dead.append((h,))
         db.executemany("DELETE FROM configs WHERE hash = ?", dead)
         self._writes += 1
+
+    # --- guarded fixes (monitor/actions) ---------------------------------------------
+
+    def save_action(self, action_id: str, proposal: Mapping[str, Any],
+                    audit: Mapping[str, Any], keep_audit: int) -> None:
+        """Write a proposal as it stands and its audit entry in one transaction; keep the
+        newest `keep_audit` entries."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO actions (id, json) VALUES (?, ?)",
+                       (action_id, mask(_dumps(dict(proposal)))))
+            db.execute("INSERT INTO action_audit (t, action_id, json) VALUES (?, ?, ?)",
+                       (float(audit["t"]), action_id, mask(_dumps(dict(audit)))))
+            db.execute("DELETE FROM action_audit WHERE seq <= "
+                       "(SELECT MAX(seq) FROM action_audit) - ?", (keep_audit,))
+
+    def load_actions(self) -> list[dict[str, Any]]:
+        return [json.loads(j) for (j,) in self._query("SELECT json FROM actions ORDER BY id")]
+
+    def load_audit(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` audit entries, oldest first."""
+        rows = self._query("SELECT json FROM action_audit ORDER BY seq DESC LIMIT ?", (limit,))
+        return [json.loads(j) for (j,) in reversed(rows)]
+
+    def delete_actions(self, ids: Collection[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM actions WHERE id = ?", [(i,) for i in ids])
 
     # --- alert outbox ---------------------------------------------------------------
 

@@ -41,7 +41,14 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
+from monitor.alerts.message import (
+    TRUNCATED,
+    code_split,
+    plain_text,
+    proposed_lines,
+    truncate,
+    worst,
+)
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink
 from monitor.bodies import SINK_LIMITS, capped_session
 from rules.diagnosis import Diagnosis
@@ -239,6 +246,7 @@ def resolved_blocks(message: Message) -> list[dict[str, Any]]:
             f"*{_escape(d.endpoint_name or d.endpoint_id)}* (`{d.endpoint_id}`)")
         lines.append(f":white_check_mark: *Resolved* · `{d.code}` on {where} after "
                      f"{minutes(max(0.0, end - n.incident.since))}{why}")
+        lines += [_escape(line) for line in proposed_lines(d)]
     return [{"type": "section", "text": _mrkdwn("\n".join(lines), SECTION_TEXT_LIMIT)}]
 
 

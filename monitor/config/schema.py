@@ -349,6 +349,41 @@ def _shard(value: Any) -> Any:
     return f"{int(m[1])}/{int(m[2])}"
 
 
+class ActionSwitch(_Section):
+    """One guarded fix (docs/actions.md): off unless `enabled`; `auto` approves its own
+    proposals (else each waits for POST /api/v1/actions/{id}/approve)."""
+
+    enabled: bool = False
+    auto: bool = False
+
+    @model_validator(mode="after")
+    def _auto_needs_enabled(self) -> ActionSwitch:
+        if self.auto and not self.enabled:
+            # a switch that reads "auto" must not look armed while it is off
+            raise ValueError("auto: true needs enabled: true")
+        return self
+
+
+class PurgeAction(ActionSwitch):
+    min_queued: int = Field(default=1, ge=1, le=1_000_000)
+
+
+class SpendGuardAction(ActionSwitch):
+    max_usd: float = Field(default=10.0, gt=0)
+    usd_per_worker_hr: float | None = Field(default=None, gt=0)
+
+
+class ActionsSettings(_Section):
+    """The `actions:` section: guarded fixes tied to diagnoses, every one off by default."""
+
+    base_url: BaseUrl | None = None  # how alerts name this daemon in the approve command
+    expire_s: float = Field(default=3600.0, gt=0)
+    max_per_cycle: int = Field(default=5, ge=1, le=100)
+    cancel_overrun: ActionSwitch = Field(default_factory=ActionSwitch)
+    purge_after_crash_loop: PurgeAction = Field(default_factory=PurgeAction)
+    spend_guard: SpendGuardAction = Field(default_factory=SpendGuardAction)
+
+
 class Settings(_Section):
     """The whole configuration; attribute names are the YAML keys."""
 
@@ -366,6 +401,7 @@ class Settings(_Section):
     state: StateSettings = Field(default_factory=StateSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
 
     @property
     def shard_spec(self) -> tuple[int, int] | None:

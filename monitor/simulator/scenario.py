@@ -182,7 +182,7 @@ SIM_ONLY_KEYS = frozenset({"job_ms", "health", "rest", "jobs", "v2"})
 
 # Route names a `faults:` mapping may key on ("*" = every v2 route).
 V2Route = Literal[
-    "list-endpoints", "get-endpoint", "workers", "releases", "logs", "billing",
+    "list-endpoints", "get-endpoint", "update-endpoint", "workers", "releases", "logs", "billing",
     "billing-serverless", "billing-pods", "billing-network-volumes", "billing-endpoints",
     "network-volumes", "pods", "templates", "catalog-gpus", "catalog-datacenters",
     "balance", "account-limits", "account", "*",
