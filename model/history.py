@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
+from model.job_memory import EndpointJobs, jobs_updated
 from model.observation import Account, EndpointConfig, EndpointSample, Health, Observation
 
 
@@ -21,6 +22,8 @@ class Memory:
     balance_seen_nonpositive: bool = False
     longest_cold_start_ms: Mapping[str, int] = field(default_factory=dict)
     names: Mapping[str, str] = field(default_factory=dict)  # last known endpoint names
+    # recent execution times and cold starts per endpoint (model/job_memory.py)
+    jobs: Mapping[str, EndpointJobs] = field(default_factory=dict)
 
     def updated(self, obs: Observation) -> Memory:
         """The memory after one more observation."""
@@ -38,7 +41,8 @@ class Memory:
         nonpositive = self.balance_seen_nonpositive or (
             obs.account is not None and obs.account.balance <= 0
         )
-        return Memory(frozenset(ever_ok), nonpositive, cold, names)
+        return Memory(frozenset(ever_ok), nonpositive, cold, names,
+                      jobs_updated(self.jobs, obs))
 
 
 class KnownHealth(Sequence[tuple[float, Health]]):

@@ -19,6 +19,7 @@ from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
 from model.history import Memory
+from model.job_memory import ColdStart, EndpointJobs
 from model.observation import (
     Account,
     EndpointConfig,
@@ -391,17 +392,42 @@ class HistoryDecoder:
 
 # --- memory, diagnoses, incidents -------------------------------------------------------
 
+def _endpoint_jobs_to_json(e: EndpointJobs) -> Json:
+    out = _plain(e)
+    if e.executions:
+        out["executions"] = [list(x) for x in e.executions]
+    if e.cold_starts:
+        out["cold_starts"] = [_plain(c) for c in e.cold_starts]
+    if e.at_zero is not None:
+        out["at_zero"] = sorted(e.at_zero)
+    return out
+
+
+def _endpoint_jobs_from_json(d: Json) -> EndpointJobs:
+    at_zero = d.get("at_zero")
+    return EndpointJobs(**{
+        **d,
+        "executions": tuple((str(j), int(ms)) for j, ms in d.get("executions", ())),
+        "cold_starts": tuple(ColdStart(**c) for c in d.get("cold_starts", ())),
+        "at_zero": frozenset(at_zero) if at_zero is not None else None,
+    })
+
+
 def memory_to_json(m: Memory) -> Json:
-    return {
+    out = {
         **_plain(m),
         "ever_ok": sorted(m.ever_ok),
         "longest_cold_start_ms": dict(m.longest_cold_start_ms),
         "names": dict(m.names),
     }
+    if m.jobs:
+        out["jobs"] = {eid: _endpoint_jobs_to_json(e) for eid, e in m.jobs.items()}
+    return out
 
 
 def memory_from_json(d: Json) -> Memory:
-    return Memory(**{**d, "ever_ok": frozenset(d["ever_ok"])})
+    jobs = {eid: _endpoint_jobs_from_json(e) for eid, e in d.get("jobs", {}).items()}
+    return Memory(**{**d, "ever_ok": frozenset(d["ever_ok"]), "jobs": jobs})
 
 
 def diagnosis_to_json(dg: Diagnosis) -> Json:

@@ -1,0 +1,143 @@
+"""What the job rules remember of each endpoint beyond the window (part of `Memory`).
+
+Recent execution times (job_overrun's p95) and cold starts (cold_start_regression's
+baseline) outlive the rules' window and a restart: they are persisted with the memory.
+
+A cold start is the delay of the first job to leave the queue after the endpoint sat at
+zero workers: `/health` showed no worker and nothing in progress, then a job that was not
+already finished then is seen IN_PROGRESS or finished with its `delayTime`. When several
+leave the queue in that cycle, the longest delay is the cold start (the job that waited
+for the whole boot). A wait during which throttled workers were seen is a capacity wait,
+not a cold start, and is not recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from model.observation import EndpointSample, Job, Observation
+
+EXECUTIONS_KEPT = 50
+COLD_STARTS_KEPT = 20
+_STARTED = frozenset({"IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """One cold start: when it was seen, its delay, and the release and image then."""
+
+    t: float
+    delay_ms: int
+    version: int | None = None  # the endpoint's release (`endpointVersion`), when v2 said
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointJobs:
+    """One endpoint's remembered job facts."""
+
+    # (job id, executionTime ms) of the newest finished jobs, oldest first
+    executions: tuple[tuple[str, int], ...] = ()
+    cold_starts: tuple[ColdStart, ...] = ()  # oldest first
+    # while the endpoint sits at zero workers: the ids of the jobs already started then
+    # (their delays are not a cold start); None when it is not waiting for a scale-up
+    at_zero: frozenset[str] | None = None
+    throttled: bool = False  # throttled workers seen since it was at zero
+    version: int | None = None  # the last release seen (v2 `/workers` or `/releases`)
+    image: str | None = None  # the last image seen in its configuration
+
+
+def _endpoint_jobs(s: EndpointSample, tracked: Iterable[Job]) -> list[Job]:
+    return [*(s.jobs or ()), *tracked]
+
+
+def _version(s: EndpointSample) -> int | None:
+    if s.workers is not None and s.workers.endpoint_version is not None:
+        return s.workers.endpoint_version
+    if s.releases is not None:
+        return s.releases.endpoint_version
+    return None
+
+
+def _image(s: EndpointSample) -> str | None:
+    if s.config is not None and s.config.template is not None:
+        return s.config.template.image_name or None
+    return None
+
+
+def _step(e: EndpointJobs, s: EndpointSample, jobs: list[Job], t: float) -> EndpointJobs:
+    version = _version(s) or e.version
+    image = _image(s) or e.image
+    executions = e.executions
+    seen = {jid for jid, _ in executions}
+    added = [
+        (j.id, j.execution_ms) for j in jobs
+        if j.status == "COMPLETED" and j.execution_ms is not None and j.id not in seen
+    ]
+    if added:
+        unique = dict(added)
+        executions = (*executions, *unique.items())[-EXECUTIONS_KEPT:]
+    at_zero, throttled, cold = e.at_zero, e.throttled, e.cold_starts
+    h = s.health
+    if h is not None:
+        if at_zero is not None:
+            started = [j for j in jobs if j.status in _STARTED and j.id not in at_zero
+                       and j.delay_ms is not None]
+            throttled = throttled or h.throttled > 0
+            if started:
+                if not throttled:
+                    delay = max(j.delay_ms or 0 for j in started)
+                    cold = (*cold, ColdStart(t, delay, version, image))[-COLD_STARTS_KEPT:]
+                at_zero, throttled = None, False
+            elif h.workers_total == 0:
+                done = {j.id for j in jobs if j.status != "IN_QUEUE"}
+                if not done <= at_zero:
+                    at_zero = at_zero | done
+        elif h.workers_total == 0 and h.in_progress == 0:
+            at_zero = frozenset(j.id for j in jobs if j.status != "IN_QUEUE")
+            throttled = False
+    new = EndpointJobs(executions, cold, at_zero, throttled, version, image)
+    return e if new == e else new
+
+
+def jobs_updated(
+    memory: Mapping[str, EndpointJobs], obs: Observation
+) -> Mapping[str, EndpointJobs]:
+    """The endpoints' job memory after one more observation (the same mapping when
+    nothing changed)."""
+    tracked: dict[str, list[Job]] = {}
+    for tj in obs.tracked_jobs:
+        tracked.setdefault(tj.endpoint_id, []).append(tj.job)
+    out: dict[str, EndpointJobs] | None = None
+    for eid, s in obs.endpoints.items():
+        before = memory.get(eid)
+        if s.health is None and s.jobs is None and eid not in tracked and before is not None:
+            continue
+        e = before if before is not None else EndpointJobs()
+        after = _step(e, s, _endpoint_jobs(s, tracked.get(eid, ())), obs.t)
+        if after is not before and (before is not None or after != EndpointJobs()):
+            if out is None:
+                out = dict(memory)
+            out[eid] = after
+    return memory if out is None else out
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-quantile (0..1) of `values`, nearest rank; None for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(len(ordered) * q))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+__all__ = [
+    "COLD_STARTS_KEPT",
+    "EXECUTIONS_KEPT",
+    "ColdStart",
+    "EndpointJobs",
+    "jobs_updated",
+    "percentile",
+]
