@@ -241,6 +241,8 @@ class Prober:
         watched = set(self.watched)
         for eid in [k for k in self.gates if k is not None and k not in watched]:
             del self.gates[eid]  # an endpoint no longer watched starts afresh
+        for s in samples:  # a few completions /requests listed, for one /status read each
+            self.jobs.sample_completed(s.endpoint_id, s.jobs or (), t)
         # after /health, so that a Retry-After it met this cycle holds /status back too
         tracked = await self.jobs.poll(self.client, t, self) if len(self.jobs) else []
         shared = [self._share(s) for s in samples]

@@ -54,7 +54,13 @@ ERROR_REASONS: Mapping[str, str] = {
 _REASONS = ("timeout", "connect", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
 
 # Metrics the daemon exposes beyond spec/metrics.md (MonitorMetrics(extensions=True)).
-EXTENSIONS = ("runpod_monitor_cycles_skipped_total",)
+EXTENSIONS = (
+    "runpod_monitor_cycles_skipped_total",
+    # monitor/metrics/costs.py
+    "runpod_job_cost_estimated_usd",
+    "runpod_jobs_cost_estimated_usd_total",
+    "runpod_endpoint_billed_usd_per_hour",
+)
 
 _POLLED = "Polled in the background; a scrape never calls RunPod."
 
