@@ -83,20 +83,25 @@ class JobTracker:
             key = (endpoint_id, job.id)
             if job.status != "COMPLETED" or key in self._offered or key in self._jobs:
                 continue
-            self._offered[key] = None
-            if len(self._offered) > SAMPLED_REMEMBERED:
-                self._offered.popitem(last=False)
+            self._offer(key)
             self._add(key, now)
             self._sampled.add(key)
             queued += 1
         self._cycle_sampled += queued
         return queued
 
+    def _offer(self, key: tuple[str, str]) -> None:
+        self._offered[key] = None
+        self._offered.move_to_end(key)
+        if len(self._offered) > SAMPLED_REMEMBERED:
+            self._offered.popitem(last=False)
+
     def _add(self, key: tuple[str, str], now: float) -> None:
         self._jobs[key] = now
         self._per_endpoint[key[0]] = self._per_endpoint.get(key[0], 0) + 1
 
     def _drop(self, key: tuple[str, str]) -> None:
+        self._offer(key)  # read through /status already: not a sample later
         if self._jobs.pop(key, None) is not None:
             left = self._per_endpoint.get(key[0], 1) - 1
             if left > 0:
