@@ -9,6 +9,11 @@ already finished then is seen IN_PROGRESS or finished with its `delayTime`. When
 leave the queue in that cycle, the longest delay is the cold start (the job that waited
 for the whole boot). A wait during which throttled workers were seen is a capacity wait,
 not a cold start, and is not recorded.
+
+Where REST v2 `/workers` answered, a worker's start-to-ready is learned too: a worker seen
+INITIALIZING (with its `startedAt`) and in the next `/workers` answer past it (IDLE or
+RUNNING) was ready between those two answers; the midpoint, less `startedAt`, is its
+start-to-ready (off by at most half the gap between the answers).
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from model.observation import EndpointSample, Job, Observation
+from model.observation import EndpointSample, Job, Observation, Worker
 
 EXECUTIONS_KEPT = 50
 COLD_STARTS_KEPT = 20
 _STARTED = frozenset({"IN_PROGRESS", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
+_READY = frozenset({"IDLE", "RUNNING"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,10 @@ class EndpointJobs:
     throttled: bool = False  # throttled workers seen since it was at zero
     version: int | None = None  # the last release seen (v2 `/workers` or `/releases`)
     image: str | None = None  # the last image seen in its configuration
+    # worker start-to-ready from v2 worker records, oldest first (delay_ms: start-to-ready)
+    ready_starts: tuple[ColdStart, ...] = ()
+    # (worker id, startedAt, when seen) of the workers the last `/workers` showed INITIALIZING
+    booting: tuple[tuple[str, float, float], ...] = ()
 
 
 def _endpoint_jobs(s: EndpointSample, tracked: Iterable[Job]) -> list[Job]:
@@ -98,8 +108,32 @@ def _step(e: EndpointJobs, s: EndpointSample, jobs: list[Job], t: float) -> Endp
         elif h.workers_total == 0 and h.in_progress == 0:
             at_zero = frozenset(j.id for j in jobs if j.status != "IN_QUEUE")
             throttled = False
-    new = EndpointJobs(executions, cold, at_zero, throttled, version, image)
+    ready, booting = e.ready_starts, e.booting
+    if s.workers is not None:
+        ready, booting = _ready(e, s.workers.workers, t, version, image)
+    new = EndpointJobs(executions, cold, at_zero, throttled, version, image, ready, booting)
     return e if new == e else new
+
+
+def _ready(
+    e: EndpointJobs, workers: Iterable[Worker], t: float, version: int | None,
+    image: str | None,
+) -> tuple[tuple[ColdStart, ...], tuple[tuple[str, float, float], ...]]:
+    before = {wid: (started, seen) for wid, started, seen in e.booting}
+    ready = e.ready_starts
+    booting: list[tuple[str, float, float]] = []
+    for w in workers:
+        if w.started_at is None:
+            continue
+        if w.status == "INITIALIZING":
+            booting.append((w.id, w.started_at, t))
+        elif w.status in _READY and w.id in before and before[w.id][0] == w.started_at:
+            started, seen = before[w.id]
+            ms = int(((seen + t) / 2 - started) * 1000)
+            if ms >= 0:
+                item = ColdStart(t, ms, version, w.image or image)
+                ready = (*ready, item)[-COLD_STARTS_KEPT:]
+    return ready, tuple(booting)
 
 
 def jobs_updated(
@@ -113,7 +147,8 @@ def jobs_updated(
     out: dict[str, EndpointJobs] | None = None
     for eid, s in obs.endpoints.items():
         before = memory.get(eid)
-        if s.health is None and s.jobs is None and eid not in tracked and before is not None:
+        if (s.health is None and s.jobs is None and s.workers is None and eid not in tracked
+                and before is not None):
             continue
         e = before if before is not None else EndpointJobs()
         after = _step(e, s, _endpoint_jobs(s, tracked.get(eid, ())), obs.t)

@@ -400,6 +400,10 @@ def _endpoint_jobs_to_json(e: EndpointJobs) -> Json:
         out["cold_starts"] = [_plain(c) for c in e.cold_starts]
     if e.at_zero is not None:
         out["at_zero"] = sorted(e.at_zero)
+    if e.ready_starts:
+        out["ready_starts"] = [_plain(c) for c in e.ready_starts]
+    if e.booting:
+        out["booting"] = [list(b) for b in e.booting]
     return out
 
 
@@ -410,6 +414,8 @@ def _endpoint_jobs_from_json(d: Json) -> EndpointJobs:
         "executions": tuple((str(j), int(ms)) for j, ms in d.get("executions", ())),
         "cold_starts": tuple(ColdStart(**c) for c in d.get("cold_starts", ())),
         "at_zero": frozenset(at_zero) if at_zero is not None else None,
+        "ready_starts": tuple(ColdStart(**c) for c in d.get("ready_starts", ())),
+        "booting": tuple((str(w), float(s), float(t)) for w, s, t in d.get("booting", ())),
     })
 
 

@@ -379,23 +379,42 @@ def _change(before: ColdStart, after: ColdStart) -> str | None:
     return ", ".join(parts) or None
 
 
+def _regression(
+    series: Sequence[ColdStart], th: Thresholds
+) -> tuple[Sequence[ColdStart], Sequence[ColdStart], float, float] | None:
+    """(baseline, recent, baseline s, slowest-of-recent's fastest s) when the newest
+    `cold_start_recent` all exceed the baseline by the factor and the margin."""
+    k = th.cold_start_recent
+    if len(series) < th.cold_start_baseline_min + k:
+        return None
+    recent = series[-k:]
+    base = series[:-k][-BASELINE_KEPT:]
+    baseline_s = statistics.median(c.delay_ms for c in base) / 1000
+    fastest_s = min(c.delay_ms for c in recent) / 1000
+    if fastest_s <= th.cold_start_factor * baseline_s:
+        return None
+    if fastest_s - baseline_s < th.cold_start_margin_s:
+        return None
+    return base, recent, baseline_s, fastest_s
+
+
 def _cold_start_regression(
     history: History, th: Thresholds, eid: str, now: float
 ) -> Finding | None:
     mem = history.memory.jobs.get(eid)
-    k = th.cold_start_recent
-    if mem is None or len(mem.cold_starts) < th.cold_start_baseline_min + k:
+    if mem is None:
         return None
-    recent = mem.cold_starts[-k:]
-    base = mem.cold_starts[:-k][-BASELINE_KEPT:]
-    baseline_s = statistics.median(c.delay_ms for c in base) / 1000
-    slowest_ok = min(c.delay_ms for c in recent) / 1000
-    if slowest_ok <= th.cold_start_factor * baseline_s:
+    measure = "first-job delay after a scale-up from zero"
+    found = _regression(mem.cold_starts, th)
+    if found is None:
+        measure = "worker start-to-ready (REST v2 worker records)"
+        found = _regression(mem.ready_starts, th)
+    if found is None:
         return None
-    if slowest_ok - baseline_s < th.cold_start_margin_s:
-        return None
+    base, recent, baseline_s, slowest_ok = found
+    k = len(recent)
     name = history.endpoint_name(eid)
-    # the first slow one among the cold starts since the baseline's last normal one
+    # the first slow one, against the baseline's last normal one
     began = recent[0]
     change = _change(base[-1], began)
     recent_s = statistics.mean(c.delay_ms for c in recent) / 1000
@@ -407,8 +426,8 @@ def _cold_start_regression(
     summary = (f"{name}: its last {plural(k, 'cold start')} took {minutes(recent_s)} on "
                f"average against a baseline of {minutes(baseline_s)}{began_text}{cost}.")
     steps = [
-        f"Cold starts (the delay of the first job after a scale-up from zero) went from "
-        f"{minutes(baseline_s)} (median of {plural(len(base), 'earlier one')}) to "
+        f"Cold starts ({measure}) went from {minutes(baseline_s)} (median of "
+        f"{plural(len(base), 'earlier one')}) to "
         f"{', '.join(minutes(c.delay_ms / 1000) for c in recent)}."
     ]
     if change:
@@ -427,6 +446,7 @@ def _cold_start_regression(
         f"{_patch_curl(eid, {'workers': {'min': 1, 'max': _max_workers(history, eid)}})}"
     )
     ev = evidence(
+        measure=measure,
         baseline_s=round(baseline_s, 3),
         recent_s=round(recent_s, 3),
         recent_min_s=round(slowest_ok, 3),
@@ -482,7 +502,7 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
             "empty_output": eid in with_output,
             "cold_start_regression": (
                 (mem := history.memory.jobs.get(eid)) is not None
-                and len(mem.cold_starts) >= need
+                and max(len(mem.cold_starts), len(mem.ready_starts)) >= need
             ),
         }
         for rule in RULES:
@@ -520,8 +540,9 @@ RULES: tuple[Rule[EndpointCheck], ...] = (
         family="spend", check=_cold_start_regression,
         thresholds=("cold_start_factor", "cold_start_margin_s", "cold_start_baseline_min",
                     "cold_start_recent"),
-        raised_when="the last 2 cold starts (first job's delay after a scale-up from zero) "
-        "each took over 2x and 30 s more than the median of the earlier ones (at least 3, "
-        "remembered across restarts); names the release or image change it began with",
+        raised_when="the last 2 cold starts (first job's delay after a scale-up from zero, "
+        "or a worker's start-to-ready in REST v2 worker records) each took over 2x and 30 s "
+        "more than the median of the earlier ones (at least 3, remembered across "
+        "restarts); names the release or image change it began with",
     ),
 )

@@ -264,6 +264,30 @@ def test_first_cold_start_and_a_slightly_slower_release_stay_silent() -> None:
     assert "cold_start_regression" not in codes(cold_starts([20, 22, 21, 21, 95]))
 
 
+def test_worker_start_to_ready_from_v2_records_regresses_too() -> None:
+    """A worker seen INITIALIZING and then IDLE in the next /workers answer was ready at
+    about the midpoint; five boots, the last two slow after release 8."""
+    obs: list[Observation] = []
+    boots = [(40, 7), (44, 7), (42, 7), (160, 8), (170, 8)]
+    for i, (ready_s, version) in enumerate(boots):
+        started = 10_000.0 * (i + 1)
+        for status, at in (("INITIALIZING", started + ready_s - 15),
+                           ("IDLE", started + ready_s + 15)):
+            w = Worker(f"w{i}", status, version=version, started_at=started,
+                       image=f"acme/llm:{version}")
+            s = replace(sample(Health(idle=1)), workers=Workers(version, (w,)))
+            obs.append(replace(observation(len(obs) + 1, [s]), t=at))
+    h = build(obs)
+    mem = h.memory.jobs[EID]
+    assert [c.delay_ms for c in mem.ready_starts] == [40_000, 44_000, 42_000, 160_000, 170_000]
+    f = _cold_start_regression(h, TH, EID, h.observations[-1].t)
+    assert f is not None
+    assert f.evidence["measure"].startswith("worker start-to-ready")
+    assert f.evidence["began_with"] == "release v7 -> v8, image acme/llm:7 -> acme/llm:8"
+    text = json.dumps(memory_to_json(h.memory))
+    assert memory_from_json(json.loads(text)) == h.memory
+
+
 def test_a_capacity_wait_is_not_a_cold_start() -> None:
     h = cold_starts([20, 400, 22], throttled_at=1)
     assert [c.delay_ms for c in h.memory.jobs[EID].cold_starts] == [20_000, 22_000]
