@@ -392,16 +392,25 @@ class HistoryDecoder:
 
 # --- memory, diagnoses, incidents -------------------------------------------------------
 
+def _cold_start_to_json(c: ColdStart) -> Json:
+    out = _plain(c)
+    if c.image:
+        out["image"] = mask(c.image)  # an image reference can carry a registry token
+    return out
+
+
 def _endpoint_jobs_to_json(e: EndpointJobs) -> Json:
     out = _plain(e)
+    if e.image:
+        out["image"] = mask(e.image)
     if e.executions:
         out["executions"] = [list(x) for x in e.executions]
     if e.cold_starts:
-        out["cold_starts"] = [_plain(c) for c in e.cold_starts]
+        out["cold_starts"] = [_cold_start_to_json(c) for c in e.cold_starts]
     if e.at_zero is not None:
         out["at_zero"] = sorted(e.at_zero)
     if e.ready_starts:
-        out["ready_starts"] = [_plain(c) for c in e.ready_starts]
+        out["ready_starts"] = [_cold_start_to_json(c) for c in e.ready_starts]
     if e.booting:
         out["booting"] = [list(b) for b in e.booting]
     return out

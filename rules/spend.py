@@ -21,6 +21,7 @@ from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_FLEX_USD_PER_S
 from rules.remedies import rest_curl
 from rules.rule import Finding, Rule
+from rules.secrets import mask
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 
@@ -375,7 +376,8 @@ def _change(before: ColdStart, after: ColdStart) -> str | None:
     if before.version is not None and after.version is not None and before.version != after.version:
         parts.append(f"release v{before.version} -> v{after.version}")
     if before.image and after.image and before.image != after.image:
-        parts.append(f"image {before.image} -> {after.image}")
+        # an image reference can carry a registry token: masked like a template's
+        parts.append(f"image {mask(before.image)} -> {mask(after.image)}")
     return ", ".join(parts) or None
 
 

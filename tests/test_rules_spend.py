@@ -342,3 +342,20 @@ def test_job_cost_adds_the_idle_tail_only_when_the_worker_idles() -> None:
     busy = job_cost(10_000, 5, p, idles_after=False)
     assert busy.billed_s == 10.0
     assert job_cost(1000, None, p, idles_after=True).billed_s == 6.0  # RunPod's default 5 s
+
+
+def test_a_token_in_an_image_reference_is_masked_in_the_stored_memory_and_evidence() -> None:
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    secret_image = f"{token}@registry.example/acme/sdxl:2"
+    h = cold_starts([20, 22, 21, 95, 110])
+    mem = h.memory.jobs[EID]
+    cs = mem.cold_starts
+    slow = tuple(replace(c, image=secret_image) if i >= 3 else replace(c, image="acme/sdxl:1")
+                 for i, c in enumerate(cs))
+    h = History(h.observations, replace(
+        h.memory, jobs={EID: replace(mem, cold_starts=slow, image=secret_image)}))
+    assert token not in json.dumps(memory_to_json(h.memory))
+    f = _cold_start_regression(h, TH, EID, h.observations[-1].t)
+    assert f is not None
+    assert token not in f.summary + f.remedy + json.dumps(dict(f.evidence))
+    assert "registry.example/acme/sdxl:2" in f.summary
