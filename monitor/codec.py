@@ -25,13 +25,21 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     EnvVar,
+    GpuStock,
     Health,
     Job,
+    LogLine,
     NetworkVolume,
     Observation,
     Pod,
+    Release,
+    ReleaseChange,
+    Releases,
     Template,
     TrackedJob,
+    Worker,
+    WorkerLogs,
+    Workers,
 )
 from monitor.incidents import Incident
 from rules.diagnosis import Diagnosis
@@ -101,7 +109,82 @@ def config_to_json(c: EndpointConfig) -> Json:
 
 def config_from_json(d: Json) -> EndpointConfig:
     t = d.get("template")
-    return EndpointConfig(**{**d, "template": None if t is None else _template_from_json(t)})
+    return EndpointConfig(**{
+        **d,
+        "template": None if t is None else _template_from_json(t),
+        "network_volume_ids": tuple(d.get("network_volume_ids", ())),
+    })
+
+
+# --- REST v2 facts: workers, releases, log snapshots, the GPU catalog --------------------
+
+def _workers_to_json(w: Workers) -> Json:
+    return {**_plain(w), "workers": [_plain(x) for x in w.workers]}
+
+
+def _workers_from_json(d: Json) -> Workers:
+    return Workers(**{**d, "workers": tuple(Worker(**x) for x in d.get("workers", ()))})
+
+
+def _releases_to_json(r: Releases) -> Json:
+    # a diff's values may hold env values: token-shaped secrets never reach the file
+    return {**_plain(r), "releases": [
+        {**_plain(x), "diff": [[c.field, mask(c.old), mask(c.new)] for c in x.diff]}
+        for x in r.releases
+    ]}
+
+
+def _releases_from_json(d: Json) -> Releases:
+    return Releases(**{**d, "releases": tuple(
+        Release(**{**x, "diff": tuple(ReleaseChange(*c) for c in x.get("diff", ()))})
+        for x in d.get("releases", ())
+    )})
+
+
+def _logs_to_json(logs: tuple[WorkerLogs, ...]) -> list[Json]:
+    return [
+        {**_plain(w), "lines": [[x.t, x.source, mask(x.line)] for x in w.lines]}
+        for w in logs
+    ]
+
+
+def _logs_from_json(items: list[Json]) -> tuple[WorkerLogs, ...]:
+    return tuple(
+        WorkerLogs(**{**w, "lines": tuple(LogLine(*x) for x in w.get("lines", ()))})
+        for w in items
+    )
+
+
+def _stock_to_json(stock: tuple[GpuStock, ...]) -> list[Json]:
+    return [{**_plain(g), "datacenters": [list(p) for p in g.datacenters]} for g in stock]
+
+
+def _stock_from_json(items: list[Json]) -> tuple[GpuStock, ...]:
+    return tuple(
+        GpuStock(**{**g, "datacenters": tuple((a, b) for a, b in g.get("datacenters", ()))})
+        for g in items
+    )
+
+
+def _v2_to_json(s: EndpointSample, d: Json) -> None:
+    if s.workers is not None:
+        d["workers"] = _workers_to_json(s.workers)
+    if s.releases is not None:
+        d["releases"] = _releases_to_json(s.releases)
+    if s.logs is not None:
+        d["logs"] = _logs_to_json(s.logs)
+
+
+def _v2_from_json(d: Json) -> Json:
+    """The v2 parts of a sample's JSON as model objects (absent ones left out)."""
+    out: Json = {}
+    if (w := d.get("workers")) is not None:
+        out["workers"] = _workers_from_json(w)
+    if (r := d.get("releases")) is not None:
+        out["releases"] = _releases_from_json(r)
+    if (x := d.get("logs")) is not None:
+        out["logs"] = _logs_from_json(x)
+    return out
 
 
 def _sample_to_json(s: EndpointSample, config_ref: str | None = None) -> Json:
@@ -112,6 +195,7 @@ def _sample_to_json(s: EndpointSample, config_ref: str | None = None) -> Json:
         d["health"] = _plain(s.health)
     if s.jobs is not None:
         d["jobs"] = [_plain(j) for j in s.jobs]
+    _v2_to_json(s, d)
     if s.config is not None:
         del d["config"]
         if config_ref is None:
@@ -128,6 +212,7 @@ def _sample_from_json(d: Json) -> EndpointSample:
         "health": None if h is None else Health(**h),
         "jobs": None if jobs is None else tuple(Job(**j) for j in jobs),
         "config": None if c is None else config_from_json(c),
+        **_v2_from_json(d),
     })
 
 
@@ -157,6 +242,12 @@ def _observation_to_json(obs: Observation, endpoints: Json) -> Json:
         d["tracked_jobs"] = [
             {"endpoint_id": tj.endpoint_id, "job": _plain(tj.job)} for tj in obs.tracked_jobs
         ]
+    if obs.gpu_stock is not None:
+        d["gpu_stock"] = _stock_to_json(obs.gpu_stock)
+    if obs.sources:
+        d["sources"] = dict(obs.sources)
+    if obs.endpoint_spend is not None:
+        d["endpoint_spend"] = dict(obs.endpoint_spend)
     d["endpoints"] = endpoints
     return d
 
@@ -191,7 +282,13 @@ def observation_from_json(d: Json) -> Observation:
         "listed_ids": None if ids is None else frozenset(ids),
         "endpoints": {k: _sample_from_json(s) for k, s in d["endpoints"].items()},
         "tracked_jobs": _tracked_from_json(d.get("tracked_jobs")),
+        **_observation_v2_from_json(d),
     })
+
+
+def _observation_v2_from_json(d: Json) -> Json:
+    g = d.get("gpu_stock")
+    return {} if g is None else {"gpu_stock": _stock_from_json(g)}
 
 
 def masked_config(c: EndpointConfig) -> EndpointConfig:
@@ -331,7 +428,8 @@ class HistoryDecoder:
                 refs.add(last[3])
         return Observation(**{**d, "account": account, "listed_ids": listed,
                               "endpoints": endpoints,
-                              "tracked_jobs": _tracked_from_json(d.get("tracked_jobs"))})
+                              "tracked_jobs": _tracked_from_json(d.get("tracked_jobs")),
+                              **_observation_v2_from_json(d)})
 
     def _sample(
         self, key: str, d: Json, last: tuple[str, Json, EndpointSample, str | None] | None
@@ -353,6 +451,7 @@ class HistoryDecoder:
             "health": health,
             "jobs": job_list,
             "config": self._config(d, pd, ps),
+            **_v2_from_json(d),
         })
         if ps is not None and s == ps:  # e.g. an inline config, then the same one by ref
             s = ps

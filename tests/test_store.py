@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,20 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     EnvVar,
+    GpuStock,
     Health,
     Job,
+    LogLine,
     NetworkVolume,
     Observation,
     Pod,
+    Release,
+    ReleaseChange,
+    Releases,
     Template,
+    Worker,
+    WorkerLogs,
+    Workers,
 )
 from monitor import codec
 from monitor.incidents import Incident, Key
@@ -47,29 +56,53 @@ opt_int = st.none() | ints
 floats = st.floats(allow_nan=False)
 
 healths = st.builds(Health, *[st.integers(0, 1000)] * 11)
-jobs = st.builds(Job, text, text, opt_int, opt_int, opt_text, opt_text)
+jobs = st.builds(Job, text, text, opt_int, opt_int, opt_text, opt_text, opt_text, opt_int)
 templates = st.builds(
     Template, text, text, text, text, opt_int,
     st.lists(st.builds(EnvVar, text, text), max_size=3).map(tuple),
 )
 configs = st.builds(
     EndpointConfig, text, text, text, opt_text, ints, ints, opt_int, opt_int, opt_text,
-    opt_int, opt_text, st.none() | templates,
+    opt_int, opt_text, st.none() | templates, st.lists(text, max_size=2).map(tuple),
+    opt_int, opt_text, opt_text,
 )
+opt_float = st.none() | floats
+workers = st.builds(
+    Workers, opt_int, st.lists(st.builds(
+        Worker, text, text, st.booleans(), opt_int, opt_float, opt_int, opt_text, opt_text,
+        ints, opt_text,
+    ), max_size=2).map(tuple),
+)
+releases = st.builds(
+    Releases, opt_int, st.lists(st.builds(
+        Release, ints, opt_float, text, opt_text, opt_int,
+        st.lists(st.builds(ReleaseChange, text, text, text), max_size=2).map(tuple),
+    ), max_size=2).map(tuple), st.none() | st.booleans(), opt_float,
+)
+logs = st.lists(st.builds(
+    WorkerLogs, text, st.lists(st.builds(LogLine, opt_float, text, text), max_size=2)
+    .map(tuple), st.booleans(),
+), max_size=2).map(tuple)
 samples = st.builds(
     EndpointSample, text, text, ints, st.none() | healths,
     st.none() | st.lists(jobs, max_size=3).map(tuple), st.none() | st.booleans(),
-    st.none() | configs,
+    st.none() | configs, st.none() | workers, st.none() | releases, st.none() | logs,
 )
 accounts = st.builds(
     Account, floats, floats, st.none() | floats,
     st.lists(st.builds(NetworkVolume, text, text, floats, opt_text), max_size=2).map(tuple),
-    st.lists(st.builds(Pod, text, text, text, floats), max_size=2).map(tuple),
+    st.lists(st.builds(Pod, text, text, text, floats), max_size=2).map(tuple), opt_text,
 )
+stock = st.lists(st.builds(
+    GpuStock, text, opt_text, opt_text,
+    st.lists(st.tuples(text, text), max_size=2).map(tuple), opt_float,
+), max_size=2).map(tuple)
 observations = st.builds(
     Observation, ints, floats, text, ints, st.none() | accounts,
     st.none() | st.frozensets(text, max_size=3),
-    st.dictionaries(text, samples, max_size=3),
+    st.dictionaries(text, samples, max_size=3), st.just(()), text,
+    st.dictionaries(text, text, max_size=2), opt_text,
+    st.none() | st.dictionaries(text, floats, max_size=2), st.none() | stock,
 )
 memories = st.builds(
     Memory, st.frozensets(text, max_size=3), st.booleans(),
@@ -316,6 +349,49 @@ def test_template_tokens_not_in_file(tmp_path: Path) -> None:
     assert cfg.template.env[0] == EnvVar("HF_HOME", "/runpod-volume")
     store.close()
     assert TOKEN.encode() not in db_bytes(path)
+
+
+def test_v2_facts_survive_a_restart_with_tokens_masked(tmp_path: Path) -> None:
+    """Worker records, releases, log snapshots and the GPU catalog come back from the file
+    as they went in, except that a token in a log line or a release diff never reaches it."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    base = make_obs(1)
+    sample = base.endpoints["ep1"]
+    v2 = replace(
+        sample,
+        workers=Workers(4, (Worker("w1", "UNHEALTHY", True, 3, 100.0, 40, "L4", "EU-RO-1"),)),
+        releases=Releases(4, (Release(4, 90.0, "MANUAL", None, 1, (
+            ReleaseChange("template.env", '{"HF_TOKEN":"old"}', f'{{"HF_TOKEN":"{TOKEN}"}}'),
+        )),), True, 50.0),
+        logs=(WorkerLogs("w1", (LogLine(101.0, "container", f"login with {TOKEN}"),
+                                LogLine(102.0, "system", "start container")), True),),
+    )
+    obs = replace(base, endpoints={"ep1": v2}, control_plane="rest",
+                  sources={"endpoints": "rest", "balance": "rest"},
+                  gpu_stock=(GpuStock("NVIDIA L4", "ADA_24", "LOW", (("EU-RO-1", "LOW"),), 0.4),),
+                  endpoint_spend={"ep1": 0.69})
+    store.save_cycle(obs, Memory(), {}, [])
+    store.close()
+    assert TOKEN.encode() not in db_bytes(path)
+    back = Store(path).load().observations[0]
+    s = back.endpoints["ep1"]
+    assert s.workers == v2.workers
+    assert s.releases is not None
+    assert s.releases.releases[0].diff[0].new == '{"HF_TOKEN":"ghp_****"}'
+    assert s.logs is not None
+    assert s.logs[0].lines[0].line == "login with ghp_****"
+    assert s.logs[0].lines[1] == LogLine(102.0, "system", "start container")
+    assert (back.gpu_stock, back.endpoint_spend, back.sources, back.control_plane) == (
+        obs.gpu_stock, obs.endpoint_spend, obs.sources, "rest")
+
+
+def test_rows_written_before_the_rename_still_read() -> None:
+    """An observation stored with `graphql_outcome` (schema 2 before REST v2) reads back."""
+    d = codec.observation_to_json(make_obs(2))
+    d["graphql_outcome"], d["graphql_status"] = d.pop("control_outcome"), d.pop("control_status")
+    back = codec.observation_from_json(d)
+    assert (back.control_outcome, back.control_status) == ("ok", 200)
 
 
 # --- outbox -----------------------------------------------------------------------------
