@@ -68,10 +68,6 @@ class JobCosts:
         self._workers: dict[str, Workers] = {}
         self._billed: set[tuple[str, str]] = set()
 
-    def labels(self, eid: str, name: str) -> None:
-        """The endpoint's cost series, at 0."""
-        self._text.labels(eid, name)
-
     def observe(
         self,
         obs: Observation,

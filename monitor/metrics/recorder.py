@@ -273,8 +273,7 @@ class MonitorMetrics:
             label = self._job_label(eid, name)
             self._delay_text.labels(eid, label)
             self._execution_text.labels(eid, label)
-            if self._extensions:
-                self.costs.labels(eid, label)
+            if self._extensions:  # cost series appear with the endpoint's first costed job
                 self.costs.observe(obs, eid, label, sample, k.config, tracked.get(eid, ()))
             states.append(self._state(eid, name, k))
             if sample.jobs is not None:
