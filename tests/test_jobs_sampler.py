@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from model.observation import Job
@@ -110,3 +111,41 @@ async def test_completions_are_read_once_within_budget_over_http(
     assert kinds == {"c0": ("value", 11), "c1": ("null", None), "c2": ("value", 13),
                      "c3": ("null", None), "c4": ("value", 15)}
     assert pipeline.jobs.tracked() == []
+
+
+async def test_simulator_serves_scripted_outputs_on_status_only_as_scripted() -> None:
+    """The scenario keys: `output` as given (null included), none given -> a placeholder,
+    `noOutput: true` -> no key; `noOutput` itself is never served."""
+    jobs = [
+        {"id": "given", "status": "COMPLETED", "output": {"a": 1}},
+        {"id": "null", "status": "COMPLETED", "output": None},
+        {"id": "default", "status": "COMPLETED"},
+        {"id": "absent", "status": "COMPLETED", "noOutput": True},
+        {"id": "running", "status": "IN_PROGRESS"},
+    ]
+    sc = Scenario.from_dict({
+        "name": "outputs", "interval_s": INTERVAL, "account": {"clientBalance": 5.0},
+        "endpoints": [{"id": EP, "name": "o", "gpuIds": "ADA_24", "workersMin": 0,
+                       "workersMax": 1, "jobs": jobs}],
+        "steps": [{"cycles": 1}],
+    })
+    server = SimulatorServer(sc, KEY)
+    url = await server.start()
+    try:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+            async def status(jid: str) -> dict[str, Any]:
+                body: dict[str, Any] = (await http.get(f"{url}/v2/{EP}/status/{jid}")).json()
+                return body
+            assert (await status("given"))["output"] == {"a": 1}
+            null = await status("null")
+            assert "output" in null
+            assert null["output"] is None
+            assert (await status("default"))["output"] == {"ok": True}
+            absent = await status("absent")
+            assert "output" not in absent
+            assert "noOutput" not in absent
+            assert "output" not in await status("running")
+            listed = (await http.get(f"{url}/v2/{EP}/requests")).json()["requests"]
+            assert all("noOutput" not in j for j in listed)
+    finally:
+        await server.stop()
