@@ -57,12 +57,10 @@ class JobCosts:
             "An estimate beyond spec/metrics.md.",
             registry=registry,
         )
-        self.billed = Gauge(
-            "runpod_endpoint_billed_usd_per_hour",
-            "What RunPod billed the endpoint in the last complete hour (REST v2 billing), "
-            "to reconcile the estimates with. Beyond spec/metrics.md.",
-            ep, registry=registry,
-        )
+        # registered with the first billing read (REST v2): a monitor that never reads
+        # billing exposes no empty family
+        self._registry = registry
+        self.billed: Gauge | None = None
         self._text = JobHistogram(self.histogram, "runpod_job_cost_estimated_usd", COST_BUCKETS)
         self._stock: tuple[GpuStock, ...] | None = None
         self._workers: dict[str, Workers] = {}
@@ -83,6 +81,13 @@ class JobCosts:
         if sample.workers is not None:
             self._workers[eid] = sample.workers
         if obs.endpoint_spend is not None and eid in obs.endpoint_spend:
+            if self.billed is None:
+                self.billed = Gauge(
+                    "runpod_endpoint_billed_usd_per_hour",
+                    "What RunPod billed the endpoint in the last complete hour (REST v2 "
+                    "billing), to reconcile the estimates with. Beyond spec/metrics.md.",
+                    ["endpoint_id", "endpoint"], registry=self._registry,
+                )
             self.billed.labels(eid, name).set(obs.endpoint_spend[eid])
             self._billed.add((eid, name))
         h = sample.health
@@ -104,10 +109,12 @@ class JobCosts:
         """Drop an endpoint's series (no longer watched, or renamed)."""
         self._text.remove(eid, name)
         self._workers.pop(eid, None)
-        if (eid, name) in self._billed:
+        if (eid, name) in self._billed and self.billed is not None:
             self._billed.discard((eid, name))
             self.billed.remove(eid, name)
 
     def data(self) -> bytes:
-        """The families' exposition, in their registration order."""
-        return self._text.data() + generate_latest(self.total) + generate_latest(self.billed)
+        """The families' exposition, in their registration order (the billing gauge, once
+        registered, last of all: the recorder writes this text last)."""
+        text = self._text.data() + generate_latest(self.total)
+        return text if self.billed is None else text + generate_latest(self.billed)
