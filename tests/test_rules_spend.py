@@ -31,6 +31,7 @@ from model.observation import (
     Workers,
 )
 from monitor.codec import memory_from_json, memory_to_json
+from monitor.config import ConfigError, settings_from_dict
 from rules.engine import evaluate
 from rules.gpus import POOL_FLEX_USD_PER_S
 from rules.spend import (
@@ -359,3 +360,14 @@ def test_a_token_in_an_image_reference_is_masked_in_the_stored_memory_and_eviden
     assert f is not None
     assert token not in f.summary + f.remedy + json.dumps(dict(f.evidence))
     assert "registry.example/acme/sdxl:2" in f.summary
+
+
+def test_bad_spend_config_names_each_field() -> None:
+    """An empty endpoint reference and a sample out of range are config errors (exit 2)."""
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict({"rules": {"empty_output_expected": ["ep1", " "],
+                                      "cold_start_factor": 1},
+                            "runpod": {"sample_completions": 21}}, env={}, source="c.yaml")
+    fields = sorted(p.split(":")[0] for p in info.value.problems)
+    assert fields == ["rules.cold_start_factor", "rules.empty_output_expected[1]",
+                      "runpod.sample_completions"]
