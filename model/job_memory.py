@@ -59,6 +59,9 @@ class EndpointJobs:
     booting: tuple[tuple[str, float, float], ...] = ()
 
 
+_EMPTY = EndpointJobs()  # an endpoint with nothing remembered (not stored)
+
+
 def _endpoint_jobs(s: EndpointSample, tracked: Iterable[Job]) -> list[Job]:
     return [*(s.jobs or ()), *tracked]
 
@@ -77,7 +80,25 @@ def _image(s: EndpointSample) -> str | None:
     return None
 
 
+def _unchanged(e: EndpointJobs, s: EndpointSample, jobs: list[Job]) -> bool:
+    """Whether the sample cannot change `e`: the common case of an idle endpoint, decided
+    without building anything (a jobless sample moves only the zero-worker state)."""
+    if jobs or s.workers is not None or s.releases is not None:
+        return False
+    image = _image(s)
+    if image is not None and image != e.image:
+        return False
+    h = s.health
+    if h is None:
+        return True
+    if e.at_zero is None:
+        return not (h.workers_total == 0 and h.in_progress == 0)
+    return e.throttled or h.throttled == 0
+
+
 def _step(e: EndpointJobs, s: EndpointSample, jobs: list[Job], t: float) -> EndpointJobs:
+    if _unchanged(e, s, jobs):
+        return e
     version = _version(s) or e.version
     image = _image(s) or e.image
     executions = e.executions
@@ -150,9 +171,9 @@ def jobs_updated(
         if (s.health is None and s.jobs is None and s.workers is None and eid not in tracked
                 and before is not None):
             continue
-        e = before if before is not None else EndpointJobs()
+        e = before if before is not None else _EMPTY
         after = _step(e, s, _endpoint_jobs(s, tracked.get(eid, ())), obs.t)
-        if after is not before and (before is not None or after != EndpointJobs()):
+        if after is not e and (before is not None or after != _EMPTY):
             if out is None:
                 out = dict(memory)
             out[eid] = after

@@ -153,6 +153,8 @@ def _jobs_at(o: Observation, eid: str) -> tuple[tuple[Job, ...] | None, dict[str
     """The endpoint's `/requests` list in `o` (None: not known) and its tracked jobs."""
     s = o.endpoints.get(eid)
     listed = s.jobs if s is not None else None
+    if not o.tracked_jobs:
+        return listed, {}
     tracked = {tj.job.id: tj.job for tj in o.tracked_jobs if tj.endpoint_id == eid}
     return listed, tracked
 
@@ -182,7 +184,7 @@ def running_since(history: History, eid: str) -> dict[str, tuple[float, Job]]:
         if not pending:
             break
         listed, tracked = _jobs_at(o, eid)
-        by_id = {j.id: j for j in listed} if listed is not None else None
+        by_id = {j.id: j for j in listed} if listed else ({} if listed is not None else None)
         for jid in list(pending):
             job = tracked.get(jid) if jid in via_status else (
                 by_id.get(jid) if by_id is not None else None)
@@ -216,11 +218,11 @@ def _overrun_limit(
 
 
 def _job_overrun(history: History, th: Thresholds, eid: str, now: float) -> Finding | None:
-    running = running_since(history, eid)
-    if not running:
-        return None
     bound = _overrun_limit(history, th, eid)
     if bound is None:
+        return None  # no timeout and too few finished jobs: nothing to compare with
+    running = running_since(history, eid)
+    if not running:
         return None
     limit_s, basis, p95_s, timeout_s = bound
     over = sorted(
