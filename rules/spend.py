@@ -289,26 +289,32 @@ def expects_empty(th: Thresholds, eid: str, name: str) -> bool:
     return eid in th.empty_output_expected or name in th.empty_output_expected
 
 
-def completions_read(history: History, eid: str, since: float) -> list[Job]:
-    """The endpoint's finished jobs whose output `/status` described since `since`, each
-    once (its newest answer), newest first."""
-    seen: dict[str, Job] = {}
+def completions_read(history: History, since: float) -> dict[str, list[Job]]:
+    """Per endpoint, the finished jobs whose output `/status` described since `since`, each
+    once (its newest answer), newest first: one pass over the window for all endpoints."""
+    seen: dict[str, dict[str, Job]] = {}
     for o in reversed(history.observations):
         if o.t < since:
             if history.time_ordered:
                 break
             continue
         for tj in o.tracked_jobs:
-            if tj.endpoint_id == eid and tj.job.output_kind is not None:
-                seen.setdefault(tj.job.id, tj.job)
-    return list(seen.values())
+            if tj.job.output_kind is not None:
+                seen.setdefault(tj.endpoint_id, {}).setdefault(tj.job.id, tj.job)
+    return {eid: list(jobs.values()) for eid, jobs in seen.items()}
 
 
 def _empty_output(history: History, th: Thresholds, eid: str, now: float) -> Finding | None:
+    read = completions_read(history, now - th.empty_output_window_s).get(eid, [])
+    return _empty_output_of(history, th, eid, read)
+
+
+def _empty_output_of(
+    history: History, th: Thresholds, eid: str, read: Sequence[Job]
+) -> Finding | None:
     name = history.endpoint_name(eid)
     if expects_empty(th, eid, name):
         return None
-    read = completions_read(history, eid, now - th.empty_output_window_s)
     empty = [j for j in read if j.output_kind in EMPTY_KINDS]
     if len(empty) < th.empty_output_min:
         return None
@@ -490,20 +496,14 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     if not history.observations:
         return []
     now = history.observations[-1].t
-    since = now - th.empty_output_window_s
-    with_output: set[str] = set()
-    for o in reversed(history.observations):
-        if o.t < since and history.time_ordered:
-            break
-        with_output.update(tj.endpoint_id for tj in o.tracked_jobs
-                           if tj.job.output_kind is not None)
+    read = completions_read(history, now - th.empty_output_window_s)
     need = th.cold_start_baseline_min + th.cold_start_recent
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
         # cheap tests first: most endpoints have no job running, read or cold-started
         relevant = {
             "job_overrun": _may_overrun(history, eid),
-            "empty_output": eid in with_output,
+            "empty_output": eid in read,
             "cold_start_regression": (
                 (mem := history.memory.jobs.get(eid)) is not None
                 and max(len(mem.cold_starts), len(mem.ready_starts)) >= need
@@ -512,7 +512,10 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
         for rule in RULES:
             if not relevant[rule.code]:
                 continue
-            finding = rule.check(history, th, eid, now)
+            if rule.code == "empty_output":  # the window's reads, gathered once above
+                finding = _empty_output_of(history, th, eid, read[eid])
+            else:
+                finding = rule.check(history, th, eid, now)
             if finding is not None:
                 found.append(rule.diagnosis(finding, eid, history.endpoint_name(eid)))
     return found
