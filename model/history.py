@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
+from model.job_memory import EndpointJobs, jobs_updated
 from model.observation import (
     Account,
     EndpointConfig,
@@ -33,6 +34,8 @@ class Memory:
     # when each endpoint's REST v2 `/workers` last answered: lets the rules skip the walk
     # back over a window that holds no worker record (GraphQL-only mode costs nothing)
     workers_seen_t: Mapping[str, float] = field(default_factory=dict)
+    # recent execution times and cold starts per endpoint (model/job_memory.py)
+    jobs: Mapping[str, EndpointJobs] = field(default_factory=dict)
 
     def updated(self, obs: Observation) -> Memory:
         """The memory after one more observation."""
@@ -58,6 +61,7 @@ class Memory:
         return Memory(
             frozenset(ever_ok), nonpositive, cold, names,
             workers_seen_t=self.workers_seen_t if seen is None else seen,
+            jobs=jobs_updated(self.jobs, obs),
         )
 
 

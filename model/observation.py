@@ -87,7 +87,9 @@ class Job:
     worker_id: str | None = None
     error: str | None = None
     # what `/status` said of the output of a finished job: "absent" (no key), "null",
-    # "empty" ("", [], {}) or "value"; None when not read. Never the content itself.
+    # "empty" ("", [], {}) or "value"; "lost" when its error is RunPod's "Failed to return
+    # job results" (whatever the status); None when not read (`/requests` items, unfinished
+    # jobs). Never the content itself.
     output_kind: str | None = None
     output_bytes: int | None = None  # the size of its JSON text, when output_kind is "value"
 

@@ -247,7 +247,8 @@ def build_pipeline(
         track_requests=runpod.track_requests,
         shard=shard,
         interval_s=settings.interval_s if interval_s is None else interval_s,
-        jobs=JobTracker(max_jobs=settings.api.max_jobs),
+        jobs=JobTracker(max_jobs=settings.api.max_jobs,
+                        sample_per_endpoint=settings.runpod.sample_completions),
         control=control,
     )
     actions = ActionEngine(

@@ -253,7 +253,7 @@ class Prober:
                                    interval)
               for eid in self.watched)
         )
-        tracked = await self._after_endpoints(t)
+        tracked = await self._after_endpoints(t, samples)
         shared = [self._share(s) for s in samples]
         self._previous = {s.endpoint_id: s for s in shared}
         obs = Observation(
@@ -301,7 +301,7 @@ class Prober:
                 listed=(s.endpoint_id in configs) if endpoints is not None else None,
                 workers=v2.workers, releases=v2.releases, logs=v2.logs,
             ))
-        tracked = await self._after_endpoints(t)
+        tracked = await self._after_endpoints(t, filled)
         shared = [self._share(s) for s in filled]
         self._previous = {s.endpoint_id: s for s in shared}
         facts = control.account_facts(t, filled)
@@ -325,11 +325,16 @@ class Prober:
         )
         return ProbeReport(obs, calls, endpoints)
 
-    async def _after_endpoints(self, t: float) -> list[TrackedJob]:
-        """Forget the gates of endpoints no longer watched; poll the tracked jobs."""
+    async def _after_endpoints(
+        self, t: float, samples: Sequence[EndpointSample]
+    ) -> list[TrackedJob]:
+        """Forget the gates of endpoints no longer watched; poll the tracked jobs (and a few
+        completions `/requests` listed, for one `/status` read each)."""
         watched = set(self.watched)
         for eid in [k for k in self.gates if k is not None and k not in watched]:
             del self.gates[eid]  # an endpoint no longer watched starts afresh
+        for s in samples:
+            self.jobs.sample_completed(s.endpoint_id, s.jobs or (), t)
         # after /health, so that a Retry-After it met this cycle holds /status back too
         return await self.jobs.poll(self.client, t, self) if len(self.jobs) else []
 

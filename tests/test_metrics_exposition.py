@@ -52,7 +52,9 @@ def health() -> st.SearchStrategy[Health]:
 
 def config(eid: str) -> st.SearchStrategy[EndpointConfig]:
     return st.builds(
-        EndpointConfig, st.just(eid), name=TEXT, gpu_ids=TEXT,
+        EndpointConfig, st.just(eid), name=TEXT,
+        gpu_ids=st.one_of(TEXT, st.sampled_from(["ADA_24", "AMPERE_80,ADA_24"])),
+        idle_timeout=st.one_of(st.none(), st.integers(1, 3600)),
         network_volume_id=st.one_of(st.none(), st.sampled_from(VOLUMES)),
         workers_min=COUNT, workers_max=COUNT,
     )
@@ -115,6 +117,9 @@ def cycle(draw: st.DrawFn, n: int) -> CycleResult:
         account=draw(st.one_of(st.none(), ACCOUNT)) if graphql == OK else None,
         listed_ids=frozenset(ids) if graphql == OK else None,
         endpoints={eid: draw(sample(eid)) for eid in ids},
+        # v2 billing per endpoint (the cost families' reconciliation gauge)
+        endpoint_spend=draw(st.one_of(
+            st.none(), st.dictionaries(st.sampled_from(IDS), st.floats(0, 100), max_size=2))),
     )
     active = draw(st.lists(diagnosis(), max_size=4))
     raised = [Incident(d, obs.t, n) for d in active if draw(st.booleans())]

@@ -176,6 +176,9 @@ class RunPodSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1, le=1000)
     track_requests: bool = True
+    # completions /requests listed, read once each through /status per endpoint per cycle
+    # (empty_output's sample; monitor/jobs.py bounds it within RunPod's limits); 0: none
+    sample_completions: int = Field(default=2, ge=0, le=20)
     # what one answer may cost (monitor.bodies.RUNPOD_BODY_LIMITS): bytes read, bytes
     # decoded; 64 KiB..1 GiB, a cap outside that is a typo or no cap at all
     max_answer_bytes: int = Field(default=32 * 1024**2, ge=64 * 1024, le=1024**3)

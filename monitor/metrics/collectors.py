@@ -65,6 +65,10 @@ EXTENSIONS = (
     "runpod_monitor_v2_budget_throttled_total",
     "runpod_monitor_v2_budget_malformed_headers_total",
     "runpod_endpoint_workers_seen_timestamp_seconds",
+    # monitor/metrics/costs.py
+    "runpod_job_cost_estimated_usd",
+    "runpod_jobs_cost_estimated_usd_total",
+    "runpod_endpoint_billed_usd_per_hour",
 )
 
 _POLLED = "Polled in the background; a scrape never calls RunPod."

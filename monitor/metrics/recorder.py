@@ -51,6 +51,7 @@ from monitor.metrics.collectors import (
     SnapshotCollector,
     error_reason,
 )
+from monitor.metrics.costs import JobCosts
 from monitor.metrics.renderer import BudgetText, JobHistogram, SnapshotText
 from rules.catalog import CATALOG
 from rules.diagnosis import Diagnosis
@@ -264,6 +265,8 @@ class MonitorMetrics:
             "RunPod) or the schedule fell behind. An addition beyond spec/metrics.md.",
             registry=self.registry if extensions else None,
         )
+        self._cost_seen = _SeenIds(seen_jobs_max)
+        self.costs = JobCosts(self.registry if extensions else None, self._cost_seen.first_time)
         # Known series start at 0 so that rate() and increase() see their first rise.
         for info in CATALOG.values():
             self.diagnoses_raised.labels(info.code, info.severity)
@@ -285,6 +288,9 @@ class MonitorMetrics:
 
         known: dict[str, _Known] = {}
         states: list[EndpointState] = []
+        tracked: dict[str, list[Job]] = {}
+        for tj in obs.tracked_jobs:
+            tracked.setdefault(tj.endpoint_id, []).append(tj.job)
         for eid, sample in obs.endpoints.items():
             k = self._known.get(eid) or _Known()
             config = sample.config or listed.get(eid)
@@ -306,6 +312,8 @@ class MonitorMetrics:
             label = self._job_label(eid, name)
             self._delay_text.labels(eid, label)
             self._execution_text.labels(eid, label)
+            if self._extensions:  # cost series appear with the endpoint's first costed job
+                self.costs.observe(obs, eid, label, sample, k.config, tracked.get(eid, ()))
             states.append(self._state(eid, name, k))
             if sample.jobs is not None:
                 self._observe_jobs(eid, name, sample.jobs)
@@ -443,6 +451,7 @@ class MonitorMetrics:
             parts.append(generate_latest(self.cycles_skipped))
             if self._budget_registered:
                 parts.append(self._budget_text.render(self.budget.snapshot))
+            parts.append(self.costs.data())
         return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------
@@ -517,6 +526,7 @@ class MonitorMetrics:
         if name is not None:
             self._delay_text.remove(eid, name)
             self._execution_text.remove(eid, name)
+            self.costs.remove(eid, name)
 
 
 def _queue_delay_s(jobs: Sequence[Job], last: float | None) -> float | None:

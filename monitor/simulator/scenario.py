@@ -155,8 +155,11 @@ class JobSpec(_Strict):
     executionTime: Count | None = None
     workerId: str | None = None
     error: str | None = None
+    # `/status` of a COMPLETED job serves `output` as given (null, "", {} included); left
+    # out, a placeholder `{"ok": true}`; `noOutput: true` serves no output key at all
     output: Any = None
     retries: Count | None = None
+    noOutput: bool | None = None
 
 
 class AccountPatch(BaseModel):

@@ -369,8 +369,24 @@ class World:
         """One job as `/status` answers it; raises JobMissing."""
         for job in self.jobs(endpoint_id, m):
             if job["id"] == job_id:
-                return job
+                return self._with_output(endpoint_id, job, m)
         raise JobMissing(job_id)
+
+    def _with_output(self, endpoint_id: str, job: dict[str, Any], m: Moment) -> dict[str, Any]:
+        """A scripted COMPLETED job's `/status` output (JobSpec's `output` / `noOutput`)."""
+        if job["status"] != "COMPLETED":
+            return job
+        spec = next((j for j in self.state(m).endpoints[endpoint_id].jobs
+                     if j.id == job["id"]), None)
+        if spec is None:
+            return job  # a submitted job: its input echoed
+        if spec.noOutput:
+            job.pop("output", None)
+        elif "output" in spec.model_fields_set:
+            job["output"] = copy.deepcopy(spec.output)
+        else:
+            job["output"] = {"ok": True}
+        return job
 
     def submit(self, endpoint_id: str, job_input: Any, m: Moment, *, sync: bool) -> str:
         """Queue a job at the current moment; returns its id."""
@@ -445,7 +461,7 @@ class World:
         return min(past)[1] if past else None
 
     def _render_scripted(self, endpoint_id: str, job: JobSpec, m: Moment) -> dict[str, Any]:
-        out: dict[str, Any] = job.model_dump(exclude_none=True)
+        out: dict[str, Any] = job.model_dump(exclude_none=True, exclude={"noOutput"})
         t = self._times.get((endpoint_id, job.id))
         if self._event(endpoint_id, job.id, m) == "cancel":
             out["status"] = "CANCELLED"
