@@ -168,10 +168,42 @@ def endpoint_id(i: int) -> str:
     return f"bench{i:09d}"  # 14 characters, like RunPod's ids
 
 
-def scenario_dict(n: int, busy_every: int = BUSY_EVERY) -> dict[str, Any]:
+# The v2 quota of every scenario here: 60 calls a minute (the schema example's minute, on
+# the simulator's clock), no hour or day window.
+V2_QUOTA = {"minute": 60, "hour": None, "day": None}
+
+
+def trouble_indexes(n: int, trouble: int) -> list[int]:
+    """Where the `trouble` endpoints in trouble sit: spread over the account, off the busy
+    (every 10th) ones where there is room; all of them at N <= trouble."""
+    if trouble <= 0:
+        return []
+    stride = max(1, n // trouble)
+    off = 5 if stride > 5 else 0
+    return [k * stride + off for k in range(min(trouble, n))]
+
+
+def crash_worker(eid: str, j: int) -> dict[str, Any]:
+    """The j-th worker of a crash-looping endpoint: a new id every 2 cycles (60 s)."""
+    return {"id": f"{eid[-6:]}w{j:03d}", "status": "RUNNING", "started_s": 60 * j}
+
+
+def scenario_dict(
+    n: int, busy_every: int = BUSY_EVERY, *, trouble: int = 0, crashing: int = 0,
+    cycles: int = 0, logs_hold_s: float = 0,
+) -> dict[str, Any]:
     """A stable account with `n` healthy endpoints, every `busy_every`th with jobs in
-    flight, 1% throttled (with jobs queued)."""
+    flight, 1% throttled (with jobs queued).
+
+    With `trouble` > 0 (the v2 cycle): no throttled ones, but `trouble` endpoints in
+    trouble, the first `crashing` of them crash-looping (a job queued that never starts, a
+    worker `running` in every /health, a new worker id in its v2 records every 60 s, a
+    traceback in its log), the rest with an UNHEALTHY worker; `cycles` of steps.
+    `logs_hold_s`: real seconds a worker-log stream stays open after its backlog (RunPod
+    keeps it open to tail; 0 ends it there)."""
     endpoints = []
+    bad = trouble_indexes(n, trouble)
+    crash = set(bad[:crashing])
     for i in range(n):
         eid = endpoint_id(i)
         volume = i % 4 == 0
@@ -206,7 +238,24 @@ def scenario_dict(n: int, busy_every: int = BUSY_EVERY) -> dict[str, Any]:
         }
         if volume:
             item["networkVolumeId"] = "benchvol1"
-        if i % THROTTLED_EVERY == THROTTLED_EVERY - 1:
+        if i in crash:
+            item["health"] = {
+                "jobs": {"completed": 300 + i, "failed": 0, "inProgress": 0, "inQueue": 1},
+                "workers": {"running": 1},
+            }
+            item["jobs"] = [{"id": f"{eid}-q0", "status": "IN_QUEUE"}]
+            item["v2"] = {"workers": [crash_worker(eid, 0)], "logs": {"*": [
+                {"t": 0, "source": "system", "line": "start container"},
+                "Traceback (most recent call last):",
+                '  File "/handler.py", line 3, in <module>',
+                "ModuleNotFoundError: No module named 'vllm'",
+            ]}}
+        elif i in bad:
+            item["health"] = {
+                "jobs": {"completed": 300 + i, "failed": 0, "inProgress": 0, "inQueue": 0},
+                "workers": {"unhealthy": 1},
+            }
+        elif trouble == 0 and i % THROTTLED_EVERY == THROTTLED_EVERY - 1:
             item["health"] = {
                 "jobs": {"completed": 50, "failed": 0, "inProgress": 0, "inQueue": 3},
                 "workers": {"throttled": 1},
@@ -227,10 +276,16 @@ def scenario_dict(n: int, busy_every: int = BUSY_EVERY) -> dict[str, Any]:
                  "executionTime": 6120, "workerId": "w1"},
             ]
         endpoints.append(item)
+    crash_ids = [endpoint_id(i) for i in sorted(crash)]
+    steps = [{"cycles": 2, "endpoints": {eid: {"v2": {"workers": [crash_worker(eid, j)]}}
+                                          for eid in crash_ids}}
+             for j in range(1, (cycles + 1) // 2)] if crash_ids else []
     return {
         "name": f"bench-{n}",
         "description": f"benchmarks/run.py: {n} endpoints, stable state",
         "interval_s": INTERVAL_S,
+        "v2": {"quota": V2_QUOTA, "logs_hold_s": logs_hold_s},
+        **({"steps": [{"cycles": 2}, *steps]} if steps else {}),
         "account": {"clientBalance": 5000.0, "currentSpendPerHr": 1.2, "spendLimit": 400},
         "networkVolumes": [
             {"id": "benchvol1", "name": "models", "size": 100, "dataCenterId": "US-TX-3"}
@@ -239,22 +294,26 @@ def scenario_dict(n: int, busy_every: int = BUSY_EVERY) -> dict[str, Any]:
     }
 
 
-def write_scenario(n: int, directory: Path, busy_every: int = BUSY_EVERY) -> Path:
+def write_scenario(n: int, directory: Path, busy_every: int = BUSY_EVERY, *,
+                   trouble: int = 0, crashing: int = 0, cycles: int = 0,
+                   logs_hold_s: float = 0) -> Path:
     import yaml
 
     from monitor.simulator.scenario import Scenario
 
-    data = scenario_dict(n, busy_every)
+    data = scenario_dict(n, busy_every, trouble=trouble, crashing=crashing, cycles=cycles,
+                         logs_hold_s=logs_hold_s)
     Scenario.from_dict(data)  # fail here, not in the simulator, on a bad scenario
-    path = directory / f"bench-{n}.yaml"
+    tag = f"-trouble{trouble}-crash{crashing}" if trouble else ""
+    path = directory / f"bench-{n}{tag}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, width=120), encoding="utf-8")
     return path
 
 
-def busy_ids(n: int, busy_every: int = BUSY_EVERY) -> list[str]:
+def busy_ids(n: int, busy_every: int = BUSY_EVERY, **trouble: int) -> list[str]:
     """The endpoints whose /health shows jobs in flight: the ones whose /requests a steady
     cycle asks (the floors ask the same)."""
-    return [e["id"] for e in scenario_dict(n, busy_every)["endpoints"]
+    return [e["id"] for e in scenario_dict(n, busy_every, **trouble)["endpoints"]
             if e["health"]["jobs"].get("inQueue") or e["health"]["jobs"].get("inProgress")]
 
 
@@ -262,50 +321,51 @@ def busy_ids(n: int, busy_every: int = BUSY_EVERY) -> list[str]:
 
 
 class Simulator:
-    """`python -m monitor simulate FILE --port P` in its own process."""
+    """The simulator in its own process (`run.py --child simulator`), on a manual clock the
+    benchmark steps: cycle k is simulated time (k - 1) * 30 s, so the v2 quota, which the
+    simulator counts on its simulated clock, sees 30 s between cycles as the daemon does.
+    A control port beside it sets the cycle and reads the simulator's own request counts."""
 
     def __init__(self, scenario: Path, api_key: str, workdir: Path) -> None:
         self.scenario = scenario
         self.api_key = api_key
         self.log = workdir / f"{scenario.stem}.simulator.log"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
+        self.url = ""
+        self.control = ""
+        self._next = 1
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def allocate(self, cycles: int) -> int:
+        """The first of `cycles` simulator cycles no run has used: each run spends the v2
+        quota in windows of its own. Odd: cycle k starts at (k - 1) * 30 s, a minute's start."""
+        start = self._next
+        self._next += cycles + 2 + (cycles % 2)
+        return start
 
     def start(self, timeout_s: float = 120.0) -> None:
-        env = {**os.environ, "RUNPOD_API_KEY": self.api_key, "PYTHONPATH": str(ROOT)}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                # a huge interval: the scenario holds its first (and only) state throughout
-                [sys.executable, "-m", "monitor", "simulate", str(self.scenario),
-                 "--port", str(self.port), "--interval", "86400"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"simulator exited: {self.log.read_text()[-2000:]}")
-            if "base URL" in self.log.read_text(errors="replace"):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("simulator did not start in time")
+        self.child = Child("simulator", {"scenario": str(self.scenario),
+                                         "api_key": self.api_key}, self.log, 10**9)
+        self.child.deadline = time.monotonic() + timeout_s
+        serving = self.child.read()
+        self.child.deadline = math.inf
+        self.url, self.control = serving["url"], serving["control"]
+
+    def set_cycle(self, k: int) -> None:
+        sim_control(self.control, "cycle", k)
+
+    def counts(self) -> dict[str, Any]:
+        return sim_control(self.control, "counts")
 
     def cpu_s(self) -> float | None:
-        return None if self.proc is None else _proc_cpu(self.proc.pid)
+        return None if self.child is None else _proc_cpu(self.child.proc.pid)
 
     def stop(self) -> None:
-        if self.proc is None:
+        if self.child is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+        with contextlib.suppress(OSError, ValueError):
+            self.child.send("stop")
+        self.child.finish()
+        self.child = None
 
     def __enter__(self) -> Simulator:
         self.start()
@@ -313,6 +373,74 @@ class Simulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def sim_control(control: str, what: str, k: int | None = None) -> dict[str, Any]:
+    """One request to the simulator child's control port: `cycle` (set it to `k`) or
+    `counts` (its request counts, v2 quota windows and 429s so far)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(control)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        path = f"/{what}" + (f"?k={k}" if k is not None else "")
+        conn.request("POST" if k is not None else "GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"simulator control {path}: {resp.status} {body[:200]!r}")
+        return dict(json.loads(body))
+    finally:
+        conn.close()
+
+
+def count_kinds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Requests the simulator received between two `counts` readings, by kind: `graphql`,
+    the data plane's operations (`health`, `requests`, `status`, ...) and `v2_<route>`."""
+    old = {(a, b): n for a, b, n in before["requests"]}
+    out: dict[str, int] = {}
+    for a, b, n in after["requests"]:
+        d = n - old.get((a, b), 0)
+        if d:
+            kind = "graphql" if a == "graphql" else f"v2_{b}" if a == "v2" else b
+            out[kind] = out.get(kind, 0) + d
+    return dict(sorted(out.items()))
+
+
+async def simulator_child(spec: dict[str, Any]) -> None:
+    """`SimulatorServer` on its manual clock, and a control app on another port."""
+    from aiohttp import web
+
+    from monitor.simulator import SimulatorServer, load_scenario
+
+    server = SimulatorServer(load_scenario(spec["scenario"]), spec["api_key"])
+    url = await server.start()
+
+    async def cycle(request: web.Request) -> web.Response:
+        server.set_cycle(int(request.query["k"]))
+        return web.json_response({"cycle": server.cycle})
+
+    async def counts(request: web.Request) -> web.Response:
+        return web.json_response({
+            "requests": [[a, b, n] for (a, b), n in server.request_counts.items()],
+            "v2_used": [[w, i, n] for (w, i), n in server.v2.used.items()],
+            "v2_throttled": server.v2.throttled,
+            "cycle": server.cycle,
+        })
+
+    app = web.Application()
+    app.router.add_post("/cycle", cycle)
+    app.router.add_get("/counts", counts)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    report({"event": "serving", "url": url,
+            "control": f"http://127.0.0.1:{runner.addresses[0][1]}"})
+    await asyncio.to_thread(sys.stdin.readline)  # "stop", or the parent went away
+    await runner.cleanup()
+    await server.stop()
 
 
 # ------------------------------------------------------------------------------ children
@@ -421,25 +549,38 @@ def _kind(url: str) -> str:
 
 
 class Recorder:
-    """Wraps the monitor client's sender: counts its requests by kind and, while
-    `keep` is set, keeps the raw body and status of every answer, by URL."""
+    """Wraps the monitor client's sender: counts its requests by kind, keeps every request
+    of the cycle (`sent`: method, URL, payload; what the floors replay) and, while `keep` is
+    set, the raw body and status of every answer, by URL."""
 
     def __init__(self, client: Any) -> None:
         self.counts: dict[str, int] = {}
         self.bodies: dict[str, tuple[bytes, int]] = {}
+        self.sent: list[tuple[str, str, object]] = []
         self.keep = False
         sender = client._sender
         real_send = sender.send
+        real_stream = sender.stream
 
         async def send(method: str, url: str, payload: object) -> Any:
             kind = _kind(url)
             self.counts[kind] = self.counts.get(kind, 0) + 1
+            self.sent.append((method, url, payload))
             answer = await real_send(method, url, payload)
             if self.keep:
                 self.bodies[url] = (answer.content, answer.status)
             return answer
 
+        async def stream(url: str, feed: Any, max_s: float) -> Any:
+            self.sent.append(("STREAM", url, None))
+            return await real_stream(url, feed, max_s)
+
         sender.send = send
+        sender.stream = stream
+
+    def clear(self) -> None:
+        self.counts.clear()
+        self.sent = []
 
 
 class GcClock:
@@ -465,9 +606,10 @@ class GcClock:
 
 async def _prefill_history(
     daemon: Any, recorded: dict[str, tuple[bytes, int]], count: int, t_first: float,
-    persist: Callable[[Any], None], probed: int = PREFILL_PROBED,
+    persist: Callable[[Any], None], step: Callable[[int], None], probed: int = PREFILL_PROBED,
 ) -> float:
     """Fill the history with `count` more observations, as `count` cycles would; seconds.
+    `step(k)` moves the simulator's clock to the k-th (0-based) of them before it is probed.
 
     The first `probed` go through the real probe path on recorded answers: the prober's
     client answers from `recorded` (the warm-up cycle's raw bodies, JSON-decoded afresh
@@ -503,6 +645,7 @@ async def _prefill_history(
         real = min(count, probed)
         for k in range(real):
             daemon.cycle_no += 1
+            step(k)  # v2 calls are sent for real (only `_call` answers from `recorded`)
             report = await daemon.pipeline.prober.probe(daemon.cycle_no, t_first + k * INTERVAL_S)
             history.append(report.observation)
             persist(report.observation)
@@ -529,6 +672,10 @@ def _sizes(directory: Path, prefix: str) -> int:
 
 def _write(path: str, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
 
 
 def _unique_bytes(obs: Any, previous: Any) -> int:
@@ -569,6 +716,7 @@ def _monitor_settings(spec: dict[str, Any]) -> Any:
         overrides={
             "interval_s": INTERVAL_S,
             "runpod": {
+                "control_plane": spec.get("control_plane", "auto"),
                 "graphql_url": f"{base}/graphql",
                 "rest_url": f"{base}/v2",
                 "max_concurrency": spec["concurrency"],
@@ -629,11 +777,22 @@ async def monitor_child(spec: dict[str, Any]) -> None:
         profiler = Profiler(async_mode="enabled")
 
     cycles: list[dict[str, Any]] = []
+    sent: list[list[tuple[str, str, object]]] = []  # each measured cycle's requests
+    control_url = spec["control"]
+    sim_k = {"k": int(spec["sim_start"])}  # the simulator's cycle: (k - 1) * 30 s
+    control = pipeline.prober.control  # None in graphql mode
+    trouble = spec.get("trouble_ids") or []
+
+    def step_sim(k: int) -> None:
+        sim_k["k"] = k
+        sim_control(control_url, "cycle", k)
 
     async def tick(measured: bool) -> None:
-        counts.clear()
+        recorder.clear()
         phases.reset()
         gc_clock.reset()
+        step_sim(sim_k["k"])
+        sim_before = sim_control(control_url, "counts") if measured else None
         if measured and profiler is not None:
             profiler.start()
         w, c = time.perf_counter(), _cpu_self()
@@ -645,7 +804,28 @@ async def monitor_child(spec: dict[str, Any]) -> None:
         if result is None or result.observation.cycle != daemon.cycle_no:
             raise RuntimeError(f"cycle {daemon.cycle_no} failed; see the child's log")
         if measured:
+            assert sim_before is not None
+            sim_after = sim_control(control_url, "counts")
+            obs = result.observation
+            v2: dict[str, Any] | None = None
+            if control is not None:
+                seen = control.planner.workers_seen
+                plan = control.last_plan
+                v2 = {
+                    "allowance": control.budget.last_allowance,
+                    "planned": plan.calls if plan is not None else 0,
+                    "unserved": list(plan.unserved) if plan is not None else [],
+                    "throttled_seen": control.budget.throttled,
+                    "trouble_workers_now": [e for e in trouble if seen.get(e) == obs.t],
+                }
+            sent.append(list(recorder.sent))
             cycles.append({
+                "sim_cycle": sim_k["k"],
+                "sim_requests": count_kinds(sim_before, sim_after),
+                "sim_throttled": sim_after["v2_throttled"] - sim_before["v2_throttled"],
+                "v2": v2,
+                "crash_loop": sorted(d.endpoint_id or "" for d in result.active
+                                     if d.code == "crash_loop"),
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "phases_wall_s": dict(phases.wall),
@@ -659,6 +839,7 @@ async def monitor_child(spec: dict[str, Any]) -> None:
                 "rss_mb": _rss_mb(),
             })
         clock["t"] += INTERVAL_S
+        sim_k["k"] += 1
 
     recorder.keep = True
     for _ in range(spec["warmup"]):
@@ -667,9 +848,11 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     rss_no_history = _rss_mb()
     prefill_s = 0.0
     if window > 1:
+        first = sim_k["k"]
         prefill_s = await _prefill_history(daemon, recorder.bodies, window - 1, clock["t"],
-                                           real_persist)
+                                           real_persist, lambda k: step_sim(first + k))
         clock["t"] += (window - 1) * INTERVAL_S
+        sim_k["k"] = first + window - 1
     gc.collect()
     if spec.get("gc_freeze"):
         gc.freeze()  # an experiment: what the daemon would gain from freezing after start
@@ -711,6 +894,8 @@ async def monitor_child(spec: dict[str, Any]) -> None:
         return out
 
     GzipCache.compress = compress  # type: ignore[method-assign]
+    if spec.get("calls_file"):
+        _write(spec["calls_file"], json.dumps(sent))
     runner = web.AppRunner(build_app(daemon), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -750,21 +935,18 @@ async def monitor_child(spec: dict[str, Any]) -> None:
 
 
 async def floor_child(spec: dict[str, Any]) -> None:
-    """The same calls as a steady cycle (GraphQL once, /health of every listed endpoint,
-    /requests of the busy ones, at most `concurrency` at once, keep-alive) and nothing else:
-    bodies are read,
-    not parsed (but GraphQL's, for the endpoint ids). `client`: httpx (its own pool, as
-    `httpx.AsyncClient()` comes) or aiohttp (the pool the monitor's client uses)."""
-    from monitor.runpod.queries import MYSELF
-
-    base, conc, busy = spec["url"], spec["concurrency"], frozenset(spec["busy_ids"])
+    """The monitor's measured cycles replayed request for request (`calls_file`: method,
+    URL and payload of each, as its sender sent them), with the same concurrency bound and
+    keep-alive, and nothing else: bodies are read, not parsed. The requests the monitor
+    sent before its first /health (the endpoint list's pages, GraphQL) go one after the
+    other first, then the rest at once (the monitor sends some of those in turn: this is
+    the floor). `client`: httpx (its own pool, as `httpx.AsyncClient()` comes) or aiohttp
+    (the pool the monitor's client uses)."""
+    conc = spec["concurrency"]
+    recorded: list[list[list[Any]]] = json.loads(_read(spec["calls_file"]))
+    sim_cycles: list[int] = spec["sim_cycles"]
     sem = asyncio.Semaphore(conc)
-    counts: dict[str, int] = {}
     headers = {"Authorization": f"Bearer {spec['api_key']}", "Accept": "application/json"}
-
-    def count(url: str) -> None:
-        kind = _kind(url)
-        counts[kind] = counts.get(kind, 0) + 1
 
     if spec["client"] == "aiohttp":
         import aiohttp
@@ -773,16 +955,13 @@ async def floor_child(spec: dict[str, Any]) -> None:
             headers=headers, connector=aiohttp.TCPConnector(limit=conc)
         )
 
-        async def post(url: str, payload: object) -> object:
-            count(url)
-            async with sem, session.post(url, json=payload) as resp:
-                return await resp.json()
-
-        async def get(url: str) -> int:
-            count(url)
-            async with sem, session.get(url) as resp:
-                await resp.read()
-                return resp.status
+        async def call(method: str, url: str, payload: object) -> int:
+            async with sem:
+                if method == "STREAM":
+                    method = "GET"
+                async with session.request(method, url, json=payload) as resp:
+                    await resp.read()
+                    return resp.status
 
         close = session.close
     else:
@@ -793,33 +972,36 @@ async def floor_child(spec: dict[str, Any]) -> None:
             limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc),
         )
 
-        async def post(url: str, payload: object) -> object:
-            count(url)
+        async def call(method: str, url: str, payload: object) -> int:
             async with sem:
-                return (await client.post(url, json=payload)).json()
-
-        async def get(url: str) -> int:
-            count(url)
-            async with sem:
-                return (await client.get(url)).status_code
+                if method == "STREAM":
+                    method = "GET"
+                r = await client.request(method, url, json=payload)
+                return r.status_code
 
         close = client.aclose
 
-    async def cycle(limit: int | None = None) -> tuple[float, float, int]:
+    async def cycle(sent: list[list[Any]]) -> tuple[float, float, int]:
+        first = next((i for i, (_, url, _) in enumerate(sent) if url.endswith("/health")),
+                     len(sent))
         w, c = time.perf_counter(), _cpu_self()
-        body: Any = await post(f"{base}/graphql", {"query": MYSELF})
-        ids = [e["id"] for e in body["data"]["myself"]["endpoints"]][:limit]
-        urls = [f"{base}/v2/{eid}/health" for eid in ids]
-        urls += [f"{base}/v2/{eid}/requests" for eid in ids if eid in busy]
-        statuses = await asyncio.gather(*(get(url) for url in urls))
+        statuses = [await call(m, u, p) for m, u, p in sent[:first]]
+        statuses += await asyncio.gather(*(call(m, u, p) for m, u, p in sent[first:]))
         return time.perf_counter() - w, _cpu_self() - c, sum(1 for x in statuses if x != 200)
 
-    await cycle(limit=2 * conc)  # warm-up: open the pool
+    # warm-up: open the pool (data-plane GETs only: they spend no v2 quota)
+    warm = [x for x in recorded[0] if x[1].endswith("/health")][: 2 * conc]
+    sim_control(spec["control"], "cycle", sim_cycles[0] - 2)
+    await asyncio.gather(*(call(m, u, p) for m, u, p in warm))
     cycles = []
-    for _ in range(spec["cycles"]):
-        counts.clear()
-        wall, cpu, bad = await cycle()
-        cycles.append({"wall_s": wall, "cpu_s": cpu, "failures": bad, "requests": dict(counts)})
+    for sent, k in zip(recorded, sim_cycles, strict=True):
+        sim_control(spec["control"], "cycle", k)
+        before = sim_control(spec["control"], "counts")
+        wall, cpu, bad = await cycle(sent)
+        after = sim_control(spec["control"], "counts")
+        cycles.append({"wall_s": wall, "cpu_s": cpu, "failures": bad,
+                       "requests": count_kinds(before, after),
+                       "throttled": after["v2_throttled"] - before["v2_throttled"]})
     await close()
     report({"event": "result", "cycles": cycles, "peak_rss_mb": _peak_rss_mb()})
 
@@ -911,7 +1093,9 @@ async def restart_child(spec: dict[str, Any]) -> None:
 
 
 def child_main(kind: str, spec: dict[str, Any]) -> int:
-    if kind == "monitor":
+    if kind == "simulator":
+        asyncio.run(simulator_child(spec))
+    elif kind == "monitor":
         asyncio.run(monitor_child(spec))
     elif kind == "restart":
         asyncio.run(restart_child(spec))
@@ -995,18 +1179,66 @@ def scrape(port: int, count: int, child: Child) -> dict[str, Any]:
     }
 
 
+# v2 routes the monitor reads (`v2_<route>` kinds); a write or anything else is a bug here
+V2_READS = frozenset({
+    "v2_list-endpoints", "v2_workers", "v2_releases", "v2_logs", "v2_balance",
+    "v2_account-limits", "v2_billing-serverless", "v2_network-volumes", "v2_pods",
+    "v2_catalog-gpus",
+})
+
+
+def v2_calls(kinds: dict[str, int]) -> int:
+    return sum(v for k, v in kinds.items() if k.startswith("v2_"))
+
+
+def check_calls(n: int, mode: str, cycles: list[dict[str, Any]], busy: int,
+                settled_from: int = 0) -> None:
+    """What each control-plane mode must send per cycle, from the simulator's counts:
+    /health of every endpoint and /requests of the busy ones (from `settled_from` on: the
+    first cycle reads every endpoint's); GraphQL once (graphql: `myself`; auto: the spend
+    query; rest: never); REST v2 reads only, none in graphql mode, no 429 from the quota."""
+    for i, x in enumerate(cycles):
+        kinds = x["sim_requests"]
+        want_graphql = 0 if mode == "rest" else 1
+        if kinds.get("graphql", 0) != want_graphql:
+            raise AssertionError(f"N={n} {mode}: GraphQL requests in cycle {i + 1}: {kinds}, "
+                                 f"expected {want_graphql}")
+        if kinds.get("health", 0) != n:
+            raise AssertionError(f"N={n} {mode}: /health in cycle {i + 1}: {kinds}")
+        if i >= settled_from and kinds.get("requests", 0) != busy:
+            raise AssertionError(f"N={n} {mode}: /requests in cycle {i + 1}: {kinds}, expected "
+                                 f"{busy} (the endpoints with jobs in flight)")
+        v2 = {k for k in kinds if k.startswith("v2_")}
+        if mode == "graphql" and v2:
+            raise AssertionError(f"N={n}: REST v2 calls in graphql mode: {kinds}")
+        if v2 - V2_READS:
+            raise AssertionError(f"N={n} {mode}: unexpected v2 calls {sorted(v2 - V2_READS)}")
+        if x["sim_throttled"]:
+            raise AssertionError(f"N={n} {mode}: {x['sim_throttled']} v2 429s in cycle {i + 1}")
+    if mode != "graphql" and not any(v2_calls(x["sim_requests"]) for x in cycles):
+        raise AssertionError(f"N={n} {mode}: no REST v2 call in any measured cycle")
+
+
 def measure_monitor(
     sim: Simulator, n: int, args: argparse.Namespace, workdir: Path, concurrency: int,
-    cycles: int, scrapes: int, history: str | None = None,
+    cycles: int, scrapes: int, history: str | None = None, *, warmup: int | None = None,
+    busy: int | None = None, trouble_ids: Sequence[str] = (), tag: str = "",
+    settled_from: int = 0,
 ) -> dict[str, Any]:
+    calls_file = workdir / f"calls-{tag}{n}-{concurrency}.json"
     spec = {
         "url": sim.url, "api_key": sim.api_key, "workdir": str(workdir), "n": n,
-        "concurrency": concurrency, "warmup": args.warmup, "cycles": cycles,
-        "history": history or args.history,
-        "profile": str(args.profile / f"profile-{n}.txt") if args.profile else None,
-        "gc_freeze": args.gc_freeze,
+        "control": sim.control, "control_plane": args.control_plane,
+        "concurrency": concurrency, "warmup": args.warmup if warmup is None else warmup,
+        "cycles": cycles, "history": history or args.history,
+        "profile": str(args.profile / f"profile-{tag}{n}.txt") if args.profile else None,
+        "gc_freeze": args.gc_freeze, "trouble_ids": list(trouble_ids),
+        "calls_file": str(calls_file),
     }
-    child = Child("monitor", spec, workdir / f"monitor-{n}-{concurrency}.log", args.timeout)
+    window = int(7200 // INTERVAL_S) if spec["history"] == "full" else 0
+    spec["sim_start"] = sim.allocate(int(spec["warmup"]) + window + cycles)
+    child = Child("monitor", spec, workdir / f"monitor-{tag}{n}-{concurrency}.log",
+                  args.timeout)
     try:
         sim_cpu_before = sim.cpu_s()
         serving = child.read()
@@ -1019,14 +1251,9 @@ def measure_monitor(
     c = out["cycles"]
     walls = [x["wall_s"] for x in c]
     cpus = [x["cpu_s"] for x in c]
-    graphql = [x["requests"].get("graphql", 0) for x in c]
-    if any(g != 1 for g in graphql):
-        raise AssertionError(f"N={n}: GraphQL requests per cycle {graphql}, expected 1 each")
-    asked = [x["requests"].get("requests", 0) for x in c]
-    busy = len(busy_ids(n, args.busy_every))
-    if any(a != busy for a in asked):
-        raise AssertionError(f"N={n}: /requests per cycle {asked}, expected {busy} (the busy "
-                             "endpoints, which the floors ask too)")
+    check_calls(n, args.control_plane, c,
+                len(busy_ids(n, args.busy_every)) if busy is None else busy, settled_from)
+    graphql = [x["sim_requests"].get("graphql", 0) for x in c]
     probed = c[0]["endpoints"]
     phases = {
         name: statistics.median(x["phases_cpu_s"].get(name, 0.0) for x in c)
@@ -1038,11 +1265,19 @@ def measure_monitor(
     }
     persist = out["persist_bytes"]
     result: dict[str, Any] = {
+        "control_plane": args.control_plane,
         "concurrency": concurrency,
         "cycles": len(c),
         "endpoints_probed": probed,
-        "requests_per_cycle": c[-1]["requests"],
+        "requests_per_cycle": c[-1]["sim_requests"],
+        "calls_per_cycle": [x["sim_requests"] for x in c],
         "graphql_per_cycle": graphql,
+        "v2_calls_per_cycle": [v2_calls(x["sim_requests"]) for x in c],
+        "v2_429s": sum(x["sim_throttled"] for x in c),
+        "v2_plan": [x["v2"] for x in c],
+        "sim_cycles": [x["sim_cycle"] for x in c],
+        "crash_loop_per_cycle": [x["crash_loop"] for x in c],
+        "calls_file": str(calls_file),
         "failures_per_cycle": [x["failures"] for x in c],
         "active_diagnoses": sum(c[-1]["active"].values()),
         "active_by_code": c[-1]["active"],
@@ -1050,6 +1285,8 @@ def measure_monitor(
         "prefill_s": out["prefill_s"],
         "cycle_wall_s": summary(walls),
         "cycle_cpu_s": summary(cpus),
+        "wall_s_per_cycle": walls,
+        "cpu_s_per_cycle": cpus,
         "cpu_ms_per_endpoint": statistics.median(cpus) / max(probed, 1) * 1000,
         "phase_cpu_s_median": phases,
         "phase_wall_s_median": phases_wall,
@@ -1090,18 +1327,34 @@ def measure_restart(
     sim: Simulator, n: int, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     spec = {"url": sim.url, "api_key": sim.api_key, "workdir": str(workdir), "n": n,
-            "concurrency": args.concurrency}
+            "concurrency": args.concurrency, "control_plane": args.control_plane}
+    sim.set_cycle(sim.allocate(2))
     out = run_child("restart", spec, workdir / f"restart-{n}.log", args.timeout)
     return {k: v for k, v in out.items() if k != "event"}
 
 
 def measure_floor(
-    sim: Simulator, n: int, args: argparse.Namespace, workdir: Path, cycles: int, client: str
+    sim: Simulator, n: int, args: argparse.Namespace, workdir: Path, monitor: dict[str, Any],
+    client: str, tag: str = "",
 ) -> dict[str, Any]:
-    spec = {"url": sim.url, "api_key": sim.api_key, "concurrency": args.concurrency,
-            "cycles": cycles, "client": client, "busy_ids": busy_ids(n, args.busy_every)}
-    out = run_child("floor", spec, workdir / f"floor-{client}-{n}.log", args.timeout)
+    """A floor replaying the monitor's measured cycles (`monitor["calls_file"]`), checked
+    to have sent the same requests by kind, cycle by cycle."""
+    ks = monitor["sim_cycles"]
+    start = sim.allocate(max(ks) - min(ks) + 4)
+    offset = start + 2 - min(ks)
+    offset += offset % 2  # even: each replayed cycle in the same half of its minute
+    spec = {"url": sim.url, "api_key": sim.api_key, "concurrency": monitor["concurrency"],
+            "client": client, "calls_file": monitor["calls_file"], "control": sim.control,
+            "sim_cycles": [k + offset for k in ks]}
+    out = run_child("floor", spec, workdir / f"floor-{client}-{tag}{n}.log", args.timeout)
     c = out["cycles"]
+    for i, (ours, theirs) in enumerate(zip(monitor["calls_per_cycle"], c, strict=True)):
+        # the floor reads each log stream whole: the same request
+        if ours != theirs["requests"]:
+            raise AssertionError(f"N={n}: the {client} floor's cycle {i + 1} sent "
+                                 f"{theirs['requests']}, the monitor {ours}")
+        if theirs["throttled"]:
+            raise AssertionError(f"N={n}: the {client} floor met {theirs['throttled']} 429s")
     return {
         "client": client,
         "concurrency": args.concurrency,
@@ -1175,8 +1428,8 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path, api_key: str) -> d
         if args.history == "full":
             out["monitor"]["restart"] = measure_restart(sim, n, args, workdir)
             log(f"  N={n}: restart done ({time.perf_counter() - started:.1f} s)")
-        out["floor"] = measure_floor(sim, n, args, workdir, base_cycles, "httpx")
-        out["floor_aiohttp"] = measure_floor(sim, n, args, workdir, base_cycles, "aiohttp")
+        out["floor"] = measure_floor(sim, n, args, workdir, out["monitor"], "httpx")
+        out["floor_aiohttp"] = measure_floor(sim, n, args, workdir, out["monitor"], "aiohttp")
         out["naive_keepalive"] = measure_naive(sim, n, args, workdir, "keepalive",
                                                1 if n > SWEEP_SIZE else base_cycles)
         out["naive"] = measure_naive(sim, n, args, workdir, "fresh", 1)
@@ -1201,6 +1454,87 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path, api_key: str) -> d
     return out
 
 
+V2_TROUBLE = 10  # endpoints in trouble in the v2 cycle (issue 14)
+
+
+def _v2_run(
+    n: int, args: argparse.Namespace, workdir: Path, api_key: str, crashing: int,
+    logs_hold_s: float, floor: bool,
+) -> dict[str, Any]:
+    """One v2-cycle scenario at N: the monitor's `--v2-cycles` cycles from an empty history
+    (cycle k at simulated (k - 1) * 30 s), and the aiohttp floor replaying them."""
+    shape = {"trouble": V2_TROUBLE, "crashing": crashing}
+    path = write_scenario(n, workdir, args.busy_every, cycles=args.v2_cycles,
+                          logs_hold_s=logs_hold_s, **shape)
+    bad = [endpoint_id(i) for i in trouble_indexes(n, V2_TROUBLE)]
+    busy = len(busy_ids(n, args.busy_every, **shape))
+    tag = f"v2-crash{crashing}-"
+    with Simulator(path, api_key, workdir) as sim:
+        mon = measure_monitor(sim, n, args, workdir, args.concurrency, args.v2_cycles, 0,
+                              "empty", warmup=0, busy=busy, trouble_ids=bad, tag=tag,
+                              settled_from=1)
+        aio = measure_floor(sim, n, args, workdir, mon, "aiohttp", tag) if floor else None
+    calls = mon["calls_per_cycle"]
+    kinds = sorted({k for c in calls for k in c})
+    by_kind = {k: [c.get(k, 0) for c in calls] for k in kinds}
+    v2 = mon["v2_calls_per_cycle"]
+    # the run starts at an odd simulator cycle: cycles 2i and 2i + 1 share a minute window
+    per_minute = [sum(v2[i:i + 2]) for i in range(0, len(v2), 2)]
+    plans = mon["v2_plan"]
+    fresh = {e: [e in (p or {}).get("trouble_workers_now", []) for p in plans] for e in bad}
+    crash_at = next((i + 1 for i, ids in enumerate(mon["crash_loop_per_cycle"])
+                     if bad[0] in ids), None)
+    out: dict[str, Any] = {
+        "n": n,
+        "cycles": len(calls),
+        "crashing": crashing,
+        "trouble_ids": bad,
+        "logs_hold_s": logs_hold_s,
+        "calls_per_cycle_by_kind": by_kind,
+        "v2_calls_per_cycle": v2,
+        "v2_calls_per_minute": per_minute,
+        "v2_quota_per_minute": V2_QUOTA["minute"],
+        "v2_allowance_per_cycle": [(p or {}).get("allowance") for p in plans],
+        "v2_unserved_trouble_per_cycle": [len((p or {}).get("unserved", [])) for p in plans],
+        "v2_429s": mon["v2_429s"],
+        "trouble_workers_this_cycle": fresh,
+        "trouble_workers_every_cycle_from": next(
+            (k + 1 for k in range(len(plans)) if all(all(v[k:]) for v in fresh.values())),
+            None),
+        "crash_loop_raised_cycle": crash_at,
+        "crash_loop_endpoints_last_cycle": len(mon["crash_loop_per_cycle"][-1]),
+        "log_reads_per_cycle": by_kind.get("v2_logs", [0] * len(calls)),
+        "status_per_cycle": by_kind.get("status", [0] * len(calls)),
+        "cycle_wall_s": mon["cycle_wall_s"],
+        "cycle_wall_s_per_cycle": mon["wall_s_per_cycle"],
+        "cycle_cpu_s": mon["cycle_cpu_s"],
+        "phase_cpu_s_median": mon["phase_cpu_s_median"],
+        "peak_rss_mb": mon["peak_rss_mb"],
+        "failures_per_cycle": mon["failures_per_cycle"],
+        "active_by_code": mon["active_by_code"],
+    }
+    if aio is not None:
+        out["floor_aiohttp"] = aio
+        out["cpu_vs_floor_aiohttp"] = _ratio(mon["cycle_cpu_s"]["median"],
+                                             aio["cycle_cpu_s"]["median"])
+        out["wall_vs_floor_aiohttp"] = _ratio(mon["cycle_wall_s"]["median"],
+                                              aio["cycle_wall_s"]["median"])
+    return out
+
+
+def run_v2(n: int, args: argparse.Namespace, workdir: Path, api_key: str) -> dict[str, Any]:
+    """The v2 cycle at N (issues 14, 15, 17): 10 endpoints in trouble, one crash-looping;
+    then a crash storm (all 10 crash-looping, log streams held open as RunPod does)."""
+    log = print if not args.quiet else (lambda *a, **k: None)
+    started = time.perf_counter()
+    out = _v2_run(n, args, workdir, api_key, 1, 0, True)
+    log(f"  v2 N={n}: trouble run done ({time.perf_counter() - started:.1f} s)")
+    out["storm"] = _v2_run(n, args, workdir, api_key, V2_TROUBLE, args.v2_logs_hold, False)
+    log(f"  v2 N={n}: crash storm done ({time.perf_counter() - started:.1f} s)")
+    out["elapsed_s"] = time.perf_counter() - started
+    return out
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
@@ -1221,9 +1555,47 @@ def machine() -> dict[str, Any]:
     }
 
 
-def targets_check(sizes: list[dict[str, Any]], fit: dict[str, float] | None) -> dict[str, Any]:
+def v2_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The v2 cycle's runs, and whether crash_loop was raised in the same cycle at every N."""
+    raised = {str(r["n"]): r["crash_loop_raised_cycle"] for r in runs}
+    return {
+        "sizes": runs,
+        "crash_loop_raised_cycle_by_n": raised,
+        "crash_loop_same_cycle": (len(set(raised.values())) == 1 and None not in
+                                  raised.values()) if runs else None,
+    }
+
+
+def v2_table(runs: list[dict[str, Any]]) -> str:
+    """The v2 cycle as plain text."""
+    lines = ["v2 cycle: 10 endpoints in trouble (1 crash-looping), 60 v2 calls a minute, "
+             "medians over the cycles",
+             f"{'N':>5}  {'v2/cycle':>8}  {'max/min':>7}  {'429s':>4}  {'trouble fresh from':>18}  "
+             f"{'crash_loop at':>13}  {'CPU s':>6}  {'floor CPU s':>11}  {'ratio':>5}  "
+             f"{'RSS MB':>6}  {'storm logs/cycle':>16}  {'storm wall max s':>16}"]
+    for r in runs:
+        st = r["storm"]
+        aio = r.get("floor_aiohttp") or {"cycle_cpu_s": {"median": None}}
+        lines.append(
+            f"{r['n']:>5}  {statistics.median(r['v2_calls_per_cycle']):>8.0f}  "
+            f"{max(r['v2_calls_per_minute']):>7}  {r['v2_429s']:>4}  "
+            f"{r['trouble_workers_every_cycle_from'] or '-'!s:>18}  "
+            f"{r['crash_loop_raised_cycle'] or '-'!s:>13}  {r['cycle_cpu_s']['median']:>6.3f}  "
+            f"{_f(aio['cycle_cpu_s']['median'], 3):>11}  {_f(r.get('cpu_vs_floor_aiohttp')):>5}  "
+            f"{r['peak_rss_mb']:>6.1f}  {max(st['log_reads_per_cycle']):>16}  "
+            f"{max(st['cycle_wall_s_per_cycle']):>16.2f}")
+        kinds = "  ".join(f"{k} {statistics.median(v):g}"
+                          for k, v in r["calls_per_cycle_by_kind"].items())
+        lines.append(f"       calls per cycle by kind (median): {kinds}")
+    return "\n".join(lines)
+
+
+def targets_check(sizes: list[dict[str, Any]], fit: dict[str, float] | None,
+                  v2: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Each target of benchmarks/README.md at N = 1000: value, target, met."""
     at = next((s for s in sizes if s["n"] == TARGETS["n"]), None)
+    v2_at = next((r for r in v2 or [] if r["n"] == TARGETS["n"]), None)
+    v2_small = next((r for r in v2 or [] if r["n"] != TARGETS["n"]), None)
     out: dict[str, Any] = {
         "n": TARGETS["n"],
         "measured": at is not None,
@@ -1258,6 +1630,24 @@ def targets_check(sizes: list[dict[str, Any]], fit: dict[str, float] | None) -> 
         "wall_speedup_vs_naive_keepalive": check(r.get("naive_keepalive_wall_speedup"),
                                                  TARGETS["wall_vs_naive"], below=False),
     })
+    # the v2 cycle (issue 14) at N = 1000: each is None until it ran there
+    fresh = v2_at["trouble_workers_every_cycle_from"] if v2_at else None
+    same = None
+    if v2_at is not None and v2_small is not None:
+        same = (v2_at["crash_loop_raised_cycle"] is not None
+                and v2_at["crash_loop_raised_cycle"] == v2_small["crash_loop_raised_cycle"])
+    out["v2"] = {
+        "v2_429s": {"value": v2_at["v2_429s"] if v2_at else None, "target": 0,
+                    "met": None if v2_at is None else v2_at["v2_429s"] == 0},
+        "trouble_workers_every_cycle_from": {"value": fresh, "target": 1,
+                                             "met": None if v2_at is None else fresh == 1},
+        "crash_loop_same_cycle_as_small_n": {
+            "value": v2_at["crash_loop_raised_cycle"] if v2_at else None,
+            "target": v2_small["crash_loop_raised_cycle"] if v2_small else None, "met": same},
+        "cpu_vs_floor_aiohttp": check(v2_at.get("cpu_vs_floor_aiohttp") if v2_at else None,
+                                      TARGETS["cpu_vs_floor"]),
+        "peak_rss_mb": check(v2_at["peak_rss_mb"] if v2_at else None, TARGETS["peak_rss_mb"]),
+    }
     return out
 
 
@@ -1356,6 +1746,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="measured /metrics scrapes (default 50)")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help="max_concurrency of the monitor and the floor (default 16)")
+    p.add_argument("--control-plane", choices=("auto", "rest", "graphql"), default="auto",
+                   help="the monitor's runpod.control_plane (default auto, the shipped "
+                        "default; graphql: the GraphQL-only cycle measured before REST v2)")
+    p.add_argument("--v2-sizes", default="10,1000",
+                   help="N of the v2 cycle (10 endpoints in trouble, 60 v2 calls a minute; "
+                        "default 10,1000; empty: skip it; not run with --control-plane graphql)")
+    p.add_argument("--v2-cycles", type=int, default=20,
+                   help="cycles of the v2 cycle's runs (default 20)")
+    p.add_argument("--v2-logs-hold", type=float, default=30.0,
+                   help="seconds the simulator holds a worker-log stream open in the crash "
+                        "storm (default 30, as RunPod tails; the monitor stops reading after "
+                        "runpod.logs.max_seconds)")
     p.add_argument("--busy-every", type=int, default=BUSY_EVERY,
                    help="every Kth endpoint has jobs in flight (default 10; 1: all busy)")
     p.add_argument("--no-sweep", dest="sweep", action="store_false",
@@ -1397,6 +1799,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         for n in sizes:
             results.append(run_size(n, args, workdir, api_key))
+        v2_sizes = [int(x) for x in args.v2_sizes.split(",") if x.strip()]
+        if args.control_plane == "graphql":
+            v2_sizes = []
+        v2_results = [run_v2(n, args, workdir, api_key) for n in v2_sizes]
     fit = None
     if len(results) >= 2:
         xs = [float(s["monitor"]["endpoints_probed"]) for s in results]
@@ -1410,15 +1816,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sizes": sizes, "cycles": args.cycles, "warmup": args.warmup,
             "scrapes": args.scrapes, "concurrency": args.concurrency, "history": args.history,
             "gc_freeze": args.gc_freeze, "busy_every": args.busy_every,
-            "interval_s": INTERVAL_S,
+            "interval_s": INTERVAL_S, "control_plane": args.control_plane,
+            "v2_sizes": v2_sizes, "v2_cycles": args.v2_cycles, "v2_quota": V2_QUOTA,
+            "v2_logs_hold_s": args.v2_logs_hold,
         },
         "sizes": results,
+        "v2_cycle": v2_summary(v2_results),
         "cpu_fit_ms_per_endpoint": fit,
-        "targets": targets_check(results, fit),
+        "targets": targets_check(results, fit, v2_results),
         "elapsed_s": time.perf_counter() - started,
     }
     print()
     print(table(results))
+    if v2_results:
+        print()
+        print(v2_table(v2_results))
     if fit is not None:
         print(f"\ncycle CPU fit: {fit['slope']:.4f} ms per endpoint "
               f"+ {fit['intercept']:.1f} ms, R² = {fit['r2']:.4f}")
