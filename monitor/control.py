@@ -322,13 +322,18 @@ class ControlPlane:
                     if (h.completed, h.failed) == (b.completed, b.failed) and not h.in_progress:
                         trouble = True  # a queue that did not move since the last cycle
             stale = workers is not None and any(w.stale for w in workers.workers)
+            versioned = workers is not None and workers.endpoint_version is not None
+            # releases never read is no news of a version change: they are wanted, but an
+            # endpoint first seen is not trouble (at N = 1000 the busy ones' first reads
+            # would crowd the endpoints really in trouble out of the allowance)
+            unread = versioned and releases is None
             version_moved = (
-                workers is not None and workers.endpoint_version is not None
-                and (releases is None or releases.endpoint_version != workers.endpoint_version)
+                versioned and releases is not None and workers is not None
+                and releases.endpoint_version != workers.endpoint_version
             )
             if version_moved:
                 trouble = True
-            want_releases = stale or version_moved
+            want_releases = stale or version_moved or unread
             tier: Tier = "trouble" if trouble else "busy" if busy else "quiet"
             out.append(Need(eid, tier, want_releases))
         return out
