@@ -332,10 +332,12 @@ class V2Budget:
 
     # -- what the planner asks ----------------------------------------------------------
 
-    def allowance(self, t: float, interval_s: float, reserve: int = 0) -> int:
+    def allowance(self, t: float, interval_s: float, reserve: int = 0, pending: int = 0) -> int:
         """The v2 calls the cycle at `t` may make: each window's remaining calls paced evenly
         over the cycles left in it (so spending every cycle's allowance never exceeds a
-        window), less `reserve` calls kept for on-demand reads (`can_spend`)."""
+        window), less `reserve` calls kept for on-demand reads (`can_spend`); `pending`:
+        at most what it would be once that many more calls were sent (their answers may
+        move a window's end by a cycle: one more cycle is counted in each window)."""
         self._roll(t)
         interval = interval_s if math.isfinite(interval_s) and interval_s >= 1 else 1.0
         share = 0
@@ -344,7 +346,9 @@ class V2Budget:
             for w in self._in_force():
                 left = w.window_s if w.end is None else max(0.0, w.end - t)
                 cycles = max(1, math.ceil(left / interval - 1e-9))
-                shares.append(w.remaining(self._scale_for(w)) // cycles)
+                if pending > 0:
+                    cycles += 1
+                shares.append(max(0, w.remaining(self._scale_for(w)) - pending) // cycles)
             share = max(0, min(shares) - max(0, reserve))
         self.last_allowance = share
         return share

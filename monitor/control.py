@@ -191,6 +191,8 @@ class ControlPlane:
         self._listing: tuple[EndpointConfig, ...] | None = None
         self._listed_at: float | None = None
         self._spend_graphql: tuple[float, float | None] | None = None  # (spend, limit)
+        self._trouble = 0  # endpoints in trouble in the last plan
+        self._list_later = False  # list_first left a cheap list to this cycle's plan
         # the last worker records and releases per endpoint: what the next plan needs
         self.workers: dict[str, Workers] = {}
         self.releases: dict[str, Releases] = {}
@@ -270,6 +272,13 @@ class ControlPlane:
         elif not (self.planner.list_due(t, interval) or pages * CHEAP_LIST_SHARE <= allowance) \
                 or allowance < pages:
             return
+        elif self.budget.allowance(t, interval, reserve=self._reserve(hints),
+                                   pending=pages) < self._trouble:
+            # the list would leave too little for the endpoints in trouble last cycle (10
+            # pages of a 19-call allowance at N = 1000): their /workers come first, and the
+            # plan lists after them if the allowance leaves room
+            self._list_later = pages * CHEAP_LIST_SHARE <= allowance
+            return
         await self._list(t, calls)
 
     async def _list(self, t: float, calls: list[Call]) -> None:
@@ -348,10 +357,13 @@ class ControlPlane:
                        if e in {s.endpoint_id for s in samples}][:MAX_LOG_READS]
         allowance = self.budget.allowance(t, interval, reserve=self._reserve(hints))
         listing_pages = max(1, -(-len(self._listing or ()) // self.page_size))
+        needs = self.needs(samples, previous, hints)
         plan = self.planner.plan(
-            t, interval, allowance, self.needs(samples, previous, hints),
-            costs={"list": listing_pages},
+            t, interval, allowance, needs, costs={"list": listing_pages},
+            list_now=self._list_later,
         )
+        self._list_later = False
+        self._trouble = sum(1 for n in needs if n.tier == "trouble")
         self.last_plan = plan
         client = self.client
 
