@@ -709,7 +709,9 @@ def _monitor_settings(spec: dict[str, Any]) -> Any:
     from monitor.config import load_settings
 
     base = spec["url"]
-    db = Path(spec["workdir"]) / f"monitor-{spec['n']}-{spec['concurrency']}.db"
+    # each run its own database: a v2-cycle run must not restore the size run's history
+    name = f"monitor-{spec.get('tag', '')}{spec['n']}-{spec['concurrency']}.db"
+    db = Path(spec["workdir"]) / name
     return load_settings(
         None,
         env={"RUNPOD_API_KEY": spec["api_key"]},
@@ -1233,7 +1235,7 @@ def measure_monitor(
         "cycles": cycles, "history": history or args.history,
         "profile": str(args.profile / f"profile-{tag}{n}.txt") if args.profile else None,
         "gc_freeze": args.gc_freeze, "trouble_ids": list(trouble_ids),
-        "calls_file": str(calls_file),
+        "calls_file": str(calls_file), "tag": tag,
     }
     window = int(7200 // INTERVAL_S) if spec["history"] == "full" else 0
     spec["sim_start"] = sim.allocate(int(spec["warmup"]) + window + cycles)

@@ -21,7 +21,8 @@ RUN = ROOT / "benchmarks" / "run.py"
 
 CYCLE_KEYS = ("min", "median", "max")
 MONITOR_KEYS = (
-    "concurrency", "cycles", "endpoints_probed", "requests_per_cycle", "graphql_per_cycle",
+    "control_plane", "concurrency", "cycles", "endpoints_probed", "requests_per_cycle",
+    "calls_per_cycle", "v2_calls_per_cycle", "v2_429s", "v2_plan", "graphql_per_cycle",
     "failures_per_cycle", "active_diagnoses", "history_observations", "prefill_s",
     "cycle_wall_s", "cycle_cpu_s", "cpu_ms_per_endpoint", "phase_cpu_s_median",
     "phase_wall_s_median", "gc_s_per_cycle", "gc_collections_per_cycle",
@@ -39,6 +40,15 @@ RATIO_KEYS = (
     "wall_vs_naive", "cpu_vs_naive", "naive_wall_speedup", "wall_vs_naive_keepalive",
     "cpu_vs_naive_keepalive", "naive_keepalive_wall_speedup",
 )
+V2_KEYS = (
+    "n", "cycles", "crashing", "trouble_ids", "logs_hold_s", "calls_per_cycle_by_kind",
+    "v2_calls_per_cycle", "v2_calls_per_minute", "v2_quota_per_minute", "v2_allowance_per_cycle",
+    "v2_unserved_trouble_per_cycle", "v2_429s", "trouble_workers_this_cycle",
+    "trouble_workers_every_cycle_from", "crash_loop_raised_cycle", "log_reads_per_cycle",
+    "status_per_cycle", "cycle_wall_s", "cycle_wall_s_per_cycle", "cycle_cpu_s",
+    "phase_cpu_s_median", "peak_rss_mb", "failures_per_cycle", "active_by_code",
+)
+V2_CYCLES = 8  # crash_loop is raised at cycle 5: two record restarts in 120 s
 TARGET_KEYS = (
     "cycle_wall_s", "cycle_cpu_s", "peak_rss_mb", "scrape_p99_ms", "cpu_vs_floor",
     "cpu_vs_floor_aiohttp", "wall_speedup_vs_naive", "wall_speedup_vs_naive_keepalive",
@@ -50,11 +60,26 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--sizes", "10", "--cycles", "2", "--scrapes", "5",
+         "--v2-sizes", "10", "--v2-cycles", str(V2_CYCLES), "--v2-logs-hold", "0",
          "--json", str(out), "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "ratios" in proc.stdout  # the printed table
+    assert "v2 cycle" in proc.stdout
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def graphql_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench-graphql") / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--sizes", "10", "--cycles", "2", "--scrapes", "2",
+         "--control-plane", "graphql", "--json", str(out), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     return data
 
@@ -100,13 +125,34 @@ def test_restart_on_the_full_database(results: dict[str, Any]) -> None:
         assert _number(restart[key]), (key, restart[key])
 
 
-def test_one_graphql_request_per_cycle(results: dict[str, Any]) -> None:
-    """Whatever N, a cycle sends GraphQL once, /health once per endpoint, and /requests only
-    for the endpoint with jobs in flight (one of ten)."""
+def test_calls_per_cycle_in_auto_mode(results: dict[str, Any]) -> None:
+    """The default (`control_plane: auto`), counted by the simulator: GraphQL once (the spend
+    query), /health once per endpoint, /requests only for the endpoint with jobs in flight
+    (one of ten), REST v2 reads within the quota (no 429)."""
     mon = results["sizes"][0]["monitor"]
+    assert results["settings"]["control_plane"] == mon["control_plane"] == "auto"
     assert mon["graphql_per_cycle"] == [1, 1]
-    assert mon["requests_per_cycle"] == {"graphql": 1, "health": 10, "requests": 1}
+    for calls in mon["calls_per_cycle"]:
+        assert {k: calls[k] for k in ("graphql", "health", "requests")} == {
+            "graphql": 1, "health": 10, "requests": 1}
+        assert calls["v2_workers"] == 10  # the quota covers every endpoint at N = 10
+    assert all(n > 0 for n in mon["v2_calls_per_cycle"])
+    assert mon["v2_429s"] == 0
     assert mon["failures_per_cycle"] == [0, 0]
+    for plan in mon["v2_plan"]:
+        assert plan["planned"] <= plan["allowance"]
+
+
+def test_graphql_mode_still_measured(graphql_results: dict[str, Any]) -> None:
+    """`--control-plane graphql`: GraphQL `myself` once per cycle and no REST v2 call; the
+    v2 cycle is not run (it needs v2)."""
+    mon = graphql_results["sizes"][0]["monitor"]
+    assert mon["control_plane"] == "graphql"
+    assert mon["calls_per_cycle"] == [{"graphql": 1, "health": 10, "requests": 1}] * 2
+    assert mon["v2_calls_per_cycle"] == [0, 0]
+    assert graphql_results["v2_cycle"]["sizes"] == []
+    floor = graphql_results["sizes"][0]["floor_aiohttp"]
+    assert floor["requests_per_cycle"] == {"graphql": 1, "health": 10, "requests": 1}
 
 
 def test_baselines_and_ratios(results: dict[str, Any]) -> None:
@@ -117,7 +163,9 @@ def test_baselines_and_ratios(results: dict[str, Any]) -> None:
             assert key in size[name], (name, key)
         assert _number(size[name]["cycle_cpu_s"]["median"]), name
         assert size[name]["failures_per_cycle"] == [0] * size[name]["cycles"], name
-    assert size["floor"]["requests_per_cycle"] == {"graphql": 1, "health": 10, "requests": 1}
+    # the floors replay the monitor's requests: the same kinds, cycle by cycle
+    assert size["floor"]["requests_per_cycle"] == size["monitor"]["requests_per_cycle"]
+    assert size["floor_aiohttp"]["requests_per_cycle"] == size["monitor"]["requests_per_cycle"]
     assert size["naive"]["requests_per_cycle"] == {"health": 10}
     for key in RATIO_KEYS:
         assert _number(size["ratios"][key]), (key, size["ratios"][key])
@@ -133,6 +181,45 @@ def test_targets_reported(results: dict[str, Any]) -> None:
         assert _number(targets[key]["target"]), key
     assert results["cpu_fit_ms_per_endpoint"] is None  # one size: nothing to fit
     assert targets["cpu_linear_in_n"]["met"] is None
+    for key in ("v2_429s", "trouble_workers_every_cycle_from",
+                "crash_loop_same_cycle_as_small_n", "cpu_vs_floor_aiohttp", "peak_rss_mb"):
+        assert targets["v2"][key]["met"] is None, key
+
+
+def test_v2_cycle(results: dict[str, Any]) -> None:
+    """The v2 cycle at N = 10 (10 endpoints in trouble, one crash-looping, 60 v2 calls a
+    minute on the simulator's clock): no 429, every endpoint in trouble gets /workers in
+    every cycle, crash_loop raised after two record restarts, calls by kind per cycle, the
+    aiohttp floor replaying the same requests, and the crash storm's log reads."""
+    v2 = results["v2_cycle"]
+    [run] = v2["sizes"]
+    for key in V2_KEYS:
+        assert key in run, key
+    assert (run["n"], run["cycles"], run["crashing"]) == (10, V2_CYCLES, 1)
+    assert run["v2_429s"] == 0
+    assert run["v2_quota_per_minute"] == 60
+    assert max(run["v2_calls_per_minute"]) <= 60
+    assert len(run["trouble_ids"]) == 10
+    assert run["trouble_workers_every_cycle_from"] == 1
+    assert all(all(v) for v in run["trouble_workers_this_cycle"].values())
+    assert run["crash_loop_raised_cycle"] == 5  # records at t = 0, 60, 120: 2 restarts
+    assert v2["crash_loop_raised_cycle_by_n"] == {"10": 5}
+    by_kind = run["calls_per_cycle_by_kind"]
+    assert by_kind["health"] == [10] * V2_CYCLES
+    assert by_kind["graphql"] == [1] * V2_CYCLES
+    assert by_kind["v2_workers"] == [10] * V2_CYCLES
+    assert len(run["status_per_cycle"]) == V2_CYCLES
+    assert all(_number(x) for x in run["cycle_wall_s_per_cycle"])
+    assert _number(run["peak_rss_mb"])
+    assert run["peak_rss_mb"] > 0
+    assert _number(run["cpu_vs_floor_aiohttp"])
+    assert run["floor_aiohttp"]["cycles"] == V2_CYCLES
+    storm = run["storm"]
+    assert (storm["crashing"], storm["v2_429s"]) == (10, 0)
+    assert storm["crash_loop_endpoints_last_cycle"] == 10
+    reads = storm["log_reads_per_cycle"]
+    assert 1 <= max(reads) <= 3  # at most MAX_LOG_READS a cycle, within the budget
+    assert storm["trouble_workers_every_cycle_from"] == 1
 
 
 def test_status_page_benchmark_reports_every_variant(tmp_path: Path) -> None:
