@@ -141,7 +141,8 @@ def _record(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print(f"record: interrupted; the cycles recorded so far are in {out}", file=sys.stderr)
+        kept = f"the cycles recorded so far are in {out}" if out.exists() else "no cycle ended"
+        print(f"record: interrupted; {kept}", file=sys.stderr)
         return 130
     rec = result.recorder
     print(f"wrote {out}: {rec.cycles} cycles in {result.steps} steps, "
