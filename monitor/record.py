@@ -59,6 +59,7 @@ RETIRED_STATUSES = frozenset({200, 404, 410})
 # RunPod's data-plane limits are counted in real seconds; below this interval a recording
 # can only be of the simulator (tests), which the limiter would starve of /requests
 LIMITS_MIN_INTERVAL_S = 1.0
+MIN_GUARDED_SECRET = 8
 
 
 # --- masking ------------------------------------------------------------------------------
@@ -275,7 +276,9 @@ class Recorder:
         self.interval_s = float(interval_s)
         self.monitor = dict(monitor or {})
         self.description = description
-        self._secrets = [s for s in secrets if s]
+        # a short secret (a basic-auth password) would match ordinary text: those are
+        # never written anyway, the guard is for the key and tokens
+        self._secrets = [s for s in secrets if len(s) >= MIN_GUARDED_SECRET]
         self.seen: list[_Seen] = []
         self.incidents: list[Entry] = []
         self.t0: float | None = None

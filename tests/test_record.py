@@ -13,6 +13,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -128,6 +129,86 @@ async def test_identical_cycles_merge_into_one_step(tmp_path: Path) -> None:
     await record_scenario(original, out)
     steps = yaml.safe_load(out.read_text())["steps"]
     assert [s["cycles"] for s in steps] == [s.cycles for s in original.steps]
+
+
+FAULTS = ["401", "403", "429", "500", "502", "503", "timeout", "reset", "malformed"]
+
+
+@pytest.mark.parametrize(("where", "fault"), [
+    *[("graphql", f) for f in [*FAULTS, {"errors": "try again"}]],
+    *[("rest", f) for f in [*FAULTS, "404"]],
+])
+async def test_each_fault_is_recorded_as_itself(where: str, fault: Any,
+                                                tmp_path: Path) -> None:
+    """A fault the simulator answers with in one cycle is written as that fault (a 429
+    with its Retry-After, a GraphQL error without its message) and replays the same."""
+    eid = "fault0000001"
+    change: dict[str, Any] = ({"graphql": fault} if where == "graphql"
+                              else {"endpoints": {eid: {"rest": fault}}})
+    original = Scenario.from_dict({
+        "name": "one-fault", "interval_s": 30,
+        "account": {"clientBalance": 100.0, "currentSpendPerHr": 0.5},
+        "endpoints": [{"id": eid, "name": "f", "gpuIds": "ADA_24", "workersMin": 0,
+                       "workersMax": 1, "health": {"workers": {"idle": 1}}}],
+        "steps": [{"cycles": 1}, {"cycles": 1, **change},
+                  {"cycles": 1, "graphql": "ok", "endpoints": {eid: {"rest": "ok"}}}],
+    })
+    out = tmp_path / "fault.yaml"
+    await record_scenario(original, out)
+    step = yaml.safe_load(out.read_text())["steps"][1]
+    written = step["graphql"] if where == "graphql" else step["endpoints"][eid]["rest"]
+    expected = ({"code": 429, "retry_after": 2} if fault == "429"
+                else {"errors": written.get("errors")} if isinstance(fault, dict) else fault)
+    assert written == expected
+    direct = await replay(original, env={})
+    again = await replay(load_scenario(out), env={})
+    assert again.cycles == direct.cycles
+    assert again.unprobed == direct.unprobed
+
+
+async def test_a_429_keeps_its_retry_after(tmp_path: Path) -> None:
+    """A data-plane 429 with Retry-After: 75 is written with it, so the replay holds the
+    endpoint back for the same cycles the recording run did."""
+    worker = {"id": "r429ep000001", "name": "busy", "gpuIds": "ADA_24", "workersMin": 0,
+              "workersMax": 1, "health": {"workers": {"running": 1},
+                                          "jobs": {"inProgress": 1}}}
+    original = Scenario.from_dict({
+        "name": "retry-after", "interval_s": 30,
+        "account": {"clientBalance": 100.0, "currentSpendPerHr": 0.5},
+        "endpoints": [worker],
+        "steps": [
+            {"cycles": 2},
+            {"cycles": 1, "endpoints": {"r429ep000001": {
+                "rest": {"code": 429, "retry_after": 75}}}},
+            {"cycles": 4, "endpoints": {"r429ep000001": {
+                "rest": "ok", "health": {"workers": {"running": 0, "unhealthy": 1}}}}},
+        ],
+    })
+    direct = await replay(original, env={})
+    out = tmp_path / "r429.yaml"
+    await record_scenario(original, out)
+    assert "{code: 429, retry_after: 75}" in out.read_text()
+    again = await replay(load_scenario(out), env={})
+    assert direct.unprobed == again.unprobed == {"r429ep000001": [4, 5]}
+    assert again.cycles == direct.cycles
+
+
+async def test_thresholds_and_watched_endpoints_travel_in_monitor(tmp_path: Path) -> None:
+    """A threshold that differs from the default is written under `monitor: rules`, and
+    the replay judges with it: the diagnosis is raised later than with the default."""
+    base = load_scenario(SCENARIOS / "no-gpu-capacity-stalled.yaml")
+    data = yaml.safe_load((SCENARIOS / "no-gpu-capacity-stalled.yaml").read_text())
+    data["monitor"] = {"rules": {"throttled_cycles": 4},
+                       "endpoints": [e["id"] for e in data["endpoints"]]}
+    data.pop("expect", None)
+    strict = Scenario.from_dict(data)
+    out = tmp_path / "strict.yaml"
+    recorded = await record_scenario(strict, out)
+    written = yaml.safe_load(out.read_text())["monitor"]
+    assert written == data["monitor"]
+    default = timeline(await replay(base, env={}))
+    assert recorded == timeline(await replay(load_scenario(out), env={}))
+    assert recorded[0][2] > default[0][2]
 
 
 SECRET_ENV = [
