@@ -581,8 +581,9 @@ class Recorder:
         ep, before = now["endpoints"].get(eid), prev["endpoints"].get(eid)
         if ep is not None:
             base = before or {"rest": "ok", "health": {}, "jobs": []}
-            if ep["health"] != base["health"]:
-                out["health"] = ep["health"]
+            health = _delta(base["health"], ep["health"])
+            if health:
+                out["health"] = health  # health merges: the counts that changed
             if ep["rest"] != base["rest"]:
                 out["rest"] = ep["rest"]
             if ep["jobs"] != base["jobs"]:
@@ -609,8 +610,8 @@ class Recorder:
     def dump(self) -> str:
         """The scenario as YAML text, with a header saying what it is."""
         data = self.scenario()
-        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100,
-                              allow_unicode=True)
+        text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None,
+                         width=100, allow_unicode=True)
         for secret in self._secrets:  # the last guard: a key echoed into a field
             text = text.replace(secret, MASKED)
         header = (
@@ -620,6 +621,29 @@ class Recorder:
             "# values are placeholders, log lines masked. Replay: runpod-monitor replay FILE\n"
         )
         return header + text
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """libyaml's emitter where installed (a long recording is megabytes); never anchors:
+    a value written twice is written out twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _delta(before: Mapping[str, Any], now: Mapping[str, Any]) -> Json:
+    """The keys of `now` whose values differ from `before`'s, nested mappings compared key
+    by key (what a merging `health:` needs to say)."""
+    out: Json = {}
+    for key, value in now.items():
+        was = before.get(key)
+        if isinstance(value, Mapping) and isinstance(was, Mapping):
+            inner = _delta(was, value)
+            if inner:
+                out[key] = inner
+        elif was != value or key not in before:
+            out[key] = value
+    return out
 
 
 def _version(v: int | None) -> int | None:
