@@ -313,14 +313,14 @@ class Recorder:
         t0 = self.t0 if self.t0 is not None else obs.t
         seen = _Seen()
         gql = next((c for c in calls if c.probe == "graphql"), None)
-        if obs.graphql_state == "retired":
+        if obs.graphql_state == "retired" or (gql is not None and gql.outcome == "retired"):
             status = gql.status if gql is not None else 0
             seen.graphql = {"retired": status if status in RETIRED_STATUSES else 410}
         elif gql is not None:
             seen.graphql = graphql_fault(fault_of(gql.outcome, gql.status, gql.retry_after_s))
         if obs.control_plane == "rest" and obs.control_outcome != SKIPPED:
-            retry = next((c.retry_after_s for c in calls if c.probe not in
-                          ("graphql", "health", "requests", "status")), None)
+            retry = next((c.retry_after_s for c in calls if c.probe == "list-endpoints"),
+                         None)
             seen.list_fault = fault_of(obs.control_outcome, obs.control_status, retry)
         if obs.account is not None:
             a = obs.account

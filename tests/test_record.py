@@ -11,7 +11,7 @@ import re
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +390,35 @@ def test_v2_recording_is_served_by_the_simulator(tmp_path: Path) -> None:
         assert http.post("/graphql", json=query).status_code == 410
         assert [w["id"] for w in
                 http.get(f"/v2/serverless/{EID}/workers").json()["workers"]] == ["w1"]
+
+
+def test_a_failed_v2_listing_is_a_v2_fault(tmp_path: Path) -> None:
+    """When v2 lists the endpoints, a failed listing is written under
+    `v2.faults.list-endpoints` (not as a GraphQL fault), and the simulator answers it."""
+    w1 = Worker("w1", "RUNNING", version=2, started_at=T0 - 600)
+    ok = _v2_cycle(1, image="acme/w:2", workers=(w1,), lines=(), retired=False)
+    obs = replace(ok.observation, cycle=2, t=T0 + 30, control_outcome="http_5xx",
+                  control_status=503, listed_ids=None)
+    failed = CycleResult(obs, Changes(), [], [], [ProbeCall("list-endpoints", "http_5xx", 503,
+                                                            0.01)], None)
+    rec = Recorder("v2-list-fault", 30)
+    rec.add(ok)
+    rec.add(failed)
+    path = tmp_path / "f.yaml"
+    path.write_text(rec.dump())
+    sc = load_scenario(path)
+    step = sc.steps[1]
+    assert step.graphql is None
+    assert step.v2 is not None
+    assert step.v2.faults is not None
+    assert step.v2.faults["list-endpoints"].kind == "503"
+    server = SimulatorServer(sc, KEY)
+    with BackgroundSimulator(server) as sim, httpx.Client(
+            base_url=sim.server.url, headers={"Authorization": f"Bearer {KEY}"},
+            timeout=5) as http:
+        assert http.get("/v2/serverless").status_code == 200
+        server.set_cycle(2)
+        assert http.get("/v2/serverless").status_code == 503
 
 
 # --- the command line ------------------------------------------------------------------------
