@@ -408,7 +408,7 @@ class Recorder:
             "networkVolumes": first(lambda s: s.volumes, []),
             "pods": first(lambda s: s.pods, []),
             "listing": first(lambda s: s.listing, None),
-            "v2_items": {},
+            "v2_items": first(lambda s: s.v2_items if s.listing is not None else None, {}),
             "billing_mode": first(lambda s: s.billing_mode, None),
             "availability": first(lambda s: s.availability, {}),
             "endpoints": {},

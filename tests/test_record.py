@@ -166,6 +166,28 @@ async def test_each_fault_is_recorded_as_itself(where: str, fault: Any,
     assert again.unprobed == direct.unprobed
 
 
+async def test_endpoints_first_listed_after_an_outage_are_the_base(tmp_path: Path) -> None:
+    """GraphQL refuses the first four cycles: the endpoints it lists afterwards are the
+    scenario's base (a failing GraphQL hides them), and the timeline is the original's."""
+    original = Scenario.from_dict({
+        "name": "late-listing", "interval_s": 30,
+        "monitor": {"endpoints": ["late00000001"]},
+        "account": {"clientBalance": 50.0, "currentSpendPerHr": 0.4},
+        "endpoints": [{"id": "late00000001", "name": "w", "gpuIds": "ADA_24",
+                       "workersMin": 0, "workersMax": 1,
+                       "health": {"workers": {"unhealthy": 1}, "jobs": {"inQueue": 2}}}],
+        "steps": [{"cycles": 4, "graphql": 401}, {"cycles": 4, "graphql": "ok"}],
+    })
+    out = tmp_path / "late.yaml"
+    recorded = await record_scenario(original, out)
+    assert [e["id"] for e in yaml.safe_load(out.read_text())["endpoints"]] == ["late00000001"]
+    direct = await replay(original, env={})
+    again = await replay(load_scenario(out), env={})
+    assert recorded == timeline(direct) == timeline(again)
+    assert {code for code, *_ in recorded} == {"auth_invalid", "workers_unhealthy"}
+    assert again.cycles == direct.cycles
+
+
 async def test_a_429_keeps_its_retry_after(tmp_path: Path) -> None:
     """A data-plane 429 with Retry-After: 75 is written with it, so the replay holds the
     endpoint back for the same cycles the recording run did."""
