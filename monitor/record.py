@@ -241,6 +241,9 @@ class _EndpointSeen:
     billing: float | None = None
 
 
+_ENDPOINT_FACTS = ("rest", "health", "jobs", "workers", "version", "releases", "billing")
+
+
 @dataclass
 class _Seen:
     """What one cycle saw, in the scenario's terms; None: unknown this cycle."""
@@ -413,6 +416,14 @@ class Recorder:
             "availability": first(lambda s: s.availability, {}),
             "endpoints": {},
         }
+        # each endpoint's facts before it was first seen: the first seen
+        firsts: dict[str, Json] = {}
+        for s in self.seen:
+            for eid, e in s.endpoints.items():
+                known = firsts.setdefault(eid, {})
+                for key in _ENDPOINT_FACTS:
+                    if key not in known and getattr(e, key) is not None:
+                        known[key] = getattr(e, key)
         states = []
         for s in self.seen:
             cur = {**cur, "endpoints": dict(cur["endpoints"])}
@@ -429,10 +440,9 @@ class Recorder:
             for eid, e in s.endpoints.items():
                 ep = cur["endpoints"].get(eid) or {
                     "rest": "ok", "health": {}, "jobs": [], "workers": None, "version": None,
-                    "releases": None, "billing": None, "logs": {}}
+                    "releases": None, "billing": None, **firsts.get(eid, {})}
                 ep = {**ep, "logs": {}}
-                for key in ("rest", "health", "jobs", "workers", "version", "releases",
-                            "billing"):
+                for key in _ENDPOINT_FACTS:
                     if getattr(e, key) is not None:
                         ep[key] = getattr(e, key)
                 ep["logs"] = e.logs
@@ -473,11 +483,7 @@ class Recorder:
             v2["billing_mode"] = s0["billing_mode"]
         if s0["availability"]:
             v2["availability"] = s0["availability"]
-        if any(s["billing_mode"] or s["availability"] or s["v2_items"] for s in states) or any(
-            ep["workers"] is not None or ep["releases"] is not None
-            for s in states for ep in s["endpoints"].values()
-        ):
-            out["v2"] = v2
+        out["v2"] = v2  # the epoch at least: replay's clock starts there
         out["endpoints"] = [self._spec(eid, item, s0) for eid, item in s0["listed"].items()]
         first: Json = {"cycles": 1}
         if s0["graphql"] != "ok":

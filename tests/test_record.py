@@ -38,6 +38,7 @@ from model.observation import (
     WorkerLogs,
     Workers,
 )
+from monitor import replay as replay_module
 from monitor.config import load_settings
 from monitor.cycle import CycleResult
 from monitor.incidents import Changes
@@ -56,14 +57,20 @@ TOKEN = re.compile(r"(?:ghp_|github_pat_|hf_|xox[abpr]-|rpa_|AKIA)[A-Za-z0-9_-]{
                    r"|://[^:/\s'\"]+:[^@\s'\"]+@")
 
 
+def replay_epoch(scenario: Scenario) -> float:
+    """Where replay's clock starts for `scenario` (its v2 epoch once replay reads it)."""
+    epoch_of = getattr(replay_module, "epoch_of", None)
+    return float(epoch_of(scenario)) if epoch_of is not None else EPOCH
+
+
 class SimClock:
-    """The replay's clock: cycle k at EPOCH + (k-1) * interval, the simulator moved to k."""
+    """The replay's clock: cycle k at epoch + (k-1) * interval, the simulator moved to k."""
 
     def __init__(self, server: SimulatorServer) -> None:
         self.server = server
 
     def start(self) -> float:
-        return EPOCH
+        return replay_epoch(self.server.scenario)
 
     async def wait(self, cycle: int, t: float) -> None:
         self.server.set_cycle(cycle)
