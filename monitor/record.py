@@ -676,8 +676,11 @@ def monitor_overrides(settings: Settings) -> Json:
     runpod: Json = {}
     if not settings.runpod.track_requests:
         runpod["track_requests"] = False
-    plane = getattr(settings.runpod, "control_plane", None)  # the v2 client's setting
-    if isinstance(plane, str):
+    # the control plane (`runpod.control_plane`, where the v2 client has it) when not the
+    # default: the replay asks the same APIs
+    plane = getattr(settings.runpod, "control_plane", None)
+    field_info = type(settings.runpod).model_fields.get("control_plane")
+    if isinstance(plane, str) and field_info is not None and plane != field_info.default:
         runpod["control_plane"] = plane
     if runpod:
         out["runpod"] = runpod
