@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import tempfile
 import time
@@ -46,7 +47,7 @@ from monitor.config import Settings
 from monitor.cycle import CycleResult, build_pipeline
 from monitor.probes import ProbeCall
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient, client_for
-from rules.secrets import mask, placeholder, secret_key, secret_reference
+from rules.secrets import mask, placeholder, secret_reference
 from rules.thresholds import Thresholds
 
 Json = dict[str, Any]
@@ -63,6 +64,20 @@ MIN_GUARDED_SECRET = 8
 
 
 # --- masking ------------------------------------------------------------------------------
+
+# An env key that names a credential (HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD,
+# OPENAI_API_KEY). The same test as `rules.secrets.secret_key` on the integration branch
+# (log redaction); this goes for that one when it reaches main.
+_SECRET_KEY = re.compile(
+    r"(TOKEN|SECRET|PASSW(?:OR)?D|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL"
+    r"|AUTH|(?:^|_)KEY$)", re.IGNORECASE,
+)
+
+
+def secret_key(key: str) -> bool:
+    """True for an env key whose value is a secret by its name."""
+    return bool(_SECRET_KEY.search(key))
+
 
 def scrub(value: Any) -> Any:
     """`value` (JSON-like) with token-shaped secrets in every string replaced by placeholders

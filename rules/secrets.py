@@ -127,11 +127,6 @@ def mask(text: str) -> str:
     return "".join(parts)
 
 
-def has_secret(text: str) -> bool:
-    """True when `text` holds at least one token-shaped secret."""
-    return bool(_matches(text))
-
-
 # The stand-in `placeholder` writes over a secret's body: letters and digits only, so it
 # keeps every pattern's shape (an AWS key's 16 upper-case characters included).
 FILLER = "MASKED"
@@ -155,17 +150,14 @@ def placeholder(text: str) -> str:
     return "".join(parts)
 
 
-# Env keys whose value is a secret by name: a part (split at `_`, `-`, `.`) ending in one
-# of these words (HF_TOKEN, API_KEY, DB_PASSWORD, AWS_SECRET_ACCESS_KEY, SENTRY_DSN).
-_SECRET_WORD = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|PASS|PWD|CREDENTIALS?|AUTH|DSN)$")
 _RUNPOD_SECRET_REF = re.compile(r"^\s*\{\{\s*RUNPOD_SECRET_[A-Za-z0-9_.-]+\s*\}\}\s*$")
-
-
-def secret_key(key: str) -> bool:
-    """True for an env key that names a secret (HF_TOKEN, OPENAI_API_KEY, DB_PASSWORD...)."""
-    return any(_SECRET_WORD.search(p) for p in re.split(r"[^A-Z0-9]+", key.upper()) if p)
 
 
 def secret_reference(value: str) -> bool:
     """True for a RunPod secret reference (``{{ RUNPOD_SECRET_hf }}``): a name, no secret."""
     return _RUNPOD_SECRET_REF.match(value) is not None
+
+
+def has_secret(text: str) -> bool:
+    """True when `text` holds at least one token-shaped secret."""
+    return bool(_matches(text))

@@ -39,7 +39,7 @@ from model.observation import (
     Workers,
 )
 from monitor import replay as replay_module
-from monitor.config import load_settings
+from monitor.config import RunPodSettings, load_settings
 from monitor.cycle import CycleResult
 from monitor.incidents import Changes
 from monitor.probes import ProbeCall
@@ -51,7 +51,10 @@ from monitor.simulator.scenario import deep_merge
 
 KEY = "rec-test-key-5f1c2a9e7d3b"
 SCENARIOS = Path(__file__).parent / "scenarios"
-ALL = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
+# tests/scenarios/v2 needs a monitor that reads REST v2 (`runpod.control_plane`)
+READS_V2 = "control_plane" in RunPodSettings.model_fields
+ALL = sorted(str(p.relative_to(SCENARIOS)) for p in
+             [*SCENARIOS.glob("*.yaml"), *(SCENARIOS.glob("v2/*.yaml") if READS_V2 else [])])
 # token shapes (and URL passwords) as the scenario files write them
 TOKEN = re.compile(r"(?:ghp_|github_pat_|hf_|xox[abpr]-|rpa_|AKIA)[A-Za-z0-9_-]{10,}"
                    r"|://[^:/\s'\"]+:[^@\s'\"]+@")
