@@ -10,7 +10,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
-from model.observation import Account, EndpointConfig, EndpointSample, Health, Observation
+from model.job_memory import EndpointJobs, jobs_updated
+from model.observation import (
+    Account,
+    EndpointConfig,
+    EndpointSample,
+    Health,
+    Observation,
+    Releases,
+    WorkerLogs,
+    Workers,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +31,18 @@ class Memory:
     balance_seen_nonpositive: bool = False
     longest_cold_start_ms: Mapping[str, int] = field(default_factory=dict)
     names: Mapping[str, str] = field(default_factory=dict)  # last known endpoint names
+    # when each endpoint's REST v2 `/workers` last answered: lets the rules skip the walk
+    # back over a window that holds no worker record (GraphQL-only mode costs nothing)
+    workers_seen_t: Mapping[str, float] = field(default_factory=dict)
+    # recent execution times and cold starts per endpoint (model/job_memory.py)
+    jobs: Mapping[str, EndpointJobs] = field(default_factory=dict)
 
     def updated(self, obs: Observation) -> Memory:
         """The memory after one more observation."""
         ever_ok = set(self.ever_ok)
         cold = dict(self.longest_cold_start_ms)
         names = dict(self.names)
+        seen: dict[str, float] | None = None
         for eid, s in obs.endpoints.items():
             if s.health is not None and s.http_status == 200:
                 ever_ok.add(eid)
@@ -35,10 +51,18 @@ class Memory:
             for job in s.jobs or ():
                 if job.status == "COMPLETED" and job.delay_ms is not None:
                     cold[eid] = max(cold.get(eid, 0), job.delay_ms)
+            if s.workers is not None:
+                if seen is None:
+                    seen = dict(self.workers_seen_t)
+                seen[eid] = obs.t
         nonpositive = self.balance_seen_nonpositive or (
             obs.account is not None and obs.account.balance <= 0
         )
-        return Memory(frozenset(ever_ok), nonpositive, cold, names)
+        return Memory(
+            frozenset(ever_ok), nonpositive, cold, names,
+            workers_seen_t=self.workers_seen_t if seen is None else seen,
+            jobs=jobs_updated(self.jobs, obs),
+        )
 
 
 class KnownHealth(Sequence[tuple[float, Health]]):
@@ -118,6 +142,9 @@ class History:
 
     observations: Sequence[Observation]
     memory: Memory = field(default_factory=Memory)
+    # worker-log snapshots the active incidents keep, by endpoint (oldest first): they
+    # outlive the window and a restart (the store's `incident_logs`)
+    kept_logs: Mapping[str, tuple[WorkerLogs, ...]] = field(default_factory=dict)
     # time_ordered, computed once per snapshot
     _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -177,4 +204,40 @@ class History:
         for o in reversed(self.observations):
             if o.account is not None:
                 return o.account
+        return None
+
+    def has_worker_records(self, endpoint_id: str) -> bool:
+        """True when a REST v2 `/workers` answer for the endpoint is in the window (read
+        from the memory, without walking the observations)."""
+        t = self.memory.workers_seen_t.get(endpoint_id)
+        return t is not None and bool(self.observations) and t >= self.observations[0].t
+
+    def worker_records(self, endpoint_id: str) -> list[tuple[float, Workers]]:
+        """(t, workers) for the samples where REST v2 answered `/workers`, oldest first. A
+        sample that did not ask (workers None) is no record; an empty answer is one (no
+        active worker)."""
+        if not self.has_worker_records(endpoint_id):
+            return []
+        return [
+            (o.t, s.workers)
+            for o in self.observations
+            if (s := o.endpoints.get(endpoint_id)) is not None and s.workers is not None
+        ]
+
+    def latest_workers(self, endpoint_id: str) -> tuple[float, Workers] | None:
+        """The newest `/workers` answer for the endpoint in the window, and when it came."""
+        if not self.has_worker_records(endpoint_id):
+            return None
+        for o in reversed(self.observations):
+            s = o.endpoints.get(endpoint_id)
+            if s is not None and s.workers is not None:
+                return o.t, s.workers
+        return None
+
+    def latest_releases(self, endpoint_id: str) -> tuple[float, Releases] | None:
+        """The newest `/releases` answer for the endpoint in the window, and when it came."""
+        for o in reversed(self.observations):
+            s = o.endpoints.get(endpoint_id)
+            if s is not None and s.releases is not None:
+                return o.t, s.releases
         return None

@@ -29,10 +29,15 @@ FAILURE_KINDS = (
 # A probe the back-off or a Retry-After held back: never sent, so neither an answer nor a
 # failure (not in FAILURE_KINDS; the rules neither count it nor resolve anything from it).
 SKIPPED = "skipped"
+# GraphQL answered that it is gone (404, 410, or a message saying it was retired): a
+# known, lasting state of RunPod's API, not a transient failure (not in FAILURE_KINDS).
+# The facts GraphQL fed are unknown while it holds, so it is in UNKNOWN_OUTCOMES; the
+# prober turns it into `Observation.graphql_state`.
+RETIRED = "retired"
 # Outcomes that tell nothing about RunPod's state: the sample is unknown.
 UNKNOWN_OUTCOMES = frozenset(
     {"timeout", "connect", "http_429", "http_4xx", "http_5xx", "malformed", "graphql_error",
-     SKIPPED}
+     SKIPPED, RETIRED}
 )
 AUTH_OUTCOMES = frozenset({"http_401", "http_403"})
 
@@ -82,7 +87,9 @@ class Job:
     worker_id: str | None = None
     error: str | None = None
     # what `/status` said of the output of a finished job: "absent" (no key), "null",
-    # "empty" ("", [], {}) or "value"; None when not read. Never the content itself.
+    # "empty" ("", [], {}) or "value"; "lost" when its error is RunPod's "Failed to return
+    # job results" (whatever the status); None when not read (`/requests` items, unfinished
+    # jobs). Never the content itself.
     output_kind: str | None = None
     output_bytes: int | None = None  # the size of its JSON text, when output_kind is "value"
 
@@ -170,7 +177,10 @@ class Pod:
     id: str
     name: str = ""
     desired_status: str = ""
-    cost_per_hr: float = 0.0
+    cost_per_hr: float = 0.0  # 0 for a stopped pod (v2 `cost`)
+    # its disk in GB (GraphQL `volumeInGb`, v2 `mounts.persistent.size`), which bills while
+    # the pod is stopped; None when not read
+    disk_gb: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

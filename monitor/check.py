@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from monitor.actions import KINDS, Proposal
 from monitor.config import Settings
 from monitor.cycle import CycleResult, build_pipeline
 from monitor.incidents import Incident
@@ -24,14 +25,43 @@ def _stored(settings: Settings) -> PipelineState:
         store.close()
 
 
-async def check_once(settings: Settings, now: float) -> tuple[CycleResult, list[Incident]]:
+async def check_once(
+    settings: Settings, now: float, proposals: list[Proposal] | None = None
+) -> tuple[CycleResult, list[Incident]]:
     """Run one cycle on top of the stored history, if the daemon's database is there;
-    nothing is sent and nothing is written."""
+    nothing is sent and nothing is written: guarded fixes are only proposed (into
+    `proposals` when given), never called."""
     async with client_for(settings) as client:
-        pipeline = build_pipeline(settings, client, sinks=[])
+        pipeline = build_pipeline(settings, client, sinks=[], dry_run=True)
         pipeline.restore(_stored(settings), now)
         result = await pipeline.cycle(pipeline.last_cycle + 1, now)
+    if proposals is not None and pipeline.actions is not None:
+        proposals.extend(p for p in pipeline.actions.listing() if p.open)
     return result, pipeline.tracker.incidents()
+
+
+def render_dry_run(settings: Settings, proposals: list[Proposal], fmt: str) -> str:
+    """`check --dry-run`: each guarded fix this cycle proposes and the call it would make;
+    nothing was called."""
+    rows = []
+    for p in proposals:
+        switch = getattr(settings.actions, p.kind)
+        runs = "runs at once (auto)" if switch.auto else "waits for approval"
+        rows.append({"id": p.id, "kind": p.kind, "endpoint_id": p.endpoint_id,
+                     "summary": p.summary, "call": p.call.text(),
+                     "precondition": dict(p.precondition), "would": runs})
+    if fmt == "json":
+        return json.dumps({"dry_run": True, "actions": rows}, indent=2)
+    if not rows:
+        on = [k for k in KINDS if getattr(settings.actions, k).enabled]
+        return ("dry run: no guarded fix proposed"
+                + (f" (enabled: {', '.join(on)})" if on else " (none enabled in actions:)"))
+    lines = ["dry run: nothing was called"]
+    for r in rows:
+        lines.append(f"WOULD    {r['kind']}  {r['endpoint_id']}  [{r['id']}] {r['would']}")
+        lines.append(f"         {r['summary']}")
+        lines.append(f"         call: {r['call']}  if still {r['precondition']}")
+    return "\n".join(lines)
 
 
 def probe_failures(result: CycleResult) -> list[dict[str, object]]:

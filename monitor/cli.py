@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     logs.configure(settings.log.level, args.log_format or settings.log.format,
                    settings.secrets())
     try:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, dry_run=args.dry_run)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -78,7 +78,8 @@ def _check(args: argparse.Namespace) -> int:
     import time
 
     from monitor import logs
-    from monitor.check import check_once, failed_to_probe, render
+    from monitor.actions import Proposal
+    from monitor.check import check_once, failed_to_probe, render, render_dry_run
     from monitor.config import ConfigError
 
     settings = _settings(args.config)
@@ -86,11 +87,19 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     logs.configure("warning", "json", settings.secrets())
     try:
-        result, incidents = asyncio.run(check_once(settings, time.time()))
+        proposals: list[Proposal] = []
+        result, incidents = asyncio.run(check_once(settings, time.time(), proposals))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    print(render(result, incidents, args.format))
+    if args.dry_run and args.format == "json":
+        out = json.loads(render(result, incidents, "json"))
+        out.update(json.loads(render_dry_run(settings, proposals, "json")))
+        print(json.dumps(out, indent=2))
+    else:
+        print(render(result, incidents, args.format))
+        if args.dry_run:
+            print(render_dry_run(settings, proposals, "text"))
     # a RunPod that cannot be reached is not "nothing wrong": a script must not read it as 0
     critical = any(i.diagnosis.severity == "critical" for i in incidents)
     return 1 if critical or failed_to_probe(result) else 0
@@ -200,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configuration file (default config.yaml)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="watch this replica's share of the endpoints (overrides `shard`)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="propose and approve guarded fixes (actions:) but never call them; "
+                        "GET /api/v1/actions shows what would run")
     _log_format(p, "log.format, auto by default")
     p.set_defaults(func=_run)
 
@@ -207,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.yaml",
                    help="configuration file (default config.yaml)")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--dry-run", action="store_true",
+                   help="also list the guarded fixes this cycle proposes and the calls they "
+                        "would make (check never calls them)")
     p.set_defaults(func=_check)
 
     p = sub.add_parser("mcp", help="serve the diagnoses to a coding agent (MCP over stdio)")

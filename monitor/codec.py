@@ -19,6 +19,7 @@ from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
 from model.history import Memory
+from model.job_memory import ColdStart, EndpointJobs
 from model.observation import (
     Account,
     EndpointConfig,
@@ -42,7 +43,8 @@ from model.observation import (
 )
 from monitor.incidents import Incident
 from rules.diagnosis import Diagnosis
-from rules.secrets import mask
+from rules.log_evidence import config_secrets
+from rules.secrets import mask, mask_values, secret_values
 
 Json = dict[str, Any]
 
@@ -140,9 +142,12 @@ def _releases_from_json(d: Json) -> Releases:
     )})
 
 
-def _logs_to_json(logs: tuple[WorkerLogs, ...]) -> list[Json]:
+def _logs_to_json(logs: tuple[WorkerLogs, ...], secrets: frozenset[str] = frozenset()
+                  ) -> list[Json]:
+    """Log snapshots with every line masked: token-shaped secrets, and `secrets` (the
+    values of the template's secret-looking env keys, which need not look like tokens)."""
     return [
-        {**_plain(w), "lines": [[x.t, x.source, mask(x.line)] for x in w.lines]}
+        {**_plain(w), "lines": [[x.t, x.source, mask_values(x.line, secrets)] for x in w.lines]}
         for w in logs
     ]
 
@@ -171,7 +176,7 @@ def _v2_to_json(s: EndpointSample, d: Json) -> None:
     if s.releases is not None:
         d["releases"] = _releases_to_json(s.releases)
     if s.logs is not None:
-        d["logs"] = _logs_to_json(s.logs)
+        d["logs"] = _logs_to_json(s.logs, config_secrets(s.config))
 
 
 def _v2_from_json(d: Json) -> Json:
@@ -291,11 +296,13 @@ def _observation_v2_from_json(d: Json) -> Json:
 
 
 def masked_config(c: EndpointConfig) -> EndpointConfig:
-    """`c` with token-shaped secrets in its template's docker args and env values masked."""
+    """`c` with token-shaped secrets in its template's docker args and env values masked,
+    and the whole value of a secret-looking env key (DB_PASSWORD) too."""
     t = c.template
     if t is None:
         return c
-    env = tuple(EnvVar(e.key, mask(e.value)) for e in t.env)
+    env = tuple(EnvVar(e.key, mask_values(e.value, secret_values([(e.key, e.value)])))
+                for e in t.env)
     return replace(c, template=replace(t, docker_args=mask(t.docker_args), env=env))
 
 
@@ -490,17 +497,58 @@ class HistoryDecoder:
 
 # --- memory, diagnoses, incidents -------------------------------------------------------
 
+def _cold_start_to_json(c: ColdStart) -> Json:
+    out = _plain(c)
+    if c.image:
+        out["image"] = mask(c.image)  # an image reference can carry a registry token
+    return out
+
+
+def _endpoint_jobs_to_json(e: EndpointJobs) -> Json:
+    out = _plain(e)
+    if e.image:
+        out["image"] = mask(e.image)
+    if e.executions:
+        out["executions"] = [list(x) for x in e.executions]
+    if e.cold_starts:
+        out["cold_starts"] = [_cold_start_to_json(c) for c in e.cold_starts]
+    if e.at_zero is not None:
+        out["at_zero"] = sorted(e.at_zero)
+    if e.ready_starts:
+        out["ready_starts"] = [_cold_start_to_json(c) for c in e.ready_starts]
+    if e.booting:
+        out["booting"] = [list(b) for b in e.booting]
+    return out
+
+
+def _endpoint_jobs_from_json(d: Json) -> EndpointJobs:
+    at_zero = d.get("at_zero")
+    return EndpointJobs(**{
+        **d,
+        "executions": tuple((str(j), int(ms)) for j, ms in d.get("executions", ())),
+        "cold_starts": tuple(ColdStart(**c) for c in d.get("cold_starts", ())),
+        "at_zero": frozenset(at_zero) if at_zero is not None else None,
+        "ready_starts": tuple(ColdStart(**c) for c in d.get("ready_starts", ())),
+        "booting": tuple((str(w), float(s), float(t)) for w, s, t in d.get("booting", ())),
+    })
+
+
 def memory_to_json(m: Memory) -> Json:
-    return {
+    out = {
         **_plain(m),
         "ever_ok": sorted(m.ever_ok),
         "longest_cold_start_ms": dict(m.longest_cold_start_ms),
         "names": dict(m.names),
+        "workers_seen_t": dict(m.workers_seen_t),
     }
+    if m.jobs:
+        out["jobs"] = {eid: _endpoint_jobs_to_json(e) for eid, e in m.jobs.items()}
+    return out
 
 
 def memory_from_json(d: Json) -> Memory:
-    return Memory(**{**d, "ever_ok": frozenset(d["ever_ok"])})
+    jobs = {eid: _endpoint_jobs_from_json(e) for eid, e in d.get("jobs", {}).items()}
+    return Memory(**{**d, "ever_ok": frozenset(d["ever_ok"]), "jobs": jobs})
 
 
 def diagnosis_to_json(dg: Diagnosis) -> Json:

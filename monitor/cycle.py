@@ -6,6 +6,8 @@
     history   -> HistoryBuffer (window + memory)
     rules     -> [Diagnosis] (pure; account-scope ones on shard 0 only)
     incidents -> raised / held / resolved
+    actions   -> guarded fixes proposed, approved ones read again and run (monitor/actions;
+                 all off by default); the open proposals' lines go into the alerts
     route     -> notifications queued in the outbox (delivery runs apart: a slow Slack
                  never delays a probe)
     metrics   -> MonitorMetrics (jobs tracked through /status, then the cycle's facts)
@@ -17,21 +19,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
 from model.history import History
-from model.observation import SKIPPED, TERMINAL_JOB_STATUSES, EndpointConfig, Observation
+from model.observation import (
+    SKIPPED,
+    TERMINAL_JOB_STATUSES,
+    EndpointConfig,
+    Observation,
+    WorkerLogs,
+)
+from monitor.actions import ActionEngine
+from monitor.actions.runpod_port import RunPodPort
 from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
 from monitor.alerts.setup import build_router, build_sinks
+from monitor.budget import Planner, V2Budget
 from monitor.config import Settings
+from monitor.control import ControlPlane, Hints
 from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
 from monitor.history import HistoryBuffer
-from monitor.incidents import Changes, Incident, IncidentTracker
+from monitor.incidents import Changes, Incident, IncidentTracker, Key
 from monitor.jobs import JobTracker
 from monitor.metrics import CycleFacts, MonitorMetrics
 from monitor.probes import ProbeCall, Prober
@@ -39,6 +51,7 @@ from monitor.runpod.client import RunPodClient
 from monitor.store import PipelineState, Store
 from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
+from rules.log_evidence import by_endpoint, keep_logs, logs_wanted, read_workers
 from rules.thresholds import Thresholds
 
 log = structlog.get_logger("monitor.cycle")
@@ -82,6 +95,9 @@ class Pipeline:
     store: Store | None = None  # None: nothing is persisted (check, replay)
     outbox_keep_s: float = OUTBOX_KEEP_S
     last_cycle: int = 0  # the number of the last cycle run or restored
+    # the worker-log snapshots each active incident keeps (persisted with the cycle)
+    incident_logs: dict[Key, tuple[WorkerLogs, ...]] = field(default_factory=dict)
+    actions: ActionEngine | None = None  # guarded fixes (None: none at all)
 
     @property
     def jobs(self) -> JobTracker:
@@ -92,15 +108,25 @@ class Pipeline:
         """Run one probe cycle at time `t` (unix seconds; simulated in replay): every step
         from the probes to the store; delivery of what it queued is the caller's loop."""
         started = time.perf_counter()
-        report = await self.prober.probe(cycle, t)
+        report = await self.prober.probe(cycle, t, self.hints())
         obs = report.observation
         self.history.append(obs)
-        history = self.history.view()
+        history = replace(self.history.view(), kept_logs=by_endpoint(self.incident_logs))
         found = evaluate(history, self.thresholds)
         if not self.account_rules:
             found = [d for d in found if d.scope != "account"]
         changes = self.tracker.update(obs, found)
+        self.incident_logs = keep_logs(
+            self.incident_logs, {k: i.since for k, i in self.tracker.active.items()},
+            obs, history,
+        )
+        if self.actions is not None:
+            changes = await self.actions.step(obs, changes, self.tracker.incidents(), t)
         notifications = await self.router.route(changes, t, cycle)
+        if self.actions is not None and self.actions.fresh:
+            told = {n.incident.key for n in notifications}
+            for incident, n in self.actions.late(changes, told):
+                notifications += self.router.tell_again(incident, t, cycle, n)
         duration = time.perf_counter() - started
         result = CycleResult(
             obs, changes, self.tracker.diagnoses(), notifications, report.calls,
@@ -112,6 +138,18 @@ class Pipeline:
         self.persist(obs, self.episodes.update(changes, t, cycle))
         self.last_cycle = cycle
         return result
+
+    def hints(self) -> Hints:
+        """What the last cycle's diagnoses ask of this cycle's REST v2 calls: the endpoints
+        with an active incident, and the workers whose logs would explain one."""
+        active = frozenset(eid for _code, eid in self.tracker.active if eid is not None)
+        return Hints(active_endpoints=active, wanted_logs=tuple(self.logs_wanted()))
+
+    def logs_wanted(self) -> list[tuple[str, str]]:
+        """(endpoint id, worker id) whose logs the next probe should read: the failing
+        workers of the active incidents the logs explain, not read yet in them."""
+        return logs_wanted(self.tracker.diagnoses(), self.history.view(),
+                           read_workers(self.incident_logs))
 
     def _observe(self, result: CycleResult, history: History) -> None:
         """Feed the metrics: the tracked jobs that ended, then the cycle's facts."""
@@ -134,7 +172,7 @@ class Pipeline:
         if self.store is None:
             return
         self.store.save_cycle(obs, self.history.memory, self.tracker.snapshot(),
-                              self.router.snapshot(), episodes)
+                              self.router.snapshot(), episodes, self.incident_logs)
         horizon = obs.t - self.history.retention_s
         self.store.prune(horizon)
         self.store.prune_episodes(horizon, MAX_EPISODES)
@@ -147,6 +185,7 @@ class Pipeline:
             observations=list(view.observations), memory=view.memory,
             active=self.tracker.snapshot(), announced=set(self.router.snapshot()),
             last_cycle=self.last_cycle, episodes=self.episodes.episodes(),
+            incident_logs=dict(self.incident_logs),
         )
 
     def restore(self, state: PipelineState, now: float) -> None:
@@ -155,10 +194,13 @@ class Pipeline:
         horizon = now - self.history.retention_s
         self.history.restore([o for o in state.observations if o.t >= horizon], state.memory)
         self.tracker.restore(state.active)
+        self.incident_logs = {k: v for k, v in state.incident_logs.items() if k in state.active}
         self.router.restore(state.announced)
         self.episodes.restore(state.episodes)
         self.episodes.prune(horizon)
         self.last_cycle = state.last_cycle
+        if self.actions is not None:
+            self.actions.restore()
 
 
 def build_pipeline(
@@ -170,13 +212,15 @@ def build_pipeline(
     metrics: MonitorMetrics | None = None,
     silences_file: Path | None = None,
     interval_s: float | None = None,
+    dry_run: bool = False,
 ) -> Pipeline:
     """The pipeline `settings` describe, probing through `client`.
 
     `sinks`: where alerts go (None: those the settings configure; `[]`: none). `store`:
     the SQLite state the cycles persist to and the outbox lives in (None: nothing is
     written, the outbox is in memory). `interval_s`: the probe interval the back-off
-    counts in, when not the settings' (replay's scenario)."""
+    counts in, when not the settings' (replay's scenario). `dry_run`: guarded fixes are
+    proposed and approved but never called (`check`, `run --dry-run`)."""
     shard = settings.shard_spec
     account_rules = shard is None or shard[0] == 0
     if metrics is None:
@@ -186,13 +230,32 @@ def build_pipeline(
         build_sinks(settings) if sinks is None else sinks,
         metrics=metrics, silences_file=silences_file,
     )
+    runpod = settings.runpod
+    budget = runpod.v2_budget
+    control = ControlPlane(
+        client, runpod.control_plane,
+        budget=V2Budget(budget.assumed, exempt_after=budget.exempt_after,
+                        exempt_per_minute=budget.exempt_per_minute,
+                        shrink=budget.shrink_on_429),
+        planner=Planner(list_period_s=budget.list_period_s,
+                        fact_periods_s=budget.fact_periods_s),
+        page_size=runpod.v2_pagination.page_size, log_reserve=budget.reserve,
+    )
     prober = Prober(
         client,
         configured=settings.endpoints,
-        track_requests=settings.runpod.track_requests,
+        track_requests=runpod.track_requests,
         shard=shard,
         interval_s=settings.interval_s if interval_s is None else interval_s,
-        jobs=JobTracker(max_jobs=settings.api.max_jobs),
+        jobs=JobTracker(max_jobs=settings.api.max_jobs,
+                        sample_per_endpoint=settings.runpod.sample_completions),
+        control=control,
+    )
+    actions = ActionEngine(
+        settings.actions, store=store,
+        port=None if dry_run else RunPodPort(client), dry_run=dry_run,
+        base_url=f"http://{settings.http.listen}",
+        retention_s=max(settings.state.retention_s, settings.actions.expire_s),
     )
     return Pipeline(
         prober=prober,
@@ -205,6 +268,7 @@ def build_pipeline(
         episodes=EpisodeLog(settings.state.retention_s),
         store=store,
         outbox_keep_s=max(2 * settings.alerts.repeat_interval_s, OUTBOX_KEEP_S),
+        actions=actions,
     )
 
 

@@ -42,7 +42,9 @@ class Daemon:
         *,
         sinks: Sequence[Sink] | None = None,
         clock: Callable[[], float] = time.time,
+        dry_run: bool = False,
     ) -> None:
+        """`dry_run`: guarded fixes are proposed and approved but never called."""
         self.settings = settings
         self.clock = clock
         # RunPod's per-endpoint limits, enforced here
@@ -50,7 +52,8 @@ class Daemon:
         self.store = Store(settings.state.path)
         # sinks from the settings (Slack, Alertmanager, else the log) unless given
         self.pipeline = build_pipeline(settings, self.client, sinks=sinks, store=self.store,
-                                       silences_file=silences_path(settings))
+                                       silences_file=silences_path(settings),
+                                       dry_run=dry_run)
         self.metrics = self.pipeline.metrics
         self.sinks = self.pipeline.router.sinks
         self.jobs = self.pipeline.jobs
@@ -165,7 +168,9 @@ class Daemon:
             auth = (http.basic_auth.username, http.basic_auth.password.get_secret_value())
         silences = (self.pipeline.router.silences, self.clock)
         writes = WritePolicy.from_settings(self.settings)
-        app = build_app(self, auth, silences=silences, writes=writes)
+        engine = self.pipeline.actions
+        app = build_app(self, auth, silences=silences, writes=writes,
+                        actions=None if engine is None else (engine, self.clock))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, http.host, http.port)

@@ -57,6 +57,8 @@ def data_unknown(code: str, endpoint_id: str | None, obs: Observation) -> bool:
         return not obs.control_ok
     if source == "account":
         return obs.account is None
+    if source == "v2":
+        return sample is not None and sample.workers is None
     return False
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
 
 from model.observation import (
     OK,
+    RETIRED,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
     EndpointConfig,
@@ -20,8 +21,10 @@ from model.observation import (
     Health,
     Job,
     Observation,
+    TrackedJob,
 )
 from monitor.backoff import capped_backoff
+from monitor.control import NO_HINTS, Call, ControlPlane, EndpointV2, Hints
 from monitor.jobs import JobTracker
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Myself, Ok, Result
@@ -42,7 +45,7 @@ BACKOFF_OUTCOMES = frozenset({"timeout", "connect", "http_5xx"})
 class ProbeCall:
     """One API call of a cycle, for the probe metrics and the cycle log line."""
 
-    probe: str  # graphql, health, requests, status
+    probe: str  # graphql, health, requests, status, v2_<kind> (monitor.control)
     outcome: str  # "ok" or a failure kind
     status: int
     elapsed_s: float
@@ -156,8 +159,12 @@ class Prober:
         shard: tuple[int, int] | None = None,
         interval_s: float | None = None,
         jobs: JobTracker | None = None,
+        control: ControlPlane | None = None,
     ) -> None:
         self.client = client
+        # the REST v2 control plane (runpod.control_plane auto | rest); None: GraphQL
+        self.control = control if control is not None and control.mode != "graphql" else None
+        self.remedy_api = "graphql" if control is None else control.remedy_api
         # the jobs the user's app registered, polled through `/status` behind the same gates
         self.jobs = jobs if jobs is not None else JobTracker()
         self.configured = list(configured)
@@ -174,6 +181,7 @@ class Prober:
         # the last cycle's samples and listing, whose unchanged parts the next one shares
         self._previous: dict[str, EndpointSample] = {}
         self._listed_ids: frozenset[str] | None = None
+        self._graphql_retired = False
 
     def _interval(self, t: float) -> float | None:
         if self._last_t is not None and t > self._last_t:
@@ -209,16 +217,21 @@ class Prober:
                   failures=gate.failures, retry_at=_finite(gate.retry_until),
                   backoff_until=_finite(gate.backoff_until), t=t)
 
-    async def probe(self, cycle: int, t: float) -> ProbeReport:
+    async def probe(self, cycle: int, t: float, hints: Hints = NO_HINTS) -> ProbeReport:
         """Probe RunPod once and return what was seen; never raises on RunPod's answers.
 
         A target that is backing off or waiting out a Retry-After is not called: its outcome
         is `SKIPPED` (status 0), unknown to the rules and not a failure: nothing was sent.
+        `hints`: what the pipeline's last cycle knew (active diagnoses, logs wanted), which
+        the REST v2 plan spends its budget on.
         """
+        if self.control is not None:
+            return await self._probe_v2(self.control, cycle, t, hints)
         calls: list[ProbeCall] = []
         interval = self._interval(t)
         gate = self._gate(None)
         myself: Myself | None = None
+        graphql_state = None
         if gate.due(t, interval):
             gql = await self.client.myself()
             outcome, status = outcome_of(gql)
@@ -227,9 +240,11 @@ class Prober:
                                    retry_after_s=retry))
             gate.record("graphql", t, interval, outcome, retry)
             myself = gql.value if isinstance(gql, Ok) else None
+            graphql_state = self._retired(gql)
         else:
             outcome, status = SKIPPED, 0
             self._skip("graphql", gate, t)
+            graphql_state = RETIRED if self._graphql_retired else None
         listed = myself.endpoints if myself is not None and myself.endpoints_listed else None
         self.watched = self._shard(select_endpoints(self.configured, listed, self.watched))
         configs = {e.id: e for e in listed} if listed is not None else {}
@@ -238,30 +253,109 @@ class Prober:
                                    interval)
               for eid in self.watched)
         )
-        watched = set(self.watched)
-        for eid in [k for k in self.gates if k is not None and k not in watched]:
-            del self.gates[eid]  # an endpoint no longer watched starts afresh
-        # after /health, so that a Retry-After it met this cycle holds /status back too
-        tracked = await self.jobs.poll(self.client, t, self) if len(self.jobs) else []
+        tracked = await self._after_endpoints(t, samples)
         shared = [self._share(s) for s in samples]
         self._previous = {s.endpoint_id: s for s in shared}
-        listed_ids = None
-        if listed is not None:
-            listed_ids = frozenset(configs)
-            if listed_ids == self._listed_ids:
-                listed_ids = self._listed_ids
-            self._listed_ids = listed_ids
         obs = Observation(
             cycle=cycle,
             t=t,
             control_outcome=outcome,
             control_status=status,
             account=myself.account if myself is not None else None,
-            listed_ids=listed_ids,
+            listed_ids=self._listed_now(configs if listed is not None else None),
             endpoints={s.endpoint_id: s for s in shared},
             tracked_jobs=tuple(tracked),
+            control_plane="graphql",
+            sources=_GRAPHQL_SOURCES if myself is not None else {},
+            graphql_state=graphql_state,
         )
         return ProbeReport(obs, calls, listed)
+
+    async def _probe_v2(
+        self, control: ControlPlane, cycle: int, t: float, hints: Hints
+    ) -> ProbeReport:
+        """One cycle on REST v2: the data plane as ever, then the v2 calls the plan picks."""
+        calls: list[ProbeCall] = []
+        v2calls: list[Call] = []
+        interval = self._interval(t)
+        await control.list_first(t, interval, hints, v2calls)
+        await control.graphql_spend(v2calls)
+        kept = control.listing
+        self.watched = self._shard(select_endpoints(self.configured, kept, self.watched))
+        samples = await asyncio.gather(
+            *(self._probe_endpoint(eid, None, False, calls, t, interval)
+              for eid in self.watched)
+        )
+        got = await control.after_data_plane(t, interval, samples, self._previous, hints,
+                                             v2calls)
+        listing = control.listing_now(v2calls)
+        calls.extend(_probe_call(c) for c in v2calls)
+        endpoints = listing.endpoints
+        configs = {e.id: e for e in endpoints} if endpoints is not None else {}
+        none = EndpointV2()
+        filled = []
+        for s in samples:
+            v2 = got.get(s.endpoint_id, none)
+            filled.append(replace(
+                s, config=configs.get(s.endpoint_id),
+                listed=(s.endpoint_id in configs) if endpoints is not None else None,
+                workers=v2.workers, releases=v2.releases, logs=v2.logs,
+            ))
+        tracked = await self._after_endpoints(t, filled)
+        shared = [self._share(s) for s in filled]
+        self._previous = {s.endpoint_id: s for s in shared}
+        facts = control.account_facts(t, filled)
+        sources = dict(facts.sources)
+        if endpoints is not None:
+            sources["endpoints"] = listing.source
+        obs = Observation(
+            cycle=cycle,
+            t=t,
+            control_outcome=listing.outcome,
+            control_status=listing.status,
+            account=facts.account,
+            listed_ids=self._listed_now(configs if endpoints is not None else None),
+            endpoints={s.endpoint_id: s for s in shared},
+            tracked_jobs=tuple(tracked),
+            control_plane=control.remedy_api,
+            sources=sources,
+            graphql_state=control.graphql_state,
+            endpoint_spend=facts.endpoint_spend,
+            gpu_stock=facts.gpu_stock,
+        )
+        return ProbeReport(obs, calls, endpoints)
+
+    async def _after_endpoints(
+        self, t: float, samples: Sequence[EndpointSample]
+    ) -> list[TrackedJob]:
+        """Forget the gates of endpoints no longer watched; poll the tracked jobs (and a few
+        completions `/requests` listed, for one `/status` read each)."""
+        watched = set(self.watched)
+        for eid in [k for k in self.gates if k is not None and k not in watched]:
+            del self.gates[eid]  # an endpoint no longer watched starts afresh
+        for s in samples:
+            self.jobs.sample_completed(s.endpoint_id, s.jobs or (), t)
+        # after /health, so that a Retry-After it met this cycle holds /status back too
+        return await self.jobs.poll(self.client, t, self) if len(self.jobs) else []
+
+    def _listed_now(self, configs: Mapping[str, EndpointConfig] | None) -> frozenset[str] | None:
+        """The listed ids, the last cycle's object when unchanged (the history shares it)."""
+        if configs is None:
+            return None
+        listed_ids = frozenset(configs)
+        if listed_ids == self._listed_ids:
+            return self._listed_ids
+        self._listed_ids = listed_ids
+        return listed_ids
+
+    def _retired(self, result: Result[object]) -> str | None:
+        """GraphQL mode: "retired" while GraphQL answers that it is gone (logged once)."""
+        retired = isinstance(result, Failure) and result.kind == RETIRED
+        if retired and not self._graphql_retired:
+            log.warning("graphql_retired", status=result.status, control_plane="graphql",
+                        effect="control-plane facts unknown: set runpod.control_plane: auto")
+        self._graphql_retired = retired
+        return RETIRED if retired else None
 
     def _share(self, sample: EndpointSample) -> EndpointSample:
         """`sample`, with the parts equal to the last cycle's (or all of it) taken from there.
@@ -275,6 +369,9 @@ class Prober:
         health = prev.health if sample.health == prev.health else sample.health
         jobs = prev.jobs if sample.jobs == prev.jobs else _share_jobs(sample.jobs, prev.jobs)
         config = prev.config if sample.config == prev.config else sample.config
+        if sample.workers is not None or sample.releases is not None or sample.logs is not None:
+            # this cycle's v2 answers: kept as they are (the next cycle asks again or not)
+            return replace(sample, health=health, jobs=jobs, config=config)
         if (
             health is prev.health
             and jobs is prev.jobs
@@ -378,6 +475,19 @@ def _share_jobs(
         return jobs
     before = {j.id: j for j in previous}
     return tuple(p if (p := before.get(j.id)) is not None and p == j else j for j in jobs)
+
+
+# In GraphQL mode `myself` fed every control-plane fact
+_GRAPHQL_SOURCES: Mapping[str, str] = {
+    k: "graphql" for k in ("endpoints", "balance", "spend_per_hr", "spend_limit", "volumes",
+                           "pods")
+}
+
+
+def _probe_call(c: Call) -> ProbeCall:
+    outcome, status = outcome_of(c.result)
+    return ProbeCall(c.probe, outcome, status, c.result.elapsed_s, c.endpoint_id,
+                     _retry_after(c.result))
 
 
 def _finite(value: float) -> float | None:

@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from monitor.alerts.router import Notification, RecordingSink, Sink
@@ -14,10 +15,17 @@ from monitor.cycle import build_pipeline
 from monitor.incidents import Incident
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
+from monitor.simulator.scenario import deep_merge
 from rules.diagnosis import Diagnosis
 
-# Simulated runs start here, so dates in summaries (runway) are the same on every run.
+# Simulated runs start here, so dates in summaries (runway) are the same on every run; a
+# scenario's `v2.epoch` moves it (the simulator's v2 times count from there).
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def epoch_of(scenario: Scenario) -> float:
+    """Unix time of the scenario's simulated t=0."""
+    return datetime.fromisoformat(scenario.v2.epoch.replace("Z", "+00:00")).timestamp()
 # A timeout fault holds the request; the client gives up after this many real seconds.
 REPLAY_TIMEOUT_S = 0.5
 
@@ -135,15 +143,19 @@ class Expectations:
 
 async def replay(
     scenario: Scenario, env: Mapping[str, str] | None = None, sinks: Sequence[Sink] = (),
+    *, control_plane: str | None = None,
 ) -> ReplayResult:
     """Replay `scenario` cycle by cycle against an in-process simulator on loopback;
-    `sinks` get the messages too (e.g. the log sink `demo` uses)."""
+    `sinks` get the messages too (e.g. the log sink `demo` uses). `control_plane`: the
+    `runpod.control_plane` to replay with, over the scenario's own (auto by default)."""
     env = dict(os.environ if env is None else env)
     # replay only records notifications: the user's Slack credentials are not its business
     # (an exported SLACK_BOT_TOKEN, with no channel here, would fail validation)
     for var in ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN"):
         env.pop(var, None)
     overrides: dict[str, Any] = dict(scenario.monitor)
+    if control_plane is not None:
+        overrides = deep_merge(overrides, {"runpod": {"control_plane": control_plane}})
     settings = load_settings(None, env=env, overrides=overrides)
     api_key = (
         settings.runpod.api_key.get_secret_value()
@@ -157,6 +169,7 @@ async def replay(
     sink = RecordingSink("slack", settings.alerts.slack.min_severity)
     result = ReplayResult(scenario)
     expectations = Expectations(scenario.expect)
+    epoch = epoch_of(scenario)
     try:
         async with RunPodClient(
             api_key=api_key,
@@ -174,11 +187,11 @@ async def replay(
                 server.set_cycle(k)
                 t_rel = (k - 1) * scenario.interval_s
                 skipped = dict(pipeline.prober.skipped)
-                out = await pipeline.cycle(k, EPOCH + t_rel)
+                out = await pipeline.cycle(k, epoch + t_rel)
                 for target, n in pipeline.prober.skipped.items():
                     if n > skipped.get(target, 0):
                         result.unprobed.setdefault(target, []).append(k)
-                await outbox.deliver(EPOCH + t_rel)
+                await outbox.deliver(epoch + t_rel)
                 # an incident is reported as it was when raised (what a person was told),
                 # with the cycle it resolved in
                 for inc in out.changes.raised:

@@ -39,8 +39,11 @@ from monitor.charts import Span, Window
 from monitor.episodes import Episode
 from monitor.incidents import Incident
 from rules.diagnosis import SEVERITY_ORDER
+from rules.log_evidence import EVIDENCE_KEY as LOGS_KEY
+from rules.log_evidence import LAST_LINES, LINE_CHARS, excerpt, excerpt_title
 
 if TYPE_CHECKING:
+    from monitor.actions import ActionEngine
     from monitor.web import Runtime
 
 # Endpoint cards (with their charts) per page; those in trouble come first.
@@ -104,7 +107,7 @@ color:var(--muted)}
 .diag.warning,.ep.warning{border-left-color:var(--warn)}
 .diag.info,.ep.info{border-left-color:var(--info)}
 .ep{border-left-color:var(--ok)}
-.diag .head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 8px}
+.diag .head,.act .head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 8px}
 .diag code.code{font-weight:700;font-size:.95rem}
 .diag .summary{margin:8px 0}
 code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
@@ -332,11 +335,12 @@ def _diagnosis(incident: Incident, now: float) -> str:
         )
     rows = "".join(
         f"<tr><th>{_e(k)}</th><td>{_value(v)}</td></tr>" for k, v in d.evidence.items()
+        if k != LOGS_KEY
     )
     evidence = (
         f'<details open><summary>Evidence</summary><table>{rows}</table></details>'
         if rows else ""
-    )
+    ) + _worker_logs(d.evidence)
     return (
         f'<article class="card diag {_e(d.severity)}" id="{_e(_anchor(incident))}">'
         '<div class="head">'
@@ -350,6 +354,17 @@ def _diagnosis(incident: Incident, now: float) -> str:
         f'<pre class="remedy">{_e(d.remedy)}</pre></details>'
         "</article>"
     )
+
+
+def _worker_logs(evidence: Mapping[str, Any]) -> str:
+    """The worker's log lines behind a diagnosis, collapsed: the matched ones or the last."""
+    title = excerpt_title(evidence)
+    if not title:
+        return ""
+    lines = excerpt(evidence, max_lines=LAST_LINES, max_chars=LINE_CHARS + 60)
+    body = "\n".join(lines) or "(no line)"
+    return (f'<details class="logs"><summary>{_e(title)}</summary>'
+            f'<pre class="logs">{_e(body)}</pre></details>')
 
 
 def _diagnoses(incidents: list[Incident], now: float) -> str:
@@ -680,6 +695,52 @@ def _history(episodes: list[Episode], span_s: float | None, now: float) -> str:
     return f'<h2 id="history">Incident history {count}</h2><ol class="evs">{rows}</ol>{more}'
 
 
+# ---------------------------------------------------------------- guarded fixes
+
+ACTION_ROWS = 20
+
+
+def _actions(engine: ActionEngine | None) -> str:
+    """Guarded fixes: each open proposal with its call and how to approve it, then the
+    newest lines of the audit log. Nothing when no action is enabled and none was ever
+    proposed."""
+    if engine is None:
+        return ""
+    listing = engine.listing()
+    enabled = [k for k in ("cancel_overrun", "purge_after_crash_loop", "spend_guard")
+               if getattr(engine.settings, k).enabled]
+    if not listing and not engine.audit and not enabled:
+        return ""
+    dry = " · dry run: nothing is called" if engine.dry_run else ""
+    head = (f'<h2 id="actions">Guarded fixes <span class="muted small">enabled: '
+            f'{_e(", ".join(enabled) or "none")}{_e(dry)}</span></h2>')
+    rows = []
+    for p in [x for x in listing if x.open][:ACTION_ROWS]:
+        how = (f"approved by {p.approved_by}, runs at the next cycle" if p.state == "approved"
+               else f"approve: {engine.approve_command(p)}")
+        rows.append(
+            f'<div class="card act"><div class="head"><span class="pill warning">{_e(p.state)}'
+            f'</span><code class="code">{_e(p.kind)}</code><span>{_e(p.endpoint_id)}</span>'
+            f'<span class="muted small">{_e(p.id)}</span></div>'
+            f'<div class="small">{_e(p.summary)}</div>'
+            f'<div class="small"><code>{_e(p.call.text())}</code> if still '
+            f'<code>{_e(json.dumps(dict(p.precondition)))}</code></div>'
+            f'<div class="small muted"><code>{_e(how)}</code></div></div>'
+        )
+    audit = "".join(
+        f'<li class="ev"><span class="small muted">{_e(_utc(a.t))}</span> '
+        f'<code>{_e(a.event)}</code> {_e(a.kind)} {_e(a.endpoint_id)} '
+        f'<span class="muted small">{_e(a.action_id)} · {_e(a.who)}</span>'
+        f'<div class="small">{_e(a.detail)}'
+        + (f' · <code>{_e(a.call)}</code>' if a.call else "")
+        + (f' → {_e(a.outcome)}' if a.outcome else "") + "</div></li>"
+        for a in reversed(engine.audit[-ACTION_ROWS:])
+    )
+    log = (f'<h3>Audit log</h3><ol class="evs">{audit}</ol>' if audit
+           else '<div class="card empty">No action proposed yet.</div>')
+    return head + "".join(rows) + log
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -701,7 +762,8 @@ def _the_past(runtime: Runtime, incidents: list[Incident], now: float) -> _Past 
 
 
 def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
-           per_page: int | None = PER_PAGE, pictures: bool = True) -> str:
+           per_page: int | None = PER_PAGE, pictures: bool = True,
+           actions: ActionEngine | None = None) -> str:
     """The whole status page as an HTML string: page `page` of the endpoints, `per_page`
     to a page (None: all). `pictures=False` leaves out the charts and the incident history
     (the page as it was before them: the benchmark's baseline)."""
@@ -724,6 +786,8 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
         kept = past.episodes if past is not None else runtime.episodes()
         history = _history(sorted(kept, key=lambda e: -e.since),
                            None if past is None else past.w.span, now)
+    actions_link = ('<a href="/api/v1/actions">actions JSON</a> · '
+                    if actions is not None else "")
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -737,17 +801,21 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
         f"{_account(obs, incidents, account_pictures)}"
         f"{_endpoints(obs, runtime, incidents, past, page, per_page)}"
         f"{_diagnoses(incidents, now)}"
+        f"{_actions(actions)}"
         f"{history}"
         f"<footer>runpod-monitor {_e(__version__)} · "
         '<a href="/api/v1/diagnoses">diagnoses JSON</a> · '
         '<a href="/api/v1/endpoints">endpoints JSON</a> · '
+        f"{actions_link}"
         '<a href="/metrics">metrics</a></footer>'
         "</main></body></html>\n"
     )
 
 
-def status_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The aiohttp handler serving the page at `/`."""
+def status_handler(
+    runtime: Runtime, actions: ActionEngine | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler serving the page at `/` (with the guarded fixes of `actions`)."""
 
     async def status_page(request: web.Request) -> web.Response:
         raw = request.query.get("page", "1")
@@ -757,7 +825,8 @@ def status_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Re
                 content_type="text/plain", headers=HEADERS,
             )
         return web.Response(
-            text=render(runtime, page=int(raw)), content_type="text/html", charset="utf-8",
+            text=render(runtime, page=int(raw), actions=actions), content_type="text/html",
+            charset="utf-8",
             headers=HEADERS,
         )
 

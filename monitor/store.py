@@ -6,6 +6,8 @@ are written. The caller bounds the file with `prune`, `prune_outbox` and `prune_
 
 `episodes` (the incident history of monitor/episodes.py) came after schema 2 without a new
 version: a table more, which an older monitor ignores and a new one creates in an old file.
+So did `actions` and `action_audit` (guarded fixes, monitor/actions/: each proposal's JSON
+by id, and the audit log, newest MAX kept).
 
 Endpoint configs are stored by content: `configs` holds each masked config's JSON once,
 keyed by its digest, and an observation refers to it (`codec.ObservationEncoder`). A config
@@ -28,13 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from model.history import Memory
-from model.observation import Observation
+from model.observation import LogLine, Observation, WorkerLogs
 from monitor import codec
 from monitor.episodes import Episode
 from monitor.incidents import Incident, Key
+from rules.log_evidence import bounded
 from rules.secrets import mask
 
-SCHEMA_VERSION = 2  # 2: configs by reference (table `configs`); 1: configs inline
+# 3: worker logs kept with their incident (table `incident_logs`); 2: configs by reference
+# (table `configs`); 1: configs inline
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -61,6 +66,13 @@ CREATE INDEX IF NOT EXISTS outbox_sent_t ON outbox (sent_t);
 CREATE TABLE IF NOT EXISTS episodes (
     code TEXT NOT NULL, endpoint_id TEXT NOT NULL, since REAL NOT NULL, ended_t REAL,
     json TEXT NOT NULL, PRIMARY KEY (code, endpoint_id, since));
+CREATE TABLE IF NOT EXISTS incident_logs (
+    code TEXT NOT NULL, endpoint_id TEXT NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY (code, endpoint_id));
+CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS action_audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL, action_id TEXT NOT NULL,
+    json TEXT NOT NULL);
 """
 
 
@@ -75,6 +87,8 @@ class PipelineState:
     announced: set[Key] = field(default_factory=set)
     last_cycle: int = 0
     episodes: list[Episode] = field(default_factory=list)
+    # worker-log snapshots each active incident keeps (rules/log_evidence.py keep_logs)
+    incident_logs: dict[Key, tuple[WorkerLogs, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +115,25 @@ def unpack(value: str | bytes) -> str:
     return value if isinstance(value, str) else zlib.decompress(value).decode()
 
 
+def logs_to_json(snapshots: Iterable[WorkerLogs]) -> list[Any]:
+    """An incident's log snapshots as stored: each line masked again (the keeper masked the
+    template's own secrets; this is the store's guarantee for token-shaped ones)."""
+    return [
+        {"worker_id": s.worker_id, "truncated": s.truncated,
+         "lines": [[ll.t, ll.source, mask(ll.line)] for ll in s.lines]}
+        for s in bounded(list(snapshots))
+    ]
+
+
+def logs_from_json(items: list[Any]) -> tuple[WorkerLogs, ...]:
+    return tuple(
+        WorkerLogs(str(d["worker_id"]),
+                   tuple(LogLine(t, str(src), str(line)) for t, src, line in d["lines"]),
+                   bool(d.get("truncated", False)))
+        for d in items
+    )
+
+
 class Store:
     """The daemon's SQLite state. Safe to call from several threads, one call at a time."""
 
@@ -121,6 +154,9 @@ class Store:
         self._cycle_refs: dict[int, frozenset[str]] = {}
         self._last_refs: frozenset[str] = frozenset()
         self._writes = 0  # committed saves and prunes, so `load` knows its counts are current
+        # the incident logs as last written (the keeper hands unchanged entries back as the
+        # same objects, so a cycle writes only what changed); None: unknown, write them all
+        self._logs_written: dict[Key, tuple[WorkerLogs, ...]] | None = None
         try:
             self._migrate()
         except BaseException:
@@ -131,7 +167,8 @@ class Store:
         """Create the tables of a new file; refuse a file from a newer schema.
 
         From 1 to 2 the `configs` table is added; the observations of schema 1, with their
-        configs inline, stay as they are (the decoder reads both forms) until pruned."""
+        configs inline, stay as they are (the decoder reads both forms) until pruned. From 2
+        to 3 the `incident_logs` table is added (empty: older monitors read no logs)."""
         with self._tx() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -160,6 +197,7 @@ class Store:
                     self._db.execute("ROLLBACK")
                 self._refs = None  # it may hold changes that were rolled back
                 self._cycle_refs = {}
+                self._logs_written = None
                 raise
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -175,9 +213,11 @@ class Store:
         active: Mapping[Key, Incident],
         announced: Iterable[Key],
         episodes: Iterable[Episode] = (),
+        logs: Mapping[Key, tuple[WorkerLogs, ...]] | None = None,
     ) -> None:
         """Save one cycle: its observation, the memory, the active incidents, the announced
-        keys, and the incident history's `episodes` this cycle changed. All or nothing.
+        keys, the incident history's `episodes` this cycle changed, and the worker logs the
+        active incidents keep (`logs`; None leaves them as stored). All or nothing.
 
         A config is masked and encoded only when it is not the object saved last time for
         its endpoint, and written only when no stored observation refers to it yet."""
@@ -214,6 +254,22 @@ class Store:
             db.execute("DELETE FROM announced")
             db.executemany("INSERT INTO announced VALUES (?, ?)", keys)
             db.executemany("INSERT OR REPLACE INTO episodes VALUES (?, ?, ?, ?, ?)", history)
+            if logs is not None:
+                self._save_logs(db, logs)
+
+    def _save_logs(self, db: sqlite3.Connection, logs: Mapping[Key, tuple[WorkerLogs, ...]]
+                   ) -> None:
+        """Write the incident logs that changed; delete those of incidents that ended."""
+        last = self._logs_written
+        if last is None:
+            db.execute("DELETE FROM incident_logs")
+            last = {}
+        gone = [(c, e or "") for c, e in last if (c, e) not in logs]
+        db.executemany("DELETE FROM incident_logs WHERE code = ? AND endpoint_id = ?", gone)
+        changed = [(c, e or "", _dumps(logs_to_json(snaps))) for (c, e), snaps in logs.items()
+                   if last.get((c, e)) is not snaps]
+        db.executemany("INSERT OR REPLACE INTO incident_logs VALUES (?, ?, ?)", changed)
+        self._logs_written = dict(logs)
 
     def load(self) -> PipelineState:
         """The state as of the last committed cycle. Unchanged parts of consecutive
@@ -225,6 +281,7 @@ class Store:
             incidents = db.execute("SELECT code, endpoint_id, json FROM incidents").fetchall()
             announced = db.execute("SELECT code, endpoint_id FROM announced").fetchall()
             episodes = db.execute("SELECT json FROM episodes").fetchall()
+            logs = db.execute("SELECT code, endpoint_id, json FROM incident_logs").fetchall()
             writes = self._writes
         decoder = codec.HistoryDecoder(configs)
         observations = []
@@ -248,6 +305,7 @@ class Store:
             announced={(c, e) for c, e in announced},
             last_cycle=int(state.get("last_cycle", 0)),
             episodes=[Episode.from_json(json.loads(j)) for (j,) in episodes],
+            incident_logs={(c, e or None): logs_from_json(json.loads(j)) for c, e, j in logs},
         )
 
     def prune(self, older_than_t: float) -> int:
@@ -326,6 +384,32 @@ class Store:
                 dead.append((h,))
         db.executemany("DELETE FROM configs WHERE hash = ?", dead)
         self._writes += 1
+
+    # --- guarded fixes (monitor/actions) ---------------------------------------------
+
+    def save_action(self, action_id: str, proposal: Mapping[str, Any],
+                    audit: Mapping[str, Any], keep_audit: int) -> None:
+        """Write a proposal as it stands and its audit entry in one transaction; keep the
+        newest `keep_audit` entries."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO actions (id, json) VALUES (?, ?)",
+                       (action_id, mask(_dumps(dict(proposal)))))
+            db.execute("INSERT INTO action_audit (t, action_id, json) VALUES (?, ?, ?)",
+                       (float(audit["t"]), action_id, mask(_dumps(dict(audit)))))
+            db.execute("DELETE FROM action_audit WHERE seq <= "
+                       "(SELECT MAX(seq) FROM action_audit) - ?", (keep_audit,))
+
+    def load_actions(self) -> list[dict[str, Any]]:
+        return [json.loads(j) for (j,) in self._query("SELECT json FROM actions ORDER BY id")]
+
+    def load_audit(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` audit entries, oldest first."""
+        rows = self._query("SELECT json FROM action_audit ORDER BY seq DESC LIMIT ?", (limit,))
+        return [json.loads(j) for (j,) in reversed(rows)]
+
+    def delete_actions(self, ids: Collection[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM actions WHERE id = ?", [(i,) for i in ids])
 
     # --- alert outbox ---------------------------------------------------------------
 

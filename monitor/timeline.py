@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.alerts.message import code_split, place, shell_lines
 from rules.diagnosis import Diagnosis
+from rules.log_evidence import EVIDENCE_KEY as LOGS_KEY
+from rules.log_evidence import excerpt
 from rules.signals import minutes
 
 if TYPE_CHECKING:  # replay runs the daemon's pipeline; the console renderer needs none of it
@@ -23,7 +25,7 @@ def _clock(seconds: float) -> str:
 
 def _evidence(evidence: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in evidence.items())
+                     for k, v in evidence.items() if k != LOGS_KEY)
 
 
 def _wrap(label: str, text: str) -> list[str]:
@@ -52,11 +54,14 @@ def _wrap(label: str, text: str) -> list[str]:
 
 
 def incident_block(d: Diagnosis, head: str) -> list[str]:
-    """One incident as a person reads it: `head`, then what, why and the fix."""
+    """One incident as a person reads it: `head`, then what, why, the worker's log lines
+    when it has them, and the fix."""
+    logs = excerpt(d.evidence, max_lines=5, max_chars=WIDTH - 12)
     return [
         head,
         *_wrap("what", d.summary),
         *_wrap("why", _evidence(dict(d.evidence))),
+        *(_wrap("logs", "\n".join(logs)) if logs else []),
         *_wrap("fix", d.remedy),
     ]
 

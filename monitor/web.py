@@ -15,6 +15,7 @@ from aiohttp.typedefs import Middleware
 
 from model.history import History
 from model.observation import WORKER_STATES, Job, Observation, iso_utc, queued_wait_ms
+from monitor.actions import ActionEngine
 from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
@@ -197,10 +198,12 @@ def build_app(
     *,
     silences: tuple[SilenceBook, Callable[[], float]] | None = None,
     writes: WritePolicy | None = None,
+    actions: tuple[ActionEngine, Callable[[], float]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving the daemon's routes; with `silences` (the book and
-    the clock), also /api/v1/silences. `auth`: basic auth (username, password); `writes`:
-    who may call the write routes (default: open, as on a loopback listener)."""
+    the clock), also /api/v1/silences; with `actions` (the engine and the clock),
+    /api/v1/actions. `auth`: basic auth (username, password); `writes`: who may call the
+    write routes (default: open, as on a loopback listener)."""
     writes = writes if writes is not None else WritePolicy()
     app = web.Application(middlewares=[guard(auth, writes)],
                           client_max_size=writes.max_body_bytes)
@@ -241,7 +244,7 @@ def build_app(
             status=202 if added else 200,
         )
 
-    app.router.add_get("/", status_handler(runtime))
+    app.router.add_get("/", status_handler(runtime, None if actions is None else actions[0]))
     app.router.add_get("/metrics", metrics_handler(runtime.metrics_body))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/diagnoses", diagnoses)
@@ -254,4 +257,51 @@ def build_app(
     from monitor.history_api import add_history_routes  # it builds on this module
 
     add_history_routes(app, runtime)
+    if actions is not None:
+        add_action_routes(app, *actions, writes=writes.enabled)
     return app
+
+
+def actions_json(engine: ActionEngine) -> dict[str, Any]:
+    """`GET /api/v1/actions`: every proposal (open first) and the newest audit entries."""
+    rows = []
+    for p in engine.listing():
+        row = p.to_json()
+        row["call"]["text"] = p.call.text()
+        row["created_at"] = iso_utc(p.created_t)
+        row["decided_at"] = None if p.decided_t is None else iso_utc(p.decided_t)
+        if p.state == "proposed":
+            row["approve"] = engine.approve_command(p)
+        rows.append(row)
+    audit = [{**a.to_json(), "at": iso_utc(a.t)} for a in reversed(engine.audit[-200:])]
+    return {"dry_run": engine.dry_run, "actions": rows, "audit": audit}
+
+
+def _who(request: web.Request) -> str:
+    """Who approved, for the audit log: the credential's kind (never its value)."""
+    header = request.headers.get("Authorization", "")
+    creds = _basic_credentials(header)
+    if creds is not None:
+        return "api:basic:" + creds.split(b":", 1)[0].decode(errors="replace")[:64]
+    if _bearer(header) is not None:
+        return "api:token"
+    return "api:open"
+
+
+def add_action_routes(app: web.Application, engine: ActionEngine, clock: Callable[[], float],
+                      *, writes: bool = True) -> None:
+    """GET /api/v1/actions; POST /api/v1/actions/{id}/approve (a write route: the guard's
+    credential applies)."""
+
+    async def listing(_: web.Request) -> web.Response:
+        return web.json_response(actions_json(engine))
+
+    async def approve(request: web.Request) -> web.Response:
+        status, out = engine.approve(request.match_info["action_id"], _who(request), clock())
+        if isinstance(out, str):
+            return _json_error(status, out)
+        return web.json_response(out.to_json(), status=status)
+
+    app.router.add_get("/api/v1/actions", listing)
+    if writes:
+        app.router.add_post("/api/v1/actions/{action_id}/approve", approve)

@@ -13,17 +13,25 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from model.history import History
-from model.observation import AUTH_OUTCOMES, SKIPPED, UNKNOWN_OUTCOMES, Account, Observation
+from model.observation import (
+    AUTH_OUTCOMES,
+    RETIRED,
+    SKIPPED,
+    UNKNOWN_OUTCOMES,
+    Account,
+    Observation,
+    Pod,
+)
 from rules.diagnosis import Diagnosis, Severity, evidence
-from rules.remedies import REST_URL, graphql_curl
+from rules.remedies import REST, REST_URL, api, delete_volume, read, stop_pod, terminate_pod
 from rules.rule import Finding, Inhibit, Rule
 from rules.signals import minutes, plural
 from rules.thresholds import Thresholds
 
 BILLING_URL = "https://www.runpod.io/console/user/billing"
 API_KEYS_URL = "https://www.runpod.io/console/user/settings"
-VOLUMES_REST_URL = "https://rest.runpod.io/v1/networkvolumes"
 HOURS_PER_MONTH = 730
+TB_GB = 1000  # network volumes of 1 TB and more bill at the lower per-GB rate (spec 2.6)
 
 AuthState = Literal["auth", "clear", "unknown"]
 
@@ -86,15 +94,20 @@ def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
     if rest:
         where.append(f"REST /health of {plural(len(rest_endpoints), 'endpoint')}")
     codes = sorted({o.replace("http_", "") for o in graphql + rest})
-    probe = graphql_curl("query { myself { id } }")
+    latest = history.latest
+    access = (
+        "read access to the REST v2 API (serverless endpoints, billing, pods, network volumes)"
+        if api(latest) == REST
+        else "read access to GraphQL (account, endpoints)"
+    )
     return _finding(
         "critical",
         f"RunPod answered {'/'.join(codes)} to {' and '.join(where)} "
         f"in {plural(len(run), 'cycle')}: "
         "the API key is wrong, revoked, or lacks permission.",
         f"Check the key the monitor uses (RUNPOD_API_KEY): create or fix it at {API_KEYS_URL} "
-        "with read access to GraphQL (account, endpoints) and to the Serverless endpoints, "
-        f"then test it:\n{probe}\n"
+        f"with {access} and to the Serverless endpoints, "
+        f"then test it:\n{read(latest, 'key')}\n"
         f"curl -s {REST_URL}/<endpoint id>/health -H \"Authorization: Bearer $RUNPOD_API_KEY\"\n"
         "Endpoint diagnoses are not raised while it holds.",
         {
@@ -112,8 +125,9 @@ def _auth_invalid(history: History, th: Thresholds) -> Finding | None:
 
 
 def _graphql_failed(obs: Observation) -> bool | None:
-    """Whether GraphQL failed this cycle; None when no GraphQL probe was sent (back-off)."""
-    if obs.control_outcome == SKIPPED:
+    """Whether the control-plane listing failed this cycle; None when no call was sent
+    (back-off), or GraphQL answered that it is retired (a known state, not an error)."""
+    if obs.control_outcome in (SKIPPED, RETIRED):
         return None
     return obs.control_outcome in UNKNOWN_OUTCOMES
 
@@ -206,6 +220,8 @@ def _low_balance(history: History, th: Thresholds) -> Finding | None:
     account = latest.account if latest is not None else None
     if latest is None or account is None:
         return None
+    if account.billing_mode == "POSTPAID":
+        return None  # invoiced: a low balance does not stop it (spec 2.1)
     balance, spend = account.balance, account.spend_per_hr
     runway_h: float | None = None
     if balance <= 0:
@@ -243,10 +259,7 @@ def _low_balance(history: History, th: Thresholds) -> Finding | None:
         f"Add funds at {BILLING_URL} (or turn on auto-pay); an exhausted balance disables "
         "Serverless endpoints and they stay broken after the top-up. To lower spend, stop "
         "idle pods, lower workersMin on endpoints, and delete unused network volumes. "
-        "Check with: " + graphql_curl(
-            "query { myself { clientBalance currentSpendPerHr "
-            "pods { id name desiredStatus costPerHr } networkVolumes { id name size } } }"
-        ),
+        "Check with:\n" + read(latest, "spend"),
         {
             "balance_usd": round(balance, 2),
             "spend_per_hr": round(spend, 4),
@@ -279,15 +292,50 @@ def _idle(obs: Observation) -> bool | None:
     return True
 
 
-def _volume_lines(account: Account, th: Thresholds) -> tuple[str, float]:
+def volume_month_usd(size_gb: float, th: Thresholds) -> float:
+    """A network volume's list price per month: its size at the under- or over-1 TB rate."""
+    rate = (
+        th.volume_usd_per_gb_month_over_1tb if size_gb >= TB_GB else th.volume_usd_per_gb_month
+    )
+    return size_gb * rate
+
+
+def pod_month_usd(pod: Pod, th: Thresholds) -> float | None:
+    """What a pod costs per month: a running one its hourly cost x 730, a stopped one its
+    disk at the stopped-pod rate; None when neither is known."""
+    if pod.cost_per_hr > 0:
+        return pod.cost_per_hr * HOURS_PER_MONTH
+    if pod.disk_gb is not None and pod.desired_status != "TERMINATED":
+        return pod.disk_gb * th.pod_disk_usd_per_gb_month
+    return None
+
+
+def _volume_lines(account: Account, th: Thresholds) -> tuple[list[str], float]:
     lines = []
     total = 0.0
     for v in sorted(account.network_volumes, key=lambda v: -v.size_gb):
-        cost = v.size_gb * th.volume_usd_per_gb_month
+        cost = volume_month_usd(v.size_gb, th)
         total += cost
         dc = f", {v.datacenter}" if v.datacenter else ""
         lines.append(f"{v.name or v.id} ({v.id}{dc}): {v.size_gb:g} GB, {cost:.2f} USD/month")
-    return "; ".join(lines), total
+    return lines, total
+
+
+def _pod_lines(account: Account, th: Thresholds) -> tuple[list[tuple[Pod, str]], float]:
+    """(pod, its line) for each pod that bills, dearest first, and their monthly total."""
+    priced = [(p, pod_month_usd(p, th)) for p in account.pods]
+    billed = sorted(((p, c) for p, c in priced if c), key=lambda pc: -pc[1])
+    lines = []
+    for pod, cost in billed:
+        what = (
+            f"{pod.cost_per_hr:g} USD/h" if pod.cost_per_hr > 0
+            else f"stopped, {pod.disk_gb:g} GB disk"
+        )
+        status = pod.desired_status or "unknown status"
+        lines.append(
+            (pod, f"pod {pod.name or pod.id} ({pod.id}, {status}): {what}, {cost:.2f} USD/month")
+        )
+    return lines, sum(c for _, c in billed)
 
 
 def _idle_spend(history: History, th: Thresholds) -> Finding | None:
@@ -311,36 +359,53 @@ def _idle_spend(history: History, th: Thresholds) -> Finding | None:
     spend = account.spend_per_hr
     monthly = spend * HOURS_PER_MONTH
     volumes, volumes_month = _volume_lines(account, th)
+    pods, pods_month = _pod_lines(account, th)
     count = len(account.network_volumes)
+    steps: list[str] = []
     if count:
-        remedy = (
-            f"Network volumes bill while idle (about {th.volume_usd_per_gb_month:g} USD per "
-            f"GB-month): {volumes}. Delete the ones no endpoint needs (a volume's data is "
-            "lost when it is deleted), in the console (Storage) or with: curl -s -X "
-            f"DELETE {VOLUMES_REST_URL}/<volume id> -H \"Authorization: Bearer $RUNPOD_API_KEY\""
+        steps.append(
+            f"Network volumes bill while idle ({th.volume_usd_per_gb_month:g} USD per GB-month "
+            f"under 1 TB, {th.volume_usd_per_gb_month_over_1tb:g} from 1 TB): "
+            + "; ".join(volumes)
+            + ". Delete the ones no endpoint needs (a volume's data is lost when it is "
+            "deleted), in the console (Storage) or with:\n" + delete_volume("<volume id>")
         )
-    else:
-        remedy = (
-            "No network volume is listed: check stopped pods' volume disks and endpoints' "
-            "workersMin (active workers bill) with "
-            + graphql_curl(
-                "query { myself { currentSpendPerHr pods { id name desiredStatus "
-                "volumeInGb } networkVolumes { id name size } } }"
+    if pods:
+        steps.append(
+            "Pods that bill with nothing running: " + "; ".join(line for _, line in pods)
+            + ". A stopped pod still bills its disk; terminate the ones you no longer need "
+            "(their disk is lost):"
+        )
+        for pod, _ in pods:
+            command = (
+                stop_pod(latest, pod.id) if pod.desired_status == "RUNNING"
+                else terminate_pod(latest, pod.id)
             )
+            steps.append(f"- {pod.name or pod.id}: {command}")
+    if not count:
+        steps.append(
+            ("No network volume is listed: check " if not pods else "Check ")
+            + "stopped pods' volume disks and endpoints' workersMin (active workers bill) "
+            "with:\n" + read(latest, "idle")
         )
+    parts = [f"{plural(count, 'network volume')} ({volumes_month:.2f} USD/month)"] if count else []
+    if pods:
+        parts.append(f"{plural(len(pods), 'pod')} ({pods_month:.2f} USD/month)")
     return _finding(
         "info",
         f"The account spends {spend:.3f} USD/h ({monthly:.2f} USD/month) with no worker and "
         f"no pod running for {minutes(idle_s)}"
-        + (f": {plural(count, 'network volume')} bill while idle." if count else "."),
-        remedy,
+        + (f": {' and '.join(parts)} bill while idle." if parts else "."),
+        "\n".join(steps),
         {
             "spend_per_hr": round(spend, 4),
             "monthly_usd": round(monthly, 2),
             "idle_s": round(idle_s, 1),
             "network_volumes": count,
-            "volumes": volumes or None,
+            "volumes": "; ".join(volumes) or None,
             "volumes_usd_month": round(volumes_month, 2) if count else None,
+            "pods": "; ".join(line for _, line in pods) or None,
+            "pods_usd_month": round(pods_month, 2) if pods else None,
         },
     )
 
@@ -379,12 +444,16 @@ RULES: tuple[Rule[AccountCheck], ...] = (
         family="account", check=_low_balance,
         thresholds=("low_balance_runway_h", "low_balance_critical_runway_h", "low_balance_usd"),
         severity_doc="warning; critical under 2 h of runway",
-        raised_when="runway under 24 h or balance under 5 USD",
+        raised_when="runway under 24 h or balance under 5 USD; never on a POSTPAID account "
+        "(invoiced: a low balance does not stop it)",
     ),
     Rule(
         code="idle_spend", scope="account", severity="info", source="account",
         family="account", check=_idle_spend,
-        thresholds=("idle_spend_s", "volume_usd_per_gb_month"),
+        thresholds=(
+            "idle_spend_s", "volume_usd_per_gb_month", "volume_usd_per_gb_month_over_1tb",
+            "pod_disk_usd_per_gb_month",
+        ),
         raised_when="spend > 0 with no worker and no running pod for 30 min",
     ),
 )

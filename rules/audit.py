@@ -11,12 +11,12 @@ import re
 from collections.abc import Callable, Iterator
 
 from model.history import History
-from model.observation import EndpointConfig, Template
+from model.observation import EndpointConfig, EnvVar, Observation, Template
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import compatible_tiers
-from rules.remedies import graphql_curl, save_endpoint
+from rules.remedies import REST, api, release, update_endpoint
 from rules.rule import Finding, Rule
-from rules.secrets import find_secrets, mask
+from rules.secrets import find_secrets, has_secret, mask
 from rules.thresholds import Thresholds
 
 VOLUME_MOUNT = "/runpod-volume"
@@ -37,13 +37,9 @@ ROTATE_AT: dict[str, str] = {
 }
 
 
-def _release_step(config: EndpointConfig) -> str:
-    """saveTemplate alone does not roll the endpoint: a saveEndpoint triggers a release."""
-    mutation = save_endpoint(config)
-    return (
-        "a template change reaches the workers only with a new release: run saveEndpoint "
-        f"on the endpoint afterwards:\n{graphql_curl(mutation)}"
-    )
+def _env_with(template: Template, values: dict[str, str]) -> tuple[EnvVar, ...]:
+    """The template's env with some values replaced."""
+    return tuple(EnvVar(v.key, values.get(v.key, v.value)) for v in template.env)
 
 
 def _where(template: Template) -> Iterator[tuple[str, str]]:
@@ -57,7 +53,8 @@ def _where(template: Template) -> Iterator[tuple[str, str]]:
 
 
 def _secret_in_template(
-    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+    obs: Observation, config: EndpointConfig, template: Template | None, label: str,
+    th: Thresholds,
 ) -> Finding | None:
     if template is None:
         return None
@@ -76,14 +73,34 @@ def _secret_in_template(
         "API access to the account."
     )
     rotate = "; ".join(f"{kind}: {ROTATE_AT.get(kind, 'its issuer')}" for kind in kinds)
-    remedy = (
-        f"1. Rotate (revoke and reissue) every exposed credential now: {rotate}.\n"
-        "2. Store the new one as a RunPod secret and reference it from the template's env "
-        "as {{ RUNPOD_SECRET_<name> }} (" + SECRETS_DOC + "); never put tokens in "
-        "dockerArgs (for a private repo, bake the handler into the image instead of cloning "
-        f"it at start).\n3. Edit the template ({', '.join(places)}) in the console or with "
-        "saveTemplate, then " + _release_step(config)
-    )
+    if api(obs) == REST:
+        refs = {
+            v.key: "{{ RUNPOD_SECRET_" + v.key + " }}" for v in template.env if has_secret(v.value)
+        }
+        changes: dict[str, object] = {}
+        if refs:
+            changes["env"] = _env_with(template, refs)
+        if "dockerArgs" in places:
+            changes["docker_args"] = "<the start command without the token>"
+        fix = (
+            f"1. Rotate (revoke and reissue) every exposed credential now: {rotate}.\n"
+            "2. Store the new one as a RunPod secret (console > Secrets, or POST "
+            "/v2/account/secrets) and reference it from the endpoint's env as "
+            "{{ RUNPOD_SECRET_<name> }} (" + SECRETS_DOC + "); never put tokens in the start "
+            "command (for a private repo, bake the handler into the image instead of cloning "
+            f"it at start).\n3. Replace them ({', '.join(places)}) and "
+            + release(obs, config, **changes)
+        )
+    else:
+        fix = (
+            f"1. Rotate (revoke and reissue) every exposed credential now: {rotate}.\n"
+            "2. Store the new one as a RunPod secret and reference it from the template's env "
+            "as {{ RUNPOD_SECRET_<name> }} (" + SECRETS_DOC + "); never put tokens in "
+            "dockerArgs (for a private repo, bake the handler into the image instead of "
+            f"cloning it at start).\n3. Edit the template ({', '.join(places)}) in the console "
+            "or with saveTemplate, then " + release(obs, config)
+        )
+    remedy = fix
     numbers: dict[str, object] = {
         "template_id": template.id,
         "secrets_found": len(hits),
@@ -109,7 +126,8 @@ def _under_workspace(value: str) -> bool:
 
 
 def _volume_path_mismatch(
-    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+    obs: Observation, config: EndpointConfig, template: Template | None, label: str,
+    th: Thresholds,
 ) -> Finding | None:
     if template is None:
         return None
@@ -132,12 +150,25 @@ def _volume_path_mismatch(
     fixes = ", ".join(
         f"{key}={VOLUME_MOUNT}{value[len(POD_MOUNT):]}" for key, value in wrong
     )
-    remedy = (
+    lead = (
         f"Models stored under {POD_MOUNT} land on the container disk: it fills up (exit "
         "code 139) and every cold start downloads them again. Set "
-        f"{fixes} in the template's env (console or saveTemplate), then "
-        + _release_step(config)
     )
+    if api(obs) == REST:
+        moved = {
+            v.key: VOLUME_MOUNT + v.value.strip().strip("'\"")[len(POD_MOUNT):]
+            for v in template.env
+            if storage_key(v.key) and _under_workspace(v.value)
+        }
+        remedy = (
+            f"{lead}{fixes} in the env and "
+            + release(obs, config, env=_env_with(template, moved))
+        )
+    else:
+        remedy = (
+            f"{lead}{fixes} in the template's env (console or saveTemplate), then "
+            + release(obs, config)
+        )
     numbers: dict[str, object] = {
         "network_volume_id": config.network_volume_id,
         "template_id": template.id,
@@ -211,7 +242,8 @@ def clone_masking(docker_args: str) -> list[tuple[str, str]]:
 
 
 def _clone_failure_masked(
-    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+    obs: Observation, config: EndpointConfig, template: Template | None, label: str,
+    th: Thresholds,
 ) -> Finding | None:
     if template is None:
         return None
@@ -223,12 +255,22 @@ def _clone_failure_masked(
         f"Endpoint {label}'s dockerArgs runs git clone and masks its failure ({how}): a "
         "failed clone (private repo, bad URL) starts a worker without its handler."
     )
-    remedy = (
-        "A worker whose clone failed exits with code 2 (handler not found) and the real "
-        "error is hidden. Bake the handler into the image (COPY it in the Dockerfile, "
-        "empty dockerArgs); or at least let the clone fail loudly: remove the masking, add "
-        "'|| exit 1' and 'set -e'. Then " + _release_step(config)
-    )
+    if api(obs) == REST:
+        remedy = (
+            "A worker whose clone failed exits with code 2 (handler not found) and the real "
+            "error is hidden. Bake the handler into the image (COPY it in the Dockerfile, "
+            "empty start command args); or at least let the clone fail loudly: remove the "
+            "masking, add '|| exit 1' and 'set -e'. Then, for the baked image, "
+            + release(obs, config, image_name="<image with the handler baked in>",
+                      docker_args="")
+        )
+    else:
+        remedy = (
+            "A worker whose clone failed exits with code 2 (handler not found) and the real "
+            "error is hidden. Bake the handler into the image (COPY it in the Dockerfile, "
+            "empty dockerArgs); or at least let the clone fail loudly: remove the masking, add "
+            "'|| exit 1' and 'set -e'. Then " + release(obs, config)
+        )
     numbers: dict[str, object] = {
         "template_id": template.id,
         "masked_clones": len(masked),
@@ -242,7 +284,8 @@ def _clone_failure_masked(
 
 
 def _single_gpu_tier(
-    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+    obs: Observation, config: EndpointConfig, template: Template | None, label: str,
+    th: Thresholds,
 ) -> Finding | None:
     tiers = config.gpu_tiers
     if not config.network_volume_id or len(tiers) != 1:
@@ -252,11 +295,19 @@ def _single_gpu_tier(
         f"Endpoint {label} pins network volume {config.network_volume_id} to one datacenter "
         f"and allows a single GPU tier ({tiers[0]}), which there often has no capacity."
     )
+    rest = api(obs) == REST
     if len(wider) > 1:
-        mutation = save_endpoint(config, gpuIds=",".join(wider))
+        excluded = [p.strip() for p in config.gpu_ids.split(",") if p.strip().startswith("-")]
+        field = "GPU pools" if rest else "gpuIds"
         remedy = (
-            f"Allow every compatible tier: gpuIds {','.join(wider)} (same VRAM or more):\n"
-            f"{graphql_curl(mutation)}"
+            f"Allow every compatible tier: {field} {','.join(wider)} (same VRAM or more):\n"
+            + update_endpoint(obs, config, gpu_ids=",".join([*wider, *excluded]))
+        )
+    elif rest:
+        remedy = (
+            "Add the other pools with at least the VRAM this model needs to the endpoint's "
+            'GPU pools ({"gpu": {"pools": [...]}}), or drop the network volume pin '
+            '({"networkVolumes": []}).'
         )
     else:
         remedy = (
@@ -276,7 +327,8 @@ def _single_gpu_tier(
 
 
 def _container_disk_small(
-    config: EndpointConfig, template: Template | None, label: str, th: Thresholds
+    obs: Observation, config: EndpointConfig, template: Template | None, label: str,
+    th: Thresholds,
 ) -> Finding | None:
     if template is None:
         return None
@@ -293,14 +345,18 @@ def _container_disk_small(
         f"Endpoint {label}'s template gives the container {disk} GB of disk, under the "
         f"{minimum} GB minimum {where}."
     )
+    rest = api(obs) == REST
     remedy = (
         "Unpacked image layers need about 2.5x the compressed image size, plus a 20 GB "
         "buffer" + ("" if volume else ", plus the models (no network volume holds them)")
         + ": an image that does not fit fails before any code runs (no space left on "
-        f"device, exit 139). Raise containerDiskInGb to at least {minimum} (compressed "
-        "image x 2.5 + 20"
-        + ("" if volume else " + model size") + ") in the template, then "
-        + _release_step(config)
+        f"device, exit 139). Raise {'the container disk' if rest else 'containerDiskInGb'} "
+        f"to at least {minimum} (compressed image x 2.5 + 20"
+        + ("" if volume else " + model size")
+        + (
+            ") GB and " + release(obs, config, container_disk_gb=minimum) if rest
+            else ") in the template, then " + release(obs, config)
+        )
     )
     numbers: dict[str, object] = {
         "template_id": template.id,
@@ -326,7 +382,7 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
         name = history.endpoint_name(endpoint_id)
         label = f"'{name}' ({endpoint_id})" if name != endpoint_id else endpoint_id
         for rule in RULES:
-            finding = rule.check(config, config.template, label, th)
+            finding = rule.check(latest, config, config.template, label, th)
             if finding is not None:
                 found.append(rule.diagnosis(finding, endpoint_id, name))
     return found
@@ -334,9 +390,11 @@ def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
 
 # --- the records ---------------------------------------------------------------------
 
-# (config, its template or None, the endpoint's label, thresholds) -> finding; the
-# template checks find nothing without a template.
-AuditCheck = Callable[[EndpointConfig, Template | None, str, Thresholds], Finding | None]
+# (the latest observation, config, its template or None, the endpoint's label,
+# thresholds) -> finding; the template checks find nothing without a template.
+AuditCheck = Callable[
+    [Observation, EndpointConfig, Template | None, str, Thresholds], Finding | None
+]
 
 RULES: tuple[Rule[AuditCheck], ...] = (
     Rule(

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from model.history import History
-from rules import account, audit, capacity, endpoint_state, jobs, lifecycle
+from rules import account, audit, capacity, endpoint_state, jobs, lifecycle, releases, spend
 from rules.diagnosis import Diagnosis
 from rules.rule import Inhibit, Rule
 from rules.thresholds import Thresholds
@@ -23,7 +23,9 @@ class Family(Protocol):
 
 
 # The families in evaluation order (the order of the diagnoses, the catalog and CODES).
-FAMILIES: tuple[Family, ...] = (capacity, lifecycle, jobs, endpoint_state, account, audit)
+FAMILIES: tuple[Family, ...] = (
+    capacity, lifecycle, releases, jobs, spend, endpoint_state, account, audit
+)
 
 ALL_RULES: tuple[Rule[Any], ...] = tuple(rule for family in FAMILIES for rule in family.RULES)
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from model.history import History
 from model.observation import OK, EndpointConfig, EndpointSample, Health, Observation
 from rules.diagnosis import Diagnosis, Severity, evidence
-from rules.remedies import create_endpoint, delete_endpoint, graphql_curl, save_endpoint
+from rules.remedies import REST, api, delete_endpoint_call, read, recreate_endpoint, update_endpoint
 from rules.rule import Finding, Inhibit, Rule
 from rules.signals import plural
 from rules.thresholds import Thresholds
@@ -70,6 +70,11 @@ def _finding(
     return Finding(severity, summary, remedy, evidence(**numbers), code=code)
 
 
+def _lister(obs: Observation) -> str:
+    """Which API listed the endpoints this cycle, for a summary."""
+    return "REST v2" if obs.sources.get("endpoints") == REST else "GraphQL"
+
+
 def _label(history: History, endpoint_id: str) -> str:
     name = history.endpoint_name(endpoint_id)
     return f"'{name}' ({endpoint_id})" if name != endpoint_id else endpoint_id
@@ -108,12 +113,12 @@ def _workers_max_zero(
             f"Endpoint {label} has workersMax = 0: it cannot start any worker, "
             "so the next request will wait in the queue."
         )
-    mutation = save_endpoint(config, workersMax=target)
+    how = "" if api(latest) == REST else " with saveEndpoint"
     remedy = (
         "RunPod lowers workersMax on its own after days without requests (to 2 after 3 days, "
         "to 0 after 7) or after repeated unhealthy workers; if workers were unhealthy, fix "
-        f"that first. Raise it to {target} with saveEndpoint:\n"
-        f"{graphql_curl(mutation)}"
+        f"that first. Raise it to {target}{how}:\n"
+        f"{update_endpoint(latest, config, workers_max=target)}"
     )
     return _finding(
         "workers_max_zero", severity, summary, remedy,
@@ -129,27 +134,33 @@ def _workers_max_zero(
 # --- the four readings of a REST 404 ------------------------------------------------------
 
 
-def _recreate_steps(endpoint_id: str, config: EndpointConfig | None) -> str:
-    """Scale to zero, delete, create again with the same config, update the id."""
+def _recreate_steps(obs: Observation, endpoint_id: str, config: EndpointConfig | None) -> str:
+    """Delete, create again with the same config, update the id (GraphQL: scale to zero
+    first, as deleteEndpoint requires)."""
     if config is None:
+        if api(obs) == REST:
+            create = "POST /v2/serverless"
+            first = ""
+        else:
+            create = "saveEndpoint without an id"
+            first = f"set workersMin and workersMax of endpoint {endpoint_id} to 0, "
         return (
-            f"set workersMin and workersMax of endpoint {endpoint_id} to 0, delete it, create "
-            "it again with the same template, GPU ids, network volume and worker limits "
-            "(saveEndpoint without an id), then update the endpoint id everywhere it is used "
-            f"(apps, env vars, config.yaml). Delete it with: "
-            f"{graphql_curl(delete_endpoint(endpoint_id))}"
+            f"{first}delete it, create it again with the same image, GPU pools, network "
+            f"volume and worker limits ({create}), then update the endpoint id everywhere it "
+            f"is used (apps, env vars, config.yaml). Delete it with: "
+            f"{delete_endpoint_call(obs, endpoint_id)}"
         )
-    scale_down = save_endpoint(config, workersMin=0, workersMax=0)
-    delete = delete_endpoint(endpoint_id)
     # a disabled endpoint may have had workersMax lowered to 0: recreate it able to scale
-    create = create_endpoint(replace(config, workers_max=max(1, config.workers_max)))
-    return (
-        "delete the endpoint and create it again with the same configuration:\n"
-        f"  a. scale it to zero (deleteEndpoint requires it): {graphql_curl(scale_down)}\n"
-        f"  b. delete it: {graphql_curl(delete)}\n"
-        f"  c. create it again: {graphql_curl(create)}\n"
-        f"  d. the new endpoint has a new id: update it everywhere {endpoint_id} is used "
-        "(apps, env vars, config.yaml)"
+    again = replace(config, workers_max=max(1, config.workers_max))
+    steps = recreate_endpoint(obs, again)
+    letters = "abcdefg"
+    lines = [f"  {letters[i]}. {what}: {command}" for i, (what, command) in enumerate(steps)]
+    lines.append(
+        f"  {letters[len(steps)]}. the new endpoint has a new id: update it everywhere "
+        f"{endpoint_id} is used (apps, env vars, config.yaml)"
+    )
+    return "delete the endpoint and create it again with the same configuration:\n" + "\n".join(
+        lines
     )
 
 
@@ -169,16 +180,17 @@ def _not_found(
         return _finding(
             "endpoint_not_found", "critical",
             f"Endpoint {label} answers 404 Not Found on /health for {cycles} and RunPod's "
-            "GraphQL API does not list it on this account.",
+            f"{_lister(latest)} API does not list it on this account.",
             "The endpoint id in the configuration is wrong, or the endpoint was deleted: "
             "update the configuration with the right id, or recreate the endpoint. The ids "
-            "your account lists: " + graphql_curl("query { myself { endpoints { id name } } }"),
+            "your account lists: " + read(latest, "endpoints"),
             {"not_found_cycles": run, "listed": False,
              "endpoints_listed": len(latest.listed_ids or ())},
         )
     if latest.account is None:
         return None
     balance = latest.account.balance
+    lister = _lister(latest)
     config = history.latest_config(endpoint_id)
     answered = _answered_before(history, endpoint_id)
     was_nonpositive = _balance_was_nonpositive(history)
@@ -189,15 +201,16 @@ def _not_found(
         "answered_200_before": answered,
         "balance_seen_nonpositive": was_nonpositive,
     }
-    if balance <= 0:
+    # a POSTPAID account is invoiced: a low balance does not disable its endpoints
+    if balance <= 0 and latest.account.billing_mode != "POSTPAID":
         return _finding(
             "balance_exhausted", "critical",
-            f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL "
-            f"still lists it and the balance is {balance:.2f} USD: RunPod disabled it for "
-            "the exhausted balance.",
+            f"Endpoint {label} answers 404 Not Found on /health for {cycles} while "
+            f"{lister} still lists it and the balance is {balance:.2f} USD: RunPod "
+            "disabled it for the exhausted balance.",
             f"1. Add funds ({BILLING_URL}).\n"
             "2. The endpoint stays broken after a top-up: "
-            + _recreate_steps(endpoint_id, config),
+            + _recreate_steps(latest, endpoint_id, config),
             numbers,
         )
     if answered or was_nonpositive:
@@ -206,10 +219,10 @@ def _not_found(
         )
         return _finding(
             "endpoint_disabled", "critical",
-            f"Endpoint {label} answers 404 Not Found on /health for {cycles} although GraphQL "
-            f"lists it and the balance is {balance:.2f} USD, and {because}: an endpoint "
-            "disabled by an exhausted balance stays broken after a top-up.",
-            "Recreate it: " + _recreate_steps(endpoint_id, config),
+            f"Endpoint {label} answers 404 Not Found on /health for {cycles} although "
+            f"{lister} lists it and the balance is {balance:.2f} USD, and {because}: an "
+            "endpoint disabled by an exhausted balance stays broken after a top-up.",
+            "Recreate it: " + _recreate_steps(latest, endpoint_id, config),
             numbers,
         )
     image = config.template.image_name if config is not None and config.template else None
@@ -217,16 +230,23 @@ def _not_found(
     numbers.update(image=image, gpu_ids=gpu_ids)
     return _finding(
         "never_started", "warning",
-        f"Endpoint {label} answers 404 Not Found on /health for {cycles} while GraphQL lists "
-        f"it and the balance is {balance:.2f} USD: no worker has ever registered.",
+        f"Endpoint {label} answers 404 Not Found on /health for {cycles} while "
+        f"{lister} lists it and the balance is {balance:.2f} USD: no worker has ever "
+        "registered.",
         "1. Check the image name"
         + (f" ({image})" if image else "")
         + " exists and can be pulled (private registry credentials).\n"
-        "2. Check the template's dockerArgs: the start command must run the handler "
-        "(runpod.serverless.start).\n"
-        "3. Check GPU availability for gpuIds"
+        + (
+            "2. Check the endpoint's args: the start command must run the handler "
+            "(runpod.serverless.start).\n"
+            "3. Check GPU availability for its GPU pools"
+            if api(latest) == REST
+            else "2. Check the template's dockerArgs: the start command must run the handler "
+            "(runpod.serverless.start).\n"
+            "3. Check GPU availability for gpuIds"
+        )
         + (f" {gpu_ids}" if gpu_ids else "")
-        + ": " + graphql_curl("query { gpuTypes { id displayName memoryInGb } }") + "\n"
+        + ": " + read(latest, "gpu_types") + "\n"
         "4. Read the worker logs in the RunPod console (endpoint > Logs).",
         numbers,
     )

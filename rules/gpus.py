@@ -19,6 +19,24 @@ POOL_VRAM_GB: Mapping[str, int] = {
     "BLACKWELL_180": 180,
 }
 
+# RunPod's serverless flex list price per GPU per second, by pool: spec/runpod-api.md §7,
+# from docs `snippets/serverless-gpu-pricing-table.mdx`; ADA_32_PRO is UNCONFIRMED there
+# (qwen-report's $1.58/h). An estimate's fallback when the v2 catalog's `price.serverless`
+# was not read; neither reflects negotiated discounts or active (always-on) pricing.
+POOL_FLEX_USD_PER_S: Mapping[str, float] = {
+    "AMPERE_16": 0.00016,
+    "AMPERE_24": 0.00019,
+    "ADA_24": 0.00031,
+    "ADA_32_PRO": 0.000439,
+    "AMPERE_48": 0.00034,
+    "ADA_48_PRO": 0.00053,
+    "AMPERE_80": 0.00076,
+    "ADA_80_PRO": 0.00116,
+    "BLACKWELL_96": 0.00111,
+    "HOPPER_141": 0.00155,
+    "BLACKWELL_180": 0.00240,
+}
+
 
 def compatible_tiers(current: Iterable[str]) -> list[str]:
     """Every pool with at least the VRAM of the smallest current one, up to 80 GB (or the

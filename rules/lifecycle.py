@@ -4,7 +4,10 @@
 "running" does not mean "processing": a worker shows as running while its startup code
 (model download, dependency install) runs, before `runpod.serverless.start()` takes jobs.
 A long first cold start therefore looks like a stalled queue with a running worker; only
-restarts, or a wait well beyond any cold start this endpoint has shown, make it a loop.
+restarts, or a wait well beyond any cold start this endpoint has shown (or the start-up
+budget it declares in RUNPOD_INIT_TIMEOUT), make it a loop. Where REST v2 worker records
+cover the stall, they name the restarts (rules/worker_records.py); without them the
+running flips of /health are counted, as before.
 """
 
 from __future__ import annotations
@@ -13,10 +16,27 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from model.history import History
-from model.observation import Account, EndpointConfig, Health, Job, queued_wait_ms
+from model.observation import (
+    Account,
+    EndpointConfig,
+    Health,
+    Job,
+    Observation,
+    queued_wait_ms,
+)
+from rules import worker_records
+from rules.capacity import _capacity_remedy
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_VRAM_GB, compatible_tiers
-from rules.remedies import graphql_curl, rest_curl, save_endpoint
+from rules.remedies import (
+    REST,
+    api,
+    graphql_curl,
+    release,
+    rest_curl,
+    save_endpoint,
+    update_endpoint,
+)
 from rules.rule import Finding, Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
 from rules.thresholds import Thresholds
@@ -64,52 +84,103 @@ def _crash_loop(
     heads = [w for t, _ in run if (w := head_wait_ms(jobs_at.get(t))) is not None]
     if len(heads) >= 2 and heads[-1] <= heads[0]:
         return None  # the head of the queue is not waiting longer: the queue moves
-    restarts = count_restarts(run)
+    start, end = run[0][0], run[-1][0]
+    records = history.worker_records(eid)
+    # Records seen during the run name the restarts and, being certain, raise sooner; the
+    # running flips of /health still count as before (all there is without records:
+    # GraphQL-only, or v2 did not reach the endpoint), so records never hide a loop.
+    by_records = sum(1 for t, _ in records if start <= t <= end) >= 2
+    seen = [r for r in worker_records.restarts(records) if start < r.t <= end] \
+        if by_records else []
+    flips = count_restarts(run)
+    from_records = bool(seen) and len(seen) >= flips
+    restarts = len(seen) if from_records else flips
     cold_ms = history.memory.longest_cold_start_ms.get(eid, 0)
-    hang_s = max(th.crash_loop_no_restart_s, th.crash_loop_cold_start_factor * cold_ms / 1000)
-    looping = restarts >= th.crash_loop_restarts and seconds >= th.crash_loop_s
+    config = history.latest_config(eid)
+    declared_s = worker_records.declared_init_timeout_s(config)
+    hang_s = max(
+        th.crash_loop_no_restart_s,
+        th.crash_loop_cold_start_factor * cold_ms / 1000,
+        declared_s or 0.0,
+    )
+    by_record_count = len(seen) >= th.crash_loop_restarts and seconds >= th.crash_loop_records_s
+    looping = by_record_count or (flips >= th.crash_loop_restarts and seconds >= th.crash_loop_s)
+    loop_s = th.crash_loop_records_s if by_record_count else th.crash_loop_s
     if not looping and seconds < hang_s:
         return None
 
     h = run[-1][1]
     name = history.endpoint_name(eid)
-    config = history.latest_config(eid)
     stuck = (
         f"{name} has had {plural(h.in_queue, 'job')} queued and none started for "
         f"{minutes(seconds)} ({plural(len(run), 'cycle')})"
     )
-    if restarts:
+    ghosts: list[worker_records.Ghost] = []
+    lived = [r.lived_s for r in seen if r.lived_s is not None]
+    period_s = (seen[-1].t - seen[0].t) / (len(seen) - 1) if from_records and len(seen) > 1 \
+        else None
+    if restarts and from_records:
+        oldest = f", none seen alive past {minutes(max(lived))}" if lived else ""
+        every = f" (one every {minutes(period_s)})" if period_s else ""
+        summary = (
+            f"{stuck}: the worker records show {plural(restarts, 'restart')} in "
+            f"{minutes(seconds)}{every}{oldest}. The worker dies during startup, before "
+            f"runpod.serverless.start(), and RunPod keeps restarting it."
+        )
+    elif restarts:
         summary = (
             f"{stuck} with workers present in {with_workers} of {len(run)} samples and "
             f"{plural(restarts, 'worker restart')} seen: the worker dies during startup, before "
             f"runpod.serverless.start(), and RunPod keeps restarting it."
         )
     else:
-        limit = f"the {minutes(th.crash_loop_no_restart_s)} a startup may take"
-        if cold_ms and hang_s > th.crash_loop_no_restart_s:
-            limit = (
-                f"{th.crash_loop_cold_start_factor:g}x its longest cold start of "
-                f"{minutes(cold_ms / 1000)}"
+        limit = _hang_limit(th, hang_s, cold_ms, declared_s)
+        health_at = {t: x for t, x in run}
+        ghosts = [
+            g for g in (
+                *worker_records.initializing_ghosts(records),
+                worker_records.absent_ghost(records, health_at),
             )
-        summary = (
-            f"{stuck} with {plural(h.workers_present, 'worker')} present and no worker restart "
-            f"seen, past {limit}: the startup may be hanging (a model download or a call "
-            f"that never returns before runpod.serverless.start())."
+            if g is not None and g.seconds >= hang_s
+        ]
+        if ghosts:
+            summary = f"{stuck}: {_ghost_text(ghosts, limit)}"
+        else:
+            summary = (
+                f"{stuck} with {plural(h.workers_present, 'worker')} present and no worker "
+                f"restart seen, past {limit}: the startup may be hanging (a model download or "
+                f"a call that never returns before runpod.serverless.start())."
+            )
+    account = history.latest_account()
+    if ghosts:
+        remedy = _capacity_remedy(
+            history, eid, config,
+            "RunPod counts a worker that never gets a machine (a ghost): the GPU it waits "
+            "for is not free where the endpoint may run. Give it somewhere to start:",
         )
+    else:
+        remedy = _crash_loop_remedy(history.latest, eid, name, config, account, restarts)
     return Finding(
         severity="critical",
         summary=summary,
-        remedy=_crash_loop_remedy(eid, name, config, history.latest_account(), restarts),
+        remedy=remedy,
         evidence=evidence(
             in_queue=h.in_queue,
             stalled_s=seconds,
             stalled_cycles=len(run),
             restarts=restarts,
+            restarts_from="worker records" if from_records else "running flips",
+            restart_period_s=period_s,
+            longest_life_s=max(lived) if from_records and lived else None,
+            restarted_workers=worker_records.ids(seen)[:5] if from_records else None,
+            ghost_workers=[g.worker_id or "absent" for g in ghosts] or None,
+            ghost_s=max(g.seconds for g in ghosts) if ghosts else None,
             running=h.running,
             workers_present=h.workers_present,
             samples_with_workers=with_workers,
-            threshold_s=th.crash_loop_s if looping else hang_s,
+            threshold_s=loop_s if looping else hang_s,
             longest_cold_start_ms=cold_ms or None,
+            init_timeout_s=declared_s,
             head_wait_first_ms=heads[0] if heads else None,
             head_wait_last_ms=heads[-1] if heads else None,
             completed=h.completed,
@@ -118,7 +189,41 @@ def _crash_loop(
     )
 
 
+def _hang_limit(th: Thresholds, hang_s: float, cold_ms: int, declared_s: float | None) -> str:
+    """What the no-restart wait was measured against, for the summary."""
+    if declared_s is not None and hang_s == declared_s and hang_s > th.crash_loop_no_restart_s:
+        return (
+            f"the {minutes(declared_s)} its {worker_records.INIT_TIMEOUT_ENV} declares a "
+            "startup may take"
+        )
+    if cold_ms and hang_s > th.crash_loop_no_restart_s:
+        return (
+            f"{th.crash_loop_cold_start_factor:g}x its longest cold start of "
+            f"{minutes(cold_ms / 1000)}"
+        )
+    return f"the {minutes(th.crash_loop_no_restart_s)} a startup may take"
+
+
+def _ghost_text(ghosts: Sequence[worker_records.Ghost], limit: str) -> str:
+    parts: list[str] = []
+    for g in ghosts:
+        if g.status == "INITIALIZING":
+            parts.append(
+                f"worker {g.worker_id} has been INITIALIZING for {minutes(g.seconds)}"
+            )
+        else:
+            parts.append(
+                f"/health has counted {plural(g.count, 'worker')} for {minutes(g.seconds)} "
+                "that the worker records do not list"
+            )
+    return (
+        "; ".join(parts) + f", past {limit}: a ghost worker that never got a machine, not a "
+        "startup that hangs (the GPU it waits for is not free where the endpoint may run)."
+    )
+
+
 def _crash_loop_remedy(
+    obs: Observation | None,
     eid: str,
     name: str,
     config: EndpointConfig | None,
@@ -140,7 +245,12 @@ def _crash_loop_remedy(
         "3. Check that the handler file the image or dockerArgs starts exists (exit 2: "
         "handler not found, e.g. a private git clone masked by || true).",
     ]
-    if config is not None:
+    if api(obs) == REST:
+        steps.append(
+            "4. After fixing the image, "
+            + release(obs, config or EndpointConfig(eid), image_name="<fixed image>")
+        )
+    elif config is not None:
         steps.append(
             "4. After fixing the image or template, roll a new release with saveEndpoint "
             f"(a template change alone does not reach the endpoint): "
@@ -220,21 +330,30 @@ def _workers_unhealthy(
         "producing unhealthy workers. Find its exit code in the worker logs (RunPod console "
         f"> Serverless > {name} > Workers / Logs), then:",
     ]
+    obs = history.latest
+    rest = api(obs) == REST
     if config is not None and bigger:
-        mutation = save_endpoint(config, gpuIds=",".join(bigger))
         steps += [
-            f"- {oom}, e.g. gpuIds {','.join(bigger)}:",
-            f"  {graphql_curl(mutation)}",
+            f"- {oom}, e.g. {'GPU pools' if rest else 'gpuIds'} {','.join(bigger)}:",
+            f"  {update_endpoint(obs, config, gpu_ids=','.join(bigger))}",
         ]
+    elif rest:
+        steps.append(f"- {oom} in the GPU pools, or a smaller model / batch.")
     else:
         steps.append(f"- {oom} in gpuIds (saveEndpoint), or a smaller model / batch.")
     now = f" (now {disk} GB)" if disk is not None else ""
     bigger_disk = f", e.g. to {max(disk * 2, 50)} GB" if disk is not None else ""
     steps += [
-        f"- exit 139 (SIGSEGV, usually the disk filled during a large write): raise "
-        f"containerDiskInGb{now} in the template{bigger_disk} (unpacked image layers need "
-        "about 2.5x the compressed size plus a buffer), and put models on the network volume "
-        "under /runpod-volume; then roll a new release with saveEndpoint.",
+        "- exit 139 (SIGSEGV, usually the disk filled during a large write): raise "
+        + (
+            f"the endpoint's container disk{now}{bigger_disk} (PATCH {{\"disk\": N}}: a "
+            "template edit alone does not reach a REST v2 endpoint)"
+            if rest
+            else f"containerDiskInGb{now} in the template{bigger_disk}"
+        )
+        + " (unpacked image layers need about 2.5x the compressed size plus a buffer), and "
+        "put models on the network volume under /runpod-volume"
+        + ("." if rest else "; then roll a new release with saveEndpoint."),
         "- exit 2 (file not found: the handler is missing): the path the image or dockerArgs "
         "starts does not exist, often a failed clone of a private repo masked by || true; "
         "bake the handler into the image.",
@@ -291,7 +410,10 @@ def _idle_workers_queued(
         '2. Or raise the handler\'s concurrency: runpod.serverless.start({"handler": handler, '
         '"concurrency_modifier": lambda current: N}) with N the jobs one worker can run at '
         "once.",
-        "3. Rebuild and push the image, point the template at it, and roll a new release "
+        "3. Rebuild and push the image, then "
+        + release(history.latest, config or EndpointConfig(eid), image_name="<rebuilt image>")
+        if api(history.latest) == REST
+        else "3. Rebuild and push the image, point the template at it, and roll a new release "
         "with saveEndpoint"
         + (f": {graphql_curl(save_endpoint(config))}" if config is not None else "."),
     ]
@@ -325,11 +447,16 @@ RULES: tuple[Rule[EndpointCheck], ...] = (
         code="crash_loop", scope="endpoint", severity="critical", source="health",
         family="lifecycle", check=_crash_loop,
         thresholds=(
-            "crash_loop_s", "crash_loop_restarts", "crash_loop_no_restart_s",
-            "crash_loop_cold_start_factor",
+            "crash_loop_s", "crash_loop_restarts", "crash_loop_records_s",
+            "crash_loop_no_restart_s", "crash_loop_cold_start_factor",
         ),
         raised_when="stalled queue with workers present and the head-of-queue wait growing, "
-        "for 5 min with ≥ 2 worker restarts, or 15 min / 2× the longest cold start without",
+        "for 5 min with ≥ 2 worker restarts (running flips of /health), or 2 min with ≥ 2 "
+        "restarts counted from the REST v2 worker records (an id replaced, startedAt or "
+        "uptime reset), or without a restart for 15 min / 2× the longest cold start / the "
+        "declared `RUNPOD_INIT_TIMEOUT`, whichever is longest (a worker INITIALIZING, or "
+        "counted by /health but not listed by the records, that long is named a ghost, "
+        "with the capacity remedies)",
     ),
     Rule(
         code="workers_unhealthy", scope="endpoint", severity="critical", source="health",

@@ -11,7 +11,10 @@ diagnosis is held rather than resolved:
 - ``rest+graphql``: both the latest `/health` answer and a successful GraphQL answer;
 - ``graphql``: a successful GraphQL answer (configuration, templates);
 - ``account``: the account data from GraphQL;
-- ``self``: the rule decides itself (it is about the probes' outcomes).
+- ``self``: the rule decides itself (it is about the probes' outcomes);
+- ``v2``: the endpoint's REST v2 worker records (`/workers`, with `/releases`): unknown
+  in a cycle whose sample has no `/workers` answer (not asked, or the call failed), so an
+  active diagnosis is held until an answer shows it gone.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from rules.diagnosis import Diagnosis, Scope, Severity
 
-Source = Literal["health", "rest+graphql", "graphql", "account", "self"]
+Source = Literal["health", "rest+graphql", "graphql", "account", "self", "v2"]
 
 Check = TypeVar("Check", bound=Callable[..., object])
 

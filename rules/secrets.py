@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 STARS = "****"
@@ -161,3 +162,37 @@ def secret_reference(value: str) -> bool:
 def has_secret(text: str) -> bool:
     """True when `text` holds at least one token-shaped secret."""
     return bool(_matches(text))
+
+
+# An env key whose value is a credential whatever its shape (HF_TOKEN, AWS_SECRET_ACCESS_KEY,
+# DB_PASSWORD, OPENAI_API_KEY): its value is hidden wherever it shows, e.g. in a log line.
+_SECRET_KEY = re.compile(
+    r"(TOKEN|SECRET|PASSW(?:OR)?D|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL"
+    r"|AUTH|(?:^|_)KEY$)", re.IGNORECASE,
+)
+# shorter values are too likely to be ordinary words ("true", "none", a port) to hide
+MIN_VALUE_CHARS = 6
+
+
+def secret_key(key: str) -> bool:
+    """True for an env key that names a credential (``HF_TOKEN``, ``DB_PASSWORD``)."""
+    return bool(_SECRET_KEY.search(key))
+
+
+def secret_values(env: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The values of the secret-looking keys of `env` (key, value pairs) worth hiding:
+    long enough, and not already masked or a ``{{ RUNPOD_SECRET_x }}`` reference."""
+    return frozenset(
+        v for k, v in env
+        if secret_key(k) and len(v) >= MIN_VALUE_CHARS and STARS not in v and "{{" not in v
+    )
+
+
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """`text` masked (`mask`), then each of the known secret `values` left in it replaced by
+    **** (a token-shaped one already shows only its prefix)."""
+    text = mask(text)
+    for v in sorted(values, key=len, reverse=True):
+        if v in text:
+            text = text.replace(v, STARS)
+    return text

@@ -26,12 +26,18 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     EnvVar,
+    GpuStock,
     Health,
     Job,
     NetworkVolume,
     Observation,
     Pod,
+    Release,
+    ReleaseChange,
+    Releases,
     Template,
+    Worker,
+    Workers,
 )
 from rules.thresholds import Thresholds
 
@@ -57,8 +63,12 @@ __all__ = [
     "job",
     "observation",
     "prefixes",
+    "release",
+    "releases",
     "sample",
     "template",
+    "worker",
+    "workers",
 ]
 
 
@@ -118,9 +128,12 @@ def account(
     spend_limit: float | None = None,
     volumes: Iterable[NetworkVolume] = (),
     pods: Iterable[Pod] = (),
+    billing_mode: str | None = None,
 ) -> Account:
     """The account scalars, volumes and pods."""
-    return Account(balance, spend_per_hr, spend_limit, tuple(volumes), tuple(pods))
+    return Account(
+        balance, spend_per_hr, spend_limit, tuple(volumes), tuple(pods), billing_mode
+    )
 
 
 def job(
@@ -136,6 +149,41 @@ def job(
     return Job(id, status, delay_ms, execution_ms, worker_id, error)
 
 
+def worker(
+    id: str,
+    status: str = "RUNNING",
+    *,
+    version: int | None = 1,
+    stale: bool = False,
+    started_at: float | None = None,
+    uptime_s: int | None = None,
+    image: str | None = "example/worker:1",
+) -> Worker:
+    """One REST v2 worker record."""
+    return Worker(id, status, stale=stale, version=version, started_at=started_at,
+                  uptime_s=uptime_s, image=image)
+
+
+def workers(*ws: Worker, version: int | None = 1) -> Workers:
+    """One `/workers` answer (`endpointVersion` and the active workers)."""
+    return Workers(version, tuple(ws))
+
+
+def release(
+    version: int, created_at: float | None = None, *changes: tuple[str, str, str]
+) -> Release:
+    """A release; each change as (field, old, new) in compact JSON text."""
+    return Release(version, created_at, "MANUAL", None, None,
+                   tuple(ReleaseChange(f, o, n) for f, o, n in changes))
+
+
+def releases(*rs: Release, version: int | None = None,
+             in_progress: bool | None = None, percent: float | None = None) -> Releases:
+    """One `/releases` answer; `version` defaults to the newest release's."""
+    v = version if version is not None else (max(r.version for r in rs) if rs else None)
+    return Releases(v, tuple(sorted(rs, key=lambda r: -r.version)), in_progress, percent)
+
+
 def sample(
     health: Health | None,
     *,
@@ -145,6 +193,8 @@ def sample(
     jobs: Sequence[Job] | None = None,
     config: EndpointConfig | None = None,
     listed: bool | None = None,
+    workers: Workers | None = None,
+    releases: Releases | None = None,
 ) -> EndpointSample:
     """One endpoint's sample. Without `outcome`: "ok" with a health, else "timeout"."""
     if outcome is None:
@@ -166,6 +216,8 @@ def sample(
         jobs=tuple(jobs) if jobs is not None else None,
         listed=listed,
         config=config,
+        workers=workers,
+        releases=releases,
     )
 
 
@@ -178,11 +230,15 @@ def observation(
     control_status: int | None = None,
     listed_ids: Iterable[str] | None = None,
     interval_s: float = INTERVAL_S,
+    control_plane: str = "graphql",
+    gpu_stock: Sequence[GpuStock] | None = None,
 ) -> Observation:
     """One cycle's observation at t = (cycle - 1) * interval_s.
 
     Without `listed_ids`, a successful GraphQL answer lists the samples whose `listed` is
-    not False; a failed one lists nothing (None).
+    not False; a failed one lists nothing (None). `control_plane` is the API remedies
+    quote ("rest" also marks the endpoints as listed by REST v2); `gpu_stock` the v2
+    catalog read this cycle.
     """
     eps = {s.endpoint_id: s for s in samples}
     ok = control_outcome == OK
@@ -200,6 +256,9 @@ def observation(
         account=account,
         listed_ids=ids,
         endpoints=eps,
+        control_plane=control_plane,
+        sources={"endpoints": control_plane},
+        gpu_stock=tuple(gpu_stock) if gpu_stock is not None else None,
     )
 
 
@@ -223,14 +282,21 @@ def endpoint_history(
     memory: Memory | None = None,
     first_cycle: int = 1,
     interval_s: float = INTERVAL_S,
+    workers: Sequence[Workers | None] | None = None,
+    releases: Sequence[Releases | None] | None = None,
+    control_plane: str = "graphql",
+    gpu_stock: Sequence[GpuStock] | None = None,
 ) -> History:
     """One endpoint over len(healths) cycles; a None health is an unknown sample.
 
     `config` and `account` repeat on every cycle (pass config=None for "GraphQL gave no
-    configuration"); `jobs`, when given, holds one entry per cycle (None: not asked).
+    configuration"); `jobs`, `workers` and `releases`, when given, hold one entry per
+    cycle (None: not asked); `control_plane` on every cycle, `gpu_stock` read on the last
+    one only.
     """
-    if jobs is not None and len(jobs) != len(healths):
-        raise ValueError("jobs needs one entry per cycle")
+    for name, per in (("jobs", jobs), ("workers", workers), ("releases", releases)):
+        if per is not None and len(per) != len(healths):
+            raise ValueError(f"{name} needs one entry per cycle")
     obs = []
     for i, h in enumerate(healths):
         s = sample(
@@ -239,8 +305,16 @@ def endpoint_history(
             outcome=None if h is not None else outcome_unknown,
             jobs=jobs[i] if jobs is not None else None,
             config=config,
+            workers=workers[i] if workers is not None else None,
+            releases=releases[i] if releases is not None else None,
         )
-        obs.append(observation(first_cycle + i, [s], account=account, interval_s=interval_s))
+        last = i == len(healths) - 1
+        obs.append(
+            observation(
+                first_cycle + i, [s], account=account, interval_s=interval_s,
+                control_plane=control_plane, gpu_stock=gpu_stock if last else None,
+            )
+        )
     return build(obs, memory)
 
 

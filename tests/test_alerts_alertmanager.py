@@ -170,6 +170,8 @@ EP = "ephaam000001"
 HA_SCENARIO: dict[str, Any] = {
     "name": "ha-alertmanager",
     "interval_s": 1,
+    # one cycle a second for both replicas: a REST v2 quota to match
+    "v2": {"quota": {"minute": 100_000, "hour": 10_000_000, "day": 100_000_000}},
     "account": {"clientBalance": 500, "currentSpendPerHr": 0.1},
     "endpoints": [{
         "id": EP, "name": "ha-endpoint", "gpuIds": "AMPERE_48", "workersMin": 0,

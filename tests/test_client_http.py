@@ -277,7 +277,8 @@ async def test_rest_ok_answers(server: Server) -> None:
         assert jobs.value == (Job("a", "IN_PROGRESS", 1234, None, "w"),)
         job = await c.status("ep1", "job-7")
         assert isinstance(job, Ok)
-        assert job.value == Job("job-7", "COMPLETED", 515, 7744, "w1")
+        assert job.value == Job("job-7", "COMPLETED", 515, 7744, "w1",
+                                output_kind="value", output_bytes=7)
     paths = [p for _, p, _, _ in server.seen]
     assert "/v2/ep1/health" in paths
     assert "/v2/ep1/status/job-7" in paths

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,17 +135,53 @@ def test_status_in_progress_sample() -> None:
 
 
 def test_status_completed_samples() -> None:
-    """The real and the docs COMPLETED samples: times in ms, output ignored."""
-    assert parse_job(body(
+    """The real and the docs COMPLETED samples: times in ms, the output's kind and size kept,
+    its content not."""
+    real = parse_job(body(
         '{"id": "a-e1", "status": "COMPLETED", "delayTime": 515, "executionTime": 7744,'
         ' "workerId": "ud65qmv9cw0clh", "output": {"image": "<base64>", "info": {"...": "..."}}}'
-    )) == Job("a-e1", "COMPLETED", 515, 7744, "ud65qmv9cw0clh")
+    ))
+    size = len('{"image":"<base64>","info":{"...":"..."}}')
+    assert real == Job("a-e1", "COMPLETED", 515, 7744, "ud65qmv9cw0clh",
+                       output_kind="value", output_bytes=size)
+    assert "base64" not in repr(real)
     assert parse_job(body(
         '{"delayTime": 31618, "executionTime": 1437,'
         ' "id": "60902e6c-08a1-426e-9cb9-9eaec90f5e2b-u1",'
         ' "output": {"input_tokens": 22, "output_tokens": 16, "text": ["Hello! ..."]},'
         ' "status": "COMPLETED"}'
-    )) == Job("60902e6c-08a1-426e-9cb9-9eaec90f5e2b-u1", "COMPLETED", 31618, 1437)
+    )) == Job("60902e6c-08a1-426e-9cb9-9eaec90f5e2b-u1", "COMPLETED", 31618, 1437,
+              output_kind="value", output_bytes=60)
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [({}, "absent"), ({"output": None}, "null"), ({"output": ""}, "empty"),
+     ({"output": []}, "empty"), ({"output": {}}, "empty"), ({"output": 0}, "value"),
+     ({"output": False}, "value"), ({"output": "x"}, "value")],
+)
+def test_status_output_kinds(extra: dict[str, object], kind: str) -> None:
+    """A COMPLETED job's output is absent, null, empty or a value (0 and false are values)."""
+    j = parse_job({"id": "j", "status": "COMPLETED", "executionTime": 10, **extra})
+    assert j is not None
+    assert j.output_kind == kind
+    assert (j.output_bytes is not None) == (kind == "value")
+
+
+def test_failed_to_return_job_results_is_a_lost_output() -> None:
+    """RunPod's 'Failed to return job results' marks the output lost, whatever the status;
+    unfinished jobs and /requests items leave the output unknown."""
+    for status in ("COMPLETED", "FAILED"):
+        j = parse_job({"id": "j", "status": status, "output": {"x": 1},
+                       "error": "Failed to return job results. | 400, message='Bad Request'"})
+        assert j is not None
+        assert (j.output_kind, j.output_bytes) == ("lost", None)
+    running = parse_job({"id": "j", "status": "IN_PROGRESS", "delayTime": 5})
+    assert running is not None
+    assert running.output_kind is None
+    listed = parse_jobs({"requests": [{"id": "j", "status": "COMPLETED", "output": None}]})
+    assert listed is not None
+    assert listed[0].output_kind is None
 
 
 def test_status_in_queue_has_only_id_and_status() -> None:

@@ -70,7 +70,7 @@ def spec_metric_names(spec: str) -> set[str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 2 or not cells[0].startswith("`runpod_"):
             continue
-        found = re.findall(r"`([a-z_]+)`", cells[0])
+        found = re.findall(r"`([a-z0-9_]+)`", cells[0])
         base = found[0]
         bases = [base] + [
             re.sub(r"_[a-z]+$", suffix, base) for suffix in found[1:] if suffix.startswith("_")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -14,11 +15,15 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     EnvVar,
+    GpuStock,
     Health,
     Job,
     NetworkVolume,
     Observation,
     Template,
+    TrackedJob,
+    Worker,
+    Workers,
 )
 from monitor import __version__
 from monitor.metrics import ERROR_REASONS, CycleFacts, MonitorMetrics, error_reason
@@ -533,3 +538,38 @@ def test_no_secret_becomes_a_label() -> None:
                 if key == "le" or f.name == "runpod_diagnoses_raised":
                     continue
                 assert value in allowed, (s.name, key, value)
+
+
+def test_job_costs_per_endpoint_and_in_all_with_the_billing_beside_them() -> None:
+    """Extensions only: each finished job is costed once (execution, plus the idle timeout
+    when nothing else was queued or running, at the pool's list price, or the catalog's
+    price for the worker's GPU); the billed hourly spend of v2 is set beside them; an
+    unwatched endpoint's series go."""
+    assert "runpod_job_cost_estimated_usd" not in parse(MonitorMetrics())
+    m = MonitorMetrics(extensions=True)
+    ep = {"endpoint_id": "e1", "endpoint": "sdxl"}
+    c = cfg(gpu_ids="AMPERE_48", idle_timeout=10)
+    done = Job("j1", "COMPLETED", 500, 20_000, "w1")
+    facts = cycle(1, [smp("e1", Health(completed=1), jobs=[done], config=c)])
+    m.observe_cycle(replace(facts, observation=replace(
+        facts.observation, endpoint_spend={"e1": 0.42})))
+    m.observe_cycle(cycle(2, [smp("e1", Health(completed=1), jobs=[done], config=c)]))
+    assert one(m, "runpod_job_cost_estimated_usd_count", **ep) == 1
+    assert one(m, "runpod_job_cost_estimated_usd_sum", **ep) == pytest.approx(30 * 0.00034)
+    assert one(m, "runpod_jobs_cost_estimated_usd_total") == pytest.approx(30 * 0.00034)
+    assert one(m, "runpod_endpoint_billed_usd_per_hour", **ep) == 0.42
+    # busy after it: no idle tail; a tracked job's /status answer, priced from the catalog
+    workers = Workers(2, (Worker("w9", "RUNNING", gpu_type="NVIDIA A40"),))
+    busy = smp("e1", Health(completed=2, in_queue=3), jobs=[], config=c)
+    facts = cycle(3, [replace(busy, workers=workers)])
+    obs = replace(facts.observation, gpu_stock=(GpuStock("NVIDIA A40", "AMPERE_48",
+                                                         price_serverless=1.8),),
+                  tracked_jobs=(TrackedJob("e1", Job("t1", "FAILED", 100, 10_000, "w9")),))
+    m.observe_cycle(replace(facts, observation=obs))
+    assert one(m, "runpod_job_cost_estimated_usd_count", **ep) == 2
+    assert one(m, "runpod_jobs_cost_estimated_usd_total") == pytest.approx(
+        30 * 0.00034 + 10 * 1.8 / 3600)
+    m.observe_cycle(cycle(4, [smp("e2")]))
+    assert values(m, "runpod_job_cost_estimated_usd_count", endpoint_id="e1") == {}
+    assert values(m, "runpod_endpoint_billed_usd_per_hour", endpoint_id="e1") == {}
+    assert one(m, "runpod_jobs_cost_estimated_usd_total") > 0  # the total outlives it

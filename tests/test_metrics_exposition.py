@@ -8,6 +8,7 @@ generate_latest(registry); this is that claim, checked after every event.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +26,7 @@ from model.observation import (
     NetworkVolume,
     Observation,
 )
+from monitor.budget import BudgetReading, WindowReading
 from monitor.cycle import CycleResult
 from monitor.incidents import Changes, Incident
 from monitor.metrics import MonitorMetrics
@@ -50,7 +52,9 @@ def health() -> st.SearchStrategy[Health]:
 
 def config(eid: str) -> st.SearchStrategy[EndpointConfig]:
     return st.builds(
-        EndpointConfig, st.just(eid), name=TEXT, gpu_ids=TEXT,
+        EndpointConfig, st.just(eid), name=TEXT,
+        gpu_ids=st.one_of(TEXT, st.sampled_from(["ADA_24", "AMPERE_80,ADA_24"])),
+        idle_timeout=st.one_of(st.none(), st.integers(1, 3600)),
         network_volume_id=st.one_of(st.none(), st.sampled_from(VOLUMES)),
         workers_min=COUNT, workers_max=COUNT,
     )
@@ -113,6 +117,9 @@ def cycle(draw: st.DrawFn, n: int) -> CycleResult:
         account=draw(st.one_of(st.none(), ACCOUNT)) if graphql == OK else None,
         listed_ids=frozenset(ids) if graphql == OK else None,
         endpoints={eid: draw(sample(eid)) for eid in ids},
+        # v2 billing per endpoint (the cost families' reconciliation gauge)
+        endpoint_spend=draw(st.one_of(
+            st.none(), st.dictionaries(st.sampled_from(IDS), st.floats(0, 100), max_size=2))),
     )
     active = draw(st.lists(diagnosis(), max_size=4))
     raised = [Incident(d, obs.t, n) for d in active if draw(st.booleans())]
@@ -121,6 +128,18 @@ def cycle(draw: st.DrawFn, n: int) -> CycleResult:
     return CycleResult(obs, Changes(raised=raised), active, [],
                        draw(st.lists(CALL, max_size=4)), listed, draw(SECONDS))
 
+
+BUDGET = st.builds(
+    BudgetReading,
+    st.lists(st.builds(WindowReading, st.sampled_from(["minute", "hour", "day", 'x"\\\n']),
+                       COUNT, COUNT, COUNT), max_size=4).map(tuple),
+    COUNT, st.booleans(),
+    st.lists(st.tuples(st.sampled_from(["workers", "list", "logs"]), COUNT), max_size=3)
+    .map(tuple),
+    COUNT, COUNT,
+    st.dictionaries(st.sampled_from(IDS), st.one_of(SECONDS, st.integers(0, 10**10)),
+                    max_size=len(IDS)),
+)
 
 SINK = st.sampled_from(["slack", "alertmanager"])
 EVENT = st.one_of(
@@ -133,13 +152,19 @@ EVENT = st.one_of(
     st.tuples(st.just("pending"), SINK, st.integers(0, 50)),
     st.tuples(st.just("init"), SINK),
     st.tuples(st.just("skipped")),
+    st.tuples(st.just("budget"), BUDGET),
 )
 
 
 def apply(m: MonitorMetrics, event: tuple[Any, ...], n: int, data: st.DataObject) -> None:
     kind, *args = event
     if kind == "cycle":
-        m.observe_cycle(data.draw(cycle(n)).facts)
+        facts = data.draw(cycle(n)).facts
+        if data.draw(st.booleans()):
+            facts = replace(facts, budget=data.draw(BUDGET))
+        m.observe_cycle(facts)
+    elif kind == "budget":
+        m.observe_budget(args[0])
     elif kind == "job":
         eid, name, delay, execution, job_id = args
         m.observe_job(eid, name, delay, execution, job_id=job_id)

@@ -320,6 +320,16 @@ def test_healthy_balance_raises_nothing() -> None:
     assert low(500.0, 1.0) == []
 
 
+def test_a_postpaid_account_gets_no_low_balance_alarm() -> None:
+    """POSTPAID accounts are invoiced, so a low or negative balance raises nothing; the same
+    balance on a PREPAID (or unknown) account does."""
+    for balance, spend in ((1.0, 2.0), (0.0, 0.5), (-3.0, 0.0)):
+        for mode, raised in (("POSTPAID", False), ("PREPAID", True), (None, True)):
+            acct = account(balance, spend, billing_mode=mode)
+            found = only(run([obs(1, acct=acct)]), "low_balance")
+            assert bool(found) is raised, (balance, spend, mode)
+
+
 def test_low_balance_needs_account_data() -> None:
     """With GraphQL failed in the latest cycle there is no account data: nothing."""
     observations = [obs(1, acct=account(1.0, 1.0)), obs(2, "timeout")]
@@ -356,7 +366,7 @@ def test_idle_spend_for_30_min_raises_info_with_costs() -> None:
     assert "models (vol1, US-TX-3): 50 GB, 3.50 USD/month" in ev["volumes"]
     assert "36.50 USD/month" in d.summary
     assert "vol1" in d.remedy
-    assert "networkvolumes" in d.remedy
+    assert "https://api.runpod.io/v2/network-volumes/<volume id>" in d.remedy
 
 
 def test_idle_spend_threshold_boundary() -> None:
@@ -422,3 +432,56 @@ def test_idle_spend_without_volumes_points_at_pods() -> None:
     assert len(found) == 1
     assert found[0].evidence["network_volumes"] == 0
     assert "workersMin" in found[0].remedy
+
+
+def test_idle_spend_names_each_volume_and_pod_with_its_monthly_cost() -> None:
+    """A volume costs its size at 0.07 USD/GB-month under 1 TB and 0.05 from 1 TB; a
+    stopped pod its disk at 0.20; each is named with its cost, dearest first, and the
+    stopped pod gets its terminate call."""
+    volumes = (NetworkVolume("vol-big", "archive", 2000.0, "EU-RO-1"),
+               NetworkVolume("vol1", "models", 50.0, "US-TX-3"))
+    pods = (Pod("pod-a", "dev", "EXITED", 0.0, disk_gb=100.0),
+            Pod("pod-b", "gone", "EXITED", 0.0))  # disk unknown: no cost to name
+    observations = [
+        obs(c, acct=account(100.0, 0.2, volumes=volumes, pods=pods), healths=[Health()])
+        for c in range(1, 62)
+    ]
+    (d,) = only(run(observations), "idle_spend")
+    ev = d.evidence
+    assert ev["volumes"] == (
+        "archive (vol-big, EU-RO-1): 2000 GB, 100.00 USD/month; "
+        "models (vol1, US-TX-3): 50 GB, 3.50 USD/month"
+    )
+    assert ev["volumes_usd_month"] == 103.5
+    assert ev["pods"] == "pod dev (pod-a, EXITED): stopped, 100 GB disk, 20.00 USD/month"
+    assert ev["pods_usd_month"] == 20.0
+    assert "2 network volumes (103.50 USD/month) and 1 pod (20.00 USD/month)" in d.summary
+    assert "pod-b" not in d.remedy
+    assert 'podTerminate(input: { podId: \\"pod-a\\" })' in d.remedy
+
+
+def test_idle_spend_prices_pods_and_volumes_by_the_thresholds() -> None:
+    """The three prices are `rules:` keys."""
+    th = Thresholds.model_validate({"volume_usd_per_gb_month": 0.1,
+                                    "volume_usd_per_gb_month_over_1tb": 0.04,
+                                    "pod_disk_usd_per_gb_month": 0.3})
+    assert account_rules.volume_month_usd(500, th) == 50.0
+    assert account_rules.volume_month_usd(1000, th) == 40.0
+    assert account_rules.pod_month_usd(Pod("p", "", "EXITED", 0.0, disk_gb=10), th) == 3.0
+    assert account_rules.pod_month_usd(Pod("p", "", "RUNNING", 0.5), th) == 365.0
+    assert account_rules.pod_month_usd(Pod("p", "", "EXITED", 0.0), th) is None
+
+
+def test_idle_spend_in_rest_mode_quotes_v2_calls() -> None:
+    """In REST mode the pod is terminated with DELETE /v2/pods/{id} and the checks are v2
+    GETs: no GraphQL."""
+    pods = (Pod("pod-a", "dev", "EXITED", 0.0, disk_gb=100.0),)
+    observations = [
+        replace(obs(c, acct=account(100.0, 0.2, pods=pods), healths=[Health()]),
+                control_plane="rest")
+        for c in range(1, 62)
+    ]
+    (d,) = only(run(observations), "idle_spend")
+    assert "curl -s -X DELETE https://api.runpod.io/v2/pods/pod-a " in d.remedy
+    assert "curl -s https://api.runpod.io/v2/pods " in d.remedy
+    assert "graphql" not in d.remedy.lower()

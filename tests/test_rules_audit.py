@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 import pytest
-from remedykit import posted
+from remedykit import curls, posted
 from rulekit import TH, Health, account, build, config, observation, sample, template
 from test_secrets import CASES, GH_BODY, GHP, HF
 
@@ -325,3 +326,48 @@ def test_container_disk_thresholds_are_settable() -> None:
     th = Thresholds(container_disk_no_volume_min_gb=100)
     assert len(only(run(cfg(disk=60), th), "container_disk_small")) == 1
 
+
+
+# --- REST v2 mode -------------------------------------------------------------------------
+
+
+def run_rest(c: EndpointConfig) -> list[Diagnosis]:
+    """The audit with the latest observation in REST v2 mode."""
+    obs = [observation(k, [sample(Health(), config=c)], account=account(),
+                       control_plane="rest") for k in (1, 2)]
+    return audit.diagnose(build(obs), TH)
+
+
+def _patch(remedy: str) -> dict[str, object]:
+    """The body of the remedy's first PATCH."""
+    for argv in curls(remedy):
+        if "-X" in argv and argv[argv.index("-X") + 1] == "PATCH":
+            return json.loads(argv[argv.index("-d") + 1])  # type: ignore[no-any-return]
+    raise AssertionError(remedy)
+
+
+def test_rest_volume_path_fix_patches_the_whole_env_on_the_endpoint() -> None:
+    """The fix is a PATCH of the whole env with the path moved under /runpod-volume, the
+    other values kept and a credential replaced by a secret reference."""
+    c = cfg(volume=VOL, env=[("HF_HOME", "/workspace/hf"), ("HF_TOKEN", HF), ("A", "1")])
+    (d,) = only(run_rest(c), "volume_path_mismatch")
+    assert _patch(d.remedy) == {"env": {
+        "HF_HOME": "/runpod-volume/hf", "HF_TOKEN": "{{ RUNPOD_SECRET_HF_TOKEN }}", "A": "1",
+    }}
+    assert "editing the template alone changes nothing" in d.remedy
+    assert '{"templateId": "tpl-9"}' in d.remedy
+    assert HF[3:] not in d.remedy
+
+
+def test_rest_container_disk_and_secret_fixes() -> None:
+    """A small disk is raised with {"disk": N}; a token in env becomes a secret reference
+    and one in the start command a placeholder, never the token."""
+    (disk,) = only(run_rest(cfg(disk=10, volume=VOL)), "container_disk_small")
+    assert _patch(disk.remedy) == {"disk": 20}
+    c = cfg(docker_args=f"git clone https://{GHP}@github.com/o/r /x", env=[("HF_TOKEN", HF)])
+    (secret,) = only(run_rest(c), "secret_in_template")
+    assert _patch(secret.remedy) == {
+        "args": "<the start command without the token>",
+        "env": {"HF_TOKEN": "{{ RUNPOD_SECRET_HF_TOKEN }}"},
+    }
+    assert GH_BODY not in repr(secret)

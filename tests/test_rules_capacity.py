@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from remedykit import posted
+import json
+from dataclasses import replace
+
+from remedykit import curls, posted
 from rulekit import (
     EID,
     TH,
@@ -18,7 +21,7 @@ from rulekit import (
 )
 
 from model.history import History
-from model.observation import NetworkVolume
+from model.observation import GpuStock, NetworkVolume
 from rules import capacity
 from rules.diagnosis import Diagnosis
 from rules.thresholds import Thresholds
@@ -332,3 +335,153 @@ def test_each_watched_endpoint_is_judged_on_its_own() -> None:
 def test_empty_history_returns_nothing() -> None:
     """No observation at all: nothing."""
     assert capacity.diagnose(History(()), TH) == []
+
+
+# --- live GPU stock in the remedy (REST v2 catalog) ------------------------------------
+
+
+def gpu(
+    gpu_type: str, pool: str, *where: tuple[str, str], level: str | None = None
+) -> GpuStock:
+    """A catalog GPU type with its stock per datacenter."""
+    overall = level or ("HIGH" if any(lvl != "NONE" for _, lvl in where) else "NONE")
+    return GpuStock(gpu_type, pool, overall, tuple(where), 0.00044)
+
+
+def throttled_remedy(stock: list[GpuStock] | None, plane: str = "rest", **cfg: object) -> str:
+    c = replace(PINNED, **cfg) if cfg else PINNED
+    history = endpoint_history(
+        [THROTTLED] * 3, config=c, account=TX3, control_plane=plane, gpu_stock=stock
+    )
+    return only(history, "no_gpu_capacity").remedy
+
+
+def patches(remedy: str) -> list[dict[str, object]]:
+    """The JSON bodies of the remedy's PATCH commands."""
+    return [
+        json.loads(argv[argv.index("-d") + 1])
+        for argv in curls(remedy)
+        if "-X" in argv and argv[argv.index("-X") + 1] == "PATCH"
+    ]
+
+
+def test_stock_in_the_pinned_datacenter_lists_it_and_keeps_the_pin() -> None:
+    """Compatible tiers with stock in US-TX-3 are listed (and those without), the pools
+    widen to them, and dropping the pin is not offered."""
+    stock = [
+        gpu("NVIDIA A40", "AMPERE_48", ("US-TX-3", "NONE"), ("EU-RO-1", "HIGH")),
+        gpu("NVIDIA L40S", "ADA_48_PRO", ("US-TX-3", "MEDIUM")),
+        gpu("NVIDIA A100 80GB PCIe", "AMPERE_80", ("US-TX-3", "LOW"), ("US-KS-2", "HIGH")),
+    ]
+    remedy = throttled_remedy(stock)
+    assert "stock in US-TX-3 now: ADA_48_PRO (US-TX-3 MEDIUM); AMPERE_80 (US-TX-3 LOW)" in remedy
+    assert "none there: AMPERE_48, ADA_80_PRO" in remedy
+    assert patches(remedy) == [{"gpu": {"pools": ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"]}}]
+    assert "pin" not in remedy.lower()
+
+
+def test_no_stock_in_the_pinned_datacenter_but_elsewhere_drops_the_pin() -> None:
+    """No compatible tier has stock in US-TX-3 but some has in EU-RO-1: drop the pin (the
+    volume, here), with the stocked tiers, or move the volume there."""
+    stock = [
+        gpu("NVIDIA A40", "AMPERE_48", ("US-TX-3", "NONE"), ("EU-RO-1", "HIGH")),
+        gpu("NVIDIA A100 80GB PCIe", "AMPERE_80", ("EU-RO-1", "LOW")),
+        gpu("NVIDIA L40S", "ADA_48_PRO", level="NONE"),
+    ]
+    remedy = throttled_remedy(stock)
+    assert "no compatible tier has stock in US-TX-3 now" in remedy
+    assert "elsewhere: AMPERE_48 (EU-RO-1 HIGH); AMPERE_80 (EU-RO-1 LOW)" in remedy
+    assert patches(remedy) == [
+        {"gpu": {"pools": ["AMPERE_48", "AMPERE_80"]}, "networkVolumes": []}
+    ]
+    assert "new network volume in EU-RO-1" in remedy
+
+
+def test_a_locations_pin_is_dropped_with_data_center_ids() -> None:
+    """An endpoint pinned by dataCenterIds (no volume) drops them: {"dataCenterIds": []};
+    GraphQL mode drops `locations` in saveEndpoint."""
+    stock = [gpu("NVIDIA A40", "AMPERE_48", ("EU-RO-1", "NONE"), ("US-KS-2", "HIGH"))]
+    remedy = throttled_remedy(stock, locations="EU-RO-1", network_volume_id=None)
+    assert patches(remedy) == [{"dataCenterIds": []}]
+    graphql = throttled_remedy(
+        stock, "graphql", locations="EU-RO-1", network_volume_id=None
+    )
+    assert 'locations: ""' in posted(graphql)
+    assert "-X PATCH" not in graphql
+
+
+def test_no_stock_anywhere_does_not_recommend_dropping_the_pin() -> None:
+    """No compatible tier has stock in any datacenter: the remedy says so, widens the pools
+    to every compatible tier, and offers no unpin."""
+    stock = [
+        gpu("NVIDIA A40", "AMPERE_48", ("US-TX-3", "NONE")),
+        gpu("NVIDIA L40S", "ADA_48_PRO", level="NONE"),
+    ]
+    remedy = throttled_remedy(stock)
+    assert "has stock in any datacenter now, so dropping the datacenter pin would not help" in (
+        remedy
+    )
+    assert patches(remedy) == [{"gpu": {"pools": WIDER.split(",")}}]
+
+
+def test_unknown_or_stale_stock_gives_the_advice_without_it() -> None:
+    """No catalog read, or one older than STOCK_MAX_AGE_S, or one that names none of the
+    endpoint's tiers: the remedy is the one without stock data."""
+    without = throttled_remedy(None)
+    assert "GPU stock" not in without
+    assert {"networkVolumes": []} in patches(without)
+    unrelated = [gpu("NVIDIA H100", "HOPPER_141", ("US-TX-3", "HIGH"))]
+    assert throttled_remedy(unrelated) == without
+    stale_obs = [
+        observation(c, [sample(THROTTLED, config=PINNED)], account=TX3, control_plane="rest",
+                    gpu_stock=[gpu("NVIDIA L40S", "ADA_48_PRO", ("US-TX-3", "HIGH"))]
+                    if c == 1 else None)
+        for c in range(1, 23)  # the read is 630 s old at the last cycle
+    ]
+    assert only(build(stale_obs), "no_gpu_capacity").remedy == without
+
+
+def test_excluded_gpu_types_do_not_count_as_stock() -> None:
+    """A GPU type the endpoint excludes (`-NVIDIA L40S`) is not stock of its pool; the
+    PATCH restates the exclusion beside the pools."""
+    stock = [
+        gpu("NVIDIA L40S", "ADA_48_PRO", ("US-TX-3", "HIGH")),
+        gpu("NVIDIA A100 80GB PCIe", "AMPERE_80", ("US-TX-3", "LOW")),
+    ]
+    remedy = throttled_remedy(stock, gpu_ids="AMPERE_48,-NVIDIA L40S")
+    assert "none there: AMPERE_48, ADA_48_PRO, ADA_80_PRO" in remedy
+    assert patches(remedy) == [
+        {"gpu": {"pools": ["AMPERE_48", "AMPERE_80"], "excludedTypes": ["NVIDIA L40S"]}}
+    ]
+
+
+def test_not_scheduling_reads_the_stock_too() -> None:
+    """not_scheduling's remedy comes from the same catalog."""
+    stock = [gpu("NVIDIA L40S", "ADA_48_PRO", ("US-TX-3", "HIGH"))]
+    history = endpoint_history(
+        [SILENT] * 11, config=PINNED, account=TX3, control_plane="rest", gpu_stock=stock
+    )
+    remedy = only(history, "not_scheduling").remedy
+    assert "stock in US-TX-3 now: ADA_48_PRO (US-TX-3 HIGH)" in remedy
+
+
+def test_summary_names_a_datacenter_pin_without_a_volume() -> None:
+    """An endpoint pinned by locations / dataCenterIds names them in the summary."""
+    c = replace(PINNED, network_volume_id=None, locations="EU-RO-1")
+    d = only(endpoint_history([THROTTLED] * 3, config=c), "no_gpu_capacity")
+    assert "EU-RO-1, where it is pinned, has no AMPERE_48 capacity" in d.summary
+
+
+def test_the_stock_read_is_in_the_evidence() -> None:
+    """The evidence carries what the catalog said and how old the read is; nothing
+    without a read."""
+    stock = [gpu("NVIDIA A40", "AMPERE_48", ("US-TX-3", "NONE"), ("EU-RO-1", "HIGH"))]
+    history = endpoint_history(
+        [THROTTLED] * 3, config=PINNED, account=TX3, control_plane="rest", gpu_stock=stock
+    )
+    ev = only(history, "no_gpu_capacity").evidence
+    assert ev["stock_read_s_ago"] == 0
+    assert ev["stock_where_pinned"] == "none"
+    assert ev["stock_elsewhere"] == "AMPERE_48 (EU-RO-1 HIGH)"
+    plain = only(endpoint_history([THROTTLED] * 3, config=PINNED), "no_gpu_capacity")
+    assert "stock_read_s_ago" not in plain.evidence

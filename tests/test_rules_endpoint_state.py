@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from remedykit import posted
@@ -86,6 +87,29 @@ def test_two_404s_with_nonpositive_balance_raise_balance_exhausted() -> None:
     assert f'deleteEndpoint(id: "{EID}")' in posted(d.remedy)
     assert "saveEndpoint(input: { name:" in d.remedy  # the create mutation has no id
     assert "workersMax: 0" in d.remedy  # scale to zero before deleting
+
+
+def test_a_postpaid_account_is_never_balance_exhausted() -> None:
+    """A POSTPAID account is invoiced: a balance <= 0 does not disable its endpoints, so
+    404s that follow a 200 read as endpoint_disabled, not balance_exhausted."""
+    postpaid = account(-5.0, billing_mode="POSTPAID")
+    cycles = [ok(1), nf(2, -5.0), nf(3, -5.0)]
+    found = run([replace(o, account=postpaid) for o in cycles])
+    assert codes(found) == ["endpoint_disabled"]
+
+
+def test_rest_mode_recreates_with_v2_delete_and_post() -> None:
+    """In REST mode the recreation is DELETE /v2/serverless/{id} and POST /v2/serverless
+    (no scale-to-zero: a v2 DELETE stops the workers itself), and the summary names REST v2
+    as the listing."""
+    found = run([replace(o, control_plane="rest", sources={"endpoints": "rest"})
+                 for o in (ok(1), nf(2, -0.12), nf(3, -0.12))])
+    (d,) = found
+    assert "REST v2 still lists it" in d.summary
+    assert f"curl -s -X DELETE https://api.runpod.io/v2/serverless/{EID} " in d.remedy
+    assert "curl -s -X POST https://api.runpod.io/v2/serverless " in d.remedy
+    assert '"templateId": "tpl-w"' in d.remedy
+    assert "mutation" not in d.remedy
 
 
 def test_balance_exactly_zero_counts_as_exhausted() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from remedykit import posted
 from rulekit import (
     EID,
@@ -15,11 +16,13 @@ from rulekit import (
     job,
     prefixes,
     template,
+    worker,
+    workers,
 )
 
 from model.history import History
-from model.observation import NetworkVolume, queued_wait_ms
-from rules import lifecycle
+from model.observation import EndpointConfig, NetworkVolume, Workers, queued_wait_ms
+from rules import lifecycle, worker_records
 from rules.diagnosis import Diagnosis
 from rules.lifecycle import count_restarts, head_wait_ms, larger_tiers
 from rules.thresholds import Thresholds
@@ -341,3 +344,198 @@ def test_queued_wait_tells_none_queued_from_unknown() -> None:
 def test_empty_history_returns_nothing() -> None:
     """No observation at all: nothing."""
     assert lifecycle.diagnose(History(()), TH) == []
+
+
+# --- crash_loop from REST v2 worker records -----------------------------------------------
+
+
+def _crashing_records(n: int, life_s: int = 40, every: int = 2) -> list[Workers | None]:
+    """A worker replaced by a new id every `every` cycles, each seen alive at most `life_s`."""
+    out: list[Workers | None] = []
+    for i in range(n):
+        k = i // every
+        t = i * 30.0
+        born = k * every * 30.0 - 10
+        out.append(workers(worker(f"w-{k}", started_at=born, uptime_s=min(life_s,
+                                                                          int(t - born)))))
+    return out
+
+
+def test_record_restarts_raise_sooner_with_numbers() -> None:
+    """Two workers replaced within a 2 min stall raise crash_loop at 120 s (crash_loop_records_s),
+    where /health alone (no running flip) would wait for the 15 min hang limit."""
+    hs = [STARTING] * 5
+    assert codes(endpoint_history(hs, config=CFG)) == []
+    assert codes(endpoint_history(hs[:4], config=CFG, workers=_crashing_records(4))) == []
+    d = only(endpoint_history(hs, config=CFG, workers=_crashing_records(5)), "crash_loop")
+    assert d.evidence["restarts"] == 2
+    assert d.evidence["restarts_from"] == "worker records"
+    assert d.evidence["restarted_workers"] == ["w-0", "w-1"]
+    assert d.evidence["longest_life_s"] == 40
+    assert d.evidence["restart_period_s"] == 60
+    assert d.evidence["threshold_s"] == 120
+    assert d.summary == (
+        "mocha-video has had 3 jobs queued and none started for 2 min (5 cycles): the worker "
+        "records show 2 restarts in 2 min (one every 60 s), none seen alive past 40 s. The "
+        "worker dies during startup, before runpod.serverless.start(), and RunPod keeps "
+        "restarting it."
+    )
+    assert "purge-queue" in d.remedy
+
+
+def test_record_restart_by_started_at_and_uptime_reset_of_the_same_id() -> None:
+    """The same id whose startedAt moves later, or whose uptime goes down, restarted."""
+    by_start = [workers(worker("w", started_at=s, uptime_s=None))
+                for s in (0, 0, 50, 50, 110)]
+    assert worker_records.restarts(
+        [(i * 30.0, w) for i, w in enumerate(by_start)]
+    ) == [worker_records.Restart(60.0, "w", "restarted", 30.0),
+          worker_records.Restart(120.0, "w", "restarted", 40.0)]
+    by_uptime = [workers(worker("w", uptime_s=u)) for u in (10, 40, 5, 35, 8)]
+    found = worker_records.restarts([(i * 30.0, w) for i, w in enumerate(by_uptime)])
+    assert [(r.t, r.lived_s) for r in found] == [(60.0, 40.0), (120.0, 35.0)]
+    d = only(endpoint_history([STARTING] * 5, config=CFG, workers=list(by_uptime)),
+             "crash_loop")
+    assert d.evidence["restarts"] == 2
+
+
+def test_a_stale_worker_replaced_by_the_new_release_is_no_restart() -> None:
+    """A rollout replaces old-version workers: that is not a restart."""
+    recs = [
+        (0.0, workers(worker("old-1", version=1, stale=True, started_at=-600), version=2)),
+        (30.0, workers(worker("new-1", version=2, started_at=20), version=2)),
+        (60.0, workers(worker("new-1", version=2, started_at=20), version=2)),
+    ]
+    assert worker_records.restarts(recs) == []
+    # scaling down (an id gone, none new) and a throttled placeholder are no restarts either
+    down = [(0.0, workers(worker("a"), worker("b"))), (30.0, workers(worker("a")))]
+    assert worker_records.restarts(down) == []
+    throttled = [(0.0, workers(worker("t1", "THROTTLED"))),
+                 (30.0, workers(worker("t2", "THROTTLED")))]
+    assert worker_records.restarts(throttled) == []
+
+
+def test_running_flips_still_count_beside_records_that_show_none() -> None:
+    """Records that show the same worker up all along do not hide /health's running flips:
+    today's inference still raises at 5 min, saying where the restarts came from."""
+    recs: list[Workers | None] = [workers(worker("w", started_at=-10, uptime_s=10 + 30 * i))
+                                  for i in range(11)]
+    assert codes(endpoint_history(looping(10), config=CFG, workers=recs[:10])) == []
+    d = only(endpoint_history(looping(11), config=CFG, workers=recs), "crash_loop")
+    assert d.evidence["restarts_from"] == "running flips"
+    assert d.evidence["restarts"] == 2
+    assert d.evidence["threshold_s"] == 300
+    assert "restarted_workers" not in d.evidence
+
+
+def test_without_records_in_the_stall_the_flips_count_as_before() -> None:
+    """One record (or none asked) during the stall: today's inference from running flips."""
+    recs: list[Workers | None] = [None] * 11
+    recs[0] = workers(worker("w"))
+    d = only(endpoint_history(looping(11), config=CFG, workers=recs), "crash_loop")
+    assert d.evidence["restarts_from"] == "running flips"
+    assert d.evidence["restarts"] == 2
+
+
+def test_single_restart_after_an_execution_timeout_is_not_a_crash_loop() -> None:
+    """The trap: a job runs past executionTimeout, fails, its worker is replaced once, and
+    the queue moves on: no crash_loop at any cycle."""
+    busy = [Health(completed=10, in_progress=1, in_queue=2, running=1)] * 10
+    timed_out = [Health(completed=10, failed=1, in_queue=2, initializing=1)]
+    back = [Health(completed=10 + i, failed=1, in_progress=1, in_queue=1, running=1)
+            for i in range(1, 20)]
+    hs = busy + timed_out + back
+    recs: list[Workers | None] = [workers(worker("w-1", started_at=-60))] * 10
+    recs += [workers(worker("w-2", "INITIALIZING", started_at=300))]
+    recs += [workers(worker("w-2", started_at=300))] * 19
+    for h in prefixes(endpoint_history(hs, config=CFG, workers=recs)):
+        assert codes(h) == []
+
+
+def test_standby_worker_flapping_with_no_jobs_is_not_a_crash_loop() -> None:
+    """The trap: a workersMin=1 worker replaced every other cycle with nothing queued."""
+    hs = [Health(completed=50, idle=1, ready=1)] * 30
+    recs = _crashing_records(30, life_s=50)
+    for h in prefixes(endpoint_history(hs, config=CFG, workers=recs)):
+        assert codes(h) == []
+
+
+# --- ghosts --------------------------------------------------------------------------------
+
+WAITING = Health(in_queue=3, initializing=1)
+
+
+def test_a_worker_initializing_past_the_hang_limit_is_a_ghost() -> None:
+    """INITIALIZING in every record for 15 min: a ghost, with the capacity remedies."""
+    recs: list[Workers | None] = [workers(worker("w-ghost", "INITIALIZING"))] * 31
+    d = only(endpoint_history([WAITING] * 31, config=CFG, workers=recs, account=TX3),
+             "crash_loop")
+    assert "worker w-ghost has been INITIALIZING for 15 min" in d.summary
+    assert "ghost" in d.summary
+    assert "may be hanging" not in d.summary
+    assert d.evidence["ghost_workers"] == ["w-ghost"]
+    assert d.evidence["ghost_s"] == 900
+    assert "gpuIds" in d.remedy
+    assert "AMPERE_48,ADA_48_PRO" in d.remedy  # the wider tiers of the capacity remedy
+    # the same stall without records: the hang reading, as before
+    plain = only(endpoint_history([WAITING] * 31, config=CFG), "crash_loop")
+    assert "the startup may be hanging" in plain.summary
+    assert "ghost" not in plain.summary
+
+
+def test_a_worker_initializing_for_less_than_the_limit_is_no_ghost() -> None:
+    """Records that began 5 min ago do not prove 15 min of INITIALIZING: the hang reading."""
+    recs: list[Workers | None] = [None] * 21 + [workers(worker("w", "INITIALIZING"))] * 10
+    d = only(endpoint_history([WAITING] * 31, config=CFG, workers=recs), "crash_loop")
+    assert "may be hanging" in d.summary
+    assert "ghost_workers" not in d.evidence
+
+
+def test_a_worker_health_counts_but_the_records_do_not_list_is_a_ghost() -> None:
+    """/health counts a running worker, the records list none, for 15 min: a ghost."""
+    recs: list[Workers | None] = [workers()] * 31
+    d = only(endpoint_history([STARTING] * 31, config=CFG, workers=recs), "crash_loop")
+    assert "/health has counted 1 worker for 15 min that the worker records do not list" \
+        in d.summary
+    assert d.evidence["ghost_workers"] == ["absent"]
+
+
+# --- the declared start-up budget ------------------------------------------------------------
+
+
+def _with_init_timeout(value: str) -> EndpointConfig:
+    return config(gpu_ids="AMPERE_48", template=template(
+        container_disk_gb=40, env=[("RUNPOD_INIT_TIMEOUT", value), ("HF_HOME", "/x")]))
+
+
+def test_a_declared_init_timeout_longer_than_the_limit_is_honoured() -> None:
+    """RUNPOD_INIT_TIMEOUT=1800: not paged at 15 min, paged at 30, saying why."""
+    cfg = _with_init_timeout("1800")
+    assert codes(endpoint_history([STARTING] * 31, config=cfg)) == []
+    assert codes(endpoint_history([STARTING] * 60, config=cfg)) == []
+    d = only(endpoint_history([STARTING] * 61, config=cfg), "crash_loop")
+    assert d.evidence["threshold_s"] == 1800
+    assert d.evidence["init_timeout_s"] == 1800
+    assert "the 30 min its RUNPOD_INIT_TIMEOUT declares a startup may take" in d.summary
+
+
+@pytest.mark.parametrize("junk", ["abc", "-5", "0", "nan", "inf", "", "12m"])
+def test_a_junk_or_shorter_init_timeout_changes_nothing(junk: str) -> None:
+    """Junk (or a budget under crash_loop_no_restart_s) keeps the 15 min limit."""
+    for value in (junk, "600"):
+        d = only(endpoint_history([STARTING] * 31, config=_with_init_timeout(value)),
+                 "crash_loop")
+        assert d.evidence["threshold_s"] == 900
+    assert worker_records.declared_init_timeout_s(_with_init_timeout(junk)) is None
+    assert worker_records.declared_init_timeout_s(_with_init_timeout(" 1e9 ")) == 86400
+
+
+def test_a_worker_replaced_after_a_poll_with_none_is_a_restart() -> None:
+    """Gone in one record, none the next, a new id after: a restart (RunPod often shows no
+    worker between the two); a new id 10 min after the last one went is a scale-up."""
+    recs = [(0.0, workers(worker("a", started_at=-20))), (30.0, workers()),
+            (60.0, workers(worker("b", started_at=50)))]
+    assert [(r.t, r.worker_id, r.how) for r in worker_records.restarts(recs)] == [
+        (60.0, "a", "replaced")]
+    later = [(0.0, workers(worker("a"))), (30.0, workers()), (630.0, workers(worker("b")))]
+    assert worker_records.restarts(later) == []

@@ -133,3 +133,21 @@ def test_hf_body_boundary() -> None:
 def test_token_glued_to_a_word_is_not_a_token() -> None:
     """A prefix that continues a word (xghp_...) is not taken for a token."""
     assert find_secrets("x" + GHP) == []
+
+
+# --- the values of secret-looking env keys ----------------------------------------------
+
+def test_secret_keys_and_their_values_are_hidden_whatever_their_shape() -> None:
+    from rules.secrets import mask_values, secret_key, secret_values
+
+    for key in ("HF_TOKEN", "DB_PASSWORD", "aws_secret_access_key", "OPENAI_API_KEY",
+                "WANDB_KEY", "BASIC_AUTH", "GIT_CREDENTIALS"):
+        assert secret_key(key), key
+    for key in ("HF_HOME", "MODEL_DIR", "KEYBOARD_LAYOUT", "BATCH_SIZE"):
+        assert not secret_key(key), key
+    env = [("DB_PASSWORD", "plain-pass-77"), ("HF_HOME", "/runpod-volume/hf"),
+           ("API_KEY", "short"), ("HF_TOKEN", "{{ RUNPOD_SECRET_hf }}"),
+           ("GH_TOKEN", "ghp_****")]
+    assert secret_values(env) == {"plain-pass-77"}  # long enough, not a reference or masked
+    text = "connect db with plain-pass-77 to /runpod-volume/hf"
+    assert mask_values(text, secret_values(env)) == "connect db with **** to /runpod-volume/hf"

@@ -6,13 +6,15 @@ each secret and for its tail."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from daemonkit import (
     SIGTERM,
     RecordingServer,
@@ -29,7 +31,21 @@ from daemonkit import (
     write_yaml,
 )
 
-from monitor.store import unpack
+from model.observation import LogLine, Worker, WorkerLogs, Workers
+from monitor import logs as monitor_logs
+from monitor.alerts.alertmanager import alert_json
+from monitor.alerts.message import message_text
+from monitor.alerts.model import Message, Notification
+from monitor.alerts.slack import render as slack_render
+from monitor.config import load_settings
+from monitor.cycle import build_pipeline
+from monitor.history_api import endpoint_report, incidents_report
+from monitor.replay import incident_json
+from monitor.runpod.client import RunPodClient
+from monitor.simulator import Scenario, SimulatorServer
+from monitor.status_page import render as page_render
+from monitor.store import Store, unpack
+from monitor.web import diagnosis_json, endpoints_json
 
 pytestmark = pytest.mark.integration
 
@@ -295,3 +311,185 @@ def test_no_secret_in_what_slack_receives(captured: Captured) -> None:
     assert not leaks
     for req in captured.slack:
         assert req.path.startswith("/services/T0/B0/")
+
+
+# --- worker logs: a token in a log line and in the template env ------------------------
+#
+# The prober does not make the v2 calls yet (the integration step adds them): its
+# `/workers` answer and the log read of the workers `Pipeline.logs_wanted` names are stood
+# in for by adding them to the observation the real prober made from the simulator.
+# Everything after it is the real pipeline, store, renderers and sinks' bodies.
+
+LOG_HF = "hf_" + "Lg7Qz2Wx9Rt4Yp6Ua1Sd3Fg5Hj8Kl0Zx4"  # token-shaped, in env and in a log line
+LOG_DBPW = "Db-Pa55-not-token-shaped-913"  # secret only because its env key says so
+LOG_EID = "e2elogs00001"
+LOG_NEEDLES = [("hf token", LOG_HF), ("hf token (tail)", LOG_HF[-8:]),
+               ("db password", LOG_DBPW), ("db password (tail)", LOG_DBPW[-8:])]
+LOG_LINES = (
+    f"starting worker with HF_TOKEN={LOG_HF} DB_PASSWORD={LOG_DBPW}",
+    "huggingface_hub.errors.GatedRepoError: 403 Client Error. Cannot access gated repo for "
+    f"url https://huggingface.co/acme/private/resolve/main/config.json (token {LOG_HF})",
+    f"fatal: Authentication failed for 'https://acme:{LOG_DBPW}@github.com/acme/w.git/'",
+    "Killed",
+)
+
+
+def _log_scenario() -> Any:
+    return Scenario.from_dict({
+        "name": "secrets-logs", "interval_s": 30,
+        "account": {"clientBalance": 90.0, "currentSpendPerHr": 0.3},
+        "endpoints": [{
+            "id": LOG_EID, "name": "leaky-logs", "gpuIds": "AMPERE_48", "workersMin": 0,
+            "workersMax": 1, "idleTimeout": 5,
+            "template": {"id": "tpl-logs", "name": "logs", "imageName": "u/logs:1",
+                         "dockerArgs": "", "containerDiskInGb": 50,
+                         "env": [{"key": "HF_TOKEN", "value": LOG_HF},
+                                 {"key": "DB_PASSWORD", "value": LOG_DBPW}]},
+            "health": {"jobs": {"inQueue": 2}, "workers": {"unhealthy": 1}},
+        }],
+        "steps": [{"cycles": 10}],
+    })
+
+
+def _read_logs_too(pipeline: Any) -> list[tuple[int, str, str]]:
+    """Stand in for the prober's v2 calls: `/workers` lists the failing worker, and the
+    workers `pipeline.logs_wanted()` names get a snapshot; returns the reads made."""
+    probe = pipeline.prober.probe
+    reads: list[tuple[int, str, str]] = []
+
+    async def probe_and_read(cycle: int, t: float) -> Any:
+        wanted = pipeline.logs_wanted()  # decided on the last cycle's active diagnoses
+        report = await probe(cycle, t)
+        obs = report.observation
+        bad = Worker("wrk-bad", "UNHEALTHY", started_at=1_767_225_000.0)
+        s = replace(obs.endpoints[LOG_EID], workers=Workers(1, (bad,)))
+        snaps = []
+        for eid, wid in wanted:
+            reads.append((cycle, eid, wid))
+            snaps.append(WorkerLogs(wid, tuple(LogLine(t - 5 + i, "container", text)
+                                               for i, text in enumerate(LOG_LINES))))
+        if snaps:
+            s = replace(s, logs=tuple(snaps))
+        return replace(report, observation=replace(obs, endpoints={**obs.endpoints,
+                                                                   LOG_EID: s}))
+
+    pipeline.prober.probe = probe_and_read
+    return reads
+
+
+async def test_no_secret_of_a_worker_log_in_any_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A token in a log line and in the template env (one token-shaped, one only named
+    secret by its key): every output holds the logs' cause and none of the secrets."""
+    key = "logs-e2e-key-0123456789"
+    before = structlog.get_config()  # configure() binds to capsys's stderr: put it back after
+    monitor_logs.configure("debug", "json", secrets=[key])
+    server = SimulatorServer(_log_scenario(), key)
+    url = await server.start()
+    client = RunPodClient(api_key=key, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
+                          timeout_s=2.0)
+    state = tmp_path / "state.db"
+    outputs: dict[str, str] = {}
+    t0 = 1_767_225_600.0
+    try:
+        settings = load_settings(None, env={})
+        store = Store(state)
+        pipeline = build_pipeline(settings, client, sinks=[], store=store)
+        reads = _read_logs_too(pipeline)
+        for k in range(1, 5):
+            result = await pipeline.cycle(k, t0 + 30 * k)
+        # the failing worker's log was read once in its incident, the cycle after it began
+        assert reads == [(2, LOG_EID, "wrk-bad")]
+        incidents = pipeline.tracker.incidents()
+        (unhealthy,) = [i for i in incidents if i.diagnosis.code == "workers_unhealthy"]
+        d = unhealthy.diagnosis
+        assert d.evidence["log_signature"] == "hf_download", d.evidence
+        assert d.summary.startswith("Worker logs: Hugging Face refused the model download")
+
+        outputs["api diagnoses"] = json.dumps([diagnosis_json(i) for i in incidents])
+        outputs["api endpoints"] = json.dumps(endpoints_json(result.observation, str))
+        outputs["api endpoint"] = json.dumps(
+            endpoint_report(pipeline.history.view(), LOG_EID, 3600.0, None))
+        outputs["api incidents"] = json.dumps(
+            incidents_report(pipeline.episodes.episodes(), t0 + 120, 3600.0))
+        outputs["metrics"] = pipeline.metrics.render()[0].decode()
+
+        class Runtime:
+            def metrics_body(self) -> tuple[bytes, str]:
+                return b"", "text/plain"
+
+            def health(self) -> tuple[bool, str]:
+                return True, "ok"
+
+            def incidents(self) -> list[Any]:
+                return incidents
+
+            def last_observation(self) -> Any:
+                return result.observation
+
+            def endpoint_name(self, endpoint_id: str) -> str:
+                return endpoint_id
+
+            def register_job(self, endpoint_id: str, job_id: str) -> bool:
+                return True
+
+            def interval_s(self) -> float:
+                return 30.0
+
+            def history(self) -> Any:
+                return pipeline.history.view()
+
+            def episodes(self) -> list[Any]:
+                return pipeline.episodes.episodes()
+
+        outputs["page"] = page_render(Runtime(), now=t0 + 120)
+        notes = tuple(Notification("firing", i, t0 + 120, 4) for i in incidents)
+        message = Message("firing", "slack", "b", t0 + 120, 4, notes,
+                          message_text("firing", notes, t0 + 120))
+        outputs["slack"] = json.dumps(slack_render(message))
+        outputs["alertmanager"] = json.dumps([alert_json(i, t0 + 240) for i in incidents])
+        outputs["replay json"] = json.dumps([incident_json(i) for i in incidents])
+        store.close()
+
+        # a restart: the logs come back from SQLite, and the diagnosis still shows them
+        store = Store(state)
+        again = build_pipeline(settings, client, sinks=[], store=store)
+        again.restore(store.load(), t0 + 150)
+        await again.cycle(5, t0 + 150)  # no log read this cycle
+        (d2,) = [i.diagnosis for i in again.tracker.incidents()
+                 if i.diagnosis.code == "workers_unhealthy"]
+        assert d2.evidence["log_signature"] == "hf_download"
+        outputs["api after restart"] = json.dumps(
+            [diagnosis_json(i) for i in again.tracker.incidents()])
+        store.close()
+    finally:
+        await client.aclose()
+        await server.stop()
+        structlog.configure(**before)
+    captured = capsys.readouterr()
+    outputs["logs"] = captured.out + captured.err
+    blobs: dict[str, bytes] = {}
+    _read_db_files(state, "state", blobs)
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        kept = db.execute("SELECT json FROM incident_logs").fetchall()
+    assert kept
+    assert "Cannot access gated repo" in kept[0][0]
+
+    # the logs' evidence is in each output (so each was worth searching)
+    assert "GatedRepoError" in outputs["page"]
+    assert "<details class=\"logs\">" in outputs["page"]
+    assert "Worker logs" in outputs["slack"]
+    assert "GatedRepoError" in outputs["slack"]
+    assert "log_excerpt" in outputs["alertmanager"]
+    assert "workers_unhealthy" in outputs["api incidents"]  # (its summary is the raise's)
+    assert "workers_unhealthy" in outputs["logs"]  # the cycle's log lines were captured
+    assert "Worker logs: Hugging Face refused" in outputs["api after restart"]
+    assert "worker_logs" in outputs["api diagnoses"]
+    assert "worker_logs" in outputs["replay json"]
+    assert "hf_****" in outputs["api diagnoses"]
+    leaks = [f"{name} in {where}" for where, text in outputs.items()
+             for name, needle in LOG_NEEDLES if needle in text]
+    leaks += [f"{name} in {where}" for where, blob in blobs.items()
+              for name, needle in LOG_NEEDLES if needle in blob.decode("latin-1")]
+    assert not leaks

@@ -113,7 +113,10 @@ async def test_problem_json_errors(http: httpx.AsyncClient, sim_server: SimStart
                  "/v2/serverless/nope/workers", "/v2/serverless/ep00/workers/nope/logs",
                  "/v2/pods/nope"):
         _problem(await http.get(f"{sim.url}{path}"), 404)
-    r = await http.patch(f"{sim.url}/v2/serverless/ep00", json={"workers": {"max": 0}})
+    r = await http.delete(f"{sim.url}/v2/serverless/ep00")
+    _problem(r, 405)
+    assert r.headers["Allow"] == "GET, PATCH"  # PATCH: tests/test_simulator_writes.py
+    r = await http.post(f"{sim.url}/v2/serverless/ep00/workers")
     _problem(r, 405)
     assert r.headers["Allow"] == "GET"
     # The data plane beside it keeps its own shapes.

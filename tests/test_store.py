@@ -255,7 +255,7 @@ def test_wal_mode(tmp_path: Path) -> None:
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
     other = sqlite3.connect(path)
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert other.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert other.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     other.close()
     store.close()
 

@@ -386,7 +386,7 @@ def write_v1(path: Path, history: list[Observation]) -> None:
 
 
 def test_schema_1_file_migrates_without_losing_history(tmp_path: Path) -> None:
-    """A schema 1 file opens as schema 2, loads its inline configs as they were (shared),
+    """A schema 1 file opens as the current schema, loads its inline configs as they were (shared),
     takes new cycles by reference, and prunes its old rows."""
     path = tmp_path / "state.db"
     fleet = Fleet(3)
@@ -395,7 +395,7 @@ def test_schema_1_file_migrates_without_losing_history(tmp_path: Path) -> None:
     old.append(fleet.observation(4))
     write_v1(path, old)
     store = Store(path)
-    assert store._db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert store._db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     r = store.load()
     assert r.observations == [codec.masked(o) for o in old]
     assert (r.last_cycle, r.memory) == (4, Memory(frozenset({"ep0"})))

@@ -9,7 +9,8 @@ the outbox (`observe` returns the resolved notification) and posted once with `e
 its resolution time, retried until Alertmanager takes it.
 
 Labels: `alertname` (the diagnosis code), `endpoint_id`, `endpoint` (the name),
-`severity`; annotations: `summary`, `remedy`. Labels identify an alert, so two monitor
+`severity`; annotations: `summary`, `remedy`, and `log_excerpt` (a few of the worker's log
+lines, when a diagnosis has them). Labels identify an alert, so two monitor
 replicas watching the same account post the same alerts and Alertmanager deduplicates
 them: that is how the monitor runs highly available. Alertmanager does its own grouping,
 repeating and silencing; this sink ignores the router's group_wait and repeat_interval.
@@ -28,9 +29,11 @@ from model.observation import iso_utc
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink, severe_enough
 from monitor.bodies import SINK_LIMITS, BodyError, capped_session
 from monitor.incidents import Incident, Key
+from rules.log_evidence import excerpt
 
 # the annotation size Alertmanager and its receivers handle comfortably
 ANNOTATION_LIMIT = 8000
+LOG_EXCERPT_LIMIT = 1024  # a few lines: the annotation is read in a receiver's message
 
 
 def labels(incident: Incident) -> dict[str, str]:
@@ -46,12 +49,16 @@ def labels(incident: Incident) -> dict[str, str]:
 def alert_json(incident: Incident, ends_at: float) -> dict[str, Any]:
     """One item of the POST /api/v2/alerts array."""
     d = incident.diagnosis
+    annotations = {
+        "summary": d.summary[:ANNOTATION_LIMIT],
+        "remedy": d.remedy[:ANNOTATION_LIMIT],
+    }
+    lines = excerpt(d.evidence, max_lines=5, max_chars=200)
+    if lines:
+        annotations["log_excerpt"] = "\n".join(lines)[:LOG_EXCERPT_LIMIT]
     return {
         "labels": {k: v for k, v in labels(incident).items() if v},
-        "annotations": {
-            "summary": d.summary[:ANNOTATION_LIMIT],
-            "remedy": d.remedy[:ANNOTATION_LIMIT],
-        },
+        "annotations": annotations,
         "startsAt": iso_utc(incident.since),
         "endsAt": iso_utc(ends_at),
     }

@@ -119,10 +119,21 @@ def firing_text(d: Diagnosis) -> str:
     return f"[{d.severity.upper()}] {subject(d)}: {d.summary}\nFix: {d.remedy}"
 
 
+# A remedy line the guarded fixes add (monitor/actions): shown on a resolved alert too,
+# since a purge is proposed when a crash loop ends.
+PROPOSED_PREFIX = "proposed fix:"
+
+
+def proposed_lines(d: Diagnosis) -> list[str]:
+    """The guarded fixes proposed for `d` (lines of its remedy)."""
+    return [line for line in d.remedy.splitlines() if line.startswith(PROPOSED_PREFIX)]
+
+
 def resolved_text(d: Diagnosis, lasted_s: float, note: str | None = None) -> str:
-    """The all-clear for an announced incident."""
+    """The all-clear for an announced incident, with any fix proposed now it ended."""
     why = f" (now explained by {note})" if note else ""
-    return f"[RESOLVED] {subject(d)} after {minutes(lasted_s)}{why}."
+    return "\n".join([f"[RESOLVED] {subject(d)} after {minutes(lasted_s)}{why}.",
+                      *proposed_lines(d)])
 
 
 def worst(diagnoses: Sequence[Diagnosis]) -> str:

@@ -245,6 +245,22 @@ class AlertRouter:
                     out.append(note)
         return out
 
+    def tell_again(self, incident: Incident, t: float, cycle: int, n: int) -> list[Notification]:
+        """Queue a reminder of an announced, unmuted incident now, numbered `n` (negative
+        past the escalations, so its outbox key is its own): a guarded fix proposed after
+        the first announcement reaches the messages sinks this way."""
+        if incident.key not in self.announced:
+            return []
+        if self.muted_by(incident, t, inhibitors([incident])) is not None:
+            return []
+        out: list[Notification] = []
+        for sink in self.sinks:
+            if sink.mode == "messages" and severe_enough(incident.diagnosis.severity,
+                                                         sink.min_severity):
+                out += self._queue(sink, "reminder", incident.key[1], [incident], t, cycle,
+                                   numbers={incident.key: n})
+        return out
+
     def _reminder_no(self, incident: Incident, t: float) -> int:
         return max(0, math.floor((t - incident.since) / self.repeat_interval_s))
 

@@ -41,16 +41,28 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from monitor.alerts.message import TRUNCATED, code_split, plain_text, truncate, worst
+from monitor.alerts.message import (
+    TRUNCATED,
+    code_split,
+    plain_text,
+    proposed_lines,
+    truncate,
+    worst,
+)
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink
 from monitor.bodies import SINK_LIMITS, capped_session
 from rules.diagnosis import Diagnosis
+from rules.log_evidence import EVIDENCE_KEY as LOGS_KEY
+from rules.log_evidence import excerpt, excerpt_title
 from rules.signals import minutes
 
 # Slack's limits (Block Kit reference)
 HEADER_LIMIT = 150
 SECTION_TEXT_LIMIT = 3000
 FIELD_LIMIT = 2000
+# a phone-sized excerpt of the worker's log lines; the whole set is on the page and the API
+LOG_EXCERPT_LINES = 5
+LOG_EXCERPT_CHARS = 200
 FIELDS_PER_SECTION = 10
 CONTEXT_TEXT_LIMIT = 2000
 MAX_BLOCKS = 50
@@ -143,8 +155,20 @@ def remedy_mrkdwn(remedy: str) -> list[str]:
 
 def _evidence_fields(evidence: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
     fields = [_mrkdwn(f"*{_escape(str(k))}*\n{_escape(_value(v))}", FIELD_LIMIT)
-              for k, v in evidence.items()]
+              for k, v in evidence.items() if k != LOGS_KEY]
     return [fields[i:i + FIELDS_PER_SECTION] for i in range(0, len(fields), FIELDS_PER_SECTION)]
+
+
+def _log_excerpt(evidence: Mapping[str, Any]) -> str:
+    """A few of the worker's log lines (matched, or the last ones) under their title."""
+    title = excerpt_title(evidence)
+    if not title:
+        return ""
+    lines = excerpt(evidence, max_lines=LOG_EXCERPT_LINES, max_chars=LOG_EXCERPT_CHARS)
+    text = f"*{_escape(title)}*"
+    if lines:
+        text += "\n```" + _escape("\n".join(lines)) + "```"
+    return text
 
 
 def _where(d: Diagnosis) -> str:
@@ -162,6 +186,9 @@ def _incident_blocks(n: Notification, t: float) -> list[dict[str, Any]]:
         {"type": "section", "text": _mrkdwn(f"{lead}\n{_escape(d.summary)}", SECTION_TEXT_LIMIT)}
     ]
     blocks += [{"type": "section", "fields": group} for group in _evidence_fields(d.evidence)]
+    logs = _log_excerpt(d.evidence)
+    if logs:
+        blocks.append({"type": "section", "text": _mrkdwn(logs, SECTION_TEXT_LIMIT)})
     blocks += [{"type": "section", "text": _mrkdwn(chunk, SECTION_TEXT_LIMIT)}
                for chunk in remedy_mrkdwn(d.remedy)]
     return blocks
@@ -219,6 +246,7 @@ def resolved_blocks(message: Message) -> list[dict[str, Any]]:
             f"*{_escape(d.endpoint_name or d.endpoint_id)}* (`{d.endpoint_id}`)")
         lines.append(f":white_check_mark: *Resolved* · `{d.code}` on {where} after "
                      f"{minutes(max(0.0, end - n.incident.since))}{why}")
+        lines += [_escape(line) for line in proposed_lines(d)]
     return [{"type": "section", "text": _mrkdwn("\n".join(lines), SECTION_TEXT_LIMIT)}]
 
 

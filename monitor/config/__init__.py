@@ -6,6 +6,7 @@ in file order (errors).
 from monitor.config.errors import ConfigError
 from monitor.config.loading import MAX_VALUES, load_settings, require_api_key, settings_from_dict
 from monitor.config.schema import (
+    ActionsSettings,
     AlertmanagerSettings,
     AlertSettings,
     ApiSettings,
@@ -22,6 +23,7 @@ from monitor.config.schema import (
 
 __all__ = [
     "MAX_VALUES",
+    "ActionsSettings",
     "AlertSettings",
     "AlertmanagerSettings",
     "ApiSettings",

@@ -78,18 +78,112 @@ class _Section(BaseModel):
         return out
 
 
+class V2BudgetSettings(_Section):
+    """`runpod.v2_budget`: how the REST v2 calls are paced (monitor.budget, docs/budget.md)."""
+
+    # the quota assumed until the first RateLimit-Policy header (the schema example)
+    assumed_per_minute: int = Field(default=60, ge=1)
+    assumed_per_hour: int = Field(default=3000, ge=1)
+    assumed_per_day: int = Field(default=50000, ge=1)
+    reserve: int = Field(default=2, ge=0, le=1000)  # calls per cycle kept for worker logs
+    list_period_s: float = Field(default=150.0, ge=0)  # 0: only at start or on an unknown id
+    # slow facts; 0: never
+    balance_period_s: float = Field(default=30.0, ge=0)
+    account_limits_period_s: float = Field(default=900.0, ge=0)
+    billing_period_s: float = Field(default=900.0, ge=0)
+    network_volumes_period_s: float = Field(default=900.0, ge=0)
+    pods_period_s: float = Field(default=30.0, ge=0)
+    catalog_period_s: float = Field(default=900.0, ge=0)
+    exempt_after: int = Field(default=3, ge=1)  # 2xx answers without headers -> exempt key
+    exempt_per_minute: int = Field(default=300, ge=1)  # the pace of an exempt key
+    shrink_on_429: float = Field(default=0.75, gt=0, lt=1)  # quota x this per 429
+
+    @property
+    def assumed(self) -> dict[str, int]:
+        """The assumed quota per window, as `monitor.budget.V2Budget` takes it."""
+        return {"minute": self.assumed_per_minute, "hour": self.assumed_per_hour,
+                "day": self.assumed_per_day}
+
+    @property
+    def fact_periods_s(self) -> dict[str, float]:
+        """Each slow fact's period, as `monitor.budget.Planner` takes it."""
+        return {f: getattr(self, f"{f}_period_s") for f in (
+            "balance", "account_limits", "billing", "network_volumes", "pods", "catalog")}
+
+
+# A path under runpod.v2_url: "/billing/balance"; no query, fragment or dot segment.
+_V2_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+# A query parameter or JSON member name of the v2 pagination.
+_V2_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _v2_path(value: str) -> str:
+    if not _V2_PATH.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
+        raise ValueError(f"must be a path like /billing/balance (got {_got(value)})")
+    return value
+
+
+def _v2_name(value: str) -> str:
+    if not _V2_NAME.fullmatch(value):
+        raise ValueError(f"must be a plain name like cursor (got {_got(value)})")
+    return value
+
+
+V2Path = Annotated[str, AfterValidator(_v2_path)]
+V2Name = Annotated[str, AfterValidator(_v2_name)]
+
+
+class V2PathSettings(_Section):
+    """Where the v2 routes whose request lines no source showed are (UNCONFIRMED)."""
+
+    balance: V2Path = "/billing/balance"
+    account_limits: V2Path = "/account/limits"
+    account: V2Path = "/account"
+
+
+class V2PaginationSettings(_Section):
+    """How the paged v2 lists page (UNCONFIRMED names; the simulator's by default)."""
+
+    limit_param: V2Name = "limit"
+    cursor_param: V2Name = "cursor"
+    next_field: V2Name = "nextCursor"
+    page_size: int = Field(default=100, ge=1, le=1000)
+    max_pages: int = Field(default=50, ge=1, le=1000)
+
+
+class LogReadSettings(_Section):
+    """Bounds on one read of a worker's log stream (it stays open)."""
+
+    max_lines: int = Field(default=200, ge=1, le=5000)
+    max_bytes: int = Field(default=32768, ge=1024, le=4 * 1024**2)
+    max_seconds: float = Field(default=3.0, gt=0, le=30)
+
+
 class RunPodSettings(_Section):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     graphql_url: HttpUrl = "https://api.runpod.io/graphql"
     rest_url: BaseUrl = "https://api.runpod.ai/v2"
+    # None: graphql_url's origin + /v2 (https://api.runpod.io/v2), where RunPod serves it
+    v2_url: BaseUrl | None = None
+    # which API feeds the control-plane facts: auto (REST v2 where it answers, GraphQL as
+    # the fallback until it is retired), rest, or graphql (read by the prober)
+    control_plane: Annotated[Literal["auto", "rest", "graphql"], BeforeValidator(_lower)] = (
+        "auto")
+    v2_paths: V2PathSettings = Field(default_factory=V2PathSettings)
+    v2_pagination: V2PaginationSettings = Field(default_factory=V2PaginationSettings)
+    logs: LogReadSettings = Field(default_factory=LogReadSettings)
     timeout_s: float = Field(default=10.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1, le=1000)
     track_requests: bool = True
+    # completions /requests listed, read once each through /status per endpoint per cycle
+    # (empty_output's sample; monitor/jobs.py bounds it within RunPod's limits); 0: none
+    sample_completions: int = Field(default=2, ge=0, le=20)
     # what one answer may cost (monitor.bodies.RUNPOD_BODY_LIMITS): bytes read, bytes
     # decoded; 64 KiB..1 GiB, a cap outside that is a typo or no cap at all
     max_answer_bytes: int = Field(default=32 * 1024**2, ge=64 * 1024, le=1024**3)
     max_decoded_bytes: int = Field(default=64 * 1024**2, ge=64 * 1024, le=1024**3)
+    v2_budget: V2BudgetSettings = Field(default_factory=V2BudgetSettings)
 
 
 class BasicAuth(_Section):
@@ -258,6 +352,41 @@ def _shard(value: Any) -> Any:
     return f"{int(m[1])}/{int(m[2])}"
 
 
+class ActionSwitch(_Section):
+    """One guarded fix (docs/actions.md): off unless `enabled`; `auto` approves its own
+    proposals (else each waits for POST /api/v1/actions/{id}/approve)."""
+
+    enabled: bool = False
+    auto: bool = False
+
+    @model_validator(mode="after")
+    def _auto_needs_enabled(self) -> ActionSwitch:
+        if self.auto and not self.enabled:
+            # a switch that reads "auto" must not look armed while it is off
+            raise ValueError("auto: true needs enabled: true")
+        return self
+
+
+class PurgeAction(ActionSwitch):
+    min_queued: int = Field(default=1, ge=1, le=1_000_000)
+
+
+class SpendGuardAction(ActionSwitch):
+    max_usd: float = Field(default=10.0, gt=0)
+    usd_per_worker_hr: float | None = Field(default=None, gt=0)
+
+
+class ActionsSettings(_Section):
+    """The `actions:` section: guarded fixes tied to diagnoses, every one off by default."""
+
+    base_url: BaseUrl | None = None  # how alerts name this daemon in the approve command
+    expire_s: float = Field(default=3600.0, gt=0)
+    max_per_cycle: int = Field(default=5, ge=1, le=100)
+    cancel_overrun: ActionSwitch = Field(default_factory=ActionSwitch)
+    purge_after_crash_loop: PurgeAction = Field(default_factory=PurgeAction)
+    spend_guard: SpendGuardAction = Field(default_factory=SpendGuardAction)
+
+
 class Settings(_Section):
     """The whole configuration; attribute names are the YAML keys."""
 
@@ -275,6 +404,7 @@ class Settings(_Section):
     state: StateSettings = Field(default_factory=StateSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
 
     @property
     def shard_spec(self) -> tuple[int, int] | None:

@@ -12,12 +12,20 @@ from monitor.metrics.collectors import (
     JOB_BUCKETS,
     PROBE_BUCKETS,
     SEEN_JOBS_MAX,
+    BudgetCollector,
+    BudgetSnapshot,
     EndpointState,
     Snapshot,
     SnapshotCollector,
     error_reason,
 )
-from monitor.metrics.recorder import CycleFacts, MonitorMetrics, ProbeTiming
+from monitor.metrics.recorder import (
+    BudgetView,
+    BudgetWindowView,
+    CycleFacts,
+    MonitorMetrics,
+    ProbeTiming,
+)
 
 __all__ = [
     "CYCLE_BUCKETS",
@@ -27,6 +35,10 @@ __all__ = [
     "JOB_BUCKETS",
     "PROBE_BUCKETS",
     "SEEN_JOBS_MAX",
+    "BudgetCollector",
+    "BudgetSnapshot",
+    "BudgetView",
+    "BudgetWindowView",
     "CycleFacts",
     "EndpointState",
     "MonitorMetrics",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from model.observation import (
@@ -54,7 +54,22 @@ ERROR_REASONS: Mapping[str, str] = {
 _REASONS = ("timeout", "connect", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
 
 # Metrics the daemon exposes beyond spec/metrics.md (MonitorMetrics(extensions=True)).
-EXTENSIONS = ("runpod_monitor_cycles_skipped_total",)
+EXTENSIONS = (
+    "runpod_monitor_cycles_skipped_total",
+    "runpod_monitor_v2_budget_quota",
+    "runpod_monitor_v2_budget_remaining",
+    "runpod_monitor_v2_budget_spent",
+    "runpod_monitor_v2_budget_allowance",
+    "runpod_monitor_v2_budget_exempt",
+    "runpod_monitor_v2_budget_calls_total",
+    "runpod_monitor_v2_budget_throttled_total",
+    "runpod_monitor_v2_budget_malformed_headers_total",
+    "runpod_endpoint_workers_seen_timestamp_seconds",
+    # monitor/metrics/costs.py
+    "runpod_job_cost_estimated_usd",
+    "runpod_jobs_cost_estimated_usd_total",
+    "runpod_endpoint_billed_usd_per_hour",
+)
 
 _POLLED = "Polled in the background; a scrape never calls RunPod."
 
@@ -244,3 +259,107 @@ class SnapshotCollector:
             balance, spend, runway, info, workers, workers_max, workers_min, jobs,
             queue_delay, up, http_status, active,
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSnapshot:
+    """The REST v2 budget families' content (docs/metrics.md), replaced once per cycle."""
+
+    windows: tuple[tuple[str, int, int, int], ...] = ()  # (window, quota, remaining, spent)
+    allowance: int = 0
+    exempt: bool = False
+    calls: tuple[tuple[str, int], ...] = ()  # (kind, calls since start)
+    throttled: int = 0
+    malformed_headers: int = 0
+    # (endpoint_id, endpoint, unix time of its freshest /workers answer), watched ones only
+    workers_seen: tuple[tuple[str, str, float], ...] = ()
+
+
+class BudgetCollector:
+    """The REST v2 budget (monitor.budget): the windows as the monitor reads them, calls and
+    429s, and per endpoint when its worker data last arrived. Extensions: registered only
+    with `MonitorMetrics(extensions=True)`, with the first reading.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot: BudgetSnapshot | None = None
+
+    def update(self, snapshot: BudgetSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        return self.families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families(self.snapshot)
+
+    @staticmethod
+    def families(snap: BudgetSnapshot | None) -> list[Metric]:
+        """The families of `snap`, in the order the exposition writes them."""
+        v2 = "runpod_monitor_v2_budget"
+        quota = GaugeMetricFamily(
+            f"{v2}_quota",
+            "REST v2 calls RunPod allows per window (RateLimit-Policy; the schema example "
+            "until the first answer; the pacing ceiling while the key is exempt). An addition "
+            "beyond spec/metrics.md.",
+            labels=["window"],
+        )
+        remaining = GaugeMetricFamily(
+            f"{v2}_remaining",
+            "REST v2 calls the monitor may still make in the current window: the stricter of "
+            "RateLimit's remaining and its own count. An addition beyond spec/metrics.md.",
+            labels=["window"],
+        )
+        spent = GaugeMetricFamily(
+            f"{v2}_spent",
+            "REST v2 calls the monitor sent in the current window. An addition beyond "
+            "spec/metrics.md.",
+            labels=["window"],
+        )
+        allowance = GaugeMetricFamily(
+            f"{v2}_allowance",
+            "REST v2 calls the last cycle was allowed (the windows paced evenly over the "
+            "cycles left in them). An addition beyond spec/metrics.md.",
+        )
+        exempt = GaugeMetricFamily(
+            f"{v2}_exempt",
+            "1 while RunPod's answers carry no RateLimit headers (a rate-limit-exempt key, "
+            "paced at a configured ceiling). An addition beyond spec/metrics.md.",
+        )
+        calls = CounterMetricFamily(
+            f"{v2}_calls",
+            "REST v2 calls sent, by kind: workers, releases, list, balance, account_limits, "
+            "billing, network_volumes, pods, catalog, logs, other. An addition beyond "
+            "spec/metrics.md.",
+            labels=["kind"],
+        )
+        throttled = CounterMetricFamily(
+            f"{v2}_throttled",
+            "REST v2 answers 429 (the per-user quota). An addition beyond spec/metrics.md.",
+        )
+        malformed = CounterMetricFamily(
+            f"{v2}_malformed_headers",
+            "RateLimit / RateLimit-Policy headers ignored as malformed. An addition beyond "
+            "spec/metrics.md.",
+        )
+        seen = GaugeMetricFamily(
+            "runpod_endpoint_workers_seen_timestamp_seconds",
+            "Unix time of the endpoint's freshest REST v2 worker data (/workers); its age is "
+            "time() minus this. Absent before the first. An addition beyond spec/metrics.md. "
+            f"{_POLLED}",
+            labels=["endpoint_id", "endpoint"],
+        )
+        if snap is not None:
+            for name, q, left, used in snap.windows:
+                quota.add_metric([name], q)
+                remaining.add_metric([name], left)
+                spent.add_metric([name], used)
+            allowance.add_metric([], snap.allowance)
+            exempt.add_metric([], 1 if snap.exempt else 0)
+            for kind, n in snap.calls:
+                calls.add_metric([kind], n)
+            throttled.add_metric([], snap.throttled)
+            malformed.add_metric([], snap.malformed_headers)
+            for eid, endpoint, t in snap.workers_seen:
+                seen.add_metric([eid, endpoint], t)
+        return [quota, remaining, spent, allowance, exempt, calls, throttled, malformed, seen]

@@ -11,7 +11,7 @@ Every update is O(endpoints + jobs in this cycle's sample): nothing is rescanned
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,12 +44,15 @@ from monitor.metrics.collectors import (
     JOB_BUCKETS,
     PROBE_BUCKETS,
     SEEN_JOBS_MAX,
+    BudgetCollector,
+    BudgetSnapshot,
     EndpointState,
     Snapshot,
     SnapshotCollector,
     error_reason,
 )
-from monitor.metrics.renderer import JobHistogram, SnapshotText
+from monitor.metrics.costs import JobCosts
+from monitor.metrics.renderer import BudgetText, JobHistogram, SnapshotText
 from rules.catalog import CATALOG
 from rules.diagnosis import Diagnosis
 
@@ -65,6 +68,38 @@ class ProbeTiming(Protocol):
     def elapsed_s(self) -> float: ...
 
 
+class BudgetWindowView(Protocol):
+    """One rate-limit window (`monitor.budget.WindowReading`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def quota(self) -> int: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def spent(self) -> int: ...
+
+
+class BudgetView(Protocol):
+    """The REST v2 budget as the metrics read it (`monitor.budget.BudgetReading`)."""
+
+    @property
+    def windows(self) -> Sequence[BudgetWindowView]: ...
+    @property
+    def allowance(self) -> int: ...
+    @property
+    def exempt(self) -> bool: ...
+    @property
+    def calls(self) -> Sequence[tuple[str, int]]: ...
+    @property
+    def throttled(self) -> int: ...
+    @property
+    def malformed_headers(self) -> int: ...
+    @property
+    def workers_seen(self) -> Mapping[str, float]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CycleFacts:
     """What one cycle hands the metrics, built by the pipeline (`CycleResult.facts`): the
@@ -76,6 +111,7 @@ class CycleFacts:
     calls: Sequence[ProbeTiming] = ()
     listed: tuple[EndpointConfig, ...] | None = None  # what GraphQL listed; None: failed
     duration_s: float = 0.0
+    budget: BudgetView | None = None  # the REST v2 budget after the cycle's calls
 
 
 class _SeenIds:
@@ -147,6 +183,10 @@ class MonitorMetrics:
         self._delay_seen = _SeenIds(seen_jobs_max)
         self._execution_seen = _SeenIds(seen_jobs_max)
         self._probes_seen: set[str] = set()
+        self.budget = BudgetCollector()
+        self._budget_text = BudgetText()
+        self._budget_view: BudgetView | None = None
+        self._budget_registered = False
 
         # The contract has no `_created` series: client_python's own switch, process-wide
         # (as PROMETHEUS_DISABLE_CREATED_SERIES=True), read when a metric is collected.
@@ -225,6 +265,8 @@ class MonitorMetrics:
             "RunPod) or the schedule fell behind. An addition beyond spec/metrics.md.",
             registry=self.registry if extensions else None,
         )
+        self._cost_seen = _SeenIds(seen_jobs_max)
+        self.costs = JobCosts(self.registry if extensions else None, self._cost_seen.first_time)
         # Known series start at 0 so that rate() and increase() see their first rise.
         for info in CATALOG.values():
             self.diagnoses_raised.labels(info.code, info.severity)
@@ -246,6 +288,9 @@ class MonitorMetrics:
 
         known: dict[str, _Known] = {}
         states: list[EndpointState] = []
+        tracked: dict[str, list[Job]] = {}
+        for tj in obs.tracked_jobs:
+            tracked.setdefault(tj.endpoint_id, []).append(tj.job)
         for eid, sample in obs.endpoints.items():
             k = self._known.get(eid) or _Known()
             config = sample.config or listed.get(eid)
@@ -267,12 +312,18 @@ class MonitorMetrics:
             label = self._job_label(eid, name)
             self._delay_text.labels(eid, label)
             self._execution_text.labels(eid, label)
+            if self._extensions:  # cost series appear with the endpoint's first costed job
+                self.costs.observe(obs, eid, label, sample, k.config, tracked.get(eid, ()))
             states.append(self._state(eid, name, k))
             if sample.jobs is not None:
                 self._observe_jobs(eid, name, sample.jobs)
         self._known = known
         for eid in [e for e in self._job_series if e not in known]:
             self._remove_job_series(eid)
+        if result.budget is not None:
+            self._budget_view = result.budget
+        if self._budget_view is not None:
+            self._update_budget()
 
         self.snapshot.update(
             Snapshot(self._account, tuple(states), self._diagnosis_labels(result.active))
@@ -314,6 +365,31 @@ class MonitorMetrics:
             self._delay_text.observe(endpoint_id, name, delay_s)
         if execution_s is not None and (job_id is None or self._execution_seen.first_time(key)):
             self._execution_text.observe(endpoint_id, name, execution_s)
+
+    def observe_budget(self, budget: BudgetView) -> None:
+        """Take the REST v2 budget (`monitor.budget.BudgetReading`), once per cycle after
+        `observe_cycle` (or as `CycleFacts.budget`): endpoint series only of watched ones."""
+        self._budget_view = budget
+        self._update_budget()
+
+    def _update_budget(self) -> None:
+        b = self._budget_view
+        if b is None or not self._extensions:
+            return
+        if not self._budget_registered:
+            # registered with the first reading, last: a daemon whose prober keeps no
+            # budget shows no empty families (promtool and the family check would flag them)
+            self.registry.register(self.budget)
+            self._budget_registered = True
+        seen = tuple(
+            (eid, self._known[eid].name or eid, t)
+            for eid, t in b.workers_seen.items()
+            if eid in self._known
+        )
+        self.budget.update(BudgetSnapshot(
+            tuple((w.name, w.quota, w.remaining, w.spent) for w in b.windows),
+            b.allowance, b.exempt, tuple(b.calls), b.throttled, b.malformed_headers, seen,
+        ))
 
     # -- the alert outbox ----------------------------------------------------------------
 
@@ -373,6 +449,9 @@ class MonitorMetrics:
         ]
         if self._extensions:
             parts.append(generate_latest(self.cycles_skipped))
+            if self._budget_registered:
+                parts.append(self._budget_text.render(self.budget.snapshot))
+            parts.append(self.costs.data())
         return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------
@@ -447,6 +526,7 @@ class MonitorMetrics:
         if name is not None:
             self._delay_text.remove(eid, name)
             self._execution_text.remove(eid, name)
+            self.costs.remove(eid, name)
 
 
 def _queue_delay_s(jobs: Sequence[Job], last: float | None) -> float | None:

@@ -14,6 +14,8 @@ from prometheus_client.utils import floatToGoString
 from model.observation import WORKER_STATES
 from monitor.metrics.collectors import (
     ENDPOINT_JOB_STATES,
+    BudgetCollector,
+    BudgetSnapshot,
     EndpointState,
     Snapshot,
     SnapshotCollector,
@@ -46,9 +48,11 @@ def _num(value: float) -> str:
 
 
 def _header(family: Metric) -> str:
-    """`# HELP` and `# TYPE` of a gauge or histogram family, as generate_latest writes them."""
+    """`# HELP` and `# TYPE` of a family, as generate_latest writes them (a counter's name
+    with `_total`)."""
     doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-    return f"# HELP {family.name} {doc}\n# TYPE {family.name} {family.type}\n"
+    name = f"{family.name}_total" if family.type == "counter" else family.name
+    return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
 
 
 class SnapshotText:
@@ -101,6 +105,63 @@ class SnapshotText:
         self._text = (snap, text)
         return text
 
+
+
+class BudgetText:
+    """The REST v2 budget families' text (`BudgetCollector`), as generate_latest writes it;
+    an endpoint's freshness line is reused while its time and name stay the same."""
+
+    def __init__(self) -> None:
+        self._headers = [_header(f) for f in BudgetCollector.families(None)]
+        self._text: tuple[BudgetSnapshot | None, bytes] | None = None
+        self._seen: dict[tuple[str, str, float], str] = {}
+
+    def render(self, snap: BudgetSnapshot | None) -> bytes:
+        """What generate_latest writes for a BudgetCollector holding `snap`, UTF-8."""
+        if self._text is not None and self._text[0] is snap:
+            return self._text[1]
+        h = self._headers
+        v2 = "runpod_monitor_v2_budget"
+        out: list[str] = []
+        if snap is None:
+            out.extend(h)
+        else:
+            columns: tuple[list[str], list[str], list[str]] = ([h[0]], [h[1]], [h[2]])
+            for name, quota, remaining, spent in snap.windows:
+                label = f'{{window="{_esc(name)}"}}'
+                columns[0].append(f"{v2}_quota{label} {_num(quota)}\n")
+                columns[1].append(f"{v2}_remaining{label} {_num(remaining)}\n")
+                columns[2].append(f"{v2}_spent{label} {_num(spent)}\n")
+            for column in columns:
+                out.extend(column)
+            out.append(h[3])
+            out.append(f"{v2}_allowance {_num(snap.allowance)}\n")
+            out.append(h[4])
+            out.append(f"{v2}_exempt {'1.0' if snap.exempt else '0.0'}\n")
+            out.append(h[5])
+            out.extend(
+                f'{v2}_calls_total{{kind="{_esc(kind)}"}} {_num(n)}\n' for kind, n in snap.calls
+            )
+            out.append(h[6])
+            out.append(f"{v2}_throttled_total {_num(snap.throttled)}\n")
+            out.append(h[7])
+            out.append(f"{v2}_malformed_headers_total {_num(snap.malformed_headers)}\n")
+            out.append(h[8])
+            seen: dict[tuple[str, str, float], str] = {}
+            for key in snap.workers_seen:
+                line = self._seen.get(key)
+                if line is None:
+                    eid, name, t = key
+                    line = (
+                        "runpod_endpoint_workers_seen_timestamp_seconds"
+                        f'{{endpoint="{_esc(name)}",endpoint_id="{_esc(eid)}"}} {_num(t)}\n'
+                    )
+                seen[key] = line
+                out.append(line)
+            self._seen = seen
+        data = "".join(out).encode()
+        self._text = (snap, data)
+        return data
 
 
 def _endpoint_lines(e: EndpointState) -> tuple[str, ...]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -37,15 +39,25 @@ from monitor.bodies import (
     BodyLimits,
     capped_session,
     in_memory,
+    iter_capped,
     read_capped,
 )
-from monitor.runpod import parse
-from monitor.runpod.models import Failure, Myself, Ok, Result
-from monitor.runpod.queries import MYSELF
+from monitor.runpod import parse, parse_v2
+from monitor.runpod.models import Answer, Failure, Myself, Ok, RateHeaders, Result
+from monitor.runpod.queries import MYSELF, SPEND
+from monitor.runpod.rest_v2 import (
+    DEFAULT_LOG_BOUNDS,
+    DEFAULT_PAGINATION,
+    DEFAULT_V2_PATHS,
+    LogBounds,
+    RestV2Calls,
+    V2Pagination,
+    V2Paths,
+)
 
 if TYPE_CHECKING:
     from monitor.config import Settings
-from model.observation import Health, Job
+from model.observation import RETIRED, Health, Job
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -67,6 +79,8 @@ class RateLimit:
 RUNPOD_LIMITS: Mapping[str, RateLimit] = {
     "requests": RateLimit(10, 10.0, 2),
     "status": RateLimit(2000, 10.0, 400),
+    "cancel": RateLimit(100, 10.0, 20),
+    "purge-queue": RateLimit(2, 10.0, 1),
 }
 _LIMIT_MARGIN_S = 0.05
 
@@ -140,16 +154,6 @@ def _env_proxies() -> bool:
     return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """An HTTP answer, whatever carried it."""
-
-    status: int
-    reason: str
-    retry_after: str | None
-    content: bytes
-
-
 class _SendError(Exception):
     """A request that brought no usable answer: `kind` is timeout, connect or malformed."""
 
@@ -162,7 +166,15 @@ class _Sender(Protocol):
     """Sends one request and reads the whole answer, within its body limits; raises
     `_SendError`, nothing else."""
 
-    async def send(self, method: str, url: str, payload: object) -> _Answer: ...
+    async def send(self, method: str, url: str, payload: object) -> Answer: ...
+
+    async def stream(
+        self, url: str, feed: Callable[[bytes], bool], max_s: float
+    ) -> tuple[Answer, bool]:
+        """GET `url`; a 2xx body goes to `feed` piece by piece until it returns True, the
+        body ends, or `max_s` seconds pass (then the second item is True); the connection
+        is closed, not reused. Any other answer is read whole, as `send` does."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -203,7 +215,7 @@ class _AiohttpSender:
             )
         return self._session
 
-    async def send(self, method: str, url: str, payload: object) -> _Answer:
+    async def send(self, method: str, url: str, payload: object) -> Answer:
         try:
             async with self._open().request(
                 method,
@@ -212,13 +224,38 @@ class _AiohttpSender:
                 allow_redirects=False,
             ) as resp:
                 content = await resp.read()  # capped: monitor.bodies.CappedResponse
-                return _Answer(resp.status, resp.reason or "", resp.headers.get("Retry-After"),
-                               content)
+                return _answer(resp.status, resp.reason or "", resp.headers, content)
         except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
             raise _SendError("timeout", _describe(exc)) from exc
         except BodyError as exc:  # over a cap, or a body its Content-Encoding cannot decode
             raise _SendError("malformed", str(exc)) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # refused, reset, bad HTTP
+            raise _SendError("connect", _describe(exc)) from exc
+
+    async def stream(
+        self, url: str, feed: Callable[[bytes], bool], max_s: float
+    ) -> tuple[Answer, bool]:
+        try:
+            async with self._open().get(
+                yarl.URL(url, encoded=True), allow_redirects=False
+            ) as resp:
+                if not 200 <= resp.status < 300:
+                    content = await resp.read()
+                    return _answer(resp.status, resp.reason or "", resp.headers, content), False
+                chunks = iter_capped(
+                    resp.content.iter_any(), limits=self._limits,
+                    content_encoding=resp.headers.get("Content-Encoding"),
+                    content_length=resp.headers.get("Content-Length"))
+                try:
+                    timed_out = await _pump(chunks, feed, max_s)
+                finally:
+                    resp.close()  # an open stream: the connection is not reusable
+                return _answer(resp.status, resp.reason or "", resp.headers, b""), timed_out
+        except TimeoutError as exc:
+            raise _SendError("timeout", _describe(exc)) from exc
+        except BodyError as exc:
+            raise _SendError("malformed", str(exc)) from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise _SendError("connect", _describe(exc)) from exc
 
     async def aclose(self) -> None:
@@ -251,7 +288,7 @@ class _HttpxSender:
             transport=transport,
         )
 
-    async def send(self, method: str, url: str, payload: object) -> _Answer:
+    async def send(self, method: str, url: str, payload: object) -> Answer:
         try:
             async with self._http.stream(method, url, json=payload) as resp:
                 if resp.is_stream_consumed:
@@ -264,8 +301,7 @@ class _HttpxSender:
                     chunks, limits=self._limits, content_encoding=encoding,
                     content_length=resp.headers.get("Content-Length"),
                 )
-                return _Answer(resp.status_code, resp.reason_phrase,
-                               resp.headers.get("Retry-After"), content)
+                return _answer(resp.status_code, resp.reason_phrase, resp.headers, content)
         except httpx.TimeoutException as exc:
             raise _SendError("timeout", _describe(exc)) from exc
         except BodyError as exc:
@@ -275,8 +311,69 @@ class _HttpxSender:
         except Exception as exc:  # any other transport error: a call never raises
             raise _SendError("connect", _describe(exc)) from exc
 
+    async def stream(
+        self, url: str, feed: Callable[[bytes], bool], max_s: float
+    ) -> tuple[Answer, bool]:
+        try:
+            async with self._http.stream("GET", url) as resp:
+                if not 200 <= resp.status_code < 300 or resp.is_stream_consumed:
+                    if resp.is_stream_consumed:
+                        chunks, encoding = in_memory(resp.content), None
+                    else:
+                        chunks, encoding = resp.aiter_raw(), resp.headers.get("Content-Encoding")
+                    if not 200 <= resp.status_code < 300:
+                        content = await read_capped(
+                            chunks, limits=self._limits, content_encoding=encoding,
+                            content_length=resp.headers.get("Content-Length"))
+                        return _answer(resp.status_code, resp.reason_phrase, resp.headers,
+                                       content), False
+                else:
+                    chunks, encoding = resp.aiter_raw(), resp.headers.get("Content-Encoding")
+                timed_out = await _pump(
+                    iter_capped(chunks, limits=self._limits, content_encoding=encoding,
+                                content_length=resp.headers.get("Content-Length")),
+                    feed, max_s)
+                return _answer(resp.status_code, resp.reason_phrase, resp.headers,
+                               b""), timed_out
+        except httpx.TimeoutException as exc:
+            raise _SendError("timeout", _describe(exc)) from exc
+        except BodyError as exc:
+            raise _SendError("malformed", str(exc)) from exc
+        except httpx.DecodingError as exc:
+            raise _SendError("malformed", _describe(exc)) from exc
+        except Exception as exc:  # any other transport error: a call never raises
+            raise _SendError("connect", _describe(exc)) from exc
+
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _answer(status: int, reason: str, headers: Mapping[str, str], content: bytes) -> Answer:
+    return Answer(status, reason, headers.get("Retry-After"), content, RateHeaders.of(headers),
+                  headers.get("Content-Type") or "")
+
+
+async def _pump(chunks: AsyncIterator[bytes], feed: Callable[[bytes], bool],
+                max_s: float) -> bool:
+    """Feed `chunks` until `feed` says stop or they end (False), or `max_s` passes (True)."""
+    timer = asyncio.timeout(max_s)
+    try:
+        async with timer:
+            async for piece in chunks:
+                if feed(piece):
+                    return False
+    except TimeoutError:
+        if timer.expired():
+            return True
+        raise
+    return False
+
+
+def v2_url_of(graphql_url: str) -> str:
+    """The REST v2 control plane beside a GraphQL URL: its origin + `/v2` (RunPod serves
+    both on api.runpod.io; so does the simulator, on its own port)."""
+    parts = urllib.parse.urlsplit(graphql_url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/v2", "", ""))
 
 
 def client_for(settings: Settings, **overrides: Any) -> RunPodClient:
@@ -284,19 +381,26 @@ def client_for(settings: Settings, **overrides: Any) -> RunPodClient:
     from monitor.config import require_api_key  # config is the caller's edge, not ours
 
     runpod = settings.runpod
+    paths, pages, logs = runpod.v2_paths, runpod.v2_pagination, runpod.logs
     options: dict[str, Any] = {
         "api_key": require_api_key(settings),
         "graphql_url": runpod.graphql_url,
         "rest_url": runpod.rest_url,
+        "v2_url": runpod.v2_url,
         "timeout_s": runpod.timeout_s,
         "max_concurrency": runpod.max_concurrency,
         "body_limits": BodyLimits(runpod.max_answer_bytes, runpod.max_decoded_bytes, "runpod"),
+        "v2_paths": V2Paths(paths.balance, paths.account_limits, paths.account),
+        "v2_pagination": V2Pagination(pages.limit_param, pages.cursor_param, pages.next_field,
+                                      pages.page_size, pages.max_pages),
+        "log_bounds": LogBounds(logs.max_lines, logs.max_bytes, logs.max_seconds),
     }
     return RunPodClient(**{**options, **overrides})
 
 
-class RunPodClient:
-    """The daemon's only door to RunPod: GraphQL `myself` and the REST data plane."""
+class RunPodClient(RestV2Calls):
+    """The daemon's only door to RunPod: GraphQL `myself`, the REST data plane, and the
+    REST v2 control plane (`RestV2Calls`, monitor/runpod/rest_v2.py)."""
 
     def __init__(
         self,
@@ -304,17 +408,23 @@ class RunPodClient:
         api_key: str,
         graphql_url: str = "https://api.runpod.io/graphql",
         rest_url: str = "https://api.runpod.ai/v2",
+        v2_url: str | None = None,
         timeout_s: float = 10.0,
         max_concurrency: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
         limits: Mapping[str, RateLimit] | None = None,
         body_limits: BodyLimits = RUNPOD_BODY_LIMITS,
+        v2_paths: V2Paths = DEFAULT_V2_PATHS,
+        v2_pagination: V2Pagination = DEFAULT_PAGINATION,
+        log_bounds: LogBounds = DEFAULT_LOG_BOUNDS,
     ) -> None:
         """`limits`: per-endpoint client-side rate limits by probe (`RUNPOD_LIMITS` for the
         daemon); a call that would wait longer than `timeout_s` for its slot fails at once
         as `http_429` (status 0) without being sent. None: no limiter (replay, whose cycles
         run faster than real time against the simulator). `body_limits`: what one answer
-        may cost (bytes read, bytes decoded); over it, the call is `malformed`."""
+        may cost (bytes read, bytes decoded); over it, the call is `malformed`. `v2_paths`,
+        `v2_pagination`, `log_bounds`: the REST v2 facts the spec leaves UNCONFIRMED and
+        the worker-log bounds (config `runpod.v2_paths`, `v2_pagination`, `logs`)."""
         key = api_key.strip()
         if not key.isprintable():
             # httpx would echo an invalid header value, key included, in its exception
@@ -324,6 +434,10 @@ class RunPodClient:
         self._key = key
         self._graphql_url = graphql_url
         self._rest_url = rest_url.rstrip("/")
+        self._v2_url = (v2_url or v2_url_of(graphql_url)).rstrip("/")
+        self._v2_paths = v2_paths
+        self._v2_pages = v2_pagination
+        self._log_bounds = log_bounds
         self._timeout_s = timeout_s
         self._sem = asyncio.Semaphore(max_concurrency)
         self._limits = dict(limits or {})
@@ -356,9 +470,17 @@ class RunPodClient:
 
     # -- the calls ------------------------------------------------------------------------
 
-    async def myself(self) -> Result[Myself]:
-        """One GraphQL request: the account, its endpoints, volumes and pods."""
-        out = await self._call("POST", self._graphql_url, "myself", None, {"query": MYSELF})
+    async def spend(self) -> Result[Myself]:
+        """GraphQL `myself` asked only for the balance, spend per hour and spend limit: what
+        REST v2 lacks (`currentSpendPerHr`), for `runpod.control_plane: auto`."""
+        return await self.myself(SPEND)
+
+    async def myself(self, query: str = MYSELF) -> Result[Myself]:
+        """One GraphQL request: the account, its endpoints, volumes and pods.
+
+        A GraphQL that answers it is gone (404, 410, or an error message saying it was
+        retired) is a `RETIRED` failure: a known state, not an API error."""
+        out = await self._call("POST", self._graphql_url, "myself", None, {"query": query})
         if isinstance(out, Failure):
             return out
         body, status, elapsed = out
@@ -383,15 +505,28 @@ class RunPodClient:
         path = f"status/{quote(job_id, safe='')}"
         return await self._rest(endpoint_id, path, "status", parse.parse_job)
 
+    async def cancel_job(self, endpoint_id: str, job_id: str) -> Result[Job]:
+        """`POST /{id}/cancel/{job}` (a write): the job as RunPod says it now stands (a
+        finished job keeps its status); an unknown job is `http_404`."""
+        path = f"cancel/{quote(job_id, safe='')}"
+        return await self._rest(endpoint_id, path, "cancel", parse.parse_job, method="POST")
+
+    async def purge_queue(self, endpoint_id: str) -> Result[int]:
+        """`POST /{id}/purge-queue` (a write): how many queued jobs were removed (jobs in
+        progress are not touched). RunPod allows 2 per 10 s per endpoint."""
+        return await self._rest(endpoint_id, "purge-queue", "purge-queue",
+                                parse_v2.parse_purge, method="POST")
+
     # -- plumbing -------------------------------------------------------------------------
 
     async def _rest(
-        self, endpoint_id: str, path: str, probe: str, parser: Callable[[object], T | None]
+        self, endpoint_id: str, path: str, probe: str, parser: Callable[[object], T | None],
+        *, method: str = "GET",
     ) -> Result[T]:
         url = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
         limit = self._limits.get(probe)
         if limit is None:
-            out = await self._call("GET", url, probe, endpoint_id, None)
+            out = await self._call(method, url, probe, endpoint_id, None)
         else:
             window = self._windows.get((endpoint_id, probe))
             if window is None:
@@ -404,7 +539,7 @@ class RunPodClient:
                     f"{limit.window_s:g} s per endpoint (next slot in {wait:.1f} s)", 0.0,
                 )
             try:
-                out = await self._call("GET", url, probe, endpoint_id, None)
+                out = await self._call(method, url, probe, endpoint_id, None)
             finally:
                 window.release()
         if isinstance(out, Failure):
@@ -422,6 +557,43 @@ class RunPodClient:
         self, method: str, url: str, probe: str, endpoint_id: str | None, payload: object
     ) -> tuple[object, int, float] | Failure:
         """Send one request; the decoded 2xx JSON body, or the classified failure."""
+        answer = await self._exchange(method, url, probe, endpoint_id, payload)
+        if isinstance(answer, Failure):
+            return answer
+        body = parse.decode_json(answer.content)
+        if probe == "myself" and parse_v2.is_graphql_retired(answer.status, body):
+            status = answer.status
+            message = parse.error_message(body) or f"HTTP {status} {answer.reason}".strip()
+            return self._fail(probe, None, RETIRED, status, message, answer.elapsed_s)
+        out = self._interpret(answer, body, probe, endpoint_id)
+        if isinstance(out, Failure):
+            return out
+        return body, answer.status, answer.elapsed_s
+
+    def _interpret(
+        self, answer: Answer, body: object, probe: str, endpoint_id: str | None
+    ) -> Failure | None:
+        """The failure a non-2xx or non-JSON answer is, None for a usable one."""
+        status, elapsed, rate = answer.status, answer.elapsed_s, answer.rate
+        if probe in ("status", "cancel") and (status == 404 or parse.is_missing_job(body)):
+            return self._fail(probe, endpoint_id, "http_404", status, _MISSING_JOB, elapsed,
+                              rate=rate)
+        if not 200 <= status < 300:
+            retry = parse.parse_retry_after(answer.retry_after, time.time())
+            message = (parse_v2.problem_message(body) or parse.error_message(body)
+                       or f"HTTP {status} {answer.reason}".strip())
+            return self._fail(probe, endpoint_id, classify_status(status), status, message,
+                              elapsed, retry, rate=rate)
+        if body is parse.NOT_JSON:
+            return self._fail(probe, endpoint_id, "malformed", status, "body is not JSON",
+                              elapsed, rate=rate)
+        return None
+
+    async def _exchange(
+        self, method: str, url: str, probe: str, endpoint_id: str | None, payload: object
+    ) -> Answer | Failure:
+        """Send one request within the semaphore and `timeout_s`: the answer, whatever its
+        status, or the failure of a request that brought none."""
         async with self._sem:
             start = time.monotonic()
             try:
@@ -432,20 +604,27 @@ class RunPodClient:
                                   f"no answer within {self._timeout_s:g} s", _since(start))
             except _SendError as exc:
                 return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
-            elapsed = _since(start)
-        body = parse.decode_json(answer.content)
-        status = answer.status
-        if probe == "status" and (status == 404 or parse.is_missing_job(body)):
-            return self._fail(probe, endpoint_id, "http_404", status, _MISSING_JOB, elapsed)
-        if not 200 <= status < 300:
-            retry = parse.parse_retry_after(answer.retry_after, time.time())
-            message = parse.error_message(body) or f"HTTP {status} {answer.reason}".strip()
-            return self._fail(probe, endpoint_id, classify_status(status), status, message,
-                              elapsed, retry)
-        if body is parse.NOT_JSON:
-            return self._fail(probe, endpoint_id, "malformed", status, "body is not JSON",
-                              elapsed)
-        return body, status, elapsed
+            return dataclasses.replace(answer, elapsed_s=_since(start),
+                                       rate=self._scrub_rate(answer.rate))
+
+    async def _exchange_stream(
+        self, url: str, probe: str, endpoint_id: str | None, feed: Callable[[bytes], bool],
+        max_s: float,
+    ) -> tuple[Answer, bool] | Failure:
+        """`_exchange` for a stream (`_Sender.stream`): `timeout_s` for the answer to
+        start, then at most `max_s` of reading."""
+        async with self._sem:
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(self._timeout_s + max_s):
+                    answer, timed_out = await self._sender.stream(url, feed, max_s)
+            except TimeoutError:
+                return self._fail(probe, endpoint_id, "timeout", 0,
+                                  f"no answer within {self._timeout_s:g} s", _since(start))
+            except _SendError as exc:
+                return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
+            return dataclasses.replace(answer, elapsed_s=_since(start),
+                                       rate=self._scrub_rate(answer.rate)), timed_out
 
     def _fail(
         self,
@@ -456,18 +635,29 @@ class RunPodClient:
         message: str,
         elapsed_s: float,
         retry_after_s: float | None = None,
+        *,
+        rate: RateHeaders | None = None,
     ) -> Failure:
-        """Build, scrub and log a Failure."""
+        """Build, scrub and log a Failure (with the answer's x-request-id, if any)."""
         message = self._scrub(message)
+        extra = {"request_id": rate.request_id} if rate and rate.request_id else {}
         level = log.debug if kind == "http_404" else log.warning
         level("runpod_call_failed", probe=probe, endpoint_id=endpoint_id, kind=kind,
               status=status, message=message, retry_after_s=retry_after_s,
-              elapsed_s=round(elapsed_s, 3))
-        return Failure(kind, status, retry_after_s, message, elapsed_s)
+              elapsed_s=round(elapsed_s, 3), **extra)
+        return Failure(kind, status, retry_after_s, message, elapsed_s, rate)
 
     def _scrub(self, text: str) -> str:
         # a server or an exception may echo the key back; it never leaves this object
         return text.replace(self._key, "***") if self._key else text
+
+    def _scrub_rate(self, rate: RateHeaders | None) -> RateHeaders | None:
+        if rate is None or not self._key:
+            return rate
+        parts = (rate.rate_limit, rate.rate_limit_policy, rate.request_id)
+        if not any(p and self._key in p for p in parts):
+            return rate
+        return RateHeaders(*(self._scrub(p) if p else p for p in parts))
 
 
 def _since(start: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
@@ -193,10 +194,37 @@ def _job(body: object) -> Job:
     )
 
 
-def parse_job(body: object) -> Job | None:
-    """`/status/{id}` (or one `/requests` item) → Job."""
+# RunPod's worker log line when a job finished but its result never reached the queue
+# (runpod-python#309): the client then sees COMPLETED without its output.
+LOST_OUTPUT = "failed to return job results"
+
+
+def _output(d: Mapping[str, Any], job: Job) -> Job:
+    """`job` with what `/status` said of its output: its kind and size, never the content."""
+    if job.error is not None and LOST_OUTPUT in job.error.lower():
+        return replace(job, output_kind="lost")
+    if job.status != "COMPLETED":
+        return job
+    if "output" not in d:
+        return replace(job, output_kind="absent")
+    out = d["output"]
+    if out is None:
+        return replace(job, output_kind="null")
+    if out in ("", [], {}):
+        return replace(job, output_kind="empty")
     try:
-        return _job(body)
+        size = len(json.dumps(out, separators=(",", ":"), default=str).encode())
+    except (ValueError, TypeError, RecursionError):
+        size = None
+    return replace(job, output_kind="value", output_bytes=size)
+
+
+def parse_job(body: object) -> Job | None:
+    """`/status/{id}` → Job, with its output's kind and size (`/requests` items carry no
+    output: `parse_jobs` leaves them unknown)."""
+    try:
+        job = _job(body)
+        return _output(_obj(body), job)
     except _Malformed:
         return None
 

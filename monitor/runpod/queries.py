@@ -18,3 +18,7 @@ query Myself {
   }
 }
 """
+
+# REST v2 has no current spend per hour (spec/runpod-rest-v2.md 2.1): `auto` asks GraphQL
+# for it alone, while GraphQL answers.
+SPEND = "query Spend { myself { clientBalance currentSpendPerHr spendLimit } }"

@@ -36,7 +36,7 @@ from monitor.simulator.world_v2 import (
 )
 
 WINDOWS = (("minute", 60), ("hour", 3600), ("day", 86400))
-ENDPOINT_ROUTES = frozenset({"get-endpoint", "workers", "releases", "logs"})
+ENDPOINT_ROUTES = frozenset({"get-endpoint", "update-endpoint", "workers", "releases", "logs"})
 LOG_POLL_S = 0.1
 MAX_TAIL = 5000
 DEFAULT_TAIL = 100
@@ -110,20 +110,24 @@ class RestV2:
             ("/v2/catalog/datacenters", "catalog-datacenters", self._datacenters),
         ]
         seen: set[str] = set()
+        patch = "/v2/serverless/{endpoint_id}"
         for path, route, fn in table:
             if path in seen:  # a configured path may repeat a built-in one: first wins
                 continue
             seen.add(path)
             app.router.add_route("GET", path, self._wrap(route, fn))
-            app.router.add_route("*", path, self._not_allowed(route))
+            if path == patch:
+                app.router.add_route("PATCH", path, self._wrap("update-endpoint", self._patch))
+            app.router.add_route("*", path, self._not_allowed(
+                route, "GET, PATCH" if path == patch else "GET"))
         for prefix in ("serverless", "billing", "catalog", "account", "pods",
                        "network-volumes", "templates"):
             app.router.add_route("*", f"/v2/{prefix}/{{tail:.*}}", self._wrap("unknown", None))
 
-    def _not_allowed(self, route: str) -> Handler:
+    def _not_allowed(self, route: str, allow: str = "GET") -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.host.request_counts[("v2", route)] += 1
-            return problem(405, f"method {request.method} not allowed", {"Allow": "GET"})
+            return problem(405, f"method {request.method} not allowed", {"Allow": allow})
 
         return handle
 
@@ -174,6 +178,14 @@ class RestV2:
             for key in (route, "*"):
                 if key in faults:
                     return faults[key]
+        # A scenario written for GraphQL scripts "the control plane fails" as a `graphql:`
+        # fault; with no v2 fault of its own, the v2 control plane fails alike, so the
+        # scenario means the same to a monitor reading either API (a GraphQL-level error
+        # or a retirement has no v2 counterpart).
+        if st.graphql.kind not in ("ok", "errors", "retired") and route not in (
+            "logs",
+        ):
+            return st.graphql
         return OK
 
     async def _fault(
@@ -266,6 +278,22 @@ class RestV2:
 
     def _get_endpoint(self, request: web.Request, m: Moment, _h: dict[str, str]) -> Any:
         return self.view.endpoint(request.match_info["endpoint_id"], m, self.host.url)
+
+    async def _patch(self, request: web.Request, m: Moment, _h: dict[str, str]) -> Any:
+        """`PATCH /v2/serverless/{id}`: only the fields present change (spec section 2.10);
+        the change is a world override (World.override) the later answers all show."""
+        eid = request.match_info["endpoint_id"]
+        ep = self.host.world.state(m).listed(eid)
+        if ep is None:
+            return None
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("body: not JSON") from None
+        current = self.view.render_endpoint(eid, ep, self.host.url)
+        for path, value in patch_changes(body, current):
+            self.host.world.override(eid, path, value, m)
+        return self.view.endpoint(eid, m, self.host.url)
 
     def _workers(self, request: web.Request, m: Moment, _h: dict[str, str]) -> Any:
         return self.view.workers(request.match_info["endpoint_id"], m)
@@ -455,6 +483,113 @@ class RestV2:
         ts = self.view.iso(x.t)
         data = json.dumps({"ts": ts, "source": x.source, "line": x.line})
         return f"id: {ts}/{seq:012d}\ndata: {data}\n\n".encode()
+
+
+# UpdateEndpointRequest's fields (spec section 2.10); any other is a 422
+MUTABLE_FIELDS = frozenset({
+    "name", "gpu", "cpu", "workers", "scaling", "dataCenterIds", "networkVolumes", "timeout",
+    "flashboot", "image", "args", "disk", "ports", "env", "registry", "templateId",
+})
+# Fields RunPod accepts that the simulator does not play (container changes, GPU pools,
+# volumes): a 501 says so rather than a 200 that changed nothing.
+NOT_SIMULATED = frozenset({
+    "gpu", "cpu", "networkVolumes", "image", "args", "disk", "ports", "env", "registry",
+    "templateId",
+})
+FLASHBOOT = ("OFF", "FLASHBOOT", "PRIORITY_FLASHBOOT")
+SCALERS = ("QUEUE_DELAY", "REQUEST_COUNT")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_strs(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def patch_changes(body: Any, current: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """Check an UpdateEndpointRequest against the endpoint's v2 body now; the overrides it
+    makes, as (path in the simulated endpoint state, value). Raises BadRequest."""
+    if not isinstance(body, dict):
+        raise BadRequest("body: must be a JSON object", 422)
+    unknown = sorted(set(body) - MUTABLE_FIELDS)
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown field (additionalProperties: false)", 422)
+    kinds: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "name": (lambda v: isinstance(v, str) and 0 < len(v) <= 191, "a non-empty string"),
+        "gpu": (lambda v: isinstance(v, dict), "an object"),
+        "cpu": (lambda v: isinstance(v, dict), "an object"),
+        "workers": (lambda v: isinstance(v, dict), "an object"),
+        "scaling": (lambda v: isinstance(v, dict), "an object"),
+        "dataCenterIds": (_is_strs, "an array of strings"),
+        "networkVolumes": (_is_strs, "an array of strings"),
+        "timeout": (_is_int, "an integer >= 0 (milliseconds)"),
+        "flashboot": (lambda v: v in FLASHBOOT, "one of " + ", ".join(FLASHBOOT)),
+        "image": (lambda v: isinstance(v, str), "a string"),
+        "args": (lambda v: isinstance(v, str), "a string"),
+        "disk": (_is_int, "an integer >= 0"),
+        "ports": (_is_strs, "an array of strings"),
+        "env": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                "an object of strings"),
+        "registry": (lambda v: v is None or isinstance(v, str), "a string or null"),
+        "templateId": (lambda v: isinstance(v, str), "a string"),
+    }
+    for name, value in body.items():
+        ok, what = kinds[name]
+        if not ok(value):
+            raise BadRequest(f"{name}: must be {what}", 422)
+    if "gpu" in body and "cpu" in body:
+        raise BadRequest("gpu and cpu are mutually exclusive")
+    out: list[tuple[tuple[str, ...], Any]] = []
+    workers = body.get("workers")
+    if workers is not None:
+        extra = sorted(set(workers) - {"min", "max", "idleTimeout"})
+        if extra:
+            raise BadRequest(f"workers.{extra[0]}: unknown field", 422)
+        for k, v in workers.items():
+            if not _is_int(v):
+                raise BadRequest(f"workers.{k}: must be an integer >= 0", 422)
+        # sent keys replace, the others stay (whether RunPod merges is unconfirmed)
+        low = workers.get("min", current["workers"]["min"])
+        high = workers.get("max", current["workers"]["max"])
+        if low > high:
+            raise BadRequest(f"workers.min ({low}) must not exceed workers.max ({high})")
+    scaling = body.get("scaling")
+    scaler = current["scaling"]["type"]
+    if scaling is not None:
+        extra = sorted(set(scaling) - {"type", "queueDelay", "requestCount"})
+        if extra:
+            raise BadRequest(f"scaling.{extra[0]}: unknown field", 422)
+        scaler = scaling.get("type", scaler)
+        if scaler not in SCALERS:
+            raise BadRequest(f"scaling.type: must be one of {', '.join(SCALERS)}", 422)
+        for k in ("queueDelay", "requestCount"):
+            if k in scaling and not _is_int(scaling[k]):
+                raise BadRequest(f"scaling.{k}: must be an integer >= 0", 422)
+    if workers is not None and "idleTimeout" in workers and scaler == "REQUEST_COUNT":
+        raise BadRequest("workers.idleTimeout: not valid with REQUEST_COUNT scaling", 422)
+    unplayed = sorted(set(body) & NOT_SIMULATED)
+    if unplayed:
+        raise BadRequest(f"{unplayed[0]}: the simulator does not apply this field", 501)
+    for k, item_key in (("min", "workersMin"), ("max", "workersMax"),
+                        ("idleTimeout", "idleTimeout")):
+        if workers is not None and k in workers:
+            out.append((("item", item_key), workers[k]))
+    if scaling is not None:
+        out.append((("item", "scalerType"), scaler))
+        value = scaling.get("queueDelay" if scaler == "QUEUE_DELAY" else "requestCount")
+        if value is not None:
+            out.append((("item", "scalerValue"), value))
+    if "name" in body:
+        out.append((("item", "name"), body["name"]))
+    if "timeout" in body:
+        out.append((("item", "executionTimeoutMs"), body["timeout"]))
+    if "flashboot" in body:
+        out.append((("item", "flashBootType"), body["flashboot"]))
+    if "dataCenterIds" in body:
+        out.append((("item", "locations"), ",".join(body["dataCenterIds"])))
+    return out
 
 
 SERVERLESS_AMOUNTS = ("totalAmount", "gpuAmount", "cpuAmount", "diskAmount", "feeAmount")

@@ -155,8 +155,11 @@ class JobSpec(_Strict):
     executionTime: Count | None = None
     workerId: str | None = None
     error: str | None = None
+    # `/status` of a COMPLETED job serves `output` as given (null, "", {} included); left
+    # out, a placeholder `{"ok": true}`; `noOutput: true` serves no output key at all
     output: Any = None
     retries: Count | None = None
+    noOutput: bool | None = None
 
 
 class AccountPatch(BaseModel):
@@ -182,7 +185,7 @@ SIM_ONLY_KEYS = frozenset({"job_ms", "health", "rest", "jobs", "v2"})
 
 # Route names a `faults:` mapping may key on ("*" = every v2 route).
 V2Route = Literal[
-    "list-endpoints", "get-endpoint", "workers", "releases", "logs", "billing",
+    "list-endpoints", "get-endpoint", "update-endpoint", "workers", "releases", "logs", "billing",
     "billing-serverless", "billing-pods", "billing-network-volumes", "billing-endpoints",
     "network-volumes", "pods", "templates", "catalog-gpus", "catalog-datacenters",
     "balance", "account-limits", "account", "*",
@@ -192,7 +195,10 @@ Availability = Literal["NONE", "LOW", "MEDIUM", "HIGH"]
 WorkerStatus = Literal["RUNNING", "IDLE", "INITIALIZING", "THROTTLED", "UNHEALTHY"]
 Version = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(ge=0)]
-DEFAULT_EPOCH = "2026-12-01T12:00:00Z"
+# The wall-clock time of simulated t=0 unless a scenario says: replay's clock starts here
+# too (monitor.replay.EPOCH), so v2 times (startedAt, createdAt, log ts) and the monitor's
+# cycle times agree.
+DEFAULT_EPOCH = "2026-01-01T00:00:00Z"
 
 
 def _rfc3339(value: Any) -> str:

@@ -103,6 +103,30 @@ class _Dynamic:
     events: dict[tuple[str, str], list[tuple[float, str]]] = field(default_factory=dict)
 
 
+Path_ = tuple[str, ...]  # ("item", "workersMax"), ("health", "jobs", "inQueue")
+
+
+@dataclass(frozen=True)
+class Override:
+    """A value a caller set (PATCH, cancel, purge) over the script's, for one endpoint.
+
+    It holds from `at_s` (in step `since`) until the first later step whose scripted value
+    at `path` differs from `base` (the scripted value when it was set): a script that moves
+    the field itself wins from then on, as if someone else changed it again."""
+
+    seq: int
+    endpoint_id: str
+    path: Path_
+    value: Any
+    at_s: float
+    since: int
+    until: int  # the first step index where the script takes the field back
+
+
+# Worker states given up first when a PATCH lowers workersMax below the scripted count.
+_SHED_ORDER = ("idle", "throttled", "initializing", "ready", "unhealthy", "running")
+
+
 def _empty_health() -> dict[str, dict[str, int]]:
     return {"jobs": dict.fromkeys(JOB_KEYS, 0), "workers": dict.fromkeys(WORKER_KEYS, 0)}
 
@@ -190,6 +214,45 @@ def _note_jobs(st: StepState, times: dict[tuple[str, str], JobTimes]) -> None:
                 t.finished = st.start_s
 
 
+def _get_path(ep: EndpointState, path: Path_) -> Any:
+    node: Any = getattr(ep, path[0])
+    for part in path[1:]:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _overlay(st: StepState, overrides: list[Override]) -> StepState:
+    """A copy of `st` with `overrides` applied (in the order they were set)."""
+    out = copy.copy(st)
+    out.endpoints = dict(st.endpoints)
+    for o in overrides:
+        ep = out.endpoints.get(o.endpoint_id)
+        if ep is None:
+            continue
+        if ep is st.endpoints.get(o.endpoint_id):
+            ep = out.endpoints[o.endpoint_id] = copy.deepcopy(ep)
+        node: Any = getattr(ep, o.path[0])
+        for part in o.path[1:-1]:
+            node = node.setdefault(part, {})
+        node[o.path[-1]] = copy.deepcopy(o.value)
+        if o.path == ("item", "workersMax"):
+            _cap_workers(ep.health["workers"], int(o.value))
+    return out
+
+
+def _cap_workers(workers: dict[str, int], cap: int) -> None:
+    """Shed scripted workers above a lowered workersMax, idle ones first."""
+    excess = sum(workers.values()) - max(0, cap)
+    for state in _SHED_ORDER:
+        if excess <= 0:
+            return
+        cut = min(excess, workers.get(state, 0))
+        workers[state] = workers.get(state, 0) - cut
+        excess -= cut
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
@@ -206,12 +269,48 @@ class World:
         self.scenario = scenario
         self.states, self._times = _build_states(scenario)
         self._dyn = _Dynamic()
+        self._overrides: dict[tuple[str, Path_], Override] = {}
+        self._seq = 0
+        # (step index, applicable override seqs) -> the overlaid state; never dropped, so
+        # views that cache by a state's identity stay right
+        self._overlays: dict[tuple[int, tuple[int, ...]], StepState] = {}
 
     # -- the scripted part ----------------------------------------------------------------
 
     def state(self, m: Moment) -> StepState:
-        """The scripted state during cycle `m.cycle` (the last step holds past the end)."""
-        return self.states[max(0, self.scenario.step_index(m.cycle))]
+        """The state during cycle `m.cycle` (the last step holds past the end): the script's,
+        with the overrides callers set (`override`) laid over it while they hold."""
+        index = max(0, self.scenario.step_index(m.cycle))
+        st = self.states[index]
+        if not self._overrides:
+            return st
+        live = sorted(
+            (o for o in self._overrides.values()
+             if o.since <= index < o.until and o.at_s <= m.now_s),
+            key=lambda o: o.seq,
+        )
+        if not live:
+            return st
+        key = (index, tuple(o.seq for o in live))
+        out = self._overlays.get(key)
+        if out is None:
+            out = self._overlays[key] = _overlay(st, live)
+        return out
+
+    def scripted(self, endpoint_id: str, path: Path_, index: int) -> Any:
+        """The script's value at `path` of `endpoint_id` in step `index` (None if absent)."""
+        ep = self.states[index].endpoints.get(endpoint_id)
+        return None if ep is None else _get_path(ep, path)
+
+    def override(self, endpoint_id: str, path: Path_, value: Any, m: Moment) -> None:
+        """Set `path` of an endpoint's state to `value` from `m` on (see `Override`)."""
+        index = max(0, self.scenario.step_index(m.cycle))
+        base = self.scripted(endpoint_id, path, index)
+        until = next((j for j in range(index + 1, len(self.states))
+                      if self.scripted(endpoint_id, path, j) != base), len(self.states))
+        self._seq += 1
+        self._overrides[(endpoint_id, path)] = Override(
+            self._seq, endpoint_id, path, copy.deepcopy(value), m.now_s, index, until)
 
     def myself(self, m: Moment) -> dict[str, Any]:
         """GraphQL `myself` as plain data; endpoint items carry their resolved extras."""
@@ -270,8 +369,24 @@ class World:
         """One job as `/status` answers it; raises JobMissing."""
         for job in self.jobs(endpoint_id, m):
             if job["id"] == job_id:
-                return job
+                return self._with_output(endpoint_id, job, m)
         raise JobMissing(job_id)
+
+    def _with_output(self, endpoint_id: str, job: dict[str, Any], m: Moment) -> dict[str, Any]:
+        """A scripted COMPLETED job's `/status` output (JobSpec's `output` / `noOutput`)."""
+        if job["status"] != "COMPLETED":
+            return job
+        spec = next((j for j in self.state(m).endpoints[endpoint_id].jobs
+                     if j.id == job["id"]), None)
+        if spec is None:
+            return job  # a submitted job: its input echoed
+        if spec.noOutput:
+            job.pop("output", None)
+        elif "output" in spec.model_fields_set:
+            job["output"] = copy.deepcopy(spec.output)
+        else:
+            job["output"] = {"ok": True}
+        return job
 
     def submit(self, endpoint_id: str, job_input: Any, m: Moment, *, sync: bool) -> str:
         """Queue a job at the current moment; returns its id."""
@@ -287,6 +402,15 @@ class World:
         job = self.job(endpoint_id, job_id, m)
         if job["status"] in TERMINAL:
             return {"id": job_id, "status": job["status"]}
+        scripted = {j.id for j in self.state(m).endpoints[endpoint_id].jobs}
+        shadowed = {s.id for s in self._visible_submitted(endpoint_id, m)}
+        if job_id in scripted and job_id not in shadowed:
+            # /health's counts are scripted apart from the job list: the cancelled job
+            # leaves its count too
+            key = {"IN_QUEUE": "inQueue", "IN_PROGRESS": "inProgress"}.get(job["status"])
+            if key is not None:
+                now = self.state(m).endpoints[endpoint_id].health["jobs"][key]
+                self.override(endpoint_id, ("health", "jobs", key), max(0, now - 1), m)
         self._dyn.events.setdefault((endpoint_id, job_id), []).append((m.now_s, "cancel"))
         return {"id": job_id, "status": "CANCELLED"}
 
@@ -303,9 +427,15 @@ class World:
     def purge(self, endpoint_id: str, m: Moment) -> int:
         """Remove every queued job; returns how many."""
         queued = [j["id"] for j in self.jobs(endpoint_id, m) if j["status"] == "IN_QUEUE"]
+        submitted = {s.id for s in self._visible_submitted(endpoint_id, m)}
         for job_id in queued:
             self._dyn.events.setdefault((endpoint_id, job_id), []).append((m.now_s, "purge"))
-        return len(queued)
+        # /health's scripted queue count may stand for more jobs than /requests lists
+        scripted = self.state(m).endpoints[endpoint_id].health["jobs"]["inQueue"]
+        if scripted:
+            self.override(endpoint_id, ("health", "jobs", "inQueue"), 0, m)
+        from_submitted = sum(1 for j in queued if j in submitted)
+        return from_submitted + max(scripted, len(queued) - from_submitted)
 
     # -- rendering -----------------------------------------------------------------------
 
@@ -331,7 +461,7 @@ class World:
         return min(past)[1] if past else None
 
     def _render_scripted(self, endpoint_id: str, job: JobSpec, m: Moment) -> dict[str, Any]:
-        out: dict[str, Any] = job.model_dump(exclude_none=True)
+        out: dict[str, Any] = job.model_dump(exclude_none=True, exclude={"noOutput"})
         t = self._times.get((endpoint_id, job.id))
         if self._event(endpoint_id, job.id, m) == "cancel":
             out["status"] = "CANCELLED"
