@@ -18,7 +18,6 @@ import itertools
 import json
 import math
 import os
-import re
 import signal
 import tempfile
 import time
@@ -47,7 +46,7 @@ from monitor.config import Settings
 from monitor.cycle import CycleResult, build_pipeline
 from monitor.probes import ProbeCall
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient, client_for
-from rules.secrets import mask, placeholder, secret_reference
+from rules.secrets import mask, placeholder, secret_key, secret_reference
 from rules.thresholds import Thresholds
 
 Json = dict[str, Any]
@@ -64,20 +63,6 @@ MIN_GUARDED_SECRET = 8
 
 
 # --- masking ------------------------------------------------------------------------------
-
-# An env key that names a credential (HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD,
-# OPENAI_API_KEY). The same test as `rules.secrets.secret_key` on the integration branch
-# (log redaction); this goes for that one when it reaches main.
-_SECRET_KEY = re.compile(
-    r"(TOKEN|SECRET|PASSW(?:OR)?D|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL"
-    r"|AUTH|(?:^|_)KEY$)", re.IGNORECASE,
-)
-
-
-def secret_key(key: str) -> bool:
-    """True for an env key whose value is a secret by its name."""
-    return bool(_SECRET_KEY.search(key))
-
 
 def scrub(value: Any) -> Any:
     """`value` (JSON-like) with token-shaped secrets in every string replaced by placeholders
@@ -153,12 +138,21 @@ def job_json(j: Job) -> Json | None:
             out[key] = value
     if j.error is not None:
         out["error"] = mask(j.error)
-    # the output itself is never read: its kind and size are what the rules see
-    if j.output_kind == "empty":
-        out["output"] = ""
-    elif j.output_kind == "value":
-        out["output"] = "x" * max(0, (j.output_bytes or 3) - 2)
     return out
+
+
+def output_json(kind: str, size: int | None) -> Json:
+    """How a COMPLETED job's `/status` output is scripted, from its kind and size (the
+    content is never read): null, "", a filler string of its JSON size, or no key."""
+    if kind == "null":
+        return {"output": None}
+    if kind == "empty":
+        return {"output": ""}
+    if kind == "value":
+        return {"output": "x" * max(0, (size or 2) - 2)}
+    if kind == "absent":
+        return {"noOutput": True}
+    return {}  # "lost": the error text says it
 
 
 def item_json(c: EndpointConfig) -> Json:
@@ -301,6 +295,9 @@ class Recorder:
         self.incidents: list[Entry] = []
         self.t0: float | None = None
         self._log_lines: dict[tuple[str, str], set[tuple[Any, ...]]] = {}
+        # what `/status` said of a finished job's output, by (endpoint, job): the sampler
+        # reads a few a cycle, the scenario scripts it on every cycle that lists the job
+        self._outputs: dict[tuple[str, str], Json] = {}
 
     @property
     def cycles(self) -> int:
@@ -313,6 +310,11 @@ class Recorder:
             self.t0 = obs.t
         k = len(self.seen) + 1
         self.seen.append(self._convert(obs, result.calls, result.listed, k))
+        for tracked in obs.tracked_jobs:
+            j = tracked.job
+            if j.status == "COMPLETED" and j.output_kind is not None:
+                self._outputs[(tracked.endpoint_id, j.id)] = output_json(j.output_kind,
+                                                                         j.output_bytes)
         for inc in result.changes.raised:
             d = inc.diagnosis
             self.incidents.append(Entry(d.code, d.endpoint_id, k))
@@ -439,6 +441,9 @@ class Recorder:
                 for key in _ENDPOINT_FACTS:
                     if key not in known and getattr(e, key) is not None:
                         known[key] = getattr(e, key)
+        for eid, known in firsts.items():
+            if "jobs" in known:
+                known["jobs"] = [self._with_output(eid, j) for j in known["jobs"]]
         states = []
         for s in self.seen:
             cur = {**cur, "endpoints": dict(cur["endpoints"])}
@@ -460,6 +465,8 @@ class Recorder:
                 for key in _ENDPOINT_FACTS:
                     if getattr(e, key) is not None:
                         ep[key] = getattr(e, key)
+                if e.jobs is not None:
+                    ep["jobs"] = [self._with_output(eid, j) for j in e.jobs]
                 ep["logs"] = e.logs
                 cur["endpoints"][eid] = ep
             for eid, ep in list(cur["endpoints"].items()):
@@ -473,6 +480,10 @@ class Recorder:
                 listing = answered
             states.append({**cur, "listed": dict(listing)})
         return states
+
+    def _with_output(self, eid: str, job: Json) -> Json:
+        output = self._outputs.get((eid, job["id"])) if job["status"] == "COMPLETED" else None
+        return {**job, **output} if output else job
 
     def scenario(self) -> Json:
         """The recording as a scenario mapping (`load_scenario` loads its YAML dump)."""
