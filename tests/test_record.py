@@ -53,8 +53,20 @@ KEY = "rec-test-key-5f1c2a9e7d3b"
 SCENARIOS = Path(__file__).parent / "scenarios"
 # tests/scenarios/v2 needs a monitor that reads REST v2 (`runpod.control_plane`)
 READS_V2 = "control_plane" in RunPodSettings.model_fields
-ALL = sorted(str(p.relative_to(SCENARIOS)) for p in
-             [*SCENARIOS.glob("*.yaml"), *(SCENARIOS.glob("v2/*.yaml") if READS_V2 else [])])
+# One of each kind the issue names (a crash loop, throttling, an auth failure, a 429 with
+# Retry-After, idle spend) and of what the recorder converts (5xx back-off, template leaks,
+# jobs and outputs, v2 worker records, releases, logs, GraphQL retiring): the whole suite
+# runs them all in tests/test_scenarios.py already, and every round trip costs ~3 replays.
+ALL = [
+    "api-outage-during-crash-loop.yaml", "auth-key-revoked.yaml", "idle-volume-spend.yaml",
+    "no-gpu-capacity-stalled.yaml", "rest-5xx-backoff-skips.yaml", "throttle-flapping.yaml",
+    "template-audit-leaky-bootstrap.yaml", "job-overrun-stuck-job.yaml",
+    "balance-drain-two-endpoints.yaml", "crash-loop-volume-full.yaml",
+    *([] if not READS_V2 else [
+        "v2/crash-loop-worker-records.yaml", "v2/crash-loop-oom-killed.yaml",
+        "v2/stuck-rollout.yaml", "v2/graphql-retired-midrun.yaml",
+    ]),
+]
 # token shapes (and URL passwords) as the scenario files write them
 TOKEN = re.compile(r"(?:ghp_|github_pat_|hf_|xox[abpr]-|rpa_|AKIA)[A-Za-z0-9_-]{10,}"
                    r"|://[^:/\s'\"]+:[^@\s'\"]+@")
