@@ -449,9 +449,11 @@ class MonitorMetrics:
         ]
         if self._extensions:
             parts.append(generate_latest(self.cycles_skipped))
+            # registry order: the cost families exist from the start, the budget's join
+            # the registry with the first reading
+            parts.append(self.costs.data())
             if self._budget_registered:
                 parts.append(self._budget_text.render(self.budget.snapshot))
-            parts.append(self.costs.data())
         return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------
