@@ -385,8 +385,12 @@ class ControlPlane:
         jobs: list[Awaitable[None]] = [workers_call(e) for e in plan.workers]
         jobs += [releases_call(e) for e in plan.releases]
         jobs += [fact_call(f) for f in plan.facts]
-        if plan.list_endpoints:
+        if plan.list_endpoints and not any(c.probe == "v2_endpoints" for c in calls):
             jobs.append(self._list(t, calls))
+        elif plan.list_endpoints:
+            # list_first's call failed this cycle: asking again at once doubles the calls to
+            # an API that is down; the failure keeps the list due from the next cycle
+            self.planner.report(t, listed=False)
         await asyncio.gather(*jobs)
         self.planner.report(t, workers=list(workers_got), facts_ok=facts_ok,
                             facts_failed=facts_failed)
