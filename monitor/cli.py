@@ -105,6 +105,60 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if critical or failed_to_probe(result) else 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from monitor import logs
+    from monitor.config import ConfigError
+    from monitor.cycle import CycleResult
+    from monitor.record import check_writable, default_name, record, run_until_signalled
+
+    # bad options exit 2 before the configuration is read or RunPod is called
+    if args.cycles < 1:
+        print(f"error: --cycles: must be at least 1 (got {args.cycles})", file=sys.stderr)
+        return 2
+    if args.interval is not None and not args.interval > 0:
+        print(f"error: --interval: must be > 0 seconds (got {args.interval:g})",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out or f"{default_name(time.time())}.yaml")
+    problem = check_writable(out)
+    if problem is not None:
+        print(f"error: --out: {problem}", file=sys.stderr)
+        return 2
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    logs.configure("warning", "json", settings.secrets())
+    interval = args.interval if args.interval is not None else settings.interval_s
+
+    def progress(k: int, n: int, result: CycleResult) -> None:
+        obs = result.observation
+        failed = sum(1 for c in result.calls if c.outcome != "ok")
+        raised = ", ".join(i.diagnosis.code for i in result.changes.raised)
+        resolved = ", ".join(i.diagnosis.code for i in result.changes.resolved)
+        tail = "".join(f" | {w} {codes}" for w, codes in (("raised", raised),
+                                                          ("resolved", resolved)) if codes)
+        print(f"record: cycle {k}/{n}  {len(obs.endpoints)} endpoints, {len(result.calls)} "
+              f"calls, {failed} failed{tail}", file=sys.stderr, flush=True)
+
+    try:
+        result = run_until_signalled(record(settings, args.cycles, interval, out,
+                                            progress=progress))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        kept = f"the cycles recorded so far are in {out}" if out.exists() else "no cycle ended"
+        print(f"record: interrupted; {kept}", file=sys.stderr)
+        return 130
+    rec = result.recorder
+    print(f"wrote {out}: {rec.cycles} cycles in {result.steps} steps, "
+          f"{len(rec.incidents)} incidents; replay it with: runpod-monitor replay {out}")
+    return 0
+
+
 def _mcp(args: argparse.Namespace) -> int:
     import os
 
@@ -189,6 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--format", choices=("json", "text"), default="json")
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser(
+        "record", help="poll the account N cycles and write a scenario file replay plays back",
+        description="Poll RunPod with the normal pipeline (same config, same client) for N "
+                    "cycles and write what it saw as a scenario: per cycle the endpoints' "
+                    "configuration, /health, /requests, failures as faults (429 with its "
+                    "Retry-After), the account, and the REST v2 facts when read. Identical "
+                    "cycles merge into one step; `expect:` holds the incidents this run "
+                    "raised, so `runpod-monitor replay FILE` checks itself. The file names no "
+                    "API key; env values of secret-looking keys (TOKEN, KEY, SECRET, "
+                    "PASSWORD...) and token-shaped values are placeholders, log lines masked. "
+                    "Nothing is alerted or stored. Exit 0, 2 for bad options or config, 130 "
+                    "when interrupted (the cycles so far are written). See docs/record.md.")
+    p.add_argument("--cycles", type=int, required=True, help="how many probe cycles (>= 1)")
+    p.add_argument("--interval", type=float, default=None,
+                   help="seconds between cycles (default: the config's interval_s)")
+    p.add_argument("--out", default=None,
+                   help="the scenario file to write (default recorded-<UTC time>.yaml)")
+    p.add_argument("--config", default="config.yaml",
+                   help="configuration file (default config.yaml)")
+    p.set_defaults(func=_record)
 
     p = sub.add_parser("simulate", help="serve a scenario as a fake RunPod API on loopback")
     p.add_argument("scenario", help="scenario YAML file")

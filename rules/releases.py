@@ -304,8 +304,13 @@ def _stale_release(history: History, th: Thresholds, eid: str, now: float) -> Fi
     control_plane = history.latest.control_plane if history.latest is not None else "graphql"
     known = history.latest_releases(eid)
     releases = known[1] if known is not None else None
-    release = current_release(releases) if releases is not None else None
     version = latest.endpoint_version or (releases.endpoint_version if releases else None)
+    # the release the workers' endpoint version names: when the last /releases read is
+    # older than it (the plan reads it the cycle after), its age is unknown, not the age
+    # of the release before
+    release = current_release(releases) if releases is not None else None
+    if release is not None and version is not None and release.version != version:
+        release = None
 
     stale = stale_workers(latest)
     run = _stale_run(records)

@@ -128,6 +128,37 @@ def mask(text: str) -> str:
     return "".join(parts)
 
 
+# The stand-in `placeholder` writes over a secret's body: letters and digits only, so it
+# keeps every pattern's shape (an AWS key's 16 upper-case characters included).
+FILLER = "MASKED"
+
+
+def placeholder(text: str) -> str:
+    """`text` with each secret's body replaced by a stand-in of its length and shape
+    (``hf_MASKED0000...``): the audit still finds a token there, nothing of it is kept."""
+    matches = _matches(text)
+    if not matches:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for m in matches:
+        parts.append(text[pos : m.start])
+        kept = m.replacement[: -len(STARS)]  # a token's prefix inside a URL's password
+        n = m.end - m.start - len(kept)
+        parts.append(kept + (FILLER + "0" * n)[:n])
+        pos = m.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+_RUNPOD_SECRET_REF = re.compile(r"^\s*\{\{\s*RUNPOD_SECRET_[A-Za-z0-9_.-]+\s*\}\}\s*$")
+
+
+def secret_reference(value: str) -> bool:
+    """True for a RunPod secret reference (``{{ RUNPOD_SECRET_hf }}``): a name, no secret."""
+    return _RUNPOD_SECRET_REF.match(value) is not None
+
+
 def has_secret(text: str) -> bool:
     """True when `text` holds at least one token-shaped secret."""
     return bool(_matches(text))

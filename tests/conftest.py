@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from monitor.simulator import Scenario, SimulatorServer, load_scenario
 
@@ -54,3 +55,16 @@ async def sim_server() -> AsyncIterator[SimStart]:
     yield start
     for server in started:
         await server.stop()
+
+
+# --- process-wide state (state_) ---------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def state_logging_restored() -> Iterator[None]:
+    """Each test ends with the structlog set-up it began with: a command run in a test
+    (`main([...])` calls logs.configure) binds the logger to the stream capsys replaced,
+    and a later test's warning would be written to that closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

@@ -38,6 +38,12 @@ WRITES = (("v2", "update-endpoint"), (EP, "cancel"), (EP, "purge-queue"))
 TOKEN = "wt-actions-0123456789-Right"
 
 
+# REST v2 billing's USD/h for the endpoint, the spend guard's cost where v2 answers (the
+# default control plane); GraphQL has no per-endpoint spend, so the guard falls back to
+# GUARD's usd_per_worker_hr x the one running worker: the same 1 USD per second either way
+BILLED_USD_PER_HR = 3600.0
+
+
 def scenario(steps: list[dict[str, Any]] | None = None) -> Scenario:
     return Scenario.from_dict({
         "name": "actions", "interval_s": INTERVAL,
@@ -52,6 +58,7 @@ def scenario(steps: list[dict[str, Any]] | None = None) -> Scenario:
             "jobs": [{"id": "job-long", "status": "IN_PROGRESS"},
                      {"id": "job-done", "status": "COMPLETED"},
                      {"id": "job-q", "status": "IN_QUEUE"}],
+            "v2": {"billing": BILLED_USD_PER_HR},
         }],
         **({"steps": steps} if steps else {}),
     })
@@ -124,13 +131,22 @@ def engine_of(pipeline: Pipeline) -> ActionEngine:
 # ---------------------------------------------------------------- spend_guard, end to end
 
 
-async def test_spend_guard_runs_after_approval_and_the_simulator_shows_it(sim: Any) -> None:
+@pytest.mark.parametrize(("control_plane", "cost_from"), [
+    # proposed a cycle (30 s) after job_failures began
+    ("auto", "v2 billing 3600 USD/h x 0.01 h"),  # the billed spend, measured
+    ("graphql", "1 workers x 3600 USD/h x 0.01 h"),  # no billing: the estimate
+])
+async def test_spend_guard_runs_after_approval_and_the_simulator_shows_it(
+    sim: Any, control_plane: str, cost_from: str
+) -> None:
     server, client = await sim(scenario(SURGE))
-    pipeline = pipeline_for(server, client, actions_config(spend_guard=GUARD))
+    pipeline = pipeline_for(server, client, {**actions_config(spend_guard=GUARD),
+                                             "runpod": {"control_plane": control_plane}})
     engine = engine_of(pipeline)
     await run_cycles(server, pipeline, 1, 5)
     [p] = engine.listing()
     assert p.kind == "spend_guard"
+    assert p.extra["cost_from"] == cost_from
     assert p.state == "proposed"
     assert p.precondition == {"workers_max": 3, "workers_min": 0}
     assert p.call.text() == f'PATCH /v2/serverless/{EP} {{"workers":{{"min":0,"max":0}}}}'

@@ -497,7 +497,7 @@ def test_config_section_defaults_and_errors(tmp_path: Path) -> None:
     s = load_settings(None, env={})
     v = s.runpod.v2_budget
     assert v.assumed == dict(ASSUMED_QUOTA)
-    assert v.fact_periods_s["balance"] == 300
+    assert v.fact_periods_s["balance"] == 30  # every cycle: it decides balance_exhausted
     assert set(v.fact_periods_s) == set(FACTS)
     path = tmp_path / "config.yaml"
     path.write_text("runpod:\n  v2_budget:\n    shrink_on_429: 1.5\n    reserve: -1\n")

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_defaults_in_the_shipped_config() -> None:
     s = load_settings(REPO / "config.yaml", env={})
     r = s.runpod
-    assert (r.v2_url, r.control_plane) == ("https://api.runpod.io/v2", "auto")
+    assert (r.v2_url, r.control_plane) == (None, "auto")  # None: graphql_url's origin + /v2
     assert (r.v2_paths.balance, r.v2_paths.account_limits, r.v2_paths.account) == (
         "/billing/balance", "/account/limits", "/account")
     pages = r.v2_pagination
@@ -80,3 +80,17 @@ def test_an_invalid_v2_key_exits_2_naming_it(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2
     assert "runpod.logs.max_lines: must be at least 1 (got -1)" in out.stderr
+
+
+def test_v2_url_defaults_to_the_graphql_origin() -> None:
+    """RunPod serves REST v2 beside GraphQL (api.runpod.io); so does the simulator, on its
+    own port: a config that points graphql_url at a simulator never reaches RunPod."""
+    from monitor.runpod.client import v2_url_of
+
+    assert v2_url_of("https://api.runpod.io/graphql") == "https://api.runpod.io/v2"
+    assert v2_url_of("http://127.0.0.1:8123/graphql") == "http://127.0.0.1:8123/v2"
+    s = load_settings(None, env={"RUNPOD_API_KEY": "k" * 24}, overrides={
+        "runpod": {"graphql_url": "http://127.0.0.1:9/graphql"}})
+    from monitor.runpod.client import client_for
+
+    assert client_for(s)._v2_url == "http://127.0.0.1:9/v2"

@@ -96,6 +96,15 @@ def test_stale_workers_30_min_after_the_release_is_a_stuck_rollout() -> None:
     assert "workersMin: 0" in posted(d.remedy)
 
 
+def test_a_release_not_read_yet_is_not_the_one_before() -> None:
+    """The workers say version 2 but the last /releases read knows only release 1, made a
+    month ago: release 2's age is unknown (read the cycle after), so a stale worker seen
+    once is no stuck rollout; 30 min of stale records still decide."""
+    old_only = releases(release(1, -30 * 86400.0), version=1)
+    assert codes(steady(1, STUCK, old_only, first_cycle=61)) == []
+    assert codes(steady(61, STUCK, old_only)) == ["stale_release"]
+
+
 def test_without_releases_30_min_of_stale_records_decide() -> None:
     """/releases not read: stale in every record for 30 min raises, 29.5 min does not."""
     assert codes(steady(60, STUCK)) == []

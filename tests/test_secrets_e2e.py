@@ -9,7 +9,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from daemonkit import (
     write_yaml,
 )
 
-from model.observation import LogLine, Worker, WorkerLogs, Workers
 from monitor import logs as monitor_logs
 from monitor.alerts.alertmanager import alert_json
 from monitor.alerts.message import message_text
@@ -346,35 +345,17 @@ def _log_scenario() -> Any:
                          "env": [{"key": "HF_TOKEN", "value": LOG_HF},
                                  {"key": "DB_PASSWORD", "value": LOG_DBPW}]},
             "health": {"jobs": {"inQueue": 2}, "workers": {"unhealthy": 1}},
+            # what REST v2 lists of it: the failing worker and its log stream
+            "v2": {"workers": [{"id": "wrk-bad", "status": "UNHEALTHY", "started_s": -600}],
+                   "logs": {"wrk-bad": [{"t": -5 + i, "source": "container", "line": line}
+                                        for i, line in enumerate(LOG_LINES)]}},
         }],
         "steps": [{"cycles": 10}],
     })
 
 
-def _read_logs_too(pipeline: Any) -> list[tuple[int, str, str]]:
-    """Stand in for the prober's v2 calls: `/workers` lists the failing worker, and the
-    workers `pipeline.logs_wanted()` names get a snapshot; returns the reads made."""
-    probe = pipeline.prober.probe
-    reads: list[tuple[int, str, str]] = []
-
-    async def probe_and_read(cycle: int, t: float) -> Any:
-        wanted = pipeline.logs_wanted()  # decided on the last cycle's active diagnoses
-        report = await probe(cycle, t)
-        obs = report.observation
-        bad = Worker("wrk-bad", "UNHEALTHY", started_at=1_767_225_000.0)
-        s = replace(obs.endpoints[LOG_EID], workers=Workers(1, (bad,)))
-        snaps = []
-        for eid, wid in wanted:
-            reads.append((cycle, eid, wid))
-            snaps.append(WorkerLogs(wid, tuple(LogLine(t - 5 + i, "container", text)
-                                               for i, text in enumerate(LOG_LINES))))
-        if snaps:
-            s = replace(s, logs=tuple(snaps))
-        return replace(report, observation=replace(obs, endpoints={**obs.endpoints,
-                                                                   LOG_EID: s}))
-
-    pipeline.prober.probe = probe_and_read
-    return reads
+def _log_reads(server: SimulatorServer) -> int:
+    return server.request_counts[("v2", "logs")]
 
 
 async def test_no_secret_of_a_worker_log_in_any_output(
@@ -396,11 +377,14 @@ async def test_no_secret_of_a_worker_log_in_any_output(
         settings = load_settings(None, env={})
         store = Store(state)
         pipeline = build_pipeline(settings, client, sinks=[], store=store)
-        reads = _read_logs_too(pipeline)
+        reads = []
         for k in range(1, 5):
-            result = await pipeline.cycle(k, t0 + 30 * k)
-        # the failing worker's log was read once in its incident, the cycle after it began
-        assert reads == [(2, LOG_EID, "wrk-bad")]
+            server.set_cycle(k)
+            result = await pipeline.cycle(k, t0 + 30 * (k - 1))
+            reads.append(_log_reads(server))
+        # the prober read the failing worker's log (REST v2, over the wire) once in its
+        # incident, the cycle after it began
+        assert reads == [0, 1, 1, 1], reads
         incidents = pipeline.tracker.incidents()
         (unhealthy,) = [i for i in incidents if i.diagnosis.code == "workers_unhealthy"]
         d = unhealthy.diagnosis

@@ -326,7 +326,7 @@ async def test_template_change_makes_a_release_and_stale_workers(
 
 async def test_worker_logs_sse(http: httpx.AsyncClient, sim_server: SimStart) -> None:
     """`data: {ts,source,line}` events with ids; tail, source, since and Last-Event-ID."""
-    scenario = _account(1, {"logs_hold_s": 0})
+    scenario = _account(1, {"logs_hold_s": 0, "epoch": "2026-12-01T12:00:00Z"})
     scenario["endpoints"][0]["v2"] = {
         "workers": [{"id": "w1", "status": "UNHEALTHY", "started_s": -30}],
         "logs": {"w1": [{"t": -30 + i, "source": "system" if i % 2 else "container",
