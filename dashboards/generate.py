@@ -12,9 +12,11 @@ so the committed JSON is reviewed like code and a test proves it is up to date.
 
 Metric names follow spec/metrics.md. Every query filters endpoint series with
 `endpoint=~"$endpoint"`; the per-endpoint row also repeats by `$endpoint`, so each of its
-panels shows one endpoint. Panels for stale workers, worker restarts, per-endpoint spend
-and the API budget wait for their metrics (REST v2 and worker-evidence work): a panel
-here must select a series the monitor exports (tests/test_dashboard.py).
+panels shows one endpoint. Its REST v2 panels (worker restarts, stale workers, billed spend,
+worker data age) and the "REST v2 and GPUs" row (the call budget, GPU availability) read
+the extensions of docs/metrics.md, which a monitor in GraphQL mode does not export: there
+they show no data. A panel here must select a series the monitor exports
+(tests/test_dashboard.py).
 """
 
 from __future__ import annotations
@@ -211,6 +213,11 @@ def _severity_mappings() -> list[dm.ValueMapping]:
 
 
 UP_DOWN: list[dm.ValueMapping] = [_value_map({"0": ("red", "DOWN"), "1": ("green", "UP")})]
+# runpod_gpu_availability's levels (docs/metrics.md)
+STOCK: list[dm.ValueMapping] = [_value_map({
+    "0": ("red", "NONE"), "1": ("orange", "LOW"), "2": ("yellow", "MEDIUM"),
+    "3": ("green", "HIGH"),
+})]
 
 
 # -- rows ------------------------------------------------------------------------------
@@ -384,6 +391,45 @@ def endpoint_row() -> list[Item]:
             thresholds=_thresholds(("red", None), ("green", 200), ("red", 300)),
             mappings=[_value_map({"0": ("red", "no answer")})],
         ),
+        _timeseries(
+            "Worker restarts",
+            "Worker restarts per interval, read from consecutive REST v2 worker records (a "
+            "worker id replaced, or startedAt reset), each counted once. A steady rise with "
+            "jobs queued is crash_loop.",
+            [_target(
+                f"sum(increase(runpod_endpoint_worker_restarts_total{{{EP}}}"
+                f"[$__rate_interval]))", "restarts",
+            )],
+        ),
+        _timeseries(
+            "Stale workers",
+            "Running or idle workers that serve an older release than the endpoint's "
+            "(isStale), and the release (endpointVersion). Stale workers that stay after a "
+            "release are a stuck rollout (stale_release).",
+            _targets(
+                (f"max(runpod_endpoint_workers_stale{{{EP}}})", "stale workers"),
+                (f"max(runpod_endpoint_version{{{EP}}})", "release"),
+            ),
+        ),
+        _timeseries(
+            "Billed spend per hour",
+            "What REST v2 billing charged the endpoint in its last complete hour (USD/h), "
+            "beside the estimated cost of the jobs the monitor saw finish in the last hour.",
+            _targets(
+                (f"max(runpod_endpoint_billed_usd_per_hour{{{EP}}})", "billed USD/h"),
+                (f"sum(increase(runpod_job_cost_estimated_usd_sum{{{EP}}}[1h]))",
+                 "estimated jobs, last hour"),
+            ),
+            unit="currencyUSD",
+        ),
+        _stat(
+            "Worker data age",
+            "Seconds since the endpoint's freshest REST v2 worker record (the v2 budget reads "
+            "endpoints in trouble first). Orange past 90 s, red past 5 min.",
+            [_target(f"time() - max(runpod_endpoint_workers_seen_timestamp_seconds{{{EP}}})")],
+            unit="s", decimals=0,
+            thresholds=_thresholds(("green", None), ("orange", 90), ("red", 300)),
+        ),
         _sized(_table(
             "Configuration",
             "GPU tiers, network volume and its datacenter (runpod_endpoint_info).",
@@ -463,6 +509,55 @@ def monitor_row() -> list[Item]:
     ]
 
 
+def v2_row() -> list[Item]:
+    return [
+        _row("REST v2 and GPUs"),
+        _timeseries(
+            "REST v2 call budget",
+            "RunPod's per-window quota of REST v2 calls (RateLimit-Policy), what the monitor "
+            "may still spend in the current window and what it spent. Remaining near 0 "
+            "means the budget, not RunPod, decides which endpoints' workers are read.",
+            _targets(
+                ("max by (window) (runpod_monitor_v2_budget_quota)", "{{window}} quota"),
+                ("min by (window) (runpod_monitor_v2_budget_remaining)",
+                 "{{window}} remaining"),
+                ("max by (window) (runpod_monitor_v2_budget_spent)", "{{window}} spent"),
+            ),
+            axis_label="calls",
+        ),
+        _timeseries(
+            "REST v2 calls and 429s",
+            "REST v2 calls per minute by kind, and the answers 429 (the per-user quota).",
+            _targets(
+                ("sum by (kind) (rate(runpod_monitor_v2_budget_calls_total"
+                 "[$__rate_interval])) * 60", "{{kind}}"),
+                ("sum(rate(runpod_monitor_v2_budget_throttled_total[$__rate_interval])) * 60",
+                 "429"),
+            ),
+            axis_label="calls per minute",
+        ),
+        _table(
+            "GPU availability",
+            "GPU stock by type, pool and datacenter from the REST v2 catalog (NONE, LOW, "
+            "MEDIUM, HIGH). A pool with NONE in the datacenter a network volume pins is "
+            "no_gpu_capacity waiting to happen.",
+            [_target(
+                'max by (pool, gpu_type, datacenter) '
+                '(runpod_gpu_availability{datacenter!=""})', instant=True,
+            )],
+            sort_by="pool",
+            overrides=[_override("Value", ("mappings", STOCK),
+                                 ("custom.cellOptions", {"type": "color-background"}),
+                                 ("displayName", "stock"))],
+            organize={
+                "excludeByName": {"Time": True},
+                "indexByName": {"pool": 0, "gpu_type": 1, "datacenter": 2, "Value": 3},
+                "renameByName": {},
+            },
+        ),
+    ]
+
+
 # -- layout ----------------------------------------------------------------------------
 
 _GRID_WIDTH = 24
@@ -518,13 +613,14 @@ def _templating(dash: db.Dashboard) -> db.Dashboard:
 
 def build() -> dm.Dashboard:
     """The whole dashboard as Grafana's model (grafana_foundation_sdk), ready for provisioning."""
-    dash = _layout(account_row() + diagnoses_row() + endpoint_row() + monitor_row())
+    dash = _layout(account_row() + diagnoses_row() + endpoint_row() + v2_row() + monitor_row())
     dash = _templating(dash)
     return (
         dash.uid(UID)
         .description(
-            "runpod-monitor: account, active diagnoses, per-endpoint workers, queue and "
-            "jobs, and the monitor's own health. Generated by dashboards/generate.py with "
+            "runpod-monitor: account, active diagnoses, per-endpoint workers, queue, jobs, "
+            "restarts and spend, the REST v2 budget and GPU stock, and the monitor's own "
+            "health. Generated by dashboards/generate.py with "
             "Grafana's Foundation SDK; edit that, not this file."
         )
         .annotation(

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import structlog
 
 from model.observation import (
+    AUTH_OUTCOMES,
     OK,
     RETIRED,
     SKIPPED,
@@ -190,6 +191,7 @@ class ControlPlane:
         self._kept: dict[str, _Kept] = {}
         self._listing: tuple[EndpointConfig, ...] | None = None
         self._listed_at: float | None = None
+        self._last_list_ok = False  # whether the last listing call answered
         self._spend_graphql: tuple[float, float | None] | None = None  # (spend, limit)
         self._trouble = 0  # endpoints in trouble in the last plan
         self._list_later = False  # list_first left a cheap list to this cycle's plan
@@ -295,14 +297,24 @@ class ControlPlane:
             self._listed_at = t
 
     def listing_now(self, calls: Sequence[Call]) -> Listing:
-        """The listing the cycle works with: this cycle's call's outcome when one was made."""
+        """The listing the cycle works with: this cycle's call's outcome when one was made.
+        A cycle without a listing call keeps the last listing (OK) while the last call
+        answered; after a failed one it is SKIPPED (unknown, not a failure again); either
+        way a v2 call refused for the key this cycle (401/403) is that outcome, so a key
+        revoked between two listings is seen the cycle it happens."""
         made = [c for c in calls if c.probe == "v2_endpoints"]
         if made:
             outcome, status = outcome_of(made[-1].result)
+            self._last_list_ok = outcome == OK
             if outcome != OK and self._listing is not None:
                 return Listing(outcome, status, None, "rest")
             return Listing(outcome, status, self._listing, "rest")
-        if self._listing is None:
+        refused = [c for c in calls if c.probe.startswith("v2_")
+                   and isinstance(c.result, Failure) and c.result.kind in AUTH_OUTCOMES]
+        if refused:
+            outcome, status = outcome_of(refused[0].result)
+            return Listing(outcome, status, None, "rest")
+        if self._listing is None or not self._last_list_ok:
             return Listing(SKIPPED, 0, None, "rest")
         return Listing(OK, 200, self._listing, "rest")
 
@@ -402,8 +414,12 @@ class ControlPlane:
         jobs: list[Awaitable[None]] = [workers_call(e) for e in plan.workers]
         jobs += [releases_call(e) for e in plan.releases]
         jobs += [fact_call(f) for f in plan.facts]
-        if plan.list_endpoints:
+        if plan.list_endpoints and not any(c.probe == "v2_endpoints" for c in calls):
             jobs.append(self._list(t, calls))
+        elif plan.list_endpoints:
+            # list_first's call failed this cycle: asking again at once doubles the calls to
+            # an API that is down; the failure keeps the list due from the next cycle
+            self.planner.report(t, listed=False)
         await asyncio.gather(*jobs)
         self.planner.report(t, workers=list(workers_got), facts_ok=facts_ok,
                             facts_failed=facts_failed)
@@ -449,7 +465,10 @@ class ControlPlane:
         billing = self._fact("billing", t)
         volumes = self._fact("network_volumes", t)
         pods = self._fact("pods", t)
-        stock = self._fact("catalog", t)
+        # the catalog only in the cycle it was read: the rules judge its age by the
+        # observation that carries it (an older read is further back in the history)
+        kept_stock = self._kept.get("catalog")
+        stock = kept_stock.value if kept_stock is not None and kept_stock.t == t else None
         endpoint_spend = None
         if isinstance(billing, ServerlessSpend) and billing.total_per_hr is not None:
             endpoint_spend = dict(billing.per_endpoint)

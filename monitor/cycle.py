@@ -38,7 +38,7 @@ from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
 from monitor.alerts.setup import build_router, build_sinks
-from monitor.budget import Planner, V2Budget
+from monitor.budget import BudgetReading, Planner, V2Budget
 from monitor.config import Settings
 from monitor.control import ControlPlane, Hints
 from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
@@ -69,13 +69,15 @@ class CycleResult:
     calls: list[ProbeCall] = field(default_factory=list)
     listed: tuple[EndpointConfig, ...] | None = None
     duration_s: float = 0.0
+    # the REST v2 budget after the cycle's calls (None: GraphQL mode keeps none)
+    budget: BudgetReading | None = None
 
     @property
     def facts(self) -> CycleFacts:
         """What the metrics read of this cycle."""
         return CycleFacts(
             self.observation, self.active, [i.diagnosis for i in self.changes.raised],
-            self.calls, self.listed, self.duration_s,
+            self.calls, self.listed, self.duration_s, self.budget,
         )
 
 
@@ -128,9 +130,12 @@ class Pipeline:
             for incident, n in self.actions.late(changes, told):
                 notifications += self.router.tell_again(incident, t, cycle, n)
         duration = time.perf_counter() - started
+        control = self.prober.control  # None in GraphQL mode: no v2 budget
+        budget = None if control is None else control.budget.reading(
+            t, control.planner.workers_seen)
         result = CycleResult(
             obs, changes, self.tracker.diagnoses(), notifications, report.calls,
-            report.listed, duration,
+            report.listed, duration, budget,
         )
         _log_cycle(result, cycle, t, len(self.tracker.active))
         _log_incidents(changes, cycle, t)

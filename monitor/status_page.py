@@ -26,6 +26,7 @@ from aiohttp import web
 
 from model.observation import (
     OK,
+    RETIRED,
     WORKER_STATES,
     Account,
     EndpointSample,
@@ -134,6 +135,8 @@ font-variant-numeric:tabular-nums}
 .kv div{font-size:.75rem;color:var(--muted)}
 .kv b{display:block;color:var(--fg);font-size:1rem;font-variant-numeric:tabular-nums}
 .empty{color:var(--muted);font-style:italic}
+.notice{border-left:6px solid var(--info);background:var(--info-bg)}
+.notice.critical{border-left-color:var(--crit);background:var(--crit-bg)}
 footer{margin:18px 2px 8px;font-size:.8rem;color:var(--muted)}
 footer a{color:inherit}
 .charts{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:6px 14px;margin-top:10px}
@@ -301,7 +304,12 @@ def _header(ok: bool, reason: str, obs: Observation | None, refresh_s: int, now:
 def _account(obs: Observation | None, incidents: list[Incident], pictures: str = "") -> str:
     account = obs.account if obs is not None else None
     if account is None:
-        why = "no probe cycle yet" if obs is None else f"GraphQL probe: {obs.control_outcome}"
+        if obs is None:
+            why = "no probe cycle yet"
+        elif obs.control_plane == "graphql":
+            why = f"GraphQL probe: {obs.control_outcome}"
+        else:  # REST v2: the balance and the billing each on their own period
+            why = "REST v2 balance or billing not known"
         return (
             '<h2 id="account">Account</h2><div class="card empty">'
             f"Balance and spend unknown this cycle ({_e(why)}).</div>"
@@ -322,6 +330,48 @@ def _account(obs: Observation | None, incidents: list[Incident], pictures: str =
         f'<div class="stat {low}"><div class="label">Runway</div>'
         f'<div class="value">{_e(_runway(account))}</div></div>'
         f"</div>{pictures}{scoped}"
+    )
+
+
+# Facts of Observation.sources, in the order the page lists them
+FACTS = ("endpoints", "balance", "spend_per_hr", "spend_limit", "billing_mode", "volumes",
+         "pods", "endpoint_spend", "gpu_stock")
+_API = {"rest": "REST v2", "graphql": "GraphQL"}
+
+
+def _control_plane(obs: Observation | None) -> str:
+    """The API the monitor reads RunPod's control plane with, which one fed each fact this
+    cycle, and a notice when GraphQL is retired (an error while the config asks for it)."""
+    if obs is None:
+        return ""
+    notice = ""
+    if obs.graphql_state == RETIRED:
+        if obs.control_plane == "graphql":
+            notice = (
+                '<div class="card notice critical" id="graphql-retired" role="alert">'
+                '<span class="pill critical">error</span> <b>GraphQL is retired</b>, and '
+                "<code>runpod.control_plane</code> is <code>graphql</code>: the account and "
+                "endpoint configuration are unknown. Set <code>runpod.control_plane: auto"
+                "</code> (the default) to read REST v2.</div>"
+            )
+        else:
+            notice = (
+                '<div class="card notice" id="graphql-retired" role="status">'
+                '<span class="pill info">notice</span> <b>GraphQL is retired; reading REST v2 '
+                "only.</b></div>"
+            )
+    fed = [(f, obs.sources[f]) for f in FACTS if f in obs.sources]
+    fed += [(f, a) for f, a in sorted(obs.sources.items()) if f not in FACTS]
+    rows = "".join(
+        f'<tr><th>{_e(f.replace("_", " "))}</th><td data-fact="{_e(f)}">'
+        f"{_e(_API.get(a, a))}</td></tr>"
+        for f, a in fed
+    ) or '<tr><td class="empty">no control-plane fact this cycle</td></tr>'
+    return (
+        f'{notice}<div class="small muted" id="control-plane">control plane: '
+        f'<b>{_e(_API.get(obs.control_plane, obs.control_plane))}</b></div>'
+        f'<details class="small"><summary>Which API fed each fact</summary>'
+        f"<table>{rows}</table></details>"
     )
 
 
@@ -390,7 +440,8 @@ def _chip(state: str, n: int) -> str:
 
 
 def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident],
-              pictures: str = "", wait: float | None = None) -> str:
+              pictures: str = "", wait: float | None = None,
+              workers_age: float | None = None) -> str:
     worst = _worst(mine)
     if sample.health_outcome == OK:
         up = f'<span class="pill ok">up · HTTP {_e(sample.http_status)}</span>'
@@ -417,6 +468,9 @@ def _endpoint(eid: str, name: str, sample: EndpointSample, mine: list[Incident],
     wmax = "—" if cfg is None else f"{cfg.workers_min}–{cfg.workers_max}"  # min–max
     gpus = f'<div class="small muted">GPUs: <code>{_e(cfg.gpu_ids)}</code></div>' if (
         cfg is not None and cfg.gpu_ids) else ""
+    if workers_age is not None:
+        gpus += (f'<div class="small muted workers-age">worker records: '
+                 f"{_e(_ago(workers_age))} old</div>")
     return (
         f'<article class="card ep {_e(worst or "")}" id="ep-{_e(eid)}">'
         f'<div class="head"><h3>{title}</h3>{up}</div>{ident}{listed}{chips}'
@@ -457,7 +511,7 @@ def _pager(page: int, pages: int) -> str:
 
 
 def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incident],
-               past: _Past | None, page: int, per_page: int | None) -> str:
+               past: _Past | None, page: int, per_page: int | None, now: float) -> str:
     if obs is None or not obs.endpoints:
         return (
             '<h2 id="endpoints">Endpoints</h2>'
@@ -469,6 +523,7 @@ def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incide
             mine[i.diagnosis.endpoint_id].append(i)
     worst = {eid: _worst(mine[eid]) for eid in obs.endpoints}
     names = {eid: runtime.endpoint_name(eid) for eid in obs.endpoints}
+    history = runtime.history()
 
     def rank(eid: str) -> tuple[int, str, str]:
         w = worst[eid]
@@ -484,7 +539,10 @@ def _endpoints(obs: Observation | None, runtime: Runtime, incidents: list[Incide
         pictures, wait = "", _oldest_wait(obs.endpoints[eid])
         if past is not None:
             pictures, wait = _endpoint_charts(eid, past, _spans(past, eid))
-        cards.append(_endpoint(eid, names[eid], obs.endpoints[eid], mine[eid], pictures, wait))
+        seen = history.latest_workers(eid)  # the freshest REST v2 worker record
+        age = None if seen is None else max(0.0, now - seen[0])
+        cards.append(_endpoint(eid, names[eid], obs.endpoints[eid], mine[eid], pictures, wait,
+                               age))
     if len(shown) < total:
         first = (page - 1) * (per_page or 0) + 1
         count = (f'<span class="muted small">{first}–{first + len(shown) - 1} of {total}, '
@@ -797,9 +855,9 @@ def render(runtime: Runtime, *, now: float | None = None, page: int = 1,
         '<meta name="robots" content="noindex">'
         '<link rel="icon" href="data:,">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
-        f"{_header(ok, reason, obs, refresh_s, now, incidents)}{window}"
+        f"{_header(ok, reason, obs, refresh_s, now, incidents)}{_control_plane(obs)}{window}"
         f"{_account(obs, incidents, account_pictures)}"
-        f"{_endpoints(obs, runtime, incidents, past, page, per_page)}"
+        f"{_endpoints(obs, runtime, incidents, past, page, per_page, now)}"
         f"{_diagnoses(incidents, now)}"
         f"{_actions(actions)}"
         f"{history}"

@@ -18,6 +18,7 @@ from rules.diagnosis import Diagnosis, evidence
 from rules.remedies import rest_curl
 from rules.rule import Finding, Rule
 from rules.signals import minutes, plural
+from rules.spend import cost_so_far
 from rules.thresholds import Thresholds
 
 MAX_ERRORS = 3
@@ -116,6 +117,27 @@ def _failed_rise_since(history: History, eid: str, since: float) -> int:
     return rise
 
 
+def surge_start(history: History, eid: str, window_s: float, now: float) -> float | None:
+    """When the failures began: the earliest failed rise of the run of rises, walking back
+    from `now`, in which no two rises are more than `window_s` apart (a surge that lasts
+    hours began hours ago, though the rule's window sees its last minutes)."""
+    start: float | None = None
+    newer: tuple[float, Health] | None = None
+    last_rise = now
+    for t, h in reversed(history.known_health(eid)):
+        if t > now:
+            continue
+        if newer is not None and newer[1].failed > h.failed:
+            if last_rise - newer[0] > window_s:
+                break
+            start = t
+            last_rise = t
+        elif last_rise - t > window_s:
+            break
+        newer = (t, h)
+    return start
+
+
 def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Finding | None:
     since = now - th.job_failures_window_s
     if history.time_ordered and _failed_rise_since(history, eid, since) < th.job_failures_min:
@@ -138,6 +160,10 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Fin
         f"the last {span} ({share:.0%}, threshold {th.job_failures_ratio:.0%}): the handler "
         f"is raising."
     )
+    began = surge_start(history, eid, th.job_failures_window_s, now)
+    cost = None if began is None else cost_so_far(history, eid, began, window[-1][0])
+    if cost is not None:
+        summary += cost.sentence()
     steps = [f"The handler is raising on {share:.0%} of the jobs it finishes."]
     if errors:
         steps.append("Recent errors of failed jobs:")
@@ -165,6 +191,8 @@ def _job_failures(history: History, th: Thresholds, eid: str, now: float) -> Fin
         window_s=window[-1][0] - window[0][0],
         failed_total=window[-1][1].failed,
         completed_total=window[-1][1].completed,
+        surge_since_s=None if began is None else window[-1][0] - began,
+        **(cost.evidence() if cost is not None else {}),
     )
     for i, (job_id, text) in enumerate(errors, start=1):
         ev[f"error_{i}"] = text

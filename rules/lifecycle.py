@@ -39,6 +39,7 @@ from rules.remedies import (
 )
 from rules.rule import Finding, Rule
 from rules.signals import minutes, plural, run_seconds, stalled_run, trailing_run
+from rules.spend import cost_so_far
 from rules.thresholds import Thresholds
 
 
@@ -151,6 +152,9 @@ def _crash_loop(
                 f"restart seen, past {limit}: the startup may be hanging (a model download or "
                 f"a call that never returns before runpod.serverless.start())."
             )
+    cost = cost_so_far(history, eid, start, end)
+    if cost is not None:
+        summary += cost.sentence()
     account = history.latest_account()
     if ghosts:
         remedy = _capacity_remedy(
@@ -185,6 +189,7 @@ def _crash_loop(
             head_wait_last_ms=heads[-1] if heads else None,
             completed=h.completed,
             failed=h.failed,
+            **(cost.evidence() if cost is not None else {}),
         ),
     )
 

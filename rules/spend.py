@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from model.history import History
 from model.job_memory import ColdStart, percentile
-from model.observation import EndpointConfig, GpuStock, Job, Observation, Workers
+from model.observation import EndpointConfig, GpuStock, Health, Job, Observation, Workers
 from rules.diagnosis import Diagnosis, evidence
 from rules.gpus import POOL_FLEX_USD_PER_S
 from rules.remedies import rest_curl
@@ -118,6 +118,59 @@ def latest_spend(history: History, eid: str) -> float | None:
         if o.endpoint_spend is not None and eid in o.endpoint_spend:
             return o.endpoint_spend[eid]
     return None
+
+
+def billed_workers(h: Health) -> int:
+    """Workers RunPod bills now: up and holding a GPU (running, idle, initializing, or
+    failing health checks); throttled ones wait for a GPU (`ready` repeats `idle`). The
+    same count as monitor/control.py's, which the spend per hour is derived with."""
+    return h.running + h.idle + h.initializing + h.unhealthy
+
+
+@dataclass(frozen=True, slots=True)
+class CostSoFar:
+    """What an incident has cost since it began: an estimate, and how it was made."""
+
+    usd: float
+    basis: str  # "v2 billing's 0.69 USD/h over 16 min", "billed workers over 2 min at ..."
+
+    def sentence(self) -> str:
+        """The summary's sentence, '' while it rounds to nothing."""
+        if self.usd < 0.005:
+            return ""
+        return (f" It has cost about {self.usd:.2f} USD of GPU time since it began "
+                f"(an estimate from {self.basis}).")
+
+    def evidence(self) -> dict[str, object]:
+        """The evidence keys (`cost_so_far_usd` is what the actions' spend guard reads)."""
+        return {"cost_so_far_usd": round(self.usd, 4), "cost_basis": f"{self.basis} (an estimate)"}
+
+
+def cost_so_far(history: History, eid: str, since: float, now: float) -> CostSoFar | None:
+    """What the endpoint spent from `since` to `now`: v2 billing's USD per hour for it times
+    the time, else its billed workers in each sample times the GPU's price (the catalog's, or
+    the pool's list price); None when neither is known."""
+    seconds = max(0.0, now - since)
+    rate = latest_spend(history, eid)
+    if rate is not None and rate >= 0:
+        return CostSoFar(rate * seconds / 3600,
+                         f"v2 billing's {rate:.2f} USD/h over {minutes(seconds)}")
+    price = _price(history, eid, None)
+    if price is None:
+        return None
+    usd = 0.0
+    before: tuple[float, Health] | None = None
+    for t, h in history.known_health(eid):
+        if t < since:
+            continue
+        if t > now:
+            break
+        if before is not None:  # each sample's workers billed until the next sample
+            usd += billed_workers(before[1]) * price.usd_per_s * (t - before[0])
+        before = (t, h)
+    return CostSoFar(usd, f"billed workers over {minutes(seconds)} at "
+                          f"{price.usd_per_s * 3600:.2f} USD/h each, the {price.gpu} "
+                          f"{'catalog price' if price.source == 'catalog' else price.source}")
 
 
 def _price(history: History, eid: str, worker_id: str | None) -> Price | None:

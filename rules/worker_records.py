@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Literal
 
 from model.observation import EndpointConfig, Health, Worker, Workers
@@ -72,28 +71,51 @@ def _started_again(before: Worker, after: Worker) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class RestartTrack:
+    """What restart detection carries from one record to the next: the last record, and
+    the workers gone from it not yet replaced (when they went, their restart if replaced)."""
+
+    last: tuple[float, Workers] | None = None
+    pending: tuple[tuple[float, Restart], ...] = ()
+
+
+def restart_step(
+    track: RestartTrack, record: tuple[float, Workers],
+    replaced_within_s: float = REPLACED_WITHIN_S,
+) -> tuple[list[Restart], RestartTrack]:
+    """The restarts `record` shows after the records `track` followed, and the track to
+    carry on with: `restarts` one record at a time (the metrics count each restart once)."""
+    if track.last is None:
+        return [], RestartTrack(record)
+    (t0, a), (t1, b) = track.last, record
+    out: list[Restart] = []
+    before = {w.id: w for w in a.workers}
+    after = {w.id: w for w in b.workers}
+    for wid, w0 in before.items():
+        w1 = after.get(wid)
+        if w1 is not None and _started_again(w0, w1):
+            out.append(Restart(t1, wid, "restarted", _lived(t0, w0)))
+    pending = [(t, r) for t, r in track.pending if t1 - t <= replaced_within_s]
+    pending += [(t0, Restart(t1, w.id, "replaced", _lived(t0, w)))
+                for wid, w in before.items()
+                if wid not in after and not w.stale and w.status != "THROTTLED"]
+    new = sum(1 for wid, w in after.items() if wid not in before and w.status != "THROTTLED")
+    for _, r in pending[:new]:
+        out.append(Restart(t1, r.worker_id, "replaced", r.lived_s))
+    return out, RestartTrack(record, tuple(pending[new:]))
+
+
 def restarts(records: Records, replaced_within_s: float = REPLACED_WITHIN_S) -> list[Restart]:
     """Every restart the records show, oldest first. A worker gone from one record is
     replaced by a new id in the same or a later record within `replaced_within_s` (RunPod
     may show no worker for a poll or two in between); the same id restarted shows between
     two records in a row."""
     out: list[Restart] = []
-    pending: list[tuple[float, Restart]] = []  # (when it went, its restart if replaced)
-    for (t0, a), (t1, b) in pairwise(records):
-        before = {w.id: w for w in a.workers}
-        after = {w.id: w for w in b.workers}
-        for wid, w0 in before.items():
-            w1 = after.get(wid)
-            if w1 is not None and _started_again(w0, w1):
-                out.append(Restart(t1, wid, "restarted", _lived(t0, w0)))
-        pending = [(t, r) for t, r in pending if t1 - t <= replaced_within_s]
-        pending += [(t0, Restart(t1, w.id, "replaced", _lived(t0, w)))
-                    for wid, w in before.items()
-                    if wid not in after and not w.stale and w.status != "THROTTLED"]
-        new = sum(1 for wid, w in after.items() if wid not in before and w.status != "THROTTLED")
-        for _, r in pending[:new]:
-            out.append(Restart(t1, r.worker_id, "replaced", r.lived_s))
-        pending = pending[new:]
+    track = RestartTrack()
+    for record in records:
+        found, track = restart_step(track, record, replaced_within_s)
+        out += found
     return out
 
 

@@ -27,6 +27,7 @@ from monitor.daemon import Daemon
 from monitor.incidents import Changes, Incident
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import BackgroundSimulator, Scenario, SimulatorServer
+from monitor.simulator.scenario import deep_merge
 from monitor.store import Store
 from rules.diagnosis import Diagnosis
 
@@ -133,7 +134,9 @@ def engine_of(pipeline: Pipeline) -> ActionEngine:
 
 @pytest.mark.parametrize(("control_plane", "cost_from"), [
     # proposed a cycle (30 s) after job_failures began
-    ("auto", "v2 billing 3600 USD/h x 0.01 h"),  # the billed spend, measured
+    # the rule's own figure from the billed spend (job_failures' cost_so_far_usd, whose
+    # basis is v2 billing: what RunPod charged, so the guard takes it)
+    ("auto", "evidence cost_so_far_usd"),
     ("graphql", "1 workers x 3600 USD/h x 0.01 h"),  # no billing: the estimate
 ])
 async def test_spend_guard_runs_after_approval_and_the_simulator_shows_it(
@@ -413,7 +416,10 @@ async def test_a_proposal_made_after_the_alert_is_told_in_a_message_of_its_own(
     later reaches Slack in a message that quotes it and the approve command."""
     server, client = await sim(scenario(SURGE))
     sink = RecordingSink("slack", "info")
-    settings = load_settings(None, env={}, overrides=actions_config(spend_guard=GUARD))
+    # GraphQL: no billing, so the cost builds up from the workers after the announcement
+    # (over REST v2 the billed cost is there at once and rides on the first alert)
+    settings = load_settings(None, env={}, overrides=deep_merge(
+        actions_config(spend_guard=GUARD), {"runpod": {"control_plane": "graphql"}}))
     pipeline = build_pipeline(settings, client, sinks=[sink])
     for k in range(1, 7):
         server.set_cycle(k)

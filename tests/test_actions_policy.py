@@ -47,6 +47,13 @@ GUARD = {"enabled": True, "max_usd": 5}
     (incident("crash_loop", cost_so_far_usd=2), obs(), None, 2.0, "evidence cost_so_far_usd"),
     (incident("crash_loop"), obs(spend=1.5), 9.0, 1.5, "v2 billing 1.5 USD/h x 1.00 h"),
     (incident("crash_loop"), obs(running=2), 0.5, 1.0, "2 workers x 0.5 USD/h x 1.00 h"),
+    # the operator's price beats the rules' list-price estimate, not a billed figure
+    (incident("crash_loop", cost_so_far_usd=0.4,
+              cost_basis="billed workers over 60 min at list price (an estimate)"),
+     obs(running=2), 0.5, 1.0, "2 workers x 0.5 USD/h x 1.00 h"),
+    (incident("crash_loop", cost_so_far_usd=0.4,
+              cost_basis="v2 billing's 0.40 USD/h over 60 min (an estimate)"),
+     obs(running=2), 0.5, 0.4, "evidence cost_so_far_usd"),
 ])
 def test_cost_sources_in_order(inc: Incident, o: Observation, price: float | None,
                                cost: float, source: str) -> None:

@@ -147,8 +147,10 @@ def test_missing_api_key_exits_2_saying_how(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_unreachable_runpod_is_not_ok(tmp_path: Path) -> None:
-    """When RunPod cannot be reached, check says what failed and exits 1, never a false OK."""
+@pytest.mark.parametrize("plane", ["auto", "rest", "graphql"])
+def test_unreachable_runpod_is_not_ok(tmp_path: Path, plane: str) -> None:
+    """When RunPod cannot be reached, check says what failed and exits 1, never a false OK;
+    the endpoint listing (v2's, or GraphQL's in graphql mode) is the first failure, asked once."""
     port = free_port()  # nothing listens there
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
@@ -157,6 +159,7 @@ def test_unreachable_runpod_is_not_ok(tmp_path: Path) -> None:
         f"  graphql_url: http://127.0.0.1:{port}/graphql\n"
         f"  rest_url: http://127.0.0.1:{port}/v2\n"
         "  timeout_s: 1\n"
+        f"  control_plane: {plane}\n"
         f"state: {{path: {tmp_path / 'none.db'}}}\n"
     )
     cfg.chmod(0o600)
@@ -167,5 +170,14 @@ def test_unreachable_runpod_is_not_ok(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     body = json.loads(done.stdout)
     assert body["diagnoses"] == []
-    assert [f["probe"] for f in body["probe_failures"]] == ["graphql"]
-    assert body["probe_failures"][0]["outcome"] == "connect"
+    probes = [f["probe"] for f in body["probe_failures"]]
+    assert {f["outcome"] for f in body["probe_failures"]} == {"connect"}
+    if plane == "graphql":
+        assert probes == ["graphql"]
+        return
+    # the v2 listing decides the control outcome; the account facts due at start fail too,
+    # and auto's GraphQL call for the spend per hour; no endpoint is known, so no /health
+    assert probes[0] == "v2_endpoints"
+    assert probes.count("v2_endpoints") == 1  # a failed list waits for the next cycle
+    assert ("graphql" in probes) == (plane == "auto")
+    assert all(p == "graphql" or p.startswith("v2_") for p in probes)

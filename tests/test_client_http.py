@@ -9,17 +9,19 @@ import socket
 import time
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
+from proxykit import LoopbackProxy
 from structlog.testing import capture_logs
 
 from model.observation import Health, Job
 from monitor.runpod import Failure, Myself, Ok, RunPodClient
+from monitor.runpod.client import EnvProxies, _bypass
 from monitor.runpod.queries import MYSELF
 
 KEY = "rpa_TESTSECRET0123456789abcdef"
@@ -364,18 +366,6 @@ async def test_keep_alive_reuses_one_connection(server: Server) -> None:
     assert len(server.ports) == 1
 
 
-async def test_custom_transport_is_used() -> None:
-    """An injected httpx transport carries the calls (how the simulator can be wired in)."""
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.headers["Authorization"] == f"Bearer {KEY}"
-        return httpx.Response(200, json=HEALTH)
-
-    async with RunPodClient(api_key=KEY, transport=httpx.MockTransport(handler)) as c:
-        result = await c.health("ep1")
-    assert isinstance(result, Ok)
-    assert result.value.throttled == 5
-
-
 def test_bad_key_rejected_without_echo() -> None:
     """A key that cannot be a header value fails at construction, without the key in the error."""
     with pytest.raises(ValueError, match="api_key") as info:
@@ -386,8 +376,8 @@ def test_bad_key_rejected_without_echo() -> None:
 async def test_proxy_from_the_environment_is_honoured(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With HTTP_PROXY set, calls go through the proxy (httpx's transport), not straight to
-    the host: the proxy here answers for a host where nothing listens."""
+    """With HTTP_PROXY set, calls go through the proxy, not straight to the host: the
+    proxy here answers for a host where nothing listens."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # released: nothing listens there
@@ -446,21 +436,24 @@ async def test_content_encoding_over_the_wire(case: str) -> None:
         assert result.kind == expected
 
 
-@pytest.mark.parametrize("path", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("path", ["direct", "proxy"])
 async def test_only_the_encodings_we_decode_with_a_cap_are_asked_for(
-    server: Server, path: str
+    server: Server, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both paths send Accept-Encoding: gzip, deflate (monitor.bodies decodes those two
-    with a bound on the output) and decode a gzip answer."""
-    transport = httpx.AsyncHTTPTransport() if path == "httpx" else None
-    async with client_for(server, transport=transport, timeout_s=2.0) as c:
+    """Direct and through a proxy, the client sends Accept-Encoding: gzip, deflate
+    (monitor.bodies decodes those two with a bound on the output)."""
+    async with _maybe_proxy(path, monkeypatch) as proxy, client_for(server, timeout_s=2.0) as c:
         assert isinstance(await c.health("ep1"), Ok)
+    if proxy is not None:
+        assert [x.target for x in proxy.seen] == [f"{server.base}/v2/ep1/health"]
     _, _, headers, _ = server.seen[-1]
     assert headers["Accept-Encoding"] == "gzip, deflate"
 
 
-@pytest.mark.parametrize("path", ["aiohttp", "httpx"])
-async def test_a_content_encoding_echoing_the_key_is_scrubbed(path: str) -> None:
+@pytest.mark.parametrize("path", ["direct", "proxy"])
+async def test_a_content_encoding_echoing_the_key_is_scrubbed(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The refusal of an unknown Content-Encoding names it only when it looks like coding
     names: never the key, nor a piece of it."""
     async def handle(request: web.Request) -> web.Response:
@@ -473,14 +466,158 @@ async def test_a_content_encoding_echoing_the_key_is_scrubbed(path: str) -> None
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    transport = httpx.AsyncHTTPTransport() if path == "httpx" else None
     try:
-        async with RunPodClient(api_key=KEY, rest_url=f"http://127.0.0.1:{port}/v2",
-                                timeout_s=2.0, transport=transport) as c:
+        url = f"http://127.0.0.1:{port}/v2"
+        async with (_maybe_proxy(path, monkeypatch) as proxy,
+                    RunPodClient(api_key=KEY, rest_url=url, timeout_s=2.0) as c):
             result = await c.health("ep1")
+        assert proxy is None or len(proxy.seen) == 1
     finally:
         await runner.cleanup()
     assert isinstance(result, Failure), result
     assert result.kind == "malformed"
     assert "Content-Encoding (unknown) not supported" in result.message
     assert KEY[:8] not in result.message
+
+
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@asynccontextmanager
+async def _maybe_proxy(path: str, monkeypatch: pytest.MonkeyPatch,
+                       variable: str = "HTTP_PROXY") -> AsyncIterator[LoopbackProxy | None]:
+    """For `path` "proxy", a loopback proxy the environment names; else no proxy at all."""
+    _no_proxy_env(monkeypatch)
+    if path != "proxy":
+        yield None
+        return
+    async with LoopbackProxy() as proxy:
+        monkeypatch.setenv(variable, proxy.url)
+        yield proxy
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+async def test_calls_go_through_a_forwarding_proxy(
+    server: Server, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """Every call, GraphQL and REST, reaches the host through the proxy the environment
+    names (by the target's scheme, else ALL_PROXY), on one kept-alive connection."""
+    async with _maybe_proxy("proxy", monkeypatch, variable) as proxy:
+        assert proxy is not None
+        async with client_for(server) as c:
+            assert isinstance(await c.myself(), Ok)
+            assert isinstance(await c.health("ep1"), Ok)
+            assert isinstance(await c.status("ep1", "j"), Ok)
+    assert [(x.method, x.target) for x in proxy.seen] == [
+        ("POST", f"{server.base}/graphql/ok"), ("GET", f"{server.base}/v2/ep1/health"),
+        ("GET", f"{server.base}/v2/ep1/status/j")]
+    assert proxy.connections == 1
+    assert [path for _, path, _, _ in server.seen] == ["/graphql/ok", "/v2/ep1/health",
+                                                         "/v2/ep1/status/j"]
+    assert server.seen[-1][2]["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize(("no_proxy", "through"), [
+    ("127.0.0.1", False), ("localhost,127.0.0.1", False), ("*", False),
+    ("example.com", True), ("127.0.0.2", True), ("", True),
+])
+async def test_no_proxy_sends_its_hosts_direct(
+    server: Server, monkeypatch: pytest.MonkeyPatch, no_proxy: str, through: bool
+) -> None:
+    async with _maybe_proxy("proxy", monkeypatch) as proxy:
+        assert proxy is not None
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        async with client_for(server) as c:
+            assert isinstance(await c.health("ep1"), Ok)
+    assert len(proxy.seen) == (1 if through else 0)
+    assert len(server.seen) == 1
+
+
+async def test_proxy_credentials_go_to_the_proxy_never_into_a_message(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """user:password in the proxy's URL: Basic auth to the proxy, not to RunPod; a proxy
+    that is down is a `connect` failure whose message does not hold the password."""
+    async with LoopbackProxy() as proxy:
+        _no_proxy_env(monkeypatch)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("//", "//ops:pr0xyPASS@"))
+        async with client_for(server) as c:
+            assert isinstance(await c.health("ep1"), Ok)
+        assert proxy.seen[0].headers["Proxy-Authorization"] == "Basic b3BzOnByMHh5UEFTUw=="
+        assert "Proxy-Authorization" not in server.seen[-1][2]
+    async with client_for(server) as c:  # the proxy has gone: nothing listens there
+        down = await c.health("ep1")
+    assert isinstance(down, Failure)
+    assert down.kind == "connect"
+    assert "pr0xyPASS" not in down.message
+
+
+def test_a_proxy_scheme_aiohttp_cannot_speak_fails_when_the_client_is_made(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_proxy_env(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", "socks5://ops:pr0xyPASS@127.0.0.1:1080")
+    with pytest.raises(ValueError, match="scheme 'socks5' not supported") as info:
+        RunPodClient(api_key=KEY)
+    assert "pr0xyPASS" not in str(info.value)
+
+
+@pytest.mark.parametrize(("host", "port", "no_proxy", "direct"), [
+    ("api.runpod.ai", 443, "runpod.ai", True),
+    ("api.runpod.ai", 443, ".runpod.ai", True),
+    ("api.runpod.ai", 443, "*.runpod.ai", True),
+    ("runpod.ai", 443, ".runpod.ai", True),
+    ("API.RunPod.ai", 443, "api.runpod.ai", True),
+    ("api.runpod.ai", 443, "notrunpod.ai", False),
+    ("xrunpod.ai", 443, "runpod.ai", False),
+    ("api.runpod.ai", 443, "api.runpod.ai:443", True),
+    ("api.runpod.ai", 443, "api.runpod.ai:8443", False),
+    ("::1", 80, "::1", True),
+    ("10.0.0.1", 80, " 10.0.0.2 , 10.0.0.1 ", True),
+    ("10.0.0.1", 80, "", False),
+    ("10.0.0.1", 80, "*", True),
+])
+def test_no_proxy_matching(host: str, port: int, no_proxy: str, direct: bool) -> None:
+    """NO_PROXY as httpx and urllib read it: hosts, domains with their subdomains, host:port."""
+    assert _bypass(host, port, no_proxy) is direct
+
+
+def test_env_proxies_by_scheme() -> None:
+    import yarl
+
+    proxies = EnvProxies({"https": "proxy.corp:3128", "all": "http://other:8080",
+                          "no": "internal"})
+    https, headers = proxies.for_url(yarl.URL("https://api.runpod.ai/v2")) or (None, None)
+    assert (str(https), headers) == ("http://proxy.corp:3128", {})
+    other = proxies.for_url(yarl.URL("http://api.runpod.ai/v2"))
+    assert other is not None
+    assert str(other[0]) == "http://other:8080"
+    assert proxies.for_url(yarl.URL("https://svc.internal/x")) is None
+    assert not EnvProxies({})
+
+
+async def test_the_key_is_never_sent_to_the_proxy_as_its_credentials(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp copies a session's default Authorization into Proxy-Authorization, even in
+    the CONNECT of an HTTPS tunnel (which the proxy reads in clear text): the client sends
+    the key with each request instead, so neither a plain proxied request nor a CONNECT
+    carries it as the proxy's credentials."""
+    async with _maybe_proxy("proxy", monkeypatch) as proxy:
+        assert proxy is not None
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        async with client_for(server) as c:
+            assert isinstance(await c.health("ep1"), Ok)
+        port = server.base.rsplit(":", 1)[1]
+        async with RunPodClient(api_key=KEY, rest_url=f"https://127.0.0.1:{port}/v2",
+                                timeout_s=2.0) as c:
+            tunnelled = await c.health("ep1")  # TLS to a plain HTTP server: no answer
+    assert isinstance(tunnelled, Failure)
+    plain, connect = proxy.seen
+    assert "Proxy-Authorization" not in plain.headers
+    assert plain.headers["Authorization"] == f"Bearer {KEY}"  # for RunPod, as without one
+    assert (connect.method, connect.target) == ("CONNECT", f"127.0.0.1:{port}")
+    assert not [v for v in connect.headers.values() if KEY in v]

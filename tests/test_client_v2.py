@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from conftest import SIM_KEY, SimStart
+from proxykit import LoopbackProxy
 from structlog.testing import capture_logs
 
 from model.observation import FAILURE_KINDS, RETIRED, UNKNOWN_OUTCOMES, Job
@@ -43,12 +43,23 @@ def _ok(result: Any) -> Any:
     return result.value
 
 
-def _transport(name: str) -> dict[str, Any]:
-    """The client's aiohttp pool (default), or httpx's (used behind a proxy)."""
-    return {"transport": httpx.AsyncHTTPTransport()} if name == "httpx" else {}
+@pytest.fixture(params=["direct", "proxy"])
+async def via(request: pytest.FixtureRequest,
+              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LoopbackProxy | None]:
+    """Straight to the simulator, or through a loopback proxy the environment names."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    if request.param == "direct":
+        yield None
+        return
+    async with LoopbackProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        yield proxy
 
 
-TRANSPORTS = pytest.mark.parametrize("via", ["aiohttp", "httpx"])
+def _went(via: LoopbackProxy | None) -> None:
+    assert via is None or via.seen, "the proxy was not used"
 
 
 # --- the writes the guarded fixes use -------------------------------------------------------
@@ -317,12 +328,11 @@ async def test_scripted_429_keeps_retry_after(sim_server: SimStart) -> None:
     assert out.rate.rate_limit == '"minute";r=0;t=7'
 
 
-@TRANSPORTS
 async def test_quota_headers_on_every_answer_and_429_past_it(
-    sim_server: SimStart, via: str
+    sim_server: SimStart, via: LoopbackProxy | None
 ) -> None:
     sim = await sim_server(_account(1, {"quota": {"minute": 2, "hour": 100, "day": None}}))
-    async with _client(sim, **_transport(via)) as client:
+    async with _client(sim) as client:
         first = await client.network_volumes()
         second = await client.gpu_stock()
         third = await client.pods()
@@ -342,6 +352,7 @@ async def test_quota_headers_on_every_answer_and_429_past_it(
     assert 0 < third.retry_after_s <= 60
     assert third.rate is not None
     assert third.rate.rate_limit_policy == first.rate.rate_limit_policy
+    _went(via)
 
 
 async def test_exempt_caller_has_no_quota_headers(sim_server: SimStart) -> None:
@@ -441,11 +452,12 @@ def _logs_scenario(n: int, hold_s: float = 30, width: int = 10) -> dict[str, Any
 
 
 
-@TRANSPORTS
-async def test_logs_line_bound_cuts_an_open_stream(sim_server: SimStart, via: str) -> None:
+async def test_logs_line_bound_cuts_an_open_stream(
+    sim_server: SimStart, via: LoopbackProxy | None
+) -> None:
     sim = await sim_server(_logs_scenario(50))
     bounds = LogBounds(max_lines=10, max_bytes=1 << 20, max_seconds=5)
-    async with _client(sim, log_bounds=bounds, **_transport(via)) as client:
+    async with _client(sim, log_bounds=bounds) as client:
         start = time.monotonic()
         out = await client.worker_logs("ep00", "w1", tail=50)
         took = time.monotonic() - start
@@ -455,13 +467,15 @@ async def test_logs_line_bound_cuts_an_open_stream(sim_server: SimStart, via: st
     assert logs.lines[0].t is not None
     assert (logs.worker_id, logs.truncated) == ("w1", True)
     assert took < 2  # did not wait for the 30 s the stream stays open, nor max_seconds
+    _went(via)
 
 
-@TRANSPORTS
-async def test_logs_byte_bound_cuts_an_open_stream(sim_server: SimStart, via: str) -> None:
+async def test_logs_byte_bound_cuts_an_open_stream(
+    sim_server: SimStart, via: LoopbackProxy | None
+) -> None:
     sim = await sim_server(_logs_scenario(50, width=100))
     bounds = LogBounds(max_lines=200, max_bytes=1024, max_seconds=5)
-    async with _client(sim, log_bounds=bounds, **_transport(via)) as client:
+    async with _client(sim, log_bounds=bounds) as client:
         start = time.monotonic()
         logs = _ok(await client.worker_logs("ep00", "w1"))
         took = time.monotonic() - start
@@ -469,21 +483,24 @@ async def test_logs_byte_bound_cuts_an_open_stream(sim_server: SimStart, via: st
     assert 3 <= len(logs.lines) <= 5
     assert logs.truncated is True
     assert took < 2
+    _went(via)
 
 
-@TRANSPORTS
-async def test_logs_time_bound_ends_a_quiet_stream(sim_server: SimStart, via: str) -> None:
+async def test_logs_time_bound_ends_a_quiet_stream(
+    sim_server: SimStart, via: LoopbackProxy | None
+) -> None:
     """Three lines, then the stream stays open with nothing new: the read ends at
     max_seconds with every line, not truncated (nothing was cut)."""
     sim = await sim_server(_logs_scenario(3))
     bounds = LogBounds(max_lines=200, max_bytes=1 << 20, max_seconds=0.6)
-    async with _client(sim, log_bounds=bounds, **_transport(via)) as client:
+    async with _client(sim, log_bounds=bounds) as client:
         start = time.monotonic()
         logs = _ok(await client.worker_logs("ep00", "w1"))
         took = time.monotonic() - start
     assert len(logs.lines) == 3
     assert logs.truncated is False
     assert 0.55 <= took < 2
+    _went(via)
 
 
 async def test_logs_that_end_are_read_whole(sim_server: SimStart) -> None:
@@ -495,17 +512,18 @@ async def test_logs_that_end_are_read_whole(sim_server: SimStart) -> None:
 
 @pytest.mark.parametrize(("fault", "kind"), [(404, "http_404"), ("malformed", "malformed"),
                                              (503, "http_5xx")])
-@TRANSPORTS
-async def test_logs_faults(sim_server: SimStart, fault: object, kind: str, via: str) -> None:
+async def test_logs_faults(sim_server: SimStart, fault: object, kind: str,
+                           via: LoopbackProxy | None) -> None:
     scenario = _logs_scenario(3)
     scenario["endpoints"][0]["v2"]["faults"] = {"logs": fault}
     sim = await sim_server(scenario)
-    async with _client(sim, **_transport(via)) as client:
+    async with _client(sim) as client:
         out = await client.worker_logs("ep00", "w1")
     assert isinstance(out, Failure)
     assert out.kind == kind
     if fault == "malformed":  # an HTML page with 200 is no event stream
         assert out.message == "worker logs are not text/event-stream"
+    _went(via)
 
 
 # --- malformed and oversized answers; the key -------------------------------------------------

@@ -111,16 +111,29 @@ def test_demo_on_a_pseudo_terminal_speaks_to_a_person() -> None:
         assert where == "the account" or any(f"({eid})" == where.split()[-1]
                                              for eid in endpoints), where
         labels = [line[4:10].strip() for line in body if line[4:10].strip()]
-        assert labels == ["what", "why", "fix"], (code, body)
+        # the worker's own log lines, when the diagnosis has them, between why and fix
+        assert labels in (["what", "why", "fix"], ["what", "why", "logs", "fix"]), (code, body)
         for argv in _commands(body):
             assert argv[0] == "curl"
             assert "Authorization: Bearer $RUNPOD_API_KEY" in argv, argv
             if "-d" in argv:
-                assert json.loads(argv[argv.index("-d") + 1])["query"]
+                body = json.loads(argv[argv.index("-d") + 1])
+                if "https://api.runpod.io/graphql" in argv:
+                    assert body["query"]
+                else:  # REST v2, the default control plane: a method and a JSON object
+                    assert argv[argv.index("-X") + 1] in ("PATCH", "POST"), argv
+                    assert isinstance(body, dict), argv
+                    assert body, argv
     # every diagnosis with a command to paste quotes it once
     fixes = {code: _commands(body) for _, code, _, body in blocks}
-    assert len(fixes["no_gpu_capacity"]) == 3  # widen gpuIds, unpin the volume, gpuTypes
-    assert len({shlex.join(argv) for argv in fixes["no_gpu_capacity"]}) == 3
+    # REST v2 (the default) with the live catalog read: widen the GPU pools to the tiers
+    # with stock where the endpoint runs, then the catalog to check again
+    capacity = fixes["no_gpu_capacity"]
+    assert [argv[argv.index("-X") + 1] if "-X" in argv else "GET" for argv in capacity] == [
+        "PATCH", "GET"], capacity
+    assert "/v2/serverless/" in capacity[0][4]
+    assert json.loads(capacity[0][capacity[0].index("-d") + 1])["gpu"]["pools"]
+    assert "/v2/catalog/gpus" in capacity[1][2]
     resolved = [line for line in lines if "RESOLVED" in line]
     assert all(len(line) < 160 for line in resolved)
     # the demo's template token is never shown, only its masked prefix

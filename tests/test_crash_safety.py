@@ -44,6 +44,9 @@ def _endpoint(eid: str) -> dict[str, Any]:
 SCENARIO: dict[str, Any] = {
     "name": "crash-safety",
     "interval_s": 1,
+    # REST v2 lists every cycle only when the list is cheap against the quota: at 1 s cycles
+    # the default 60 calls a minute would list every 150 s and miss the config and auth steps
+    "v2": {"quota": {"minute": 100_000, "hour": 10_000_000, "day": 100_000_000}},
     "account": {"clientBalance": 500.0, "currentSpendPerHr": 0.5},
     "endpoints": [_endpoint(E1), _endpoint(E2)],
     "steps": [

@@ -53,6 +53,8 @@ SCENARIO: dict[str, Any] = {
     "name": "daemon-integration",
     "interval_s": 1,
     "monitor": {"rules": RULES},
+    # one cycle a second reads more of REST v2 than its default 60 calls a minute allow
+    "v2": {"quota": {"minute": 100000, "hour": 10000000, "day": 100000000}},
     "account": {"clientBalance": BALANCE, "currentSpendPerHr": SPEND, "spendLimit": 80},
     "networkVolumes": [{"id": "itvol1", "name": "models", "size": 50, "dataCenterId": "US-TX-3"}],
     "endpoints": [
@@ -259,7 +261,10 @@ def test_healthz_and_json_api(story: Story) -> None:
         assert d["since"].endswith("Z")
     capacity = _by_key(story.diagnoses)[("no_gpu_capacity", SICK)]
     assert capacity["evidence"]["throttled"] == 1
-    assert "gpuIds" in capacity["remedy"] or "saveEndpoint" in capacity["remedy"]
+    # the default control plane (auto) quotes REST v2: a PATCH that widens the GPU pools
+    assert f"curl -s -X PATCH https://api.runpod.io/v2/serverless/{SICK} " in capacity["remedy"]
+    assert '"gpu": {"pools": ["AMPERE_48", "ADA_48_PRO", ' in capacity["remedy"]
+    assert "saveEndpoint" not in capacity["remedy"]
     rows = {e["endpoint_id"]: e for e in story.endpoints["endpoints"]}
     assert set(rows) == {SICK, HEALTHY, LOOP}
     assert rows[HEALTHY]["endpoint_name"] == "healthy-api"

@@ -93,11 +93,34 @@ def spec_text() -> str:
 
 
 def exposed_metric_names() -> set[str]:
-    """Series names the monitor's own registry can expose (counters with `_total`)."""
-    from monitor.metrics import MonitorMetrics
+    """Series names the monitor's own registry exposes (counters with `_total`) once a v2
+    cycle fed every family: its extensions included (worker records, the catalog, billing,
+    the budget, a costed job)."""
+    from model.observation import (
+        EndpointConfig,
+        EndpointSample,
+        GpuStock,
+        Health,
+        Job,
+        Observation,
+        Worker,
+        Workers,
+    )
+    from monitor.budget import V2Budget
+    from monitor.metrics import CycleFacts, MonitorMetrics
 
+    config = EndpointConfig("e1", "sdxl", gpu_ids="ADA_24")
+    sample = EndpointSample(
+        "e1", "ok", 200, Health(running=1), (Job("j1", "COMPLETED", 10, 2000),), True, config,
+        workers=Workers(2, (Worker("w1", "RUNNING", stale=True),)),
+    )
+    obs = Observation(1, 30.0, "ok", listed_ids=frozenset({"e1"}), endpoints={"e1": sample},
+                      endpoint_spend={"e1": 0.5},
+                      gpu_stock=(GpuStock("NVIDIA L4", "ADA_24", "LOW"),))
+    m = MonitorMetrics(extensions=True)
+    m.observe_cycle(CycleFacts(obs, budget=V2Budget().reading(30.0, {"e1": 30.0})))
     names: set[str] = set()
-    for family in MonitorMetrics().registry.collect():
+    for family in m.registry.collect():
         if family.type == "histogram":
             names.update(f"{family.name}{s}" for s in ("_bucket", "_sum", "_count"))
         elif family.type == "counter":
@@ -234,7 +257,9 @@ def test_expected_panels_exist() -> None:
         "Job delay (queue wait incl. cold start)", "Job execution time",
         "Completed vs failed", "Endpoint up", "/health HTTP status", "Monitor health",
         "Probe errors by reason", "Last good answer, age", "Cycle duration",
-        "Alerts sent and failed", "Alerts pending",
+        "Alerts sent and failed", "Alerts pending", "Worker restarts", "Stale workers",
+        "Billed spend per hour", "Worker data age", "REST v2 and GPUs", "REST v2 call budget",
+        "GPU availability",
     ):
         assert title in titles, title
     runway = next(p for p in dash["panels"] if p["title"] == "Runway")
@@ -248,6 +273,14 @@ def test_expected_panels_exist() -> None:
     assert "/api/v1/diagnoses" in table["description"]
     row = next(p for p in dash["panels"] if p["title"] == "Endpoint $endpoint")
     assert row["repeat"] == "endpoint"
+    budget = next(p for p in dash["panels"] if p["title"] == "REST v2 call budget")
+    assert [t["expr"].split("(")[1].split(")")[0] for t in budget["targets"]] == [
+        "window", "window", "window"]
+    assert {n for t in budget["targets"] for n in metric_names(t["expr"])} == {
+        "runpod_monitor_v2_budget_quota", "runpod_monitor_v2_budget_remaining",
+        "runpod_monitor_v2_budget_spent"}
+    gpus = next(p for p in dash["panels"] if p["title"] == "GPU availability")
+    assert 'datacenter!=""' in gpus["targets"][0]["expr"]  # the per-type totals left out
 
 
 def test_panel_queries_cover_every_target() -> None:

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 import structlog
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proxykit import LoopbackProxy
 
 from model.observation import FAILURE_KINDS, RETIRED, Health, Job
 from monitor.config import ConfigError, Settings, load_settings, settings_from_dict
@@ -332,29 +332,23 @@ async def _raw_http_server(answer: dict[str, Any]) -> tuple[asyncio.Server, int]
     return server, server.sockets[0].getsockname()[1]
 
 
-@pytest.mark.parametrize("path", ["aiohttp over loopback", "httpx transport"])
-def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop, path: str) -> None:
+@pytest.mark.parametrize("path", ["direct", "through a proxy"])
+def test_fuzz_client_decode_path(
+    loop: asyncio.AbstractEventLoop, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Any HTTP answer through the client's four calls: Ok or a known Failure, never the key;
-    on the default path (aiohttp, raw bytes over a real socket) and the httpx one."""
+    raw bytes over a real socket, straight and through a loopback proxy."""
     answer: dict[str, Any] = {}
-    server: asyncio.Server | None = None
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        headers = {"Content-Type": answer["content_type"]}
-        if answer["retry_after"] is not None:
-            headers["Retry-After"] = answer["retry_after"]
-        if answer["encoding"] is not None:
-            headers["Content-Encoding"] = answer["encoding"]
-        return httpx.Response(answer["status"], headers=headers, content=answer["body"])
-
-    if path == "httpx transport":
-        client = RunPodClient(api_key=KEY, graphql_url="http://127.0.0.1:9/graphql",
-                              rest_url="http://127.0.0.1:9/v2", timeout_s=5,
-                              transport=httpx.MockTransport(handler))
-    else:
-        server, port = loop.run_until_complete(_raw_http_server(answer))
-        client = RunPodClient(api_key=KEY, graphql_url=f"http://127.0.0.1:{port}/graphql",
-                              rest_url=f"http://127.0.0.1:{port}/v2", timeout_s=2)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    proxy = None
+    if path == "through a proxy":
+        proxy = loop.run_until_complete(LoopbackProxy().start())
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    server, port = loop.run_until_complete(_raw_http_server(answer))
+    client = RunPodClient(api_key=KEY, graphql_url=f"http://127.0.0.1:{port}/graphql",
+                          rest_url=f"http://127.0.0.1:{port}/v2", timeout_s=2)
 
     async def calls() -> list[Any]:
         return [await client.health("ep1"), await client.requests("ep1"),
@@ -378,9 +372,11 @@ def test_fuzz_client_decode_path(loop: asyncio.AbstractEventLoop, path: str) -> 
     finally:
         structlog.configure(**old)
         loop.run_until_complete(client.aclose())
-        if server is not None:
-            server.close()
-            loop.run_until_complete(server.wait_closed())
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        if proxy is not None:
+            assert proxy.seen, "the proxy was not used"
+            loop.run_until_complete(proxy.stop())
 
 
 def _drop(*_: Any) -> Any:

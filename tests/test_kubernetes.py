@@ -325,6 +325,8 @@ def test_servicemonitor_scrapes_the_service_once() -> None:
 SCENARIO = {
     "name": "k8s-shards", "interval_s": 30,
     "account": {"clientBalance": 500.0, "currentSpendPerHr": 1.0},
+    # two daemons at one cycle a second: more REST v2 calls than its default 60 a minute
+    "v2": {"quota": {"minute": 100_000, "hour": 10_000_000, "day": 100_000_000}},
     "endpoints": [{"id": f"k8sshard{i:06d}", "name": f"shard-ep-{i}", "gpuIds": "AMPERE_48",
                    "workersMax": 2, "health": {"workers": {"idle": 1}}} for i in range(8)],
     "steps": [{"cycles": 100}],

@@ -18,13 +18,18 @@ from prometheus_client import generate_latest
 from model.observation import (
     FAILURE_KINDS,
     OK,
+    RETIRED,
+    SKIPPED,
     Account,
     EndpointConfig,
     EndpointSample,
+    GpuStock,
     Health,
     Job,
     NetworkVolume,
     Observation,
+    Worker,
+    Workers,
 )
 from monitor.budget import BudgetReading, WindowReading
 from monitor.cycle import CycleResult
@@ -68,6 +73,26 @@ JOB = st.builds(
 )
 
 
+# REST v2 worker records: ids that come and go, startedAt that moves (restarts), stale ones
+WORKER = st.builds(
+    Worker, st.sampled_from(["w1", "w2", "w3"]),
+    st.sampled_from(["RUNNING", "IDLE", "INITIALIZING", "THROTTLED"]), stale=st.booleans(),
+    started_at=st.one_of(st.none(), st.sampled_from([0.0, 100.0, 500.0])),
+)
+WORKERS = st.builds(
+    Workers, st.one_of(st.none(), st.integers(0, 10**6)),
+    st.lists(WORKER, max_size=3, unique_by=lambda w: w.id).map(tuple),
+)
+WORDS = st.sampled_from(["NONE", "LOW", "MEDIUM", "HIGH", "", "SOME"])
+STOCK = st.lists(st.builds(
+    GpuStock, st.sampled_from(["NVIDIA A40", 'x"\\\n', "RTX 4090"]),
+    pool=st.one_of(st.none(), st.sampled_from(["ADA_24", "AMPERE_48"])),
+    availability=st.one_of(st.none(), WORDS),
+    datacenters=st.lists(st.tuples(st.sampled_from(["US-TX-3", "EU-RO-1", "é"]), WORDS),
+                         max_size=2).map(tuple),
+), max_size=3).map(tuple)
+
+
 @st.composite
 def sample(draw: st.DrawFn, eid: str) -> EndpointSample:
     outcome = draw(st.sampled_from([OK, OK, "http_404", "timeout", "http_5xx"]))
@@ -77,7 +102,7 @@ def sample(draw: st.DrawFn, eid: str) -> EndpointSample:
         eid, outcome, 200 if known else draw(st.sampled_from([0, 404, 503])),
         draw(health()) if known else None,
         tuple(draw(st.lists(JOB, max_size=4))) if known and draw(st.booleans()) else None,
-        cfg is not None, cfg,
+        cfg is not None, cfg, workers=draw(st.one_of(st.none(), WORKERS)),
     )
 
 
@@ -102,9 +127,11 @@ def diagnosis() -> st.SearchStrategy[Diagnosis]:
 
 
 CALL = st.builds(
-    ProbeCall, st.sampled_from(["graphql", "health", "requests", "status"]),
-    st.sampled_from([OK, *FAILURE_KINDS, "http_418"]), st.sampled_from([0, 200, 429, 500]),
-    SECONDS,
+    ProbeCall,
+    st.sampled_from(["graphql", "health", "requests", "status", "v2_workers", "v2_catalog",
+                     "v2_something_new"]),
+    st.sampled_from([OK, *FAILURE_KINDS, "http_418", RETIRED, SKIPPED]),
+    st.sampled_from([0, 200, 429, 500]), SECONDS,
 )
 
 
@@ -120,6 +147,7 @@ def cycle(draw: st.DrawFn, n: int) -> CycleResult:
         # v2 billing per endpoint (the cost families' reconciliation gauge)
         endpoint_spend=draw(st.one_of(
             st.none(), st.dictionaries(st.sampled_from(IDS), st.floats(0, 100), max_size=2))),
+        gpu_stock=draw(st.one_of(st.none(), STOCK)),
     )
     active = draw(st.lists(diagnosis(), max_size=4))
     raised = [Incident(d, obs.t, n) for d in active if draw(st.booleans())]

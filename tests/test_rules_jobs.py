@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rulekit import (
@@ -200,3 +201,46 @@ def test_failed_rise_walk_agrees_with_the_window(pairs: list[tuple[int, int] | N
     for since in (now - TH.job_failures_window_s, now - 90.0, 0.0):
         window = jobs._known_since(history, EID, since)
         assert jobs._failed_rise_since(history, EID, since) == counter_rise(window, "failed")
+
+
+# --- what a failure surge has cost so far (issue 15 part 6) ----------------------------
+
+
+def test_surge_cost_counts_from_the_first_failure_of_the_surge() -> None:
+    """A failure every 4 min for 29 min, then a burst, one worker running throughout: the
+    10 min window decides, but the surge began 29 min ago and that is what it has cost
+    (AMPERE_48 at list price: 1.22 USD/h x 29 min = 0.59 USD)."""
+    hs: list[Health | None] = [Health(completed=100, failed=0, running=1)] * 3
+    failed = 0
+    for k in range(1, 66):  # 65 more cycles of 30 s; a failure every 8th cycle
+        if k % 8 == 0:
+            failed += 1
+        hs.append(Health(completed=100, failed=failed + 3 * (k >= 60), running=1))
+    history = endpoint_history(hs)
+    d = only(history)
+    began = jobs.surge_start(history, EID, TH.job_failures_window_s, history.observations[-1].t)
+    assert began == 9 * 30.0  # the sample before the first rise (cycle 10 -> 11)
+    assert d.evidence["surge_since_s"] == 67 * 30 - began == 1740
+    assert d.evidence["cost_so_far_usd"] == pytest.approx(0.00034 * 1740, abs=1e-4)
+    assert "It has cost about 0.59 USD of GPU time since it began" in d.summary
+
+
+def test_surge_start_stops_at_a_quiet_gap() -> None:
+    """Two failures an hour ago, then quiet, then the surge: it began with the surge."""
+    hs = counts((0, 0), (0, 1), (0, 2)) + counts(*[(0, 2)] * 30) + counts(
+        (0, 3), (0, 4), (0, 5))
+    history = endpoint_history(hs)
+    began = jobs.surge_start(history, EID, TH.job_failures_window_s, history.observations[-1].t)
+    assert began == 32 * 30.0
+
+
+def test_surge_cost_from_v2_billing() -> None:
+    from dataclasses import replace
+
+    h = endpoint_history(counts((10, 0), (10, 1), (10, 2), (10, 3)))
+    *older, last = h.observations
+    h = History((*older, replace(last, endpoint_spend={EID: 3.6})), h.memory)
+    d = only(h)
+    assert d.evidence["cost_so_far_usd"] == pytest.approx(3.6 * 90 / 3600)  # 0.09
+    assert d.evidence["cost_basis"] == "v2 billing's 3.60 USD/h over 90 s (an estimate)"
+    assert "about 0.09 USD of GPU time" in d.summary

@@ -91,7 +91,9 @@ def test_crash_loop_summary_says_restarts_were_seen() -> None:
     assert d.summary == (
         "mocha-video has had 3 jobs queued and none started for 5 min (11 cycles) with "
         "workers present in 11 of 11 samples and 2 worker restarts seen: the worker dies "
-        "during startup, before runpod.serverless.start(), and RunPod keeps restarting it."
+        "during startup, before runpod.serverless.start(), and RunPod keeps restarting it. "
+        "It has cost about 0.10 USD of GPU time since it began (an estimate from billed "
+        "workers over 5 min at 1.22 USD/h each, the AMPERE_48 list price)."
     )
 
 
@@ -378,7 +380,8 @@ def test_record_restarts_raise_sooner_with_numbers() -> None:
         "mocha-video has had 3 jobs queued and none started for 2 min (5 cycles): the worker "
         "records show 2 restarts in 2 min (one every 60 s), none seen alive past 40 s. The "
         "worker dies during startup, before runpod.serverless.start(), and RunPod keeps "
-        "restarting it."
+        "restarting it. It has cost about 0.04 USD of GPU time since it began (an estimate "
+        "from billed workers over 2 min at 1.22 USD/h each, the AMPERE_48 list price)."
     )
     assert "purge-queue" in d.remedy
 
@@ -539,3 +542,59 @@ def test_a_worker_replaced_after_a_poll_with_none_is_a_restart() -> None:
         (60.0, "a", "replaced")]
     later = [(0.0, workers(worker("a"))), (30.0, workers()), (630.0, workers(worker("b")))]
     assert worker_records.restarts(later) == []
+
+
+# --- what a crash loop has cost so far (issue 15 part 6) -------------------------------
+
+
+def _billed(history: History, usd_per_hr: float) -> History:
+    """`history` with v2 billing's USD per hour for the endpoint on its newest cycle."""
+    from dataclasses import replace
+
+    *older, last = history.observations
+    return History((*older, replace(last, endpoint_spend={EID: usd_per_hr})), history.memory)
+
+
+def test_crash_loop_cost_from_v2_billing_times_the_stall() -> None:
+    """With v2 billing: its USD/h for the endpoint times the 300 s the loop has lasted."""
+    d = only(_billed(endpoint_history(looping(11), config=CFG), 0.72), "crash_loop")
+    assert d.evidence["cost_so_far_usd"] == pytest.approx(0.06)
+    assert d.evidence["cost_basis"] == "v2 billing's 0.72 USD/h over 5 min (an estimate)"
+    assert d.summary.endswith(
+        "It has cost about 0.06 USD of GPU time since it began (an estimate from v2 "
+        "billing's 0.72 USD/h over 5 min).")
+
+
+def test_crash_loop_cost_from_billed_workers_and_the_catalog_price() -> None:
+    """Without billing: each sample's billed workers until the next one, at the catalog's
+    serverless price of the pool (2 workers for 300 s at 1.80 USD/h = 0.30 USD)."""
+    from model.observation import GpuStock
+
+    two = [None if h is None else Health(in_queue=3, running=h.running, idle=h.idle,
+                                         initializing=1) for h in looping(11)]
+    d = only(endpoint_history(two, config=CFG,
+                              gpu_stock=[GpuStock("NVIDIA A40", "AMPERE_48", "LOW",
+                                                  price_serverless=1.8)]), "crash_loop")
+    assert d.evidence["cost_so_far_usd"] == pytest.approx(0.30)
+    assert d.evidence["cost_basis"].startswith("billed workers over 5 min")
+    assert "at 1.80 USD/h each, the AMPERE_48 catalog price" in d.summary
+
+
+def test_crash_loop_cost_unknown_is_left_out() -> None:
+    """No billing and no price for the endpoint's pool: no cost, not a zero."""
+    cfg = config(gpu_ids="SOME_NEW_POOL")
+    d = only(endpoint_history(looping(11), config=cfg), "crash_loop")
+    assert "cost_so_far_usd" not in d.evidence
+    assert "USD" not in d.summary
+
+
+def test_spend_guard_reads_the_crash_loop_cost() -> None:
+    """The actions' spend guard takes the rule's estimate first (evidence cost_so_far_usd)."""
+    from monitor.actions.policy import incident_cost
+    from monitor.incidents import Incident
+
+    history = _billed(endpoint_history(looping(11), config=CFG), 0.72)
+    d = only(history, "crash_loop")
+    assert history.latest is not None
+    cost = incident_cost(Incident(d, since=0.0, raised_cycle=1), history.latest, 99.0, 1e6)
+    assert cost == (pytest.approx(0.06), "evidence cost_so_far_usd")

@@ -80,9 +80,14 @@ class FakeRuntime:
         return self.interval
 
     def history(self) -> History:
-        if self.past is not None:
-            return History(tuple(self.past))
-        return History(() if self.observation is None else (self.observation,))
+        from model.history import Memory
+
+        past = self.past if self.past is not None else (
+            [] if self.observation is None else [self.observation])
+        memory = Memory()  # what the daemon's buffer learns from each observation
+        for o in past:
+            memory = memory.updated(o)
+        return History(tuple(past), memory)
 
     def episodes(self) -> list[Episode]:
         return list(self.log)
@@ -568,19 +573,22 @@ def _check_charts_against(page: str, observations: list[Observation], eid: str) 
         assert _at(spend, x) == round(o.account.spend_per_hr, 3), o.cycle
 
 
-async def _run_daemon(tmp_path: Path, cycles: int) -> tuple[Any, Any, float]:
-    """A real daemon against the simulator playing STALLED, `cycles` cycles ticked by hand,
-    the last one just now; returns (daemon, simulator, t of cycle 1)."""
+async def _run_daemon(tmp_path: Path, cycles: int, scenario_file: Path | None = None,
+                      control_plane: str | None = None) -> tuple[Any, Any, float]:
+    """A real daemon against the simulator playing STALLED (or `scenario_file`), `cycles`
+    cycles ticked by hand, the last one just now; returns (daemon, simulator, t of cycle 1)."""
     from monitor import daemon as daemon_module
     from monitor.config import settings_from_dict
     from monitor.demo import demo_settings
     from monitor.simulator import SimulatorServer, load_scenario
 
-    scenario = load_scenario(STALLED)
+    scenario = load_scenario(scenario_file or STALLED)
     server = SimulatorServer(scenario, SIM_KEY)
     url = await server.start()
     data = demo_settings(scenario, url, SIM_KEY, 0, tmp_path, {})
     data["log"] = {"level": "warning"}
+    if control_plane is not None:
+        data["runpod"]["control_plane"] = control_plane
     settings = settings_from_dict(data, env={})
     start = time.time() - (cycles - 0.5) * scenario.interval_s
     clock = [start]
@@ -867,3 +875,99 @@ def test_incident_spans_on_the_endpoint_charts() -> None:
                              for r in _all(svg, "rect")]
         assert (cls, x, x + width) == ("sp warning", round(past[35].t - t0), 1230)
     assert "crash_loop (critical) 2025-12-31 23:44–2025-12-31 23:54 UTC" in page
+
+
+# ---------------------------------------------------------------- the control plane
+
+
+def _v2(graphql_state: str | None, control_plane: str = "rest") -> Observation:
+    from dataclasses import replace
+
+    return replace(_observation(), control_plane=control_plane, graphql_state=graphql_state,
+                   sources={"endpoints": "rest", "balance": "rest", "spend_per_hr": "graphql",
+                            "gpu_stock": "rest"})
+
+
+def test_graphql_retired_notice_in_auto_and_rest() -> None:
+    """GraphQL retired while the monitor reads REST v2: a notice, not an error."""
+    page = render(_runtime(observation=_v2("retired")), now=NOW)
+    assert "GraphQL is retired; reading REST v2 only." in page
+    assert 'id="graphql-retired" role="status"' in page
+    assert "set <code>runpod.control_plane" not in page.lower()
+    assert "control plane: <b>REST v2</b>" in page
+
+
+def test_graphql_retired_is_an_error_in_graphql_mode() -> None:
+    """With runpod.control_plane: graphql a retired GraphQL leaves the facts unknown: an
+    error that says which setting to change."""
+    page = render(_runtime(observation=_v2("retired", "graphql")), now=NOW)
+    assert 'class="card notice critical" id="graphql-retired" role="alert"' in page
+    assert "<code>runpod.control_plane: auto" in page
+    assert "reading REST v2 only" not in page
+
+
+def test_no_notice_while_graphql_answers_and_sources_per_fact() -> None:
+    page = render(_runtime(observation=_v2(None)), now=NOW)
+    assert "graphql-retired" not in page
+    cells = dict(re.findall(r'<td data-fact="([a-z_]+)">([^<]+)</td>', page))
+    assert cells == {"endpoints": "REST v2", "balance": "REST v2", "spend_per_hr": "GraphQL",
+                     "gpu_stock": "REST v2"}
+
+
+def test_endpoint_card_shows_the_worker_records_age() -> None:
+    """The freshest /workers record of the endpoint, however old, on its card; none when
+    the history holds no record (GraphQL mode)."""
+    from dataclasses import replace
+
+    from model.observation import Worker, Workers
+
+    obs = _v2(None)
+    busy = replace(obs.endpoints["ep-busy"], workers=Workers(1, (Worker("w1", "RUNNING"),)))
+    older = replace(obs, cycle=40, t=NOW - 300,
+                    endpoints={**obs.endpoints, "ep-busy": busy})
+    page = render(_runtime(observation=obs, past=[older, obs]), now=NOW)
+    assert texts(page, "div", "workers-age") == ["worker records: 5 min old"]
+    assert 'class="small muted workers-age"' not in render(_runtime(), now=NOW)
+
+
+RETIRED_MIDRUN = Path(__file__).parent / "scenarios" / "v2" / "graphql-retired-midrun.yaml"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["auto", "graphql"])
+async def test_graphql_retired_notice_in_headless_chromium(tmp_path: Path, mode: str) -> None:
+    """GraphQL retires at cycle 7 of the scenario: before it the page has no notice; after
+    it a real browser shows "reading REST v2 only" (auto), or an error naming the setting to
+    change (graphql mode)."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (scripts/install-system-deps installs it)")
+    from aiohttp import web as aioweb
+
+    daemon, server, _ = await _run_daemon(tmp_path, 6, RETIRED_MIDRUN, mode)
+    try:
+        assert "graphql-retired" not in render(daemon)
+        for k in (7, 8):
+            server.set_cycle(k)
+            await daemon.tick()
+        runner = aioweb.AppRunner(build_app(daemon), access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            dom = await _shoot(browser, f"http://127.0.0.1:{port}/", tmp_path / "page.png",
+                               tmp_path / "profile", "412,1400", False)
+        finally:
+            await runner.cleanup()
+    finally:
+        await daemon.stop(grace_s=2)
+        await server.stop()
+    [notice] = texts(dom, "div", "notice")
+    if mode == "auto":
+        assert "GraphQL is retired; reading REST v2 only." in notice
+        assert "control plane: REST v2" in " ".join(texts(dom, "div", "muted"))
+        assert "critical" not in re.search(r'<div class="card notice[^"]*"', dom)[0]  # type: ignore[index]
+    else:
+        assert "error" in notice
+        assert "runpod.control_plane: auto" in notice
+        assert 'class="card notice critical"' in dom

@@ -45,10 +45,15 @@ def auto(settings: ActionsSettings, kind: Kind) -> bool:
 def incident_cost(inc: Incident, obs: Observation, usd_per_worker_hr: float | None,
                   t: float) -> tuple[float, str] | None:
     """(USD so far, how it was found) for an incident, or None when unknown: the evidence's
-    cost, else v2 billing's USD/h for the endpoint x the incident's duration, else billed
+    cost (unless it is a list-price estimate and `usd_per_worker_hr` is set), else v2
+    billing's USD/h for the endpoint x the incident's duration, else billed
     workers x `usd_per_worker_hr` x duration. Unknown never trips the guard."""
     ev = inc.diagnosis.evidence
-    for key in COST_KEYS:
+    basis = ev.get("cost_basis")
+    # the operator's own price beats the rules' list-price estimate (discounts are not in
+    # list prices); a figure from v2 billing is what RunPod charged, and stands
+    list_priced = isinstance(basis, str) and not basis.startswith("v2 billing")
+    for key in () if list_priced and usd_per_worker_hr is not None else COST_KEYS:
         value = ev.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             return float(value), f"evidence {key}"

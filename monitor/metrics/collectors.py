@@ -53,6 +53,20 @@ ERROR_REASONS: Mapping[str, str] = {
 
 _REASONS = ("timeout", "connect", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
 
+# The `probe` label: the contract's four, then one per REST v2 call kind (monitor/control.py
+# `Call.probe`); any other name folds into "other", so the label stays bounded.
+PROBES = (
+    "graphql", "health", "requests", "status",
+    "v2_endpoints", "v2_workers", "v2_releases", "v2_logs", "v2_balance",
+    "v2_account_limits", "v2_billing", "v2_network_volumes", "v2_pods", "v2_catalog",
+)
+_PROBE_SET = frozenset(PROBES)
+
+
+def probe_label(probe: str) -> str:
+    """The bounded `probe` label of a call."""
+    return probe if probe in _PROBE_SET else "other"
+
 # Metrics the daemon exposes beyond spec/metrics.md (MonitorMetrics(extensions=True)).
 EXTENSIONS = (
     "runpod_monitor_cycles_skipped_total",
@@ -65,6 +79,11 @@ EXTENSIONS = (
     "runpod_monitor_v2_budget_throttled_total",
     "runpod_monitor_v2_budget_malformed_headers_total",
     "runpod_endpoint_workers_seen_timestamp_seconds",
+    # monitor/metrics/v2facts.py
+    "runpod_endpoint_worker_restarts_total",
+    "runpod_endpoint_workers_stale",
+    "runpod_endpoint_version",
+    "runpod_gpu_availability",
     # monitor/metrics/costs.py
     "runpod_job_cost_estimated_usd",
     "runpod_jobs_cost_estimated_usd_total",
@@ -278,7 +297,7 @@ class BudgetSnapshot:
 class BudgetCollector:
     """The REST v2 budget (monitor.budget): the windows as the monitor reads them, calls and
     429s, and per endpoint when its worker data last arrived. Extensions: registered only
-    with `MonitorMetrics(extensions=True)`, with the first reading.
+    with `MonitorMetrics(extensions=True)`; no family before the first reading.
     """
 
     def __init__(self) -> None:
@@ -291,7 +310,9 @@ class BudgetCollector:
         return self.families(None)
 
     def collect(self) -> Iterable[Metric]:
-        return self.families(self.snapshot)
+        # nothing before the first reading: a monitor that keeps no budget (GraphQL mode)
+        # shows no empty families
+        return [] if self.snapshot is None else self.families(self.snapshot)
 
     @staticmethod
     def families(snap: BudgetSnapshot | None) -> list[Metric]:

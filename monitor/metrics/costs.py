@@ -9,9 +9,11 @@ times the worker's GPU price per second). Estimates, not RunPod's bill:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from model.observation import (
     TERMINAL_JOB_STATUSES,
@@ -32,6 +34,32 @@ COST_FAMILIES = (
     "runpod_jobs_cost_estimated_usd_total",
     "runpod_endpoint_billed_usd_per_hour",
 )
+
+
+class _Billed:
+    """`runpod_endpoint_billed_usd_per_hour`: the family only once billing was read (a
+    monitor that never reads it exposes no empty family), always at its registered place."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], float] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for (eid, name), value in self.values.items():
+            family.add_metric([eid, name], value)
+        return [family] if self.values else []
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "runpod_endpoint_billed_usd_per_hour",
+            "What RunPod billed the endpoint in the last complete hour (REST v2 "
+            "billing), to reconcile the estimates with. Beyond spec/metrics.md.",
+            labels=["endpoint_id", "endpoint"],
+        )
 
 
 class JobCosts:
@@ -57,14 +85,12 @@ class JobCosts:
             "An estimate beyond spec/metrics.md.",
             registry=registry,
         )
-        # registered with the first billing read (REST v2): a monitor that never reads
-        # billing exposes no empty family
-        self._registry = registry
-        self.billed: Gauge | None = None
+        self.billed = _Billed()
+        if registry is not None:
+            registry.register(self.billed)
         self._text = JobHistogram(self.histogram, "runpod_job_cost_estimated_usd", COST_BUCKETS)
         self._stock: tuple[GpuStock, ...] | None = None
         self._workers: dict[str, Workers] = {}
-        self._billed: set[tuple[str, str]] = set()
 
     def observe(
         self,
@@ -81,15 +107,7 @@ class JobCosts:
         if sample.workers is not None:
             self._workers[eid] = sample.workers
         if obs.endpoint_spend is not None and eid in obs.endpoint_spend:
-            if self.billed is None:
-                self.billed = Gauge(
-                    "runpod_endpoint_billed_usd_per_hour",
-                    "What RunPod billed the endpoint in the last complete hour (REST v2 "
-                    "billing), to reconcile the estimates with. Beyond spec/metrics.md.",
-                    ["endpoint_id", "endpoint"], registry=self._registry,
-                )
-            self.billed.labels(eid, name).set(obs.endpoint_spend[eid])
-            self._billed.add((eid, name))
+            self.billed.values[(eid, name)] = obs.endpoint_spend[eid]
         h = sample.health
         idles_after = h is not None and h.in_queue == 0 and h.in_progress == 0
         idle = config.idle_timeout if config is not None else None
@@ -109,12 +127,11 @@ class JobCosts:
         """Drop an endpoint's series (no longer watched, or renamed)."""
         self._text.remove(eid, name)
         self._workers.pop(eid, None)
-        if (eid, name) in self._billed and self.billed is not None:
-            self._billed.discard((eid, name))
-            self.billed.remove(eid, name)
+        self.billed.values.pop((eid, name), None)
 
     def data(self) -> bytes:
-        """The families' exposition, in their registration order (the billing gauge, once
-        registered, last of all: the recorder writes this text last)."""
+        """The families' exposition, in their registration order."""
         text = self._text.data() + generate_latest(self.total)
-        return text if self.billed is None else text + generate_latest(self.billed)
+        if not self.billed.values:
+            return text
+        return text + generate_latest(self.billed)

@@ -27,6 +27,7 @@ from prometheus_client import (
 
 from model.observation import (
     OK,
+    RETIRED,
     SKIPPED,
     TERMINAL_JOB_STATUSES,
     Account,
@@ -50,9 +51,11 @@ from monitor.metrics.collectors import (
     Snapshot,
     SnapshotCollector,
     error_reason,
+    probe_label,
 )
 from monitor.metrics.costs import JobCosts
 from monitor.metrics.renderer import BudgetText, JobHistogram, SnapshotText
+from monitor.metrics.v2facts import V2Facts
 from rules.catalog import CATALOG
 from rules.diagnosis import Diagnosis
 
@@ -186,7 +189,6 @@ class MonitorMetrics:
         self.budget = BudgetCollector()
         self._budget_text = BudgetText()
         self._budget_view: BudgetView | None = None
-        self._budget_registered = False
 
         # The contract has no `_created` series: client_python's own switch, process-wide
         # (as PROMETHEUS_DISABLE_CREATED_SERIES=True), read when a metric is collected.
@@ -202,7 +204,7 @@ class MonitorMetrics:
         self.probe_duration = Histogram(
             "runpod_probe_duration_seconds",
             "Latency of the background calls to RunPod by probe: graphql, health, requests, "
-            "status.",
+            "status, and v2_<kind> for each REST v2 call kind.",
             ["probe"], buckets=PROBE_BUCKETS, registry=self.registry,
         )
         self.probe_errors = Counter(
@@ -265,8 +267,15 @@ class MonitorMetrics:
             "RunPod) or the schedule fell behind. An addition beyond spec/metrics.md.",
             registry=self.registry if extensions else None,
         )
+        # The extensions below are registered now, so the exposition keeps one order
+        # (render writes them in it); each family appears with its first sample.
+        if extensions:
+            self.registry.register(self.budget)
         self._cost_seen = _SeenIds(seen_jobs_max)
         self.costs = JobCosts(self.registry if extensions else None, self._cost_seen.first_time)
+        self.v2 = V2Facts()
+        if extensions:
+            self.registry.register(self.v2.collector)
         # Known series start at 0 so that rate() and increase() see their first rise.
         for info in CATALOG.values():
             self.diagnoses_raised.labels(info.code, info.severity)
@@ -320,6 +329,15 @@ class MonitorMetrics:
         self._known = known
         for eid in [e for e in self._job_series if e not in known]:
             self._remove_job_series(eid)
+        if self._extensions:
+            self.v2.observe(
+                obs.t,
+                {eid: s.workers for eid, s in obs.endpoints.items() if s.workers is not None},
+                {eid: k.name or eid for eid, k in known.items()},
+                obs.gpu_stock,
+                (tier for k in known.values() if k.config is not None
+                 for tier in k.config.gpu_tiers),
+            )
         if result.budget is not None:
             self._budget_view = result.budget
         if self._budget_view is not None:
@@ -332,15 +350,20 @@ class MonitorMetrics:
         for d in result.raised:
             self.diagnoses_raised.labels(d.code, d.severity).inc()
         for call in result.calls:
-            if call.probe not in self._probes_seen:
-                self._probes_seen.add(call.probe)
+            if call.outcome == SKIPPED:
+                continue  # never sent: no latency, no answer, no failure
+            probe = probe_label(call.probe)
+            if probe not in self._probes_seen:
+                self._probes_seen.add(probe)
                 for reason in _REASONS:
-                    self.probe_errors.labels(call.probe, reason)
-            self.probe_duration.labels(call.probe).observe(call.elapsed_s)
+                    self.probe_errors.labels(probe, reason)
+            self.probe_duration.labels(probe).observe(call.elapsed_s)
             if call.outcome == OK:
-                self.probe_last_success.labels(call.probe).set(obs.t)
-            else:
-                self.probe_errors.labels(call.probe, error_reason(call.outcome)).inc()
+                self.probe_last_success.labels(probe).set(obs.t)
+            elif call.outcome != RETIRED:
+                # a retired GraphQL is a known state of RunPod's API, not a failure
+                # (Observation.graphql_state says it): neither an error nor a success
+                self.probe_errors.labels(probe, error_reason(call.outcome)).inc()
         self.cycle_duration.observe(result.duration_s)
 
     def observe_job(
@@ -376,11 +399,6 @@ class MonitorMetrics:
         b = self._budget_view
         if b is None or not self._extensions:
             return
-        if not self._budget_registered:
-            # registered with the first reading, last: a daemon whose prober keeps no
-            # budget shows no empty families (promtool and the family check would flag them)
-            self.registry.register(self.budget)
-            self._budget_registered = True
         seen = tuple(
             (eid, self._known[eid].name or eid, t)
             for eid, t in b.workers_seen.items()
@@ -447,13 +465,11 @@ class MonitorMetrics:
                 self.alerts_sent, self.alerts_failed, self.alerts_pending, self.build_info,
             )),
         ]
-        if self._extensions:
+        if self._extensions:  # in the order __init__ registered them
             parts.append(generate_latest(self.cycles_skipped))
-            # registry order: the cost families exist from the start, the budget's join
-            # the registry with the first reading
+            parts.append(self._budget_text.render(self.budget.snapshot))
             parts.append(self.costs.data())
-            if self._budget_registered:
-                parts.append(self._budget_text.render(self.budget.snapshot))
+            parts.append(self.v2.data())
         return b"".join(parts), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------------------

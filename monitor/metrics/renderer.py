@@ -123,9 +123,7 @@ class BudgetText:
         h = self._headers
         v2 = "runpod_monitor_v2_budget"
         out: list[str] = []
-        if snap is None:
-            out.extend(h)
-        else:
+        if snap is not None:  # no family before the first reading, as the collector
             columns: tuple[list[str], list[str], list[str]] = ([h[0]], [h[1]], [h[2]])
             for name, quota, remaining, spent in snap.windows:
                 label = f'{{window="{_esc(name)}"}}'

@@ -1,10 +1,10 @@
 """Async RunPod client: one keep-alive pool, bounded concurrency, classified failures.
 
 Requests go straight to aiohttp's keep-alive pool (`_AiohttpSender`), the cheapest per
-request we measured; through httpx (`_HttpxSender`) when the environment names a proxy or a
-caller injects an httpx transport. Either way the body is read as a stream through
-`monitor.bodies.read_capped`: an answer over `body_limits` (compressed or decoded) is a
-`malformed` failure naming the cap, and costs no more memory than the cap.
+request we measured, through the proxy the environment names (HTTP(S)_PROXY, ALL_PROXY,
+NO_PROXY, read once when the client is made). The body is read as a stream through
+`monitor.bodies`: an answer over `body_limits` (compressed or decoded) is a `malformed`
+failure naming the cap, and costs no more memory than the cap.
 
 No call raises on a network error or a body: every outcome is `Ok` or a `Failure`. The API
 key travels only in the Authorization header and is scrubbed from every message.
@@ -13,9 +13,11 @@ key travels only in the Authorization header and is scrubbed from every message.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import functools
+import os
 import ssl
 import time
 import urllib.parse
@@ -28,19 +30,16 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-import httpx
+import certifi
 import structlog
 import yarl  # aiohttp's URL type (an aiohttp dependency)
 
 from monitor.bodies import (
-    ACCEPT_ENCODING,
     RUNPOD_BODY_LIMITS,
     BodyError,
     BodyLimits,
     capped_session,
-    in_memory,
     iter_capped,
-    read_capped,
 )
 from monitor.runpod import parse, parse_v2
 from monitor.runpod.models import Answer, Failure, Myself, Ok, RateHeaders, Result
@@ -141,17 +140,87 @@ def classify_status(status: int) -> str:
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    # loading the CA bundle costs ~0.1 s; one context serves every client in the process
-    return httpx.create_ssl_context()
+    # loading the CA bundle costs ~0.1 s; one context serves every client in the process.
+    # The bundle httpx used before (certifi), or the one SSL_CERT_FILE / SSL_CERT_DIR names.
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 # httpx's default keep-alive expiry: an idle connection is closed after this many seconds
 _KEEPALIVE_S = 5.0
+_PROXY_SCHEMES = ("http", "https")
+
+Proxy = tuple[yarl.URL, Mapping[str, str]]  # the proxy, the headers it is sent (its auth)
 
 
-def _env_proxies() -> bool:
-    """True when the environment names a proxy, which httpx's own transport honours."""
-    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+class EnvProxies:
+    """The proxies the environment names, as httpx read them: HTTP_PROXY / HTTPS_PROXY by
+    the target's scheme, else ALL_PROXY; NO_PROXY's hosts, domains (and their subdomains),
+    host:port or `*` go direct. Read once; each origin's answer is kept.
+
+    Not aiohttp's `trust_env`: it re-reads the environment and ~/.netrc in a thread on
+    every request (0.3-0.45 ms of CPU each, benchmarks/README.md) and ignores ALL_PROXY and
+    https:// proxies."""
+
+    def __init__(self, proxies: Mapping[str, str] | None = None) -> None:
+        self._env = dict(urllib.request.getproxies() if proxies is None else proxies)
+        self._by_origin: dict[str, Proxy | None] = {}
+        for key in ("http", "https", "all"):  # a bad setting fails when the client is made
+            if self._env.get(key):
+                _proxy_url(self._env[key])
+
+    def __bool__(self) -> bool:
+        return any(self._env.get(k) for k in ("http", "https", "all"))
+
+    def for_url(self, url: yarl.URL) -> Proxy | None:
+        """The proxy (URL without credentials, its headers) for `url`, None: direct."""
+        origin = f"{url.scheme}://{url.raw_authority}"
+        if origin not in self._by_origin:
+            self._by_origin[origin] = self._lookup(url)
+        return self._by_origin[origin]
+
+    def _lookup(self, url: yarl.URL) -> Proxy | None:
+        value = self._env.get(url.scheme) or self._env.get("all")
+        if not value or not url.host:
+            return None
+        if _bypass(url.host, url.port, self._env.get("no", "")):
+            return None
+        return _proxy_url(value)
+
+
+def _bypass(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether NO_PROXY sends `host` direct: `*`, the host itself, a domain it is in
+    (`example.com`, `.example.com`, `*.example.com`), or `host:port`."""
+    host = host.strip("[]").lower()
+    for entry in no_proxy.lower().split(","):
+        entry = entry.strip()
+        if entry == "*":
+            return True
+        name, _, want = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if want and (not want.isdigit() or int(want) != port):
+            continue
+        name = name.strip("[]").removeprefix("*").lstrip(".")
+        if name and (host == name or host.endswith(f".{name}")):
+            return True
+    return False
+
+
+def _proxy_url(value: str) -> Proxy:
+    """A proxy setting as aiohttp takes it; the credentials apart, so that no message about
+    the proxy carries them. ValueError for a scheme aiohttp cannot speak (socks)."""
+    url = yarl.URL(value if "://" in value else f"http://{value}")
+    if url.scheme not in _PROXY_SCHEMES or not url.host:
+        # the setting itself may hold a password: name only its scheme
+        raise ValueError(f"proxy from the environment: scheme {url.scheme or '(none)'!r} "
+                         "not supported (http and https are)")
+    headers = {}
+    if url.user is not None or url.password is not None:
+        pair = f"{url.user or ''}:{url.password or ''}".encode()
+        headers["Proxy-Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+    return url.with_user(None), headers
 
 
 class _SendError(Exception):
@@ -180,7 +249,7 @@ class _Sender(Protocol):
 
 
 class _AiohttpSender:
-    """aiohttp's keep-alive pool, called directly: the default.
+    """aiohttp's keep-alive pool, called directly: the client's only HTTP stack.
 
     Measured at 1000 endpoints: httpx's own pool (httpcore) spends 1.5 to 4 ms of CPU per
     request here, httpx's request layer over aiohttp's pool ~0.5 ms, aiohttp alone ~0.25 ms
@@ -188,9 +257,15 @@ class _AiohttpSender:
     """
 
     def __init__(
-        self, headers: Mapping[str, str], max_connections: int, limits: BodyLimits
+        self, headers: Mapping[str, str], max_connections: int, limits: BodyLimits,
+        proxies: EnvProxies,
     ) -> None:
-        self._headers = dict(headers)
+        self._headers = {k: v for k, v in headers.items() if k != "Authorization"}
+        # the key goes with each request, not as a session default: aiohttp copies a
+        # session's default Authorization into Proxy-Authorization, in clear text even in
+        # the CONNECT that opens an HTTPS tunnel
+        self._auth = {k: v for k, v in headers.items() if k == "Authorization"}
+        self._proxies = proxies
         self._max_connections = max_connections
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
@@ -215,13 +290,20 @@ class _AiohttpSender:
             )
         return self._session
 
+    def _options(self, url: yarl.URL) -> dict[str, Any]:
+        proxy = self._proxies.for_url(url) if self._proxies else None
+        if proxy is None:
+            return {"headers": self._auth}
+        if url.scheme == "https":  # the proxy's headers go in the CONNECT that opens a tunnel
+            return {"headers": self._auth, "proxy": proxy[0], "proxy_headers": proxy[1]}
+        # plain HTTP: aiohttp sends no proxy_headers, the request itself goes to the proxy
+        return {"headers": {**self._auth, **proxy[1]}, "proxy": proxy[0]}
+
     async def send(self, method: str, url: str, payload: object) -> Answer:
+        target = yarl.URL(url, encoded=True)  # the client quoted each part itself
         try:
             async with self._open().request(
-                method,
-                yarl.URL(url, encoded=True),  # the client quoted each part itself
-                json=payload,
-                allow_redirects=False,
+                method, target, json=payload, allow_redirects=False, **self._options(target),
             ) as resp:
                 content = await resp.read()  # capped: monitor.bodies.CappedResponse
                 return _answer(resp.status, resp.reason or "", resp.headers, content)
@@ -235,9 +317,10 @@ class _AiohttpSender:
     async def stream(
         self, url: str, feed: Callable[[bytes], bool], max_s: float
     ) -> tuple[Answer, bool]:
+        target = yarl.URL(url, encoded=True)
         try:
             async with self._open().get(
-                yarl.URL(url, encoded=True), allow_redirects=False
+                target, allow_redirects=False, **self._options(target)
             ) as resp:
                 if not 200 <= resp.status < 300:
                     content = await resp.read()
@@ -262,90 +345,6 @@ class _AiohttpSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class _HttpxSender:
-    """httpx with its own pool: when the environment names a proxy (httpx honours
-    HTTP(S)_PROXY and NO_PROXY as users expect), or for an injected httpx transport."""
-
-    def __init__(
-        self,
-        headers: Mapping[str, str],
-        max_connections: int,
-        timeout_s: float,
-        transport: httpx.AsyncBaseTransport | None,
-        limits: BodyLimits,
-    ) -> None:
-        self._limits = limits
-        self._http = httpx.AsyncClient(
-            headers={**headers, "Accept-Encoding": ACCEPT_ENCODING},
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            follow_redirects=False,
-            verify=_ssl_context(),
-            transport=transport,
-        )
-
-    async def send(self, method: str, url: str, payload: object) -> Answer:
-        try:
-            async with self._http.stream(method, url, json=payload) as resp:
-                if resp.is_stream_consumed:
-                    # an injected transport (httpx.MockTransport) built and decoded the
-                    # answer in memory: only its decoded size is left to cap
-                    chunks, encoding = in_memory(resp.content), None
-                else:
-                    chunks, encoding = resp.aiter_raw(), resp.headers.get("Content-Encoding")
-                content = await read_capped(
-                    chunks, limits=self._limits, content_encoding=encoding,
-                    content_length=resp.headers.get("Content-Length"),
-                )
-                return _answer(resp.status_code, resp.reason_phrase, resp.headers, content)
-        except httpx.TimeoutException as exc:
-            raise _SendError("timeout", _describe(exc)) from exc
-        except BodyError as exc:
-            raise _SendError("malformed", str(exc)) from exc
-        except httpx.DecodingError as exc:  # raised by an injected transport's answer
-            raise _SendError("malformed", _describe(exc)) from exc
-        except Exception as exc:  # any other transport error: a call never raises
-            raise _SendError("connect", _describe(exc)) from exc
-
-    async def stream(
-        self, url: str, feed: Callable[[bytes], bool], max_s: float
-    ) -> tuple[Answer, bool]:
-        try:
-            async with self._http.stream("GET", url) as resp:
-                if not 200 <= resp.status_code < 300 or resp.is_stream_consumed:
-                    if resp.is_stream_consumed:
-                        chunks, encoding = in_memory(resp.content), None
-                    else:
-                        chunks, encoding = resp.aiter_raw(), resp.headers.get("Content-Encoding")
-                    if not 200 <= resp.status_code < 300:
-                        content = await read_capped(
-                            chunks, limits=self._limits, content_encoding=encoding,
-                            content_length=resp.headers.get("Content-Length"))
-                        return _answer(resp.status_code, resp.reason_phrase, resp.headers,
-                                       content), False
-                else:
-                    chunks, encoding = resp.aiter_raw(), resp.headers.get("Content-Encoding")
-                timed_out = await _pump(
-                    iter_capped(chunks, limits=self._limits, content_encoding=encoding,
-                                content_length=resp.headers.get("Content-Length")),
-                    feed, max_s)
-                return _answer(resp.status_code, resp.reason_phrase, resp.headers,
-                               b""), timed_out
-        except httpx.TimeoutException as exc:
-            raise _SendError("timeout", _describe(exc)) from exc
-        except BodyError as exc:
-            raise _SendError("malformed", str(exc)) from exc
-        except httpx.DecodingError as exc:
-            raise _SendError("malformed", _describe(exc)) from exc
-        except Exception as exc:  # any other transport error: a call never raises
-            raise _SendError("connect", _describe(exc)) from exc
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
 
 def _answer(status: int, reason: str, headers: Mapping[str, str], content: bytes) -> Answer:
@@ -411,7 +410,6 @@ class RunPodClient(RestV2Calls):
         v2_url: str | None = None,
         timeout_s: float = 10.0,
         max_concurrency: int = 16,
-        transport: httpx.AsyncBaseTransport | None = None,
         limits: Mapping[str, RateLimit] | None = None,
         body_limits: BodyLimits = RUNPOD_BODY_LIMITS,
         v2_paths: V2Paths = DEFAULT_V2_PATHS,
@@ -427,7 +425,7 @@ class RunPodClient(RestV2Calls):
         the worker-log bounds (config `runpod.v2_paths`, `v2_pagination`, `logs`)."""
         key = api_key.strip()
         if not key.isprintable():
-            # httpx would echo an invalid header value, key included, in its exception
+            # an HTTP library may echo an invalid header value, key included, in its error
             raise ValueError("api_key contains characters not allowed in an HTTP header")
         if max_concurrency < 1 or timeout_s <= 0:
             raise ValueError("max_concurrency must be >= 1 and timeout_s > 0")
@@ -446,12 +444,8 @@ class RunPodClient(RestV2Calls):
         headers = {"Accept": "application/json", "User-Agent": "runpod-monitor"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._sender: _Sender
-        if transport is not None or _env_proxies():
-            self._sender = _HttpxSender(headers, max_concurrency, timeout_s, transport,
-                                        body_limits)
-        else:
-            self._sender = _AiohttpSender(headers, max_concurrency, body_limits)
+        self._sender: _Sender = _AiohttpSender(headers, max_concurrency, body_limits,
+                                               EnvProxies())
 
     async def __aenter__(self) -> RunPodClient:
         return self
