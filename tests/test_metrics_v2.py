@@ -268,8 +268,11 @@ def test_availability_levels_and_bound() -> None:
         ("NVIDIA L4", ""): 1, ("NVIDIA L4", "US-TX-3"): 3, ("NVIDIA L4", "EU-RO-1"): 0,
         ("NVIDIA A40", "US-KS-2"): 2,  # an unknown word is left out
     }
-    # the catalog unknown now: no availability series (unknown is not the last value)
+    # not read this cycle: the last read stands while it is recent (the catalog is read
+    # every 15 min), then no availability series (unknown is not the last value)
     m.observe_cycle(CycleFacts(obs(30.0)))
+    assert len(of(samples(m), "runpod_gpu_availability")) == 4
+    m.observe_cycle(CycleFacts(obs(1830.0)))
     assert of(samples(m), "runpod_gpu_availability") == {}
     many = tuple(GpuStock(f"g{i}", "P", "HIGH", tuple((f"dc{j}", "LOW") for j in range(40)))
                  for i in range(40))

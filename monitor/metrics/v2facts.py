@@ -151,6 +151,7 @@ class V2Facts:
         self._restarts: dict[str, int] = {}
         self._latest: dict[str, Workers] = {}
         self._gpus: tuple[tuple[str, str, str, int], ...] = ()
+        self._stock_t: float | None = None  # when the catalog was last read
 
     def observe(self, t: float, workers: dict[str, Workers], names: dict[str, str],
                 stock: Sequence[GpuStock] | None, pools: Iterable[str]) -> None:
@@ -164,10 +165,14 @@ class V2Facts:
         for table in (self._tracks, self._restarts, self._latest):
             for eid in [e for e in table if e not in names]:
                 del table[eid]
-        if stock is None:
-            self._gpus = ()
-        else:
+        # the catalog rides only on the cycle that read it (every catalog period, 15 min by
+        # default): the gauges show the last read until the next, and go once it is older
+        # than STOCK_KEEP_S (unknown is not the last value)
+        if stock is not None:
             self._gpus = gpu_series(stock, set(pools))
+            self._stock_t = t
+        elif self._stock_t is None or t - self._stock_t > STOCK_KEEP_S:
+            self._gpus = ()
         endpoints = tuple(
             EndpointFacts(eid, names[eid], self._restarts[eid],
                           len(stale_workers(w)), w.endpoint_version)
@@ -177,6 +182,9 @@ class V2Facts:
 
     def data(self) -> bytes:
         return self.text.render(self.collector.snapshot)
+
+
+STOCK_KEEP_S = 1800.0  # two default catalog periods
 
 
 def gpu_series(stock: Sequence[GpuStock], pools: set[str]) -> tuple[tuple[str, str, str, int],
