@@ -32,6 +32,7 @@ from model.observation import (
 )
 from monitor.runpod.models import AccountLimits, Balance, ServerlessSpend
 from monitor.runpod.parse import (
+    NOT_JSON,
     _count,
     _id,
     _list,
@@ -42,6 +43,7 @@ from monitor.runpod.parse import (
     _opt_str,
     _str,
     _truncate,
+    decode_json,
     graphql_errors,
 )
 
@@ -573,10 +575,9 @@ def parse_log_event(data: str) -> LogLine | None:
     """One worker-log event's `data` (`{"ts", "source", "line"}`) → LogLine, None if
     malformed (not JSON, no `line` string, a bad `ts`)."""
     def run() -> LogLine:
-        try:
-            value = json.loads(data, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
-            raise _Malformed from None
+        value = decode_json(data.encode())
+        if value is NOT_JSON:
+            raise _Malformed
         d = _obj(value)
         line = d.get("line")
         if not isinstance(line, str):
@@ -584,6 +585,3 @@ def parse_log_event(data: str) -> LogLine | None:
         return LogLine(t=_time(d, "ts"), source=_str(d, "source"), line=line)
     return _guard(run)
 
-
-def _no_constant(name: str) -> object:
-    raise ValueError(name)
