@@ -71,6 +71,12 @@ class Health:
         )
 
     @property
+    def workers_billed(self) -> int:
+        """Workers RunPod bills now: up and holding a GPU (running, idle, initializing, or
+        failing health checks); throttled ones wait for a GPU (`ready` repeats `idle`)."""
+        return self.running + self.idle + self.initializing + self.unhealthy
+
+    @property
     def workers_present(self) -> int:
         """Workers that exist and could start a handler: running, ready, idle, initializing."""
         return self.running + self.ready + self.idle + self.initializing

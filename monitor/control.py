@@ -34,7 +34,6 @@ from model.observation import (
     EndpointConfig,
     EndpointSample,
     GpuStock,
-    Health,
     NetworkVolume,
     Pod,
     Releases,
@@ -51,16 +50,13 @@ from monitor.runpod.models import (
     Result,
     ServerlessSpend,
 )
+from rules.account import HOURS_PER_MONTH, volume_month_usd
+from rules.thresholds import Thresholds
 
 log = structlog.get_logger("monitor.control")
 
 Mode = Literal["auto", "rest", "graphql"]
 
-# List price of network-volume storage (spec/runpod-rest-v2.md 2.6): USD per GB-month under
-# 1 TB and above; RunPod bills a month as 730 hours.
-VOLUME_USD_GB_MONTH = 0.07
-VOLUME_USD_GB_MONTH_OVER_1TB = 0.05
-HOURS_PER_MONTH = 730.0
 # A kept slow fact is used for this many of its periods, then it is unknown.
 KEEP_PERIODS = 2.5
 # The listing is read every cycle while its pages take at most 1/this of the allowance.
@@ -69,19 +65,10 @@ CHEAP_LIST_SHARE = 4
 MAX_LOG_READS = 3
 
 
-def storage_per_hr(volumes: Sequence[NetworkVolume]) -> float:
-    """What the network volumes cost per hour at list price."""
-    total = 0.0
-    for v in volumes:
-        rate = VOLUME_USD_GB_MONTH if v.size_gb < 1000 else VOLUME_USD_GB_MONTH_OVER_1TB
-        total += v.size_gb * rate / HOURS_PER_MONTH
-    return total
-
-
-def billed_workers(h: Health) -> int:
-    """Workers RunPod bills now: up and holding a GPU (running, idle, initializing, or
-    failing health checks); throttled ones wait for a GPU (`ready` repeats `idle`)."""
-    return h.running + h.idle + h.initializing + h.unhealthy
+def storage_per_hr(volumes: Sequence[NetworkVolume], prices: Thresholds) -> float:
+    """What the network volumes cost per hour at the configured list prices (`rules:`
+    volume_usd_per_gb_month*, the prices idle_spend quotes)."""
+    return sum(volume_month_usd(v.size_gb, prices) for v in volumes) / HOURS_PER_MONTH
 
 
 def serverless_now(
@@ -100,13 +87,14 @@ def serverless_now(
         rates = {k: v for k, v in rates.items() if k in ids}
     for s in samples:
         h = s.health
-        if s.health_outcome == "http_404" or (h is not None and billed_workers(h) == 0):
+        if s.health_outcome == "http_404" or (h is not None and h.workers_billed == 0):
             rates[s.endpoint_id] = 0.0
     return sum(rates.values())
 
 
 def derived_spend_per_hr(
     serverless: float | None, pods: Sequence[Pod], volumes: Sequence[NetworkVolume],
+    prices: Thresholds,
 ) -> float | None:
     """The account's spend per hour from v2 alone (v2 has no `currentSpendPerHr`, spec
     2.1): the serverless spend now (`serverless_now`), plus the running pods' cost and the
@@ -114,7 +102,7 @@ def derived_spend_per_hr(
     if serverless is None:
         return None
     pods_now = sum(p.cost_per_hr for p in pods if p.desired_status == "RUNNING")
-    return serverless + pods_now + storage_per_hr(volumes)
+    return serverless + pods_now + storage_per_hr(volumes, prices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +166,13 @@ class ControlPlane:
     def __init__(
         self, client: RunPodClient, mode: Mode, *,
         budget: V2Budget | None = None, planner: Planner | None = None, page_size: int = 100,
-        log_reserve: int = 2,
+        log_reserve: int = 2, prices: Thresholds | None = None,
     ) -> None:
         self.client = client
         self.page_size = max(1, page_size)  # runpod.v2_pagination.page_size: list cost
         self.log_reserve = log_reserve  # runpod.v2_budget.reserve: calls kept for logs
+        # the storage prices of the derived spend (the `rules:` ones idle_spend quotes)
+        self.prices = prices if prices is not None else Thresholds.model_validate({})
         self.mode: Mode = mode
         self.budget = budget or V2Budget()
         self.planner = planner or Planner()
@@ -493,7 +483,7 @@ class ControlPlane:
             serverless = None
             if isinstance(billing, ServerlessSpend) and billing.total_per_hr is not None:
                 serverless = serverless_now(billing, samples, self._listing)
-            spend = derived_spend_per_hr(serverless, pods or (), volumes or ())
+            spend = derived_spend_per_hr(serverless, pods or (), volumes or (), self.prices)
             if spend is not None:
                 sources["spend_per_hr"] = "rest"
         account = None

@@ -245,6 +245,7 @@ def build_pipeline(
         planner=Planner(list_period_s=budget.list_period_s,
                         fact_periods_s=budget.fact_periods_s),
         page_size=runpod.v2_pagination.page_size, log_reserve=budget.reserve,
+        prices=settings.rules,
     )
     prober = Prober(
         client,

@@ -120,13 +120,6 @@ def latest_spend(history: History, eid: str) -> float | None:
     return None
 
 
-def billed_workers(h: Health) -> int:
-    """Workers RunPod bills now: up and holding a GPU (running, idle, initializing, or
-    failing health checks); throttled ones wait for a GPU (`ready` repeats `idle`). The
-    same count as monitor/control.py's, which the spend per hour is derived with."""
-    return h.running + h.idle + h.initializing + h.unhealthy
-
-
 @dataclass(frozen=True, slots=True)
 class CostSoFar:
     """What an incident has cost since it began: an estimate, and how it was made."""
@@ -166,7 +159,7 @@ def cost_so_far(history: History, eid: str, since: float, now: float) -> CostSoF
         if t > now:
             break
         if before is not None:  # each sample's workers billed until the next sample
-            usd += billed_workers(before[1]) * price.usd_per_s * (t - before[0])
+            usd += before[1].workers_billed * price.usd_per_s * (t - before[0])
         before = (t, h)
     return CostSoFar(usd, f"billed workers over {minutes(seconds)} at "
                           f"{price.usd_per_s * 3600:.2f} USD/h each, the {price.gpu} "
