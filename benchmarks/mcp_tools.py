@@ -10,7 +10,7 @@ queued. Timed: `endpoint_report` (the body of GET /api/v1/endpoints/{id}) agains
 `endpoints_json` for all N (GET /api/v1/endpoints, the route the page and Prometheus users
 already have); `finish` on a list_diagnoses answer of N diagnoses (the size bound at work).
 Over stdio: `runpod-monitor mcp` from spawn to the MCP `initialize` answer, against a bare
-`python -c "import monitor.check"` (what `runpod-monitor check` loads before it probes).
+`python -c "import monitor.commands.check"` (what `runpod-monitor check` loads before it probes).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from model.observation import (  # noqa: E402
     Observation,
     Template,
 )
-from monitor.history_api import endpoint_report  # noqa: E402
+from monitor.http.history_api import endpoint_report  # noqa: E402
+from monitor.http.web import endpoints_json  # noqa: E402
 from monitor.logs import Redactor  # noqa: E402
 from monitor.mcp import answers  # noqa: E402
-from monitor.web import endpoints_json  # noqa: E402
 
 T0 = 1_800_000_000.0
 
@@ -95,7 +95,7 @@ def startup(repeat: int) -> dict[str, float]:
         mcp_s = statistics.median(asyncio.run(_initialize(config)) for _ in range(repeat))
 
     def bare() -> None:
-        subprocess.run([sys.executable, "-c", "import monitor.check"], check=True)
+        subprocess.run([sys.executable, "-c", "import monitor.commands.check"], check=True)
 
     return {"mcp_initialize_s": mcp_s, "check_import_s": timed(bare, repeat)}
 

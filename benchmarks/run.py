@@ -5,7 +5,7 @@ For each size N the parent process writes a scenario with N endpoints, starts th
 simulator in its own process (`python -m monitor simulate FILE --port P`), and measures
 three kinds of poller, each in its own child process that reports its own getrusage:
 
-- monitor: the real daemon (`monitor.daemon.Daemon.tick`: probes, history, rules,
+- monitor: the real daemon (`monitor.commands.daemon.Daemon.tick`: probes, history, rules,
   incidents, alerts, metrics, SQLite), with its history filled to the retention window,
   then the `/metrics` route of its aiohttp app scraped over real HTTP by the parent;
 - floor: a bare `httpx.AsyncClient` making the same calls (GraphQL once, then /health and
@@ -737,9 +737,9 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     from aiohttp import web
 
     from monitor import logs
-    from monitor.daemon import Daemon
+    from monitor.commands.daemon import Daemon
+    from monitor.http.web import build_app
     from monitor.metrics.http import GzipCache
-    from monitor.web import build_app
 
     logs.configure("info", "json", [spec["api_key"]])  # as `runpod-monitor run` does
     settings = _monitor_settings(spec)
@@ -754,7 +754,7 @@ async def monitor_child(spec: dict[str, Any]) -> None:
     phases = PhaseClock()
     pipeline = daemon.pipeline
     pipeline.prober.probe = phases.wrap_async("probe", pipeline.prober.probe)  # type: ignore[method-assign]
-    import monitor.cycle as cycle_module
+    import monitor.pipeline.cycle as cycle_module
 
     cycle_module.evaluate = phases.wrap("rules", cycle_module.evaluate)  # type: ignore[assignment]
     daemon.metrics.observe_cycle = phases.wrap("metrics", daemon.metrics.observe_cycle)  # type: ignore[method-assign]
@@ -1067,7 +1067,7 @@ async def restart_child(spec: dict[str, Any]) -> None:
     import gc
 
     from monitor import logs
-    from monitor.daemon import Daemon
+    from monitor.commands.daemon import Daemon
 
     logs.configure("info", "json", [spec["api_key"]])
     rss_start = _rss_mb()

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from structlog.testing import capture_logs  # noqa: E402
 
 from monitor.config import load_settings  # noqa: E402
-from monitor.cycle import build_pipeline  # noqa: E402
-from monitor.jobs import SAMPLE_PER_CYCLE, SAMPLE_PER_ENDPOINT  # noqa: E402
+from monitor.pipeline.cycle import build_pipeline  # noqa: E402
+from monitor.pipeline.jobs import SAMPLE_PER_CYCLE, SAMPLE_PER_ENDPOINT  # noqa: E402
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient  # noqa: E402
 from monitor.simulator import Scenario, SimulatorServer  # noqa: E402
 from rules import spend  # noqa: E402

@@ -8,7 +8,7 @@ Every 10th endpoint is busy (its queue depth, jobs and workers change every cycl
 charts' worst case), every 100th has `no_gpu_capacity` active; 50 incidents came and went
 in the window. Each variant is rendered `--repeat` times; the median CPU time is reported,
 and the bytes of the page as served (UTF-8) and gzipped. Then page 1 is fetched over
-loopback from the daemon's own aiohttp app (`monitor.web.build_app`).
+loopback from the daemon's own aiohttp app (`monitor.http.web.build_app`).
 
     python benchmarks/status_page.py                 # N = 1000
     python benchmarks/status_page.py --sizes 100,1000,5000 --repeat 5 --json out.json
@@ -44,10 +44,10 @@ from model.observation import (  # noqa: E402
     Observation,
     Template,
 )
-from monitor.episodes import Episode  # noqa: E402
-from monitor.incidents import Incident  # noqa: E402
-from monitor.status_page import render  # noqa: E402
-from monitor.web import build_app  # noqa: E402
+from monitor.http.status_page import render  # noqa: E402
+from monitor.http.web import build_app  # noqa: E402
+from monitor.state.episodes import Episode  # noqa: E402
+from monitor.state.incidents import Incident  # noqa: E402
 from rules.diagnosis import Diagnosis  # noqa: E402
 
 INTERVAL_S = 30.0

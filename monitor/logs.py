@@ -120,8 +120,7 @@ class Presenter:
         return {_TEXT: line}
 
     def _incident(self, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        from monitor.alerts.message import place
-        from monitor.timeline import incident_block
+        from monitor.alerts.message import incident_block, place
         from rules.signals import minutes
 
         d = event["diagnosis"]

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from monitor.alerts.model import Message, Notification  # noqa: E402
 from monitor.alerts.slack import render  # noqa: E402
-from monitor.demo import demo_scenario  # noqa: E402
-from monitor.replay import replay  # noqa: E402
+from monitor.commands.demo import demo_scenario  # noqa: E402
+from monitor.commands.replay import replay  # noqa: E402
 
 
 def messages(alerts: Sequence[Notification]) -> list[Message]:

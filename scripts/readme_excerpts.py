@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 from monitor import logs  # noqa: E402
 from monitor.alerts.router import LogSink  # noqa: E402
 from monitor.alerts.slack import render  # noqa: E402
-from monitor.demo import demo_scenario  # noqa: E402
-from monitor.replay import replay  # noqa: E402
+from monitor.commands.demo import demo_scenario  # noqa: E402
+from monitor.commands.replay import replay  # noqa: E402
+from monitor.commands.timeline import render_text  # noqa: E402
 from monitor.simulator import Scenario, load_scenario  # noqa: E402
-from monitor.timeline import render_text  # noqa: E402
 
 README = ROOT / "README.md"
 REPLAYED = "tests/scenarios/no-gpu-capacity-stalled.yaml"

@@ -14,7 +14,7 @@ from monitor.alerts.outbox import MemoryOutboxStore, Outbox, OutboxStore
 from monitor.alerts.router import AlertRouter
 from monitor.alerts.silences import SilenceBook
 from monitor.alerts.slack import SlackSink
-from monitor.incidents import Changes, IncidentTracker
+from monitor.state.incidents import Changes, IncidentTracker
 from rules.diagnosis import Diagnosis
 from rules.remedies import graphql_curl
 

@@ -20,15 +20,15 @@ from model.observation import Observation
 from monitor.actions import ActionEngine
 from monitor.alerts.message import plain_text, resolved_text
 from monitor.alerts.router import RecordingSink
-from monitor.cli import main
+from monitor.commands.cli import main
+from monitor.commands.daemon import Daemon
 from monitor.config import load_settings, settings_from_dict
-from monitor.cycle import Pipeline, build_pipeline
-from monitor.daemon import Daemon
-from monitor.incidents import Changes, Incident
+from monitor.pipeline.cycle import Pipeline, build_pipeline
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import BackgroundSimulator, Scenario, SimulatorServer
 from monitor.simulator.scenario import deep_merge
-from monitor.store import Store
+from monitor.state.incidents import Changes, Incident
+from monitor.state.store import Store
 from rules.diagnosis import Diagnosis
 
 KEY = "actions-test-key-0123456789"

@@ -12,8 +12,8 @@ from model.observation import EndpointConfig, EndpointSample, Health, Observatio
 from monitor.actions import ActionEngine, Proposal
 from monitor.actions.policy import Fresh, incident_cost, propose, refusal
 from monitor.config import ActionsSettings
-from monitor.incidents import Changes, Incident
 from monitor.runpod.models import Failure, Ok, Result
+from monitor.state.incidents import Changes, Incident
 from rules.diagnosis import Diagnosis
 
 EP = "polendpoint1"

@@ -23,11 +23,11 @@ from alertkit import T0, Story, diag, make_router
 from monitor.alerts.alertmanager import AlertmanagerSink
 from monitor.alerts.router import AlertRouter
 from monitor.config import load_settings
-from monitor.cycle import build_pipeline
 from monitor.metrics import MonitorMetrics
+from monitor.pipeline.cycle import build_pipeline
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
-from monitor.store import Store
+from monitor.state.store import Store
 
 
 def _ts(iso: str) -> float:

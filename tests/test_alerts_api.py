@@ -14,9 +14,9 @@ from alertkit import T0, Story, diag
 from slack_standin import SlackStandIn
 
 from monitor.alerts.router import RecordingSink
+from monitor.commands.daemon import Daemon
 from monitor.config import settings_from_dict
-from monitor.daemon import Daemon
-from monitor.web import build_app
+from monitor.http.web import build_app
 
 NOW = T0 + 100
 

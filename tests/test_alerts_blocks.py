@@ -20,7 +20,7 @@ from monitor.alerts.slack import (
     remedy_mrkdwn,
     render,
 )
-from monitor.incidents import Incident
+from monitor.state.incidents import Incident
 from rules.diagnosis import Diagnosis
 
 ALLOWED = {"header", "context", "section", "divider"}
@@ -230,8 +230,8 @@ async def test_fallback_text_fits_a_lock_screen() -> None:
     severity (or RESOLVED), the code or how many problems, and where; for every message the
     demo replay sends and for names and summaries far past the limit. The fix is in the
     blocks only."""
-    from monitor.demo import demo_scenario
-    from monitor.replay import replay
+    from monitor.commands.demo import demo_scenario
+    from monitor.commands.replay import replay
 
     scenario = demo_scenario()
     monitor = {**scenario.monitor, "alerts": {"group_wait_s": 0}}

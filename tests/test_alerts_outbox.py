@@ -15,9 +15,9 @@ from slack_standin import SlackStandIn
 from model.history import Memory
 from monitor.alerts.outbox import MAX_BACKOFF_S, backoff_s
 from monitor.alerts.router import AlertRouter
-from monitor.incidents import IncidentTracker
 from monitor.metrics import MonitorMetrics
-from monitor.store import Store
+from monitor.state.incidents import IncidentTracker
+from monitor.state.store import Store
 
 HOUR = 3600.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from monitor.replay import replay
+from monitor.commands.replay import replay
 from monitor.simulator import Scenario, load_scenario
 
 EP = "eprpl0000001"

@@ -20,7 +20,7 @@ from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.silences import SilenceBook
 from monitor.alerts.slack import SlackSink
 from monitor.config import Silence
-from monitor.incidents import Incident
+from monitor.state.incidents import Incident
 
 HOUR = 3600.0
 
@@ -181,7 +181,7 @@ async def test_router_inhibits_even_without_the_trackers_suppression(
     standin: SlackStandIn,
 ) -> None:
     """Handed a cause and its symptoms directly, the router announces only the cause."""
-    from monitor.incidents import Changes
+    from monitor.state.incidents import Changes
 
     router = make_router([webhook_sink(standin)], group_wait_s=0)
     raised = [Incident(diag(c), since=T0, raised_cycle=1)
@@ -376,7 +376,7 @@ async def test_end_to_end_over_the_simulator(standin: SlackStandIn, sim_scenario
     """The real pipeline over the throttled-capacity scenario (simulator on loopback,
     simulated time) posts one firing and one resolved message for no_gpu_capacity."""
     from monitor.config import load_settings
-    from monitor.cycle import build_pipeline
+    from monitor.pipeline.cycle import build_pipeline
     from monitor.runpod.client import RunPodClient
     from monitor.simulator import SimulatorServer, load_scenario
 

@@ -16,11 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.observation import SKIPPED
+from monitor.commands.daemon import Daemon
 from monitor.config import settings_from_dict
-from monitor.daemon import Daemon
-from monitor.jobs import JobTracker
 from monitor.metrics import CycleFacts, MonitorMetrics
-from monitor.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, backoff_s
+from monitor.pipeline.jobs import JobTracker
+from monitor.pipeline.probes import BACKOFF_CAP_S, Prober, ProbeReport, backoff_jitter, backoff_s
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.simulator.server import RATE_LIMITS

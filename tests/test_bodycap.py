@@ -23,12 +23,12 @@ from monitor.alerts.model import DeliveryError, Message, Notification
 from monitor.alerts.router import AlertRouter
 from monitor.alerts.slack import SlackSink
 from monitor.config import settings_from_dict
-from monitor.cycle import Pipeline
-from monitor.history import HistoryBuffer
-from monitor.incidents import Incident, IncidentTracker
-from monitor.probes import Prober
+from monitor.pipeline.cycle import Pipeline
+from monitor.pipeline.history import HistoryBuffer
+from monitor.pipeline.probes import Prober
 from monitor.runpod import Failure, Ok, RunPodClient
 from monitor.runpod.client import client_for
+from monitor.state.incidents import Incident, IncidentTracker
 from rules.diagnosis import Diagnosis
 
 KEY = "rpa_BODYCAPSECRET0123456789abcdef"

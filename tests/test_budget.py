@@ -1,6 +1,6 @@
-"""The REST v2 budget (monitor/budget.py): header parsing, pacing within every window against
-a server that counts as the simulator does, 429s and exempt keys, the planner's priorities and
-fairness, the N=1000 target, and the budget metrics."""
+"""The REST v2 budget (monitor/pipeline/budget.py): header parsing, pacing within every window
+against a server that counts as the simulator does, 429s and exempt keys, the planner's
+priorities and fairness, the N=1000 target, and the budget metrics."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.observation import EndpointConfig, EndpointSample, Health, Observation
-from monitor.budget import (
+from monitor.config import ConfigError, load_settings
+from monitor.metrics import CycleFacts, MonitorMetrics
+from monitor.pipeline.budget import (
     ASSUMED_QUOTA,
     FACTS,
     WINDOWS,
@@ -29,8 +31,6 @@ from monitor.budget import (
     parse_rate_limit,
     parse_rate_limit_policy,
 )
-from monitor.config import ConfigError, load_settings
-from monitor.metrics import CycleFacts, MonitorMetrics
 
 # Recorded by the runpod-migrate plugin against the live API (spec/runpod-rest-v2.md 0.5).
 RECORDED = '"minute";r=176;t=1, "hour";r=7193;t=2701'
@@ -588,7 +588,7 @@ def test_budget_metrics_pass_promtool() -> None:
 
 
 def test_budget_module_is_pure() -> None:
-    """monitor/budget.py imports only the standard library and model/ (replay determinism:
+    """monitor/pipeline/budget.py imports only the standard library and model/ (replay determinism:
     no clock, no I/O)."""
     import ast
     import sys

@@ -106,8 +106,8 @@ def exposed_metric_names() -> set[str]:
         Worker,
         Workers,
     )
-    from monitor.budget import V2Budget
     from monitor.metrics import CycleFacts, MonitorMetrics
+    from monitor.pipeline.budget import V2Budget
 
     config = EndpointConfig("e1", "sdxl", gpu_ids="ADA_24")
     sample = EndpointSample(

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.cli import build_parser
+from monitor.commands.cli import build_parser
+from monitor.commands.demo import demo_scenario, demo_settings
 from monitor.config import ConfigError, load_settings
-from monitor.demo import demo_scenario, demo_settings
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -1,4 +1,4 @@
-"""The incident history (monitor/episodes.py): raised, escalated, resolved; bounded by time
+"""The incident history (monitor/state/episodes.py): raised, escalated, resolved; bounded by time
 and count; persisted by the store in the cycle's transaction and restored after a restart."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 from model.history import Memory
 from model.observation import Observation
-from monitor.episodes import Episode, EpisodeLog
-from monitor.incidents import Changes, Incident
-from monitor.store import Store
+from monitor.state.episodes import Episode, EpisodeLog
+from monitor.state.incidents import Changes, Incident
+from monitor.state.store import Store
 from rules.diagnosis import Diagnosis
 
 T0 = 1_767_225_600.0

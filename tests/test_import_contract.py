@@ -63,9 +63,13 @@ def test_the_untouched_tree_keeps_every_contract(tmp_path: Path) -> None:
         pytest.param("model.observation", "import rules.diagnosis  # noqa: F401",
                      "Model imports nothing of ours",
                      "model.observation -> rules.diagnosis", id="model-imports-the-rules"),
-        pytest.param("monitor.alerts.message", "import monitor.probes  # noqa: F401",
-                     "Sinks never import the Pipeline's cycle or probes",
-                     "monitor.alerts.message -> monitor.probes", id="a-sink-imports-the-probes"),
+        pytest.param("monitor.alerts.message", "import monitor.pipeline.probes  # noqa: F401",
+                     "Sinks never import the Pipeline",
+                     "monitor.alerts.message -> monitor.pipeline.probes",
+                     id="a-sink-imports-the-probes"),
+        pytest.param("monitor.state.store", "import monitor.http.web  # noqa: F401",
+                     "Pipeline never imports Faces",
+                     "monitor.state.store -> monitor.http.web", id="the-store-imports-a-face"),
     ],
 )
 def test_a_forbidden_import_fails_the_check_and_names_the_rule(

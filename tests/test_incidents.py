@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from model.observation import Account, EndpointSample, Health, Observation
-from monitor.incidents import IncidentTracker
+from monitor.state.incidents import IncidentTracker
 from rules.diagnosis import Diagnosis
 from rules.inhibit import suppress
 

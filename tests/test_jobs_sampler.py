@@ -12,8 +12,8 @@ import pytest
 
 from model.observation import Job
 from monitor.config import load_settings
-from monitor.cycle import build_pipeline
-from monitor.jobs import SAMPLE_PER_ENDPOINT, JobTracker
+from monitor.pipeline.cycle import build_pipeline
+from monitor.pipeline.jobs import SAMPLE_PER_ENDPOINT, JobTracker
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 

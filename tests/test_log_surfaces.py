@@ -15,12 +15,11 @@ from test_alerts_blocks import check_body, message
 from model.history import History
 from model.observation import LogLine, WorkerLogs
 from monitor.alerts.alertmanager import LOG_EXCERPT_LIMIT, alert_json
-from monitor.alerts.message import LOCK_SCREEN_LIMIT
+from monitor.alerts.message import LOCK_SCREEN_LIMIT, incident_block
 from monitor.alerts.slack import LOG_EXCERPT_LINES, render
-from monitor.incidents import Incident
-from monitor.replay import incident_json
-from monitor.status_page import _diagnosis
-from monitor.timeline import incident_block
+from monitor.commands.replay import incident_json
+from monitor.http.status_page import _diagnosis
+from monitor.state.incidents import Incident
 from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
 from rules.log_evidence import EVIDENCE_KEY

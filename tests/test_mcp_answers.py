@@ -14,10 +14,10 @@ from model.observation import (
     Observation,
     Template,
 )
-from monitor.episodes import Episode
-from monitor.history_api import MAX_POINTS, config_json, history_points, incidents_report
+from monitor.http.history_api import MAX_POINTS, config_json, history_points, incidents_report
 from monitor.logs import Redactor
 from monitor.mcp import answers
+from monitor.state.episodes import Episode
 
 GHP = "ghp_" + "Zt4Rk8Wq2Lm6Np0Xv3Bc7Hd1Jf5Gs9Ky2Ua8"
 KEY = "plain-key-not-token-shaped-42"

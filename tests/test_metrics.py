@@ -27,7 +27,7 @@ from model.observation import (
 )
 from monitor import __version__
 from monitor.metrics import ERROR_REASONS, CycleFacts, MonitorMetrics, error_reason
-from monitor.probes import ProbeCall
+from monitor.pipeline.probes import ProbeCall
 from rules.diagnosis import Diagnosis
 
 # spec/metrics.md: name -> (type, labels)

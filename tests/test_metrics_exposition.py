@@ -31,11 +31,11 @@ from model.observation import (
     Worker,
     Workers,
 )
-from monitor.budget import BudgetReading, WindowReading
-from monitor.cycle import CycleResult
-from monitor.incidents import Changes, Incident
 from monitor.metrics import MonitorMetrics
-from monitor.probes import ProbeCall
+from monitor.pipeline.budget import BudgetReading, WindowReading
+from monitor.pipeline.cycle import CycleResult
+from monitor.pipeline.probes import ProbeCall
+from monitor.state.incidents import Changes, Incident
 from rules.catalog import CODES
 from rules.diagnosis import Diagnosis
 

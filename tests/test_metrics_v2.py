@@ -27,12 +27,12 @@ from model.observation import (
     Worker,
     Workers,
 )
+from monitor.commands.replay import epoch_of
 from monitor.config import load_settings
-from monitor.cycle import Pipeline, build_pipeline
 from monitor.metrics import CycleFacts, MonitorMetrics
 from monitor.metrics.v2facts import MAX_GPU_SERIES, gpu_series
-from monitor.probes import ProbeCall
-from monitor.replay import epoch_of
+from monitor.pipeline.cycle import Pipeline, build_pipeline
+from monitor.pipeline.probes import ProbeCall
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import SimulatorServer, load_scenario
 from rules import worker_records

@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.observation import Job, TrackedJob
 from monitor.alerts.model import Message, Sink
 from monitor.config import load_settings
-from monitor.cycle import Pipeline, build_pipeline
+from monitor.pipeline.cycle import Pipeline, build_pipeline
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
-from monitor.store import Store
+from monitor.state.store import Store
 
 KEY = "pipeline-test-key-0123456789"
 EP = "plendpoint01"

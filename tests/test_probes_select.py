@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from model.observation import EndpointConfig
-from monitor import cli
-from monitor.probes import select_endpoints
-from monitor.sharding import owner
+from monitor.commands import cli
+from monitor.pipeline.probes import select_endpoints
+from monitor.pipeline.sharding import owner
 
 LISTED = (EndpointConfig("ep1", "whisper"), EndpointConfig("ep2", "sdxl"))
 

@@ -38,16 +38,16 @@ from model.observation import (
     WorkerLogs,
     Workers,
 )
-from monitor import replay as replay_module
+from monitor.commands import replay as replay_module
+from monitor.commands.record import MASKED, Recorder, record
+from monitor.commands.replay import EPOCH, ReplayResult, replay
 from monitor.config import RunPodSettings, load_settings
-from monitor.cycle import CycleResult
-from monitor.incidents import Changes
-from monitor.probes import ProbeCall
-from monitor.record import MASKED, Recorder, record
-from monitor.replay import EPOCH, ReplayResult, replay
+from monitor.pipeline.cycle import CycleResult
+from monitor.pipeline.probes import ProbeCall
 from monitor.runpod.client import client_for
 from monitor.simulator import BackgroundSimulator, Scenario, SimulatorServer, load_scenario
 from monitor.simulator.scenario import deep_merge
+from monitor.state.incidents import Changes
 
 KEY = "rec-test-key-5f1c2a9e7d3b"
 SCENARIOS = Path(__file__).parent / "scenarios"

@@ -26,7 +26,7 @@ from rulekit import (
 
 from model.history import History
 from model.observation import NetworkVolume, Pod
-from monitor.replay import replay
+from monitor.commands.replay import replay
 from monitor.simulator import load_scenario
 from rules import engine
 from rules.diagnosis import Diagnosis

@@ -591,7 +591,7 @@ def test_crash_loop_cost_unknown_is_left_out() -> None:
 def test_spend_guard_reads_the_crash_loop_cost() -> None:
     """The actions' spend guard takes the rule's estimate first (evidence cost_so_far_usd)."""
     from monitor.actions.policy import incident_cost
-    from monitor.incidents import Incident
+    from monitor.state.incidents import Incident
 
     history = _billed(endpoint_history(looping(11), config=CFG), 0.72)
     d = only(history, "crash_loop")

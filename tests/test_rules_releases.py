@@ -27,8 +27,8 @@ from rulekit import (
 
 from model.history import History
 from model.observation import Releases, Workers
-from monitor.codec import memory_from_json, memory_to_json
-from monitor.incidents import IncidentTracker
+from monitor.state.codec import memory_from_json, memory_to_json
+from monitor.state.incidents import IncidentTracker
 from rules import releases as family
 from rules.diagnosis import Diagnosis
 from rules.engine import evaluate

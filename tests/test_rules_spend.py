@@ -30,8 +30,8 @@ from model.observation import (
     Worker,
     Workers,
 )
-from monitor.codec import memory_from_json, memory_to_json
 from monitor.config import ConfigError, settings_from_dict
+from monitor.state.codec import memory_from_json, memory_to_json
 from rules.engine import evaluate
 from rules.gpus import POOL_FLEX_USD_PER_S
 from rules.spend import (

@@ -1,6 +1,6 @@
 """Scenario replays: every scenario's expectations hold, and `replay` speaks its contract.
 
-Replays run in-process (`monitor.replay.replay`) for the scenarios themselves; the CLI
+Replays run in-process (`monitor.commands.replay.replay`) for the scenarios themselves; the CLI
 behaviours (JSON, text, exit 1, exit 2) each get one subprocess run.
 """
 
@@ -22,7 +22,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from monitor.replay import ReplayResult, replay
+from monitor.commands.replay import ReplayResult, replay
 from monitor.simulator import load_scenario
 from rules.catalog import CATALOG, CODES
 

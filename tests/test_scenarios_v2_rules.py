@@ -30,12 +30,12 @@ from model.observation import (
     Worker,
     Workers,
 )
-from monitor.incidents import Incident, IncidentTracker
-from monitor.replay import EPOCH
+from monitor.commands.replay import EPOCH
 from monitor.runpod.parse import parse_endpoint_config, parse_health, parse_jobs, parse_myself
 from monitor.simulator import load_scenario
 from monitor.simulator.world import Moment, World
 from monitor.simulator.world_v2 import V2World
+from monitor.state.incidents import Incident, IncidentTracker
 from rules.engine import evaluate
 from rules.thresholds import Thresholds
 

@@ -36,15 +36,15 @@ from monitor.alerts.alertmanager import alert_json
 from monitor.alerts.message import message_text
 from monitor.alerts.model import Message, Notification
 from monitor.alerts.slack import render as slack_render
+from monitor.commands.replay import incident_json
 from monitor.config import load_settings
-from monitor.cycle import build_pipeline
-from monitor.history_api import endpoint_report, incidents_report
-from monitor.replay import incident_json
+from monitor.http.history_api import endpoint_report, incidents_report
+from monitor.http.status_page import render as page_render
+from monitor.http.web import diagnosis_json, endpoints_json
+from monitor.pipeline.cycle import build_pipeline
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
-from monitor.status_page import render as page_render
-from monitor.store import Store, unpack
-from monitor.web import diagnosis_json, endpoints_json
+from monitor.state.store import Store, unpack
 
 pytestmark = pytest.mark.integration
 

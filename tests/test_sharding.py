@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from monitor.commands.daemon import Daemon
 from monitor.config import settings_from_dict
-from monitor.daemon import Daemon
 from monitor.simulator import Scenario, SimulatorServer
 
 KEY = "shard-test-key-0123456789abcdef"

@@ -42,13 +42,13 @@ from monitor.alerts.model import Message, Sink
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import AlertRouter
 from monitor.config import load_settings
-from monitor.cycle import Pipeline
-from monitor.history import HistoryBuffer
-from monitor.incidents import IncidentTracker
-from monitor.probes import Prober
+from monitor.pipeline.cycle import Pipeline
+from monitor.pipeline.history import HistoryBuffer
+from monitor.pipeline.probes import Prober
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
-from monitor.store import Store
+from monitor.state.incidents import IncidentTracker
+from monitor.state.store import Store
 
 KEY = "soak-test-key-0123456789abcdef"
 INTERVAL = 30.0

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from monitor.replay import replay
+from monitor.commands.replay import replay
 from monitor.simulator import Scenario
 
 DIR = Path(__file__).resolve().parent / "scenarios"

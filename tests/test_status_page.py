@@ -32,10 +32,10 @@ from model.observation import (
     Observation,
     Template,
 )
-from monitor.episodes import Episode
-from monitor.incidents import Incident
-from monitor.status_page import render
-from monitor.web import build_app
+from monitor.http.status_page import render
+from monitor.http.web import build_app
+from monitor.state.episodes import Episode
+from monitor.state.incidents import Incident
 from rules.diagnosis import Diagnosis
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -577,9 +577,9 @@ async def _run_daemon(tmp_path: Path, cycles: int, scenario_file: Path | None = 
                       control_plane: str | None = None) -> tuple[Any, Any, float]:
     """A real daemon against the simulator playing STALLED (or `scenario_file`), `cycles`
     cycles ticked by hand, the last one just now; returns (daemon, simulator, t of cycle 1)."""
-    from monitor import daemon as daemon_module
+    from monitor.commands import daemon as daemon_module
+    from monitor.commands.demo import demo_settings
     from monitor.config import settings_from_dict
-    from monitor.demo import demo_settings
     from monitor.simulator import SimulatorServer, load_scenario
 
     scenario = load_scenario(scenario_file or STALLED)
@@ -611,7 +611,7 @@ async def test_charts_and_history_show_what_the_daemon_saw(tmp_path: Path) -> No
     """A daemon through the stalled-capacity scenario: its page's charts hold the history's
     values cycle by cycle (the scripted queue depths), the incident's span and history row
     say raised at cycle 6, escalated, resolved at cycle 29; a restarted daemon still has it."""
-    from monitor.daemon import Daemon
+    from monitor.commands.daemon import Daemon
 
     daemon, server, start = await _run_daemon(tmp_path, STALLED_CYCLES)
     try:
@@ -733,7 +733,7 @@ def _keep(pngs: list[Path], where: Path) -> None:
 def test_step_paths_read_back_to_the_values_with_gaps() -> None:
     """A series drawn as a step line and as an area reads back to its values; an unknown
     value and a missing stretch of samples break it (a new subpath), never join over it."""
-    from monitor import charts
+    from monitor.http import charts
 
     times = [NOW + 30 * k for k in (0, 1, 2, 3, 4, 8, 9)]  # cycles 5-7 missing
     values: list[float | None] = [0, 6, 6, None, 5, 7, 7.25]
@@ -753,7 +753,7 @@ def test_step_paths_read_back_to_the_values_with_gaps() -> None:
 
 def test_long_histories_are_bucketed_keeping_the_peaks() -> None:
     """Past MAX_POINTS samples a series is bucketed: bounded, and each bucket's max kept."""
-    from monitor import charts
+    from monitor.http import charts
 
     times = [NOW + 5 * k for k in range(5000)]
     values: list[float | None] = [float(k % 50 == 0) * k for k in range(5000)]
@@ -823,7 +823,7 @@ async def test_page_query_is_validated() -> None:
 def test_incident_history_rows_are_escaped_and_say_what_happened() -> None:
     """A row per episode: severity, code, where, raised/escalated/resolved, how long, the
     summary; everything escaped; an active one says so; past HISTORY_ROWS the rest count."""
-    from monitor.status_page import HISTORY_ROWS
+    from monitor.http.status_page import HISTORY_ROWS
 
     noon = NOW + 12 * 3600  # times of the same day show without their date
 

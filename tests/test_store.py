@@ -39,9 +39,9 @@ from model.observation import (
     WorkerLogs,
     Workers,
 )
-from monitor import codec
-from monitor.incidents import Incident, Key
-from monitor.store import Store, unpack
+from monitor.state import codec
+from monitor.state.incidents import Incident, Key
+from monitor.state.store import Store, unpack
 from rules.diagnosis import Diagnosis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,7 +276,7 @@ _WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
     from tests.test_store import save
-    from monitor.store import Store
+    from monitor.state.store import Store
     store = Store(sys.argv[1])
     cycle = 0
     while True:

@@ -25,8 +25,8 @@ from model.observation import (
     Observation,
     Template,
 )
-from monitor import codec
-from monitor.store import Store, unpack
+from monitor.state import codec
+from monitor.state.store import Store, unpack
 
 # --- builders ---------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from model.observation import (
     Observation,
     WorkerLogs,
 )
-from monitor.incidents import Incident, Key
-from monitor.store import SCHEMA_VERSION, Store
+from monitor.state.incidents import Incident, Key
+from monitor.state.store import SCHEMA_VERSION, Store
 from rules.diagnosis import Diagnosis
 from rules.log_evidence import KEEP_BYTES, KEEP_SNAPSHOTS
 

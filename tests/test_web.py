@@ -1,4 +1,4 @@
-"""The daemon's HTTP routes (monitor.web.build_app) in process, over loopback, with a fake
+"""The daemon's HTTP routes (monitor.http.web.build_app) in process, over loopback, with a fake
 Runtime: health, basic auth, job registration, and the diagnoses JSON contract."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from model.history import History
 from model.observation import EndpointConfig, EndpointSample, Health, Job, Observation
-from monitor.episodes import Episode
-from monitor.incidents import Incident
-from monitor.jobs import JobTracker
-from monitor.web import WritePolicy, build_app
+from monitor.http.web import WritePolicy, build_app
+from monitor.pipeline.jobs import JobTracker
+from monitor.state.episodes import Episode
+from monitor.state.incidents import Incident
 from rules.diagnosis import Diagnosis
 
 USER, PASSWORD = "prometheus", "s3cret-pa55word"

@@ -1,6 +1,6 @@
 """Credentials and bounds of the write routes (POST /api/v1/silences, POST /api/v1/jobs).
 
-A real daemon (monitor.daemon.Daemon, started as `run` starts it) listens on 0.0.0.0 on
+A real daemon (monitor.commands.daemon.Daemon, started as `run` starts it) listens on 0.0.0.0 on
 a free port; the tests reach it on 127.0.0.1 (0.0.0.0 includes loopback), so what they
 exercise is the rule for a listener reachable beyond this machine. Its RunPod URLs point
 at a closed loopback port: no cycle succeeds, none is needed here.
@@ -22,9 +22,9 @@ import pytest
 from daemonkit import base_env, run_monitor, write_yaml
 
 from monitor.alerts.router import RecordingSink
+from monitor.commands.daemon import Daemon
+from monitor.commands.demo import demo_scenario, demo_settings
 from monitor.config import ConfigError, load_settings, settings_from_dict
-from monitor.daemon import Daemon
-from monitor.demo import demo_scenario, demo_settings
 
 TOKEN = "wt-0123456789abcdef-Right"
 WRONG = "wt-0123456789abcdef-Wrong"

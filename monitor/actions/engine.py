@@ -14,9 +14,9 @@ from monitor.actions import policy
 from monitor.actions.model import AuditEntry, Call, Proposal, State
 from monitor.alerts.message import PROPOSED_PREFIX
 from monitor.config import ActionsSettings
-from monitor.incidents import Changes, Incident
 from monitor.runpod.models import Failure, Result
-from monitor.store import Store
+from monitor.state.incidents import Changes, Incident
+from monitor.state.store import Store
 from rules.secrets import mask
 
 log = structlog.get_logger("monitor.actions")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from model.observation import Observation
 from monitor.actions.model import Call, Kind, Proposal, proposal_id
 from monitor.config import ActionsSettings
-from monitor.incidents import Incident
+from monitor.state.incidents import Incident
 
 # Where spend_guard reads an incident's cost so far (USD), first found wins: a rule that
 # measures it puts one of these in its evidence (docs/actions.md, "Cost").

@@ -28,7 +28,7 @@ import aiohttp
 from model.observation import iso_utc
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink, severe_enough
 from monitor.bodies import SINK_LIMITS, BodyError, capped_session
-from monitor.incidents import Incident, Key
+from monitor.state.incidents import Incident, Key
 from rules.log_evidence import excerpt
 
 # the annotation size Alertmanager and its receivers handle comfortably

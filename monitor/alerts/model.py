@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from monitor.incidents import Incident
+from monitor.state.incidents import Incident
 from rules.diagnosis import SEVERITY_ORDER
 
 Kind = Literal["firing", "resolved", "reminder"]

@@ -35,11 +35,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from monitor import codec
 from monitor.alerts.message import message_text
 from monitor.alerts.model import DeliveryError, Message, Notification, Sink
 from monitor.backoff import capped_backoff
-from monitor.store import OutboxItem
+from monitor.state import codec
+from monitor.state.store import OutboxItem
 
 log = structlog.get_logger("monitor.alerts")
 
@@ -60,7 +60,7 @@ class AlertMetrics(Protocol):
 
 
 class OutboxStore(Protocol):
-    """The part of monitor.store.Store the outbox uses (MemoryOutboxStore for replay)."""
+    """The part of monitor.state.store.Store the outbox uses (MemoryOutboxStore for replay)."""
 
     def enqueue(
         self, sink: str, payload: Mapping[str, Any], dedupe_key: str | None = None,

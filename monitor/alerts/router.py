@@ -47,7 +47,7 @@ from monitor.alerts.model import (
 )
 from monitor.alerts.outbox import MemoryOutboxStore, Outbox
 from monitor.alerts.silences import SilenceBook
-from monitor.incidents import Changes, Incident, Key
+from monitor.state.incidents import Changes, Incident, Key
 from rules.inhibit import muted_by
 
 __all__ = [

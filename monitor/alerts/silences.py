@@ -24,7 +24,7 @@ import structlog
 
 from model.observation import iso_utc
 from monitor.config import Silence
-from monitor.incidents import Key
+from monitor.state.incidents import Key
 from rules.catalog import CODES
 
 log = structlog.get_logger("monitor.alerts")

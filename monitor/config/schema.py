@@ -79,7 +79,8 @@ class _Section(BaseModel):
 
 
 class V2BudgetSettings(_Section):
-    """`runpod.v2_budget`: how the REST v2 calls are paced (monitor.budget, docs/budget.md)."""
+    """`runpod.v2_budget`: how the REST v2 calls are paced (monitor.pipeline.budget,
+    docs/budget.md)."""
 
     # the quota assumed until the first RateLimit-Policy header (the schema example)
     assumed_per_minute: int = Field(default=60, ge=1)
@@ -100,13 +101,13 @@ class V2BudgetSettings(_Section):
 
     @property
     def assumed(self) -> dict[str, int]:
-        """The assumed quota per window, as `monitor.budget.V2Budget` takes it."""
+        """The assumed quota per window, as `monitor.pipeline.budget.V2Budget` takes it."""
         return {"minute": self.assumed_per_minute, "hour": self.assumed_per_hour,
                 "day": self.assumed_per_day}
 
     @property
     def fact_periods_s(self) -> dict[str, float]:
-        """Each slow fact's period, as `monitor.budget.Planner` takes it."""
+        """Each slow fact's period, as `monitor.pipeline.budget.Planner` takes it."""
         return {f: getattr(self, f"{f}_period_s") for f in (
             "balance", "account_limits", "billing", "network_volumes", "pods", "catalog")}
 
@@ -177,7 +178,7 @@ class RunPodSettings(_Section):
     max_concurrency: int = Field(default=16, ge=1, le=1000)
     track_requests: bool = True
     # completions /requests listed, read once each through /status per endpoint per cycle
-    # (empty_output's sample; monitor/jobs.py bounds it within RunPod's limits); 0: none
+    # (empty_output's sample; monitor/pipeline/jobs.py bounds it within RunPod's limits); 0: none
     sample_completions: int = Field(default=2, ge=0, le=20)
     # what one answer may cost (monitor.bodies.RUNPOD_BODY_LIMITS): bytes read, bytes
     # decoded; 64 KiB..1 GiB, a cap outside that is a typo or no cap at all

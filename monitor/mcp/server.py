@@ -5,7 +5,7 @@ live state (the incidents tracked this cycle, the silences in force, the inciden
 since it started, which the file does not keep), its write routes check the write credential
 in one place, and an agent on a laptop reaches a daemon in a container or a cluster over
 HTTP where it could not open the file. `check` alone runs a probe cycle in this process
-(monitor/check.py, as `runpod-monitor check` does), so it needs the RunPod API key here.
+(monitor/commands/check.py, as `runpod-monitor check` does), so it needs the RunPod API key here.
 """
 
 from __future__ import annotations
@@ -221,9 +221,9 @@ def build_server(settings: Settings, target: Target) -> MCPServer[Any]:
 
 
 async def _check_cycle(settings: Settings, now: float) -> dict[str, Any]:
-    """One cycle of monitor.check on top of the stored history, as its JSON output."""
-    from monitor.check import check_once, probe_failures
-    from monitor.web import diagnosis_json
+    """One cycle of monitor.commands.check on top of the stored history, as its JSON output."""
+    from monitor.commands.check import check_once, probe_failures
+    from monitor.http.web import diagnosis_json
 
     result, incidents = await check_once(settings, now)
     return {

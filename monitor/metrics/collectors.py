@@ -53,8 +53,9 @@ ERROR_REASONS: Mapping[str, str] = {
 
 _REASONS = ("timeout", "connect", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
 
-# The `probe` label: the contract's four, then one per REST v2 call kind (monitor/control.py
-# `Call.probe`); any other name folds into "other", so the label stays bounded.
+# The `probe` label: the contract's four, then one per REST v2 call kind
+# (monitor/pipeline/control.py `Call.probe`); any other name folds into "other", so the
+# label stays bounded.
 PROBES = (
     "graphql", "health", "requests", "status",
     "v2_endpoints", "v2_workers", "v2_releases", "v2_logs", "v2_balance",
@@ -295,8 +296,8 @@ class BudgetSnapshot:
 
 
 class BudgetCollector:
-    """The REST v2 budget (monitor.budget): the windows as the monitor reads them, calls and
-    429s, and per endpoint when its worker data last arrived. Extensions: registered only
+    """The REST v2 budget (monitor.pipeline.budget): the windows as the monitor reads them,
+    calls and 429s, and per endpoint when its worker data last arrived. Extensions: registered only
     with `MonitorMetrics(extensions=True)`; no family before the first reading.
     """
 

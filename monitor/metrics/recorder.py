@@ -61,7 +61,8 @@ from rules.diagnosis import Diagnosis
 
 
 class ProbeTiming(Protocol):
-    """One API call of a cycle, as the probe metrics read it (`monitor.probes.ProbeCall`)."""
+    """One API call of a cycle, as the probe metrics read it
+    (`monitor.pipeline.probes.ProbeCall`)."""
 
     @property
     def probe(self) -> str: ...
@@ -72,7 +73,7 @@ class ProbeTiming(Protocol):
 
 
 class BudgetWindowView(Protocol):
-    """One rate-limit window (`monitor.budget.WindowReading`)."""
+    """One rate-limit window (`monitor.pipeline.budget.WindowReading`)."""
 
     @property
     def name(self) -> str: ...
@@ -85,7 +86,7 @@ class BudgetWindowView(Protocol):
 
 
 class BudgetView(Protocol):
-    """The REST v2 budget as the metrics read it (`monitor.budget.BudgetReading`)."""
+    """The REST v2 budget as the metrics read it (`monitor.pipeline.budget.BudgetReading`)."""
 
     @property
     def windows(self) -> Sequence[BudgetWindowView]: ...
@@ -390,7 +391,7 @@ class MonitorMetrics:
             self._execution_text.observe(endpoint_id, name, execution_s)
 
     def observe_budget(self, budget: BudgetView) -> None:
-        """Take the REST v2 budget (`monitor.budget.BudgetReading`), once per cycle after
+        """Take the REST v2 budget (`monitor.pipeline.budget.BudgetReading`), once per cycle after
         `observe_cycle` (or as `CycleFacts.budget`): endpoint series only of watched ones."""
         self._budget_view = budget
         self._update_budget()

@@ -17,7 +17,7 @@ T_co = TypeVar("T_co", covariant=True)
 class RateHeaders:
     """The raw REST v2 quota headers of one answer, as sent (None when absent: the data
     plane and GraphQL send none, and v2 leaves them out for rate-limit-exempt callers).
-    `monitor.budget` parses them; the client only carries them."""
+    `monitor.pipeline.budget` parses them; the client only carries them."""
 
     rate_limit: str | None = None  # `RateLimit: "minute";r=<left>;t=<s to reset>, ...`
     rate_limit_policy: str | None = None  # `RateLimit-Policy: "minute";q=<quota>;w=60, ...`

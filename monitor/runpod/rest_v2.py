@@ -1,7 +1,7 @@
 """The REST v2 control plane's calls (`https://api.runpod.io/v2`, Bearer key), mixed into
 `RunPodClient`: they share its keep-alive pool, semaphore, body caps, scrubbing and
 `Ok`/`Failure` results, and each result carries the answer's `RateLimit`,
-`RateLimit-Policy` and `x-request-id` (`RateHeaders`) for `monitor.budget`.
+`RateLimit-Policy` and `x-request-id` (`RateHeaders`) for `monitor.pipeline.budget`.
 
 Errors are `application/problem+json`; a failure's message is its `detail` (else `title`)
 plus the first of `errors[]`, its kind `classify_status`'s, and a 429's `Retry-After` is

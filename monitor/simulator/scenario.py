@@ -196,7 +196,7 @@ WorkerStatus = Literal["RUNNING", "IDLE", "INITIALIZING", "THROTTLED", "UNHEALTH
 Version = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(ge=0)]
 # The wall-clock time of simulated t=0 unless a scenario says: replay's clock starts here
-# too (monitor.replay.EPOCH), so v2 times (startedAt, createdAt, log ts) and the monitor's
+# too (monitor.commands.replay.EPOCH), so v2 times (startedAt, createdAt, log ts) and the monitor's
 # cycle times agree.
 DEFAULT_EPOCH = "2026-01-01T00:00:00Z"
 

@@ -25,7 +25,7 @@ SAMPLED_REMEMBERED = 20_000
 
 
 class DataPlaneGate(Protocol):
-    """Whether an endpoint's data plane may be called now (`monitor.probes.Prober`)."""
+    """Whether an endpoint's data plane may be called now (`monitor.pipeline.probes.Prober`)."""
 
     def data_plane_due(self, endpoint_id: str, t: float) -> bool: ...
 

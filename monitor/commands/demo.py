@@ -9,8 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from monitor.commands.daemon import Daemon, serve
 from monitor.config import is_loopback, settings_from_dict
-from monitor.daemon import Daemon, serve
 from monitor.simulator import Scenario, SimulatorServer, load_scenario
 
 

@@ -41,7 +41,7 @@ from model.observation import (
     WorkerLogs,
     Workers,
 )
-from monitor.incidents import Incident
+from monitor.state.incidents import Incident
 from rules.diagnosis import Diagnosis
 from rules.log_evidence import config_secrets
 from rules.secrets import mask, mask_values, secret_values

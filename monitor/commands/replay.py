@@ -11,11 +11,11 @@ from typing import Any
 
 from monitor.alerts.router import Notification, RecordingSink, Sink
 from monitor.config import load_settings
-from monitor.cycle import build_pipeline
-from monitor.incidents import Incident
+from monitor.pipeline.cycle import build_pipeline
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.simulator.scenario import deep_merge
+from monitor.state.incidents import Incident
 from rules.diagnosis import Diagnosis
 
 # Simulated runs start here, so dates in summaries (runway) are the same on every run; a

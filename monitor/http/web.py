@@ -16,14 +16,14 @@ from aiohttp.typedefs import Middleware
 from model.history import History
 from model.observation import WORKER_STATES, Job, Observation, iso_utc, queued_wait_ms
 from monitor.actions import ActionEngine
-from monitor.alerts.api import add_silence_routes
 from monitor.alerts.silences import MAX_ID_CHARS, SilenceBook
 from monitor.config import Settings
-from monitor.episodes import Episode
-from monitor.incidents import Incident
-from monitor.jobs import TrackerFull
+from monitor.http.silences_api import add_silence_routes
+from monitor.http.status_page import status_handler
 from monitor.metrics.http import metrics_handler
-from monitor.status_page import status_handler
+from monitor.pipeline.jobs import TrackerFull
+from monitor.state.episodes import Episode
+from monitor.state.incidents import Incident
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -254,7 +254,7 @@ def build_app(
     if silences is not None:
         add_silence_routes(app, *silences, max_silences=writes.max_silences,
                            writes=writes.enabled)
-    from monitor.history_api import add_history_routes  # it builds on this module
+    from monitor.http.history_api import add_history_routes  # it builds on this module
 
     add_history_routes(app, runtime)
     if actions is not None:

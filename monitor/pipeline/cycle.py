@@ -38,23 +38,23 @@ from monitor.alerts.model import Sink
 from monitor.alerts.outbox import MemoryOutboxStore
 from monitor.alerts.router import AlertRouter, Notification
 from monitor.alerts.setup import build_router, build_sinks
-from monitor.budget import BudgetReading, Planner, V2Budget
 from monitor.config import Settings
-from monitor.control import ControlPlane, Hints
-from monitor.episodes import MAX_EPISODES, Episode, EpisodeLog
-from monitor.history import HistoryBuffer
-from monitor.incidents import Changes, Incident, IncidentTracker, Key
-from monitor.jobs import JobTracker
 from monitor.metrics import CycleFacts, MonitorMetrics
-from monitor.probes import ProbeCall, Prober
+from monitor.pipeline.budget import BudgetReading, Planner, V2Budget
+from monitor.pipeline.control import ControlPlane, Hints
+from monitor.pipeline.history import HistoryBuffer
+from monitor.pipeline.jobs import JobTracker
+from monitor.pipeline.probes import ProbeCall, Prober
 from monitor.runpod.client import RunPodClient
-from monitor.store import PipelineState, Store
+from monitor.state.episodes import MAX_EPISODES, Episode, EpisodeLog
+from monitor.state.incidents import Changes, Incident, IncidentTracker, Key
+from monitor.state.store import PipelineState, Store
 from rules.diagnosis import Diagnosis
 from rules.engine import evaluate
 from rules.log_evidence import by_endpoint, keep_logs, logs_wanted, read_workers
 from rules.thresholds import Thresholds
 
-log = structlog.get_logger("monitor.cycle")
+log = structlog.get_logger("monitor.pipeline.cycle")
 
 # sent notifications are kept at least this long, to dedupe a restart's re-decisions
 OUTBOX_KEEP_S = 86400.0

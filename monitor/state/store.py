@@ -4,7 +4,7 @@ One SQLite file in WAL mode. Each cycle is saved in one transaction, so a crash 
 point leaves the last committed cycle loadable. Template secrets are masked before they
 are written. The caller bounds the file with `prune`, `prune_outbox` and `prune_episodes`.
 
-`episodes` (the incident history of monitor/episodes.py) came after schema 2 without a new
+`episodes` (the incident history of monitor/state/episodes.py) came after schema 2 without a new
 version: a table more, which an older monitor ignores and a new one creates in an old file.
 So did `actions` and `action_audit` (guarded fixes, monitor/actions/: each proposal's JSON
 by id, and the audit log, newest MAX kept).
@@ -31,9 +31,9 @@ from typing import Any
 
 from model.history import Memory
 from model.observation import LogLine, Observation, WorkerLogs
-from monitor import codec
-from monitor.episodes import Episode
-from monitor.incidents import Incident, Key
+from monitor.state import codec
+from monitor.state.episodes import Episode
+from monitor.state.incidents import Incident, Key
 from rules.log_evidence import bounded
 from rules.secrets import mask
 

@@ -24,13 +24,13 @@ from model.observation import (
     TrackedJob,
 )
 from monitor.backoff import capped_backoff
-from monitor.control import NO_HINTS, Call, ControlPlane, EndpointV2, Hints
-from monitor.jobs import JobTracker
+from monitor.pipeline.control import NO_HINTS, Call, ControlPlane, EndpointV2, Hints
+from monitor.pipeline.jobs import JobTracker
+from monitor.pipeline.sharding import owns
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import Failure, Myself, Ok, Result
-from monitor.sharding import owns
 
-log = structlog.get_logger("monitor.probes")
+log = structlog.get_logger("monitor.pipeline.probes")
 
 # Back-off (docs/reliability.md): after k consecutive transient failures of a target (GraphQL,
 # or one endpoint's /health), it is not probed again for min(interval * 2**(k-1), 5 min)
@@ -45,7 +45,7 @@ BACKOFF_OUTCOMES = frozenset({"timeout", "connect", "http_5xx"})
 class ProbeCall:
     """One API call of a cycle, for the probe metrics and the cycle log line."""
 
-    probe: str  # graphql, health, requests, status, v2_<kind> (monitor.control)
+    probe: str  # graphql, health, requests, status, v2_<kind> (monitor.pipeline.control)
     outcome: str  # "ok" or a failure kind
     status: int
     elapsed_s: float

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from model.history import History
 from model.observation import WORKER_STATES, EndpointConfig, EndpointSample, Observation, iso_utc
-from monitor import codec
-from monitor.episodes import Episode
-from monitor.web import Runtime, endpoints_json
+from monitor.http.web import Runtime, endpoints_json
+from monitor.state import codec
+from monitor.state.episodes import Episode
 from rules.secrets import mask
 
 DEFAULT_WINDOW_S = 3600.0
@@ -146,7 +146,7 @@ def endpoint_report(
 
 
 def incidents_report(episodes: Sequence[Episode], now: float, window_s: float) -> dict[str, Any]:
-    """The incidents (the daemon's episodes, monitor/episodes.py) still active or resolved in
+    """The incidents (the daemon's episodes, monitor/state/episodes.py) still active or resolved in
     the window `now - window_s` to `now`, newest change first, at most `MAX_INCIDENTS`."""
     start = now - window_s
     rows = []

@@ -5,8 +5,8 @@ The page is a plain string built here: every value from RunPod or the rules goes
 reloads itself every probe interval. It reads only what the runtime already holds, so a
 request never calls RunPod. It shows no configuration secret and no template env value.
 
-Besides the state now it draws the retained history (monitor/charts.py: inline SVG whose
-coordinates are the data) and lists the incident history (monitor/episodes.py). Endpoint
+Besides the state now it draws the retained history (monitor/http/charts.py: inline SVG whose
+coordinates are the data) and lists the incident history (monitor/state/episodes.py). Endpoint
 cards come PER_PAGE to a page (`?page=K`), those in trouble first, and only the cards shown
 get charts: the page stays small and fast at 1000 endpoints (benchmarks/README.md).
 """
@@ -35,17 +35,18 @@ from model.observation import (
     iso_utc,
     queued_wait_ms,
 )
-from monitor import __version__, charts
-from monitor.charts import Span, Window
-from monitor.episodes import Episode
-from monitor.incidents import Incident
+from monitor import __version__
+from monitor.http import charts
+from monitor.http.charts import Span, Window
+from monitor.state.episodes import Episode
+from monitor.state.incidents import Incident
 from rules.diagnosis import SEVERITY_ORDER
 from rules.log_evidence import EVIDENCE_KEY as LOGS_KEY
 from rules.log_evidence import LAST_LINES, LINE_CHARS, excerpt, excerpt_title
 
 if TYPE_CHECKING:
     from monitor.actions import ActionEngine
-    from monitor.web import Runtime
+    from monitor.http.web import Runtime
 
 # Endpoint cards (with their charts) per page; those in trouble come first.
 PER_PAGE = 25

@@ -3,67 +3,18 @@
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from monitor.alerts.message import code_split, place, shell_lines
-from rules.diagnosis import Diagnosis
-from rules.log_evidence import EVIDENCE_KEY as LOGS_KEY
-from rules.log_evidence import excerpt
+from monitor.alerts.message import WIDTH, incident_block, place
 from rules.signals import minutes
 
 if TYPE_CHECKING:  # replay runs the daemon's pipeline; the console renderer needs none of it
-    from monitor.replay import ReplayResult
-
-WIDTH = 100
-
+    from monitor.commands.replay import ReplayResult
 
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h:d}:{m:02d}:{s:02d}"
-
-
-def _evidence(evidence: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in evidence.items() if k != LOGS_KEY)
-
-
-def _wrap(label: str, text: str) -> list[str]:
-    """`text` under `label`: prose wrapped at WIDTH; each command whole, on lines of its
-    own joined by ' \\' (never cut inside a quoted word), so it pastes as it is."""
-    lines: list[str] = []
-    for para in text.splitlines() or [""]:
-        prose, code = code_split(para)
-        if prose:
-            indent = " " * (len(prose) - len(prose.lstrip()))
-            prefix = f"    {label:<6}" if not lines else " " * 10
-            lines.extend(textwrap.wrap(prose.strip(), width=WIDTH, initial_indent=prefix + indent,
-                                       subsequent_indent=" " * 10 + indent,
-                                       break_on_hyphens=False)
-                         or [prefix.rstrip()])
-        if code:
-            # inline ("4. Check: curl ..."): the command goes under its step
-            lead = prose if prose else para
-            indent = " " * (len(lead) - len(lead.lstrip())) + ("   " if prose else "")
-            prefix = f"    {label:<6}" if not lines else " " * 10
-            for i, piece in enumerate(shell_lines(code, WIDTH - 12)):
-                lines.append((prefix if i == 0 else " " * 12) + indent + piece)
-        if not prose and not code:
-            lines.append(f"    {label:<6}".rstrip() if not lines else "")
-    return lines
-
-
-def incident_block(d: Diagnosis, head: str) -> list[str]:
-    """One incident as a person reads it: `head`, then what, why, the worker's log lines
-    when it has them, and the fix."""
-    logs = excerpt(d.evidence, max_lines=5, max_chars=WIDTH - 12)
-    return [
-        head,
-        *_wrap("what", d.summary),
-        *_wrap("why", _evidence(dict(d.evidence))),
-        *(_wrap("logs", "\n".join(logs)) if logs else []),
-        *_wrap("fix", d.remedy),
-    ]
 
 
 def render_text(result: ReplayResult) -> str:

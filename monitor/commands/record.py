@@ -43,8 +43,8 @@ from model.observation import (
     iso_utc,
 )
 from monitor.config import Settings
-from monitor.cycle import CycleResult, build_pipeline
-from monitor.probes import ProbeCall
+from monitor.pipeline.cycle import CycleResult, build_pipeline
+from monitor.pipeline.probes import ProbeCall
 from monitor.runpod.client import RUNPOD_LIMITS, RunPodClient, client_for
 from rules.secrets import mask, placeholder, secret_key, secret_reference
 from rules.thresholds import Thresholds

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 def _replay(args: argparse.Namespace) -> int:
     from monitor import logs
+    from monitor.commands.replay import replay
+    from monitor.commands.timeline import render_text
     from monitor.config import ConfigError
-    from monitor.replay import replay
     from monitor.simulator import ScenarioError, load_scenario
-    from monitor.timeline import render_text
 
     logs.configure(level="warning", fmt="json")
     try:
@@ -58,8 +58,8 @@ def _settings(path: str | None, shard: str | None = None) -> Settings | None:
 
 def _run(args: argparse.Namespace) -> int:
     from monitor import logs
+    from monitor.commands.daemon import Daemon, serve
     from monitor.config import ConfigError
-    from monitor.daemon import Daemon, serve
 
     settings = _settings(args.config, args.shard)
     if settings is None:
@@ -79,7 +79,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from monitor import logs
     from monitor.actions import Proposal
-    from monitor.check import check_once, failed_to_probe, render, render_dry_run
+    from monitor.commands.check import check_once, failed_to_probe, render, render_dry_run
     from monitor.config import ConfigError
 
     settings = _settings(args.config)
@@ -110,9 +110,9 @@ def _record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from monitor import logs
+    from monitor.commands.record import check_writable, default_name, record, run_until_signalled
     from monitor.config import ConfigError
-    from monitor.cycle import CycleResult
-    from monitor.record import check_writable, default_name, record, run_until_signalled
+    from monitor.pipeline.cycle import CycleResult
 
     # bad options exit 2 before the configuration is read or RunPod is called
     if args.cycles < 1:
@@ -184,7 +184,7 @@ def _demo(args: argparse.Namespace) -> int:
     import os
 
     from monitor import logs
-    from monitor.demo import run_demo
+    from monitor.commands.demo import run_demo
 
     logs.configure("info", args.log_format or "auto")
     return asyncio.run(run_demo(args.port, os.environ, host=args.host))

@@ -1,6 +1,6 @@
 """The incident history: each incident from raised to resolved, kept for the retention window.
 
-The tracker (monitor/incidents.py) forgets an incident once it resolves; this keeps a short
+The tracker (monitor/state/incidents.py) forgets an incident once it resolves; this keeps a short
 record of it (what, where, when raised, when its severity rose, when it ended) so the status
 page can show what came and went. Bounded by time (`retention_s`) and count (`cap`); the
 store persists the records a cycle changed, in the same transaction as the cycle.
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from monitor.incidents import Changes, Incident, Key
+from monitor.state.incidents import Changes, Incident, Key
 from rules.diagnosis import SEVERITY_ORDER
 
 # At most this many records are kept, the newest by `since`: a fleet of flapping

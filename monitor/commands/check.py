@@ -7,11 +7,11 @@ from pathlib import Path
 
 from monitor.actions import KINDS, Proposal
 from monitor.config import Settings
-from monitor.cycle import CycleResult, build_pipeline
-from monitor.incidents import Incident
+from monitor.http.web import diagnosis_json
+from monitor.pipeline.cycle import CycleResult, build_pipeline
 from monitor.runpod.client import client_for
-from monitor.store import PipelineState, Store
-from monitor.web import diagnosis_json
+from monitor.state.incidents import Incident
+from monitor.state.store import PipelineState, Store
 
 
 def _stored(settings: Settings) -> PipelineState:

@@ -21,14 +21,14 @@ from model.observation import Observation
 from monitor.alerts.model import Sink
 from monitor.alerts.setup import silences_path
 from monitor.config import Settings
-from monitor.cycle import CycleResult, build_pipeline
-from monitor.episodes import Episode
-from monitor.incidents import Incident
+from monitor.http.web import WritePolicy, build_app
+from monitor.pipeline.cycle import CycleResult, build_pipeline
 from monitor.runpod.client import RUNPOD_LIMITS, client_for
-from monitor.store import Store
-from monitor.web import WritePolicy, build_app
+from monitor.state.episodes import Episode
+from monitor.state.incidents import Incident
+from monitor.state.store import Store
 
-log = structlog.get_logger("monitor.daemon")
+log = structlog.get_logger("monitor.commands.daemon")
 # how often the delivery loop looks at the outbox besides after each cycle (retries)
 DELIVER_POLL_S = 2.0
 

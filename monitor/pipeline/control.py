@@ -3,14 +3,14 @@
 
     graphql  GraphQL `myself` each cycle (account, endpoints, volumes, pods), as before
     rest     REST v2 only: `GET /serverless` and the slow facts (balance, limits, billing,
-             volumes, pods, GPU catalog) on the periods `monitor.budget.Planner` keeps,
+             volumes, pods, GPU catalog) on the periods `monitor.pipeline.budget.Planner` keeps,
              each kept between its reads; the spend per hour derived from billing
     auto     rest, plus a one-field GraphQL query for the current spend per hour (which v2
              lacks) while GraphQL answers; once GraphQL answers that it is retired, that is
              a known state (`graphql_state`), logged once, and GraphQL is not asked again
 
 The data plane (/health, /requests, /status) is not budgeted here: it covers every watched
-endpoint every cycle (`monitor.probes`). After it, `after_data_plane` plans this cycle's v2
+endpoint every cycle (`monitor.pipeline.probes`). After it, `after_data_plane` plans this cycle's v2
 calls from what the data plane saw (trouble first, then busy, then quiet in turn) and runs
 them: `/workers`, `/releases` when the version moved or stale workers show, the list and
 the slow facts when due, and the worker logs a diagnosis asked for.
@@ -40,7 +40,7 @@ from model.observation import (
     WorkerLogs,
     Workers,
 )
-from monitor.budget import Need, Plan, Planner, Tier, V2Budget
+from monitor.pipeline.budget import Need, Plan, Planner, Tier, V2Budget
 from monitor.runpod.client import RunPodClient
 from monitor.runpod.models import (
     AccountLimits,
@@ -53,7 +53,7 @@ from monitor.runpod.models import (
 from rules.account import HOURS_PER_MONTH, volume_month_usd
 from rules.thresholds import Thresholds
 
-log = structlog.get_logger("monitor.control")
+log = structlog.get_logger("monitor.pipeline.control")
 
 Mode = Literal["auto", "rest", "graphql"]
 

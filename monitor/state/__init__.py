@@ -1,0 +1,1 @@
+"""What the monitor keeps between cycles: incidents, episodes, the SQLite store."""
