@@ -45,7 +45,8 @@ TOKEN = "wt-actions-0123456789-Right"
 BILLED_USD_PER_HR = 3600.0
 
 
-def scenario(steps: list[dict[str, Any]] | None = None) -> Scenario:
+def scenario(steps: list[dict[str, Any]] | None = None,
+             workers: dict[str, int] | None = None) -> Scenario:
     return Scenario.from_dict({
         "name": "actions", "interval_s": INTERVAL,
         "account": {"clientBalance": 500.0, "currentSpendPerHr": 0.5},
@@ -55,7 +56,7 @@ def scenario(steps: list[dict[str, Any]] | None = None) -> Scenario:
             "template": {"id": "tpl-ac", "name": "ac", "imageName": "u/ac:1",
                          "dockerArgs": "", "containerDiskInGb": 50, "env": []},
             "health": {"jobs": {"completed": 100, "inQueue": 3, "inProgress": 1},
-                       "workers": {"running": 1}},
+                       "workers": workers or {"running": 1}},
             "jobs": [{"id": "job-long", "status": "IN_PROGRESS"},
                      {"id": "job-done", "status": "COMPLETED"},
                      {"id": "job-q", "status": "IN_QUEUE"}],
@@ -171,6 +172,19 @@ async def test_spend_guard_runs_after_approval_and_the_simulator_shows_it(
     assert obs is not None
     assert obs.endpoints[EP].config is not None
     assert obs.endpoints[EP].config.workers_max == 0
+
+
+async def test_spend_guard_counts_every_billed_worker(sim: Any) -> None:
+    """Without billing (GraphQL) the guard's estimate counts the workers RunPod bills
+    (`Health.workers_billed`): idle and unhealthy ones hold a GPU too, throttled ones not."""
+    server, client = await sim(scenario(SURGE, workers={"running": 1, "idle": 1,
+                                                         "unhealthy": 1, "throttled": 2}))
+    pipeline = pipeline_for(server, client, {**actions_config(spend_guard=GUARD),
+                                             "runpod": {"control_plane": "graphql"}})
+    await run_cycles(server, pipeline, 1, 4)
+    [p] = engine_of(pipeline).listing()
+    assert p.kind == "spend_guard"
+    assert p.extra["cost_from"] == "3 workers x 3600 USD/h x 0.01 h"
 
 
 async def test_an_unapproved_action_changes_nothing_on_the_simulator(sim: Any) -> None:

@@ -63,6 +63,16 @@ def test_cost_sources_in_order(inc: Incident, o: Observation, price: float | Non
     assert got[1] == source
 
 
+def test_the_estimate_counts_the_workers_runpod_bills() -> None:
+    """Health.workers_billed, the one definition: idle and unhealthy workers hold a GPU,
+    throttled ones wait for one, `ready` repeats `idle`."""
+    h = Health(running=1, idle=2, ready=2, initializing=1, unhealthy=1, throttled=4)
+    o = Observation(cycle=1, t=T, control_outcome="ok",
+                    endpoints={EP: EndpointSample(EP, "ok", 200, h)})
+    got = incident_cost(incident("crash_loop"), o, 1.0, T)
+    assert got == (pytest.approx(h.workers_billed * 1.0), "5 workers x 1 USD/h x 1.00 h")
+
+
 def test_an_unknown_cost_never_trips_the_guard() -> None:
     inc = incident("crash_loop", cost_usd="lots")  # malformed evidence is not a cost
     assert incident_cost(inc, obs(), None, T) is None

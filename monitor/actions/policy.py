@@ -18,8 +18,6 @@ COST_KEYS = ("cost_usd", "cost_so_far_usd", "spend_usd", "gpu_cost_usd", "wasted
 # job_overrun's evidence: `job_id`, then the other overrunning jobs as job_2, job_3, ...
 MAX_JOBS_CANCELLED = 5
 GUARDED_CODES = frozenset({"crash_loop", "job_failures"})
-# Worker states billed while a crash loop restarts them: booting and running.
-BILLED_STATES = ("running", "initializing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +44,9 @@ def incident_cost(inc: Incident, obs: Observation, usd_per_worker_hr: float | No
                   t: float) -> tuple[float, str] | None:
     """(USD so far, how it was found) for an incident, or None when unknown: the evidence's
     cost (unless it is a list-price estimate and `usd_per_worker_hr` is set), else v2
-    billing's USD/h for the endpoint x the incident's duration, else billed
-    workers x `usd_per_worker_hr` x duration. Unknown never trips the guard."""
+    billing's USD/h for the endpoint x the incident's duration, else billed workers
+    (`Health.workers_billed`, as the rules' cost_so_far counts them) x `usd_per_worker_hr`
+    x duration. Unknown never trips the guard."""
     ev = inc.diagnosis.evidence
     basis = ev.get("cost_basis")
     # the operator's own price beats the rules' list-price estimate (discounts are not in
@@ -68,7 +67,7 @@ def incident_cost(inc: Incident, obs: Observation, usd_per_worker_hr: float | No
     health = None if sample is None else sample.health
     if health is None or usd_per_worker_hr is None:
         return None
-    workers = sum(getattr(health, s) for s in BILLED_STATES)
+    workers = health.workers_billed
     cost = workers * usd_per_worker_hr * hours
     return cost, f"{workers} workers x {usd_per_worker_hr:g} USD/h x {hours:.2f} h"
 
