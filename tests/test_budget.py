@@ -593,7 +593,8 @@ def test_budget_module_is_pure() -> None:
     import ast
     import sys
 
-    tree = ast.parse((Path(__file__).parents[1] / "monitor" / "budget.py").read_text())
+    source = Path(__file__).parents[1] / "monitor" / "pipeline" / "budget.py"
+    tree = ast.parse(source.read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     roots = {n.split(".")[0] for n in names}
