@@ -1574,7 +1574,8 @@ def v2_table(runs: list[dict[str, Any]]) -> str:
              "medians over the cycles",
              f"{'N':>5}  {'v2/cycle':>8}  {'max/min':>7}  {'429s':>4}  {'trouble fresh from':>18}  "
              f"{'crash_loop at':>13}  {'CPU s':>6}  {'floor CPU s':>11}  {'ratio':>5}  "
-             f"{'RSS MB':>6}  {'storm logs/cycle':>16}  {'storm wall max s':>16}"]
+             f"{'RSS MB':>6}  {'storm logs/cycle':>16}  {'storm wall max s':>16}  "
+             f"{'storm 429s':>10}  {'storm fresh from':>16}"]
     for r in runs:
         st = r["storm"]
         aio = r.get("floor_aiohttp") or {"cycle_cpu_s": {"median": None}}
@@ -1585,7 +1586,8 @@ def v2_table(runs: list[dict[str, Any]]) -> str:
             f"{r['crash_loop_raised_cycle'] or '-'!s:>13}  {r['cycle_cpu_s']['median']:>6.3f}  "
             f"{_f(aio['cycle_cpu_s']['median'], 3):>11}  {_f(r.get('cpu_vs_floor_aiohttp')):>5}  "
             f"{r['peak_rss_mb']:>6.1f}  {max(st['log_reads_per_cycle']):>16}  "
-            f"{max(st['cycle_wall_s_per_cycle']):>16.2f}")
+            f"{max(st['cycle_wall_s_per_cycle']):>16.2f}  "
+            f"{st['v2_429s']:>10}  {st['trouble_workers_every_cycle_from'] or '-'!s:>16}")
         kinds = "  ".join(f"{k} {statistics.median(v):g}"
                           for k, v in r["calls_per_cycle_by_kind"].items())
         lines.append(f"       calls per cycle by kind (median): {kinds}")

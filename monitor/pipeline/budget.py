@@ -456,8 +456,9 @@ class Need:
     """What one watched endpoint asks of this cycle's v2 calls."""
 
     endpoint_id: str
-    # trouble: a stalled queue, unhealthy or throttled workers, an active or pending
-    # diagnosis, a version change; busy: jobs queued or running; quiet: the rest
+    # trouble: a stalled queue (or one with nothing in progress seen for the first time),
+    # unhealthy or throttled workers, an active or pending diagnosis, a version change;
+    # busy: jobs queued or running; quiet: the rest
     tier: Tier = "quiet"
     releases: bool = False  # the version changed or stale workers were seen
 

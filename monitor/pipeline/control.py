@@ -328,10 +328,13 @@ class ControlPlane:
                 busy = bool(h.in_queue or h.in_progress or h.running)
                 if h.unhealthy or h.throttled:
                     trouble = True
-                if h.in_queue and before is not None and before.health is not None:
-                    b = before.health
-                    if (h.completed, h.failed) == (b.completed, b.failed) and not h.in_progress:
-                        trouble = True  # a queue that did not move since the last cycle
+                if h.in_queue and not h.in_progress:
+                    b = before.health if before is not None else None
+                    # a queue nothing works on that did not move since the last cycle, or
+                    # one seen for the first time (cycle 1 of a crash storm): whether it
+                    # moves is unknown, and its /workers tell it before the next cycle does
+                    if b is None or (h.completed, h.failed) == (b.completed, b.failed):
+                        trouble = True
             stale = workers is not None and any(w.stale for w in workers.workers)
             versioned = workers is not None and workers.endpoint_version is not None
             # releases never read is no news of a version change: they are wanted, but an

@@ -1,0 +1,125 @@
+"""The REST v2 control plane of whole cycles (monitor/pipeline/control.py) against the
+simulator over loopback: which v2 calls a cycle makes when the quota is tight (a crash
+storm at start)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from monitor.config import load_settings
+from monitor.pipeline.control import ControlPlane
+from monitor.pipeline.cycle import Pipeline, build_pipeline
+from monitor.runpod.client import RunPodClient
+from monitor.simulator import Scenario, SimulatorServer
+
+KEY = "control-v2-test-key-0123456789"
+INTERVAL = 30.0
+T0 = 1_767_225_600.0  # the simulator's default v2 epoch: 2026-01-01T00:00:00Z
+QUOTA = {"minute": 60, "hour": None, "day": None}  # benchmarks/run.py's v2 cycle
+
+
+def endpoint(i: int) -> dict[str, Any]:
+    eid = f"ctl{i:09d}"
+    item: dict[str, Any] = {
+        "id": eid, "name": f"ctl-{i}", "gpuIds": "ADA_24", "workersMin": 0, "workersMax": 3,
+        "idleTimeout": 5, "version": 1,
+        "template": {"id": f"ctltpl{i:06d}", "name": f"w-{i}", "imageName": "example/w:1",
+                     "dockerArgs": "", "containerDiskInGb": 60, "env": []},
+        "health": {"jobs": {"completed": 1000 + i, "failed": 2}, "workers": {"idle": 1}},
+    }
+    if i % 10 == 0:  # busy: jobs in flight
+        item["health"] = {"jobs": {"completed": 1000 + i, "inProgress": 1, "inQueue": 2},
+                          "workers": {"running": 1}}
+        item["jobs"] = [{"id": f"{eid}-p0", "status": "IN_PROGRESS"},
+                        {"id": f"{eid}-q0", "status": "IN_QUEUE"}]
+    return item
+
+
+def storm(n: int, crashing: list[int], cycles: int) -> Scenario:
+    """`n` endpoints, every 10th busy; the `crashing` ones crash-loop as benchmarks/run.py's
+    storm has them: a job queued that never starts, `running: 1` in every /health, a new
+    worker id in the v2 records every 60 s."""
+    items = [endpoint(i) for i in range(n)]
+    for i in crashing:
+        eid = items[i]["id"]
+        items[i]["health"] = {"jobs": {"completed": 300 + i, "inQueue": 1},
+                              "workers": {"running": 1}}
+        items[i]["jobs"] = [{"id": f"{eid}-q0", "status": "IN_QUEUE"}]
+        items[i]["v2"] = {"workers": [{"id": f"{eid[-6:]}w000", "status": "RUNNING",
+                                       "started_s": 0}]}
+    steps = [{"cycles": 2, "endpoints": {
+        items[i]["id"]: {"v2": {"workers": [{"id": f"{items[i]['id'][-6:]}w{j:03d}",
+                                             "status": "RUNNING", "started_s": 60 * j}]}}
+        for i in crashing}} for j in range(1, (cycles + 1) // 2 + 1)]
+    return Scenario.from_dict({
+        "name": "control-storm", "interval_s": INTERVAL, "v2": {"quota": QUOTA},
+        "account": {"clientBalance": 5000.0, "currentSpendPerHr": 1.2},
+        "endpoints": items, "steps": [{"cycles": 1}, *steps],
+    })
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Any]:
+    servers: list[SimulatorServer] = []
+    clients: list[RunPodClient] = []
+
+    async def start(sc: Scenario, **urls: str) -> tuple[SimulatorServer, RunPodClient]:
+        server = SimulatorServer(sc, KEY, timeout_hold_s=5.0)
+        url = await server.start()
+        servers.append(server)
+        client = RunPodClient(
+            api_key=KEY, graphql_url=urls.get("graphql", f"{url}/graphql"),
+            rest_url=urls.get("rest", f"{url}/v2"), v2_url=urls.get("v2", f"{url}/v2"),
+            timeout_s=1.0,
+        )
+        clients.append(client)
+        return server, client
+
+    yield start
+    for c in clients:
+        await c.aclose()
+    for s in servers:
+        await s.stop()
+
+
+def pipeline_for(client: RunPodClient, control_plane: str = "auto") -> Pipeline:
+    settings = load_settings(None, env={}, overrides={
+        "interval_s": INTERVAL, "runpod": {"control_plane": control_plane}})
+    return build_pipeline(settings, client, sinks=[], interval_s=INTERVAL)
+
+
+def control_of(pipeline: Pipeline) -> ControlPlane:
+    control = pipeline.prober.control
+    assert control is not None
+    return control
+
+
+@pytest.mark.parametrize("control_plane", ["auto", "rest"])
+async def test_crash_storm_gives_every_trouble_endpoint_workers_from_cycle_1(
+    sim: Any, control_plane: str
+) -> None:
+    """200 endpoints (2 pages), 10 crash-looping from the start, 60 v2 calls a minute: the
+    first cycle lists, then the 10 endpoints' /workers come before the slow facts (a queue
+    nothing works on, seen for the first time, is trouble); every cycle, no 429."""
+    n, cycles = 200, 6
+    crashing = [20 * k + 7 for k in range(10)]
+    server, client = await sim(storm(n, crashing, cycles))
+    pipeline = pipeline_for(client, control_plane)
+    control = control_of(pipeline)
+    ids = [f"ctl{i:09d}" for i in crashing]
+    fresh: list[int] = []
+    for k in range(1, cycles + 1):
+        server.set_cycle(k)
+        t = T0 + (k - 1) * INTERVAL
+        await pipeline.cycle(k, t)
+        fresh.append(sum(control.planner.workers_seen.get(e) == t for e in ids))
+    assert fresh == [10] * cycles
+    assert server.v2.throttled == 0
+    assert control.budget.throttled == 0
+    # the slow facts were read too, once the trouble had its share
+    assert control.budget.calls["balance"] >= 1
+    assert control.budget.calls["pods"] >= 1
+
