@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from monitor.config import load_settings
-from monitor.pipeline.control import ControlPlane
+from monitor.pipeline.control import NO_HINTS, Call, ControlPlane
 from monitor.pipeline.cycle import Pipeline, build_pipeline
 from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer
@@ -123,3 +123,20 @@ async def test_crash_storm_gives_every_trouble_endpoint_workers_from_cycle_1(
     assert control.budget.calls["balance"] >= 1
     assert control.budget.calls["pods"] >= 1
 
+
+
+async def test_a_paged_list_spends_each_page_once(sim: Any) -> None:
+    """300 endpoints are 3 pages, 3 calls: the last page's RateLimit already counts the
+    two before it, so the budget has 57 of 60 left, as the server says (not 55)."""
+    server, client = await sim(storm(300, [], 2))
+    control = control_of(pipeline_for(client, "rest"))
+    server.set_cycle(1)
+    calls: list[Call] = []
+    await control.list_first(T0, INTERVAL, NO_HINTS, calls)
+    assert [c.probe for c in calls] == ["v2_endpoints"]
+    assert control.listing is not None
+    assert len(control.listing) == 300
+    assert control.budget.calls["list"] == 3
+    assert control.budget.remaining(T0) == 57
+    [minute] = control.budget.reading(T0).windows
+    assert (minute.name, minute.quota, minute.spent) == ("minute", 60, 3)

@@ -293,11 +293,14 @@ class V2Budget:
         policy: str | None,
         t: float,
         status: int = 200,
+        answers: int = 1,
     ) -> None:
         """One v2 answer (not a 429: `on_429`) at `t` with its raw header values (None:
-        absent). A malformed header is counted and ignored; what was known is kept."""
+        absent); `answers` > 1: the last page of a paged list whose pages were each a call
+        (all spent before), so its `r` counts every page already. A malformed header is
+        counted and ignored; what was known is kept."""
         self._roll(t)
-        self._answered()
+        self._answered(max(1, answers))
         self._headers(rate_limit, policy, t, status)
 
     def on_429(
@@ -393,9 +396,9 @@ class V2Budget:
         for w in self._windows.values():
             w.roll(t)
 
-    def _answered(self) -> None:
+    def _answered(self, n: int = 1) -> None:
         for w in (*self._windows.values(), self._ceiling):
-            w.answered += 1
+            w.answered += n
 
     def _policy(self, policy: Mapping[str, tuple[int, int | None]]) -> None:
         """The policy is the key's whole list: its windows replace the assumed ones (a

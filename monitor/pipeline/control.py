@@ -229,9 +229,16 @@ class ControlPlane:
 
     # -- v2 calls, each counted against the budget ------------------------------------------
 
-    async def _v2(self, kind: str, t: float, call: Awaitable[Result[Any]]) -> Result[Any]:
+    async def _v2(self, kind: str, t: float, call: Awaitable[Result[Any]],
+                  pages: Callable[[Any], int] | None = None) -> Result[Any]:
         self.budget.spend(1, t, kind)
         result = await call
+        answers = 1
+        if pages is not None and isinstance(result, Ok):
+            # each further page was a call, answered before the last page's headers: the
+            # server's `r` there counts them all, so they are neither in flight nor spent twice
+            answers = max(1, pages(result.value))
+            self.budget.spend(answers - 1, t, kind)
         rate = result.rate
         ratelimit = rate.rate_limit if rate is not None else None
         policy = rate.rate_limit_policy if rate is not None else None
@@ -239,7 +246,7 @@ class ControlPlane:
             if result.status:  # 0: our own limiter refused it before sending
                 self.budget.on_429(result.retry_after_s, t, ratelimit, policy)
         elif isinstance(result, Ok) or result.status:
-            self.budget.observe(ratelimit, policy, t, result.status or 200)
+            self.budget.observe(ratelimit, policy, t, result.status or 200, answers)
         return result
 
     def _reserve(self, hints: Hints) -> int:
@@ -274,9 +281,8 @@ class ControlPlane:
         await self._list(t, calls)
 
     async def _list(self, t: float, calls: list[Call]) -> None:
-        result = await self._v2("list", t, self.client.list_endpoints())
-        if isinstance(result, Ok):  # _v2 counted the first page; each further one is a call
-            self.budget.spend(-(-len(result.value) // self.page_size) - 1, t, "list")
+        result = await self._v2("list", t, self.client.list_endpoints(),
+                                pages=lambda items: -(-len(items) // self.page_size))
         calls.append(Call("v2_endpoints", result))
         self._take_listing(result, t)
         self.planner.report(t, listed=isinstance(result, Ok))
