@@ -445,6 +445,28 @@ def test_releases_after_trouble_workers_and_costs() -> None:
     assert roomy.calls == 3 + 2 + 3 + (len(FACTS) - 1) + 2
 
 
+def test_calls_held_back_are_due_again_first_in_line() -> None:
+    """What a plan chose but never sent (RunPod unreachable) is as before that plan: the
+    facts and the list are due the next cycle (not a fifth of their period later, as after
+    a failure), the quiet endpoints keep their place in the round-robin."""
+    p = Planner()
+    needs = [Need(f"q{i}", "quiet") for i in range(6)]
+    first = p.plan(0.0, 30, 20, needs)
+    p.report(0.0, workers=first.workers, listed=True, facts_ok=first.facts)
+    held = p.plan(900.0, 30, 3 + len(FACTS), needs)
+    assert held.list_endpoints
+    assert set(held.facts) == set(FACTS)
+    assert held.workers == ("q0", "q1")
+    p.hold_back(900.0, workers=held.workers, facts=held.facts, listing=True)
+    again = p.plan(930.0, 30, 3 + len(FACTS), needs)
+    assert again.list_endpoints
+    assert set(again.facts) == set(FACTS)
+    assert again.workers == ("q0", "q1")
+    # a plan of another time is not undone
+    p.hold_back(900.0, workers=again.workers, facts=again.facts, listing=True)
+    assert p.plan(960.0, 30, 3 + len(FACTS), needs).workers[:2] == ("q2", "q3")
+
+
 def test_freshest_worker_data_and_forgetting() -> None:
     p = Planner()
     p.report(10.0, workers=["e1", "e2"])

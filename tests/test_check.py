@@ -175,9 +175,7 @@ def test_unreachable_runpod_is_not_ok(tmp_path: Path, plane: str) -> None:
     if plane == "graphql":
         assert probes == ["graphql"]
         return
-    # the v2 listing decides the control outcome; the account facts due at start fail too,
-    # and auto's GraphQL call for the spend per hour; no endpoint is known, so no /health
-    assert probes[0] == "v2_endpoints"
-    assert probes.count("v2_endpoints") == 1  # a failed list waits for the next cycle
-    assert ("graphql" in probes) == (plane == "auto")
-    assert all(p == "graphql" or p.startswith("v2_") for p in probes)
+    # the v2 listing decides the control outcome, asked once; it found RunPod unreachable,
+    # so the account facts due at start and auto's GraphQL spend query are held back (not
+    # failures); no endpoint is known, so no /health
+    assert probes == ["v2_endpoints"]

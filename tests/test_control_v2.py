@@ -1,6 +1,6 @@
 """The REST v2 control plane of whole cycles (monitor/pipeline/control.py) against the
 simulator over loopback: which v2 calls a cycle makes when the quota is tight (a crash
-storm at start)."""
+storm at start) and when RunPod cannot be reached."""
 
 from __future__ import annotations
 
@@ -85,9 +85,10 @@ async def sim() -> AsyncIterator[Any]:
         await s.stop()
 
 
-def pipeline_for(client: RunPodClient, control_plane: str = "auto") -> Pipeline:
+def pipeline_for(client: RunPodClient, control_plane: str = "auto", **runpod: Any
+                 ) -> Pipeline:
     settings = load_settings(None, env={}, overrides={
-        "interval_s": INTERVAL, "runpod": {"control_plane": control_plane}})
+        "interval_s": INTERVAL, "runpod": {"control_plane": control_plane, **runpod}})
     return build_pipeline(settings, client, sinks=[], interval_s=INTERVAL)
 
 
@@ -140,3 +141,66 @@ async def test_a_paged_list_spends_each_page_once(sim: Any) -> None:
     assert control.budget.remaining(T0) == 57
     [minute] = control.budget.reading(T0).windows
     assert (minute.name, minute.quota, minute.spent) == ("minute", 60, 3)
+
+
+def small(fault: str, quota: dict[str, int | None] | None = None) -> Scenario:
+    """Three endpoints (one busy), RunPod answering for 2 cycles, then unreachable for 3
+    (every API: `fault`), then answering again."""
+    items = [endpoint(i) for i in range(3)]
+    down = {"graphql": fault, "endpoints": {e["id"]: {"rest": fault} for e in items}}
+    up = {"graphql": "ok", "endpoints": {e["id"]: {"rest": "ok"} for e in items}}
+    return Scenario.from_dict({
+        "name": "control-unreachable", "interval_s": INTERVAL,
+        **({"v2": {"quota": quota}} if quota else {}),
+        "account": {"clientBalance": 500.0, "currentSpendPerHr": 1.2},
+        "endpoints": items,
+        "steps": [{"cycles": 2}, {"cycles": 3, **down}, {"cycles": 2, **up}],
+    })
+
+
+V2_KINDS = ("v2_", "graphql")
+
+
+# the list read every cycle before the data plane (1 page, cheap), or only when due (3
+# pages of 1 against 20 calls a minute: not cheap), so the plan's first call finds out
+LISTS = {"cheap": ({}, None), "due": ({"v2_pagination": {"page_size": 1}}, {"minute": 20})}
+
+
+@pytest.mark.parametrize(("fault", "kind"), [("reset", "connect"), ("timeout", "timeout")])
+@pytest.mark.parametrize("control_plane", ["auto", "rest"])
+@pytest.mark.parametrize("lists", ["cheap", "due"])
+async def test_unreachable_runpod_costs_one_v2_call_a_cycle(
+    sim: Any, fault: str, kind: str, control_plane: str, lists: str
+) -> None:
+    """When the cycle's first v2 call cannot reach RunPod (connection reset, or a
+    timeout), the rest of the cycle's control-plane calls are held back, counted as
+    skipped, and tried again the next cycle; the outage raises nothing but itself."""
+    runpod, quota = LISTS[lists]
+    server, client = await sim(small(fault, quota))
+    pipeline = pipeline_for(client, control_plane, **runpod)
+    control = control_of(pipeline)
+    sent: list[list[str]] = []
+    raised: list[str] = []
+    held: list[int] = []
+    for k in range(1, 8):
+        server.set_cycle(k)
+        before = sum(pipeline.prober.skipped.values())
+        result = await pipeline.cycle(k, T0 + (k - 1) * INTERVAL)
+        sent.append([c.probe for c in result.calls if c.probe.startswith(V2_KINDS)])
+        raised += [i.key[0] for i in result.changes.raised]
+        held.append(sum(pipeline.prober.skipped.values()) - before)
+        if k in (3, 4, 5):
+            v2 = [c for c in result.calls if c.probe.startswith("v2_")]
+            assert len(v2) <= 1, (k, sent[-1])
+            assert {c.outcome for c in v2} <= {kind}
+    # while unreachable: the one v2 call that found it out (and GraphQL's spend query in
+    # auto, when no v2 call went before it); the rest held back and counted as skipped
+    assert all(len([p for p in s if p.startswith("v2_")]) <= 1 for s in sent[2:5])
+    assert all(len(s) <= 2 for s in sent[2:5])
+    assert all(h > 0 for h in held[2:5]), held
+    # answering again: the list and the facts held back are asked the first cycle back
+    assert "v2_endpoints" in sent[5]
+    assert {"v2_balance", "v2_pods"} <= set(sent[5])
+    assert "v2_workers" in sent[5]
+    assert control.listing is not None
+    assert set(raised) <= {"runpod_api_errors"}

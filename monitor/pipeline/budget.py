@@ -519,6 +519,10 @@ class Planner:
         self._listed_ok: float | None = None
         self._facts: dict[str, float] = {}  # fact -> when last planned
         self._facts_ok: dict[str, float] = {}
+        # what the last plan overwrote (table, key -> the value before; None: absent), so
+        # that calls it planned but never sent can be held back (`hold_back`)
+        self._prior: dict[str, dict[str, float | None]] = {}
+        self._prior_t: float | None = None
 
     def plan(
         self,
@@ -597,6 +601,13 @@ class Planner:
             for n in quiet[:left]:
                 workers.append(n.endpoint_id)
 
+        self._prior_t = t
+        self._prior = {
+            "workers": {eid: self._asked.get(eid) for eid in workers},
+            "releases": {eid: self._releases_asked.get(eid) for eid in releases},
+            "facts": {f: self._facts.get(f) for f in facts},
+            "list": {"list": self._listed} if listing else {},
+        }
         for eid in workers:
             self._asked[eid] = t
         for eid in releases:
@@ -636,6 +647,37 @@ class Planner:
         for f in facts_failed:
             # likewise: soon enough for a transient failure, rare enough for a 403 (scope)
             self._facts[f] = t - 0.8 * self.fact_periods_s[f]
+
+    def hold_back(
+        self,
+        t: float,
+        *,
+        workers: Iterable[str] = (),
+        releases: Iterable[str] = (),
+        facts: Iterable[str] = (),
+        listing: bool = False,
+    ) -> None:
+        """Calls the plan at `t` chose but that were not sent (RunPod could not be reached):
+        each is as it was before that plan, so it is due again, first in line, next cycle
+        (not a failure: a fact held back is not put off by a fifth of its period)."""
+        if self._prior_t != t:
+            return
+        tables: tuple[tuple[str, dict[str, float], Iterable[str]], ...] = (
+            ("workers", self._asked, workers), ("releases", self._releases_asked, releases),
+            ("facts", self._facts, facts),
+        )
+        for name, table, keys in tables:
+            prior = self._prior.get(name, {})
+            for k in keys:
+                if k not in prior:
+                    continue
+                before = prior[k]
+                if before is None:
+                    table.pop(k, None)
+                else:
+                    table[k] = before
+        if listing and "list" in self._prior.get("list", {}):
+            self._listed = self._prior["list"]["list"]
 
     def list_due(self, t: float, interval_s: float) -> bool:
         """Whether the endpoint list's period has come round at `t` (or it was never read)."""

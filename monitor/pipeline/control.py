@@ -13,14 +13,18 @@ The data plane (/health, /requests, /status) is not budgeted here: it covers eve
 endpoint every cycle (`monitor.pipeline.probes`). After it, `after_data_plane` plans this cycle's v2
 calls from what the data plane saw (trouble first, then busy, then quiet in turn) and runs
 them: `/workers`, `/releases` when the version moved or stale workers show, the list and
-the slow facts when due, and the worker logs a diagnosis asked for.
+the slow facts when due, and the worker logs a diagnosis asked for. When the cycle's first
+v2 call finds RunPod unreachable (connection error, timeout), the rest wait for the next
+cycle (`ControlPlane.held_back`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import structlog
@@ -63,6 +67,10 @@ KEEP_PERIODS = 2.5
 CHEAP_LIST_SHARE = 4
 # At most this many worker-log reads per cycle (each is one v2 call, kept in reserve).
 MAX_LOG_READS = 3
+# Failures that say RunPod could not be reached at all: when the cycle's first v2 call ends
+# so, the rest of the cycle's control-plane calls are held back (an unreachable API would
+# only time each of them out too) and go the next cycle.
+UNREACHABLE = frozenset({"connect", "timeout"})
 
 
 def storage_per_hr(volumes: Sequence[NetworkVolume], prices: Thresholds) -> float:
@@ -188,6 +196,12 @@ class ControlPlane:
         # the last worker records and releases per endpoint: what the next plan needs
         self.workers: dict[str, Workers] = {}
         self.releases: dict[str, Releases] = {}
+        # this cycle: its time, the v2 calls sent, whether the first found RunPod
+        # unreachable, and the calls held back for that (probe name -> count)
+        self._cycle_t: float | None = None
+        self._sent = 0
+        self.unreachable: str | None = None  # the failure kind (UNREACHABLE) that said so
+        self.held_back: Counter[str] = Counter()
 
     @property
     def remedy_api(self) -> str:
@@ -215,8 +229,13 @@ class ControlPlane:
         return RETIRED if self.graphql_retired else None
 
     async def graphql_spend(self, calls: list[Call]) -> None:
-        """auto: the current spend per hour from GraphQL, while it answers."""
+        """auto: the current spend per hour from GraphQL, while it answers (held back in a
+        cycle whose endpoint list found RunPod unreachable: the same API host)."""
         if self.mode != "auto" or self.graphql_retired:
+            return
+        if self.unreachable is not None:
+            self._hold("graphql")
+            self._spend_graphql = None
             return
         result = await self.client.spend()
         calls.append(Call("graphql", result))
@@ -229,10 +248,28 @@ class ControlPlane:
 
     # -- v2 calls, each counted against the budget ------------------------------------------
 
+    def _begin(self, t: float, *, new: bool = False) -> None:
+        """Start the cycle at `t` once (every entry point of a cycle calls it; `new`: the
+        cycle's first, whatever `t`)."""
+        if new or self._cycle_t != t:
+            self._cycle_t = t
+            self._sent = 0
+            self.unreachable = None
+            self.held_back = Counter()
+
+    def _hold(self, probe: str, n: int = 1) -> None:
+        if n > 0:
+            self.held_back[probe] += n
+
     async def _v2(self, kind: str, t: float, call: Awaitable[Result[Any]],
                   pages: Callable[[Any], int] | None = None) -> Result[Any]:
+        self._begin(t)
+        first = self._sent == 0
+        self._sent += 1
         self.budget.spend(1, t, kind)
         result = await call
+        if first and isinstance(result, Failure) and result.kind in UNREACHABLE:
+            self.unreachable = result.kind
         answers = 1
         if pages is not None and isinstance(result, Ok):
             # each further page was a call, answered before the last page's headers: the
@@ -260,6 +297,7 @@ class ControlPlane:
         (never read yet, or its period came round) or cheap (its pages take at most a
         `CHEAP_LIST_SHARE`th of this cycle's allowance): the data plane then watches this
         cycle's endpoints, and a config change counts from the cycle it shows."""
+        self._begin(t, new=True)
         interval = interval_s or 30.0
         pages = max(1, -(-len(self._listing or ()) // self.page_size))
         allowance = self.budget.allowance(t, interval, reserve=self._reserve(hints))
@@ -362,7 +400,11 @@ class ControlPlane:
         self, t: float, interval_s: float | None, samples: Sequence[EndpointSample],
         previous: Mapping[str, EndpointSample], hints: Hints, calls: list[Call],
     ) -> dict[str, EndpointV2]:
-        """Plan and run this cycle's v2 calls; what each endpoint got."""
+        """Plan and run this cycle's v2 calls; what each endpoint got. When this cycle's
+        first v2 call (the list before the data plane, else the first of the plan, sent
+        alone) finds RunPod unreachable, the rest are held back: counted in `held_back`,
+        each due again, first in line, next cycle."""
+        self._begin(t)
         interval = interval_s or 30.0
         wanted_logs = [(e, w) for e, w in hints.wanted_logs
                        if e in {s.endpoint_id for s in samples}][:MAX_LOG_READS]
@@ -410,16 +452,25 @@ class ControlPlane:
             if isinstance(result, Ok):
                 self.releases[eid] = releases_got[eid] = result.value
 
-        jobs: list[Awaitable[None]] = [workers_call(e) for e in plan.workers]
-        jobs += [releases_call(e) for e in plan.releases]
-        jobs += [fact_call(f) for f in plan.facts]
+        # (what, the call): made only when sent, so a call held back is never created
+        jobs: list[tuple[tuple[str, str], Callable[[], Awaitable[None]]]] = [
+            (("workers", e), partial(workers_call, e)) for e in plan.workers]
+        jobs += [(("releases", e), partial(releases_call, e)) for e in plan.releases]
+        jobs += [(("facts", f), partial(fact_call, f)) for f in plan.facts]
         if plan.list_endpoints and not any(c.probe == "v2_endpoints" for c in calls):
-            jobs.append(self._list(t, calls))
+            jobs.append((("list", "list"), partial(self._list, t, calls)))
         elif plan.list_endpoints:
             # list_first's call failed this cycle: asking again at once doubles the calls to
             # an API that is down; the failure keeps the list due from the next cycle
             self.planner.report(t, listed=False)
-        await asyncio.gather(*jobs)
+        if jobs and self._sent == 0 and self.unreachable is None:
+            # nothing was sent this cycle: the first call alone says whether RunPod answers
+            await jobs[0][1]()
+            jobs = jobs[1:]
+        if self.unreachable is not None:
+            self._hold_jobs(t, [what for what, _ in jobs])
+        else:
+            await asyncio.gather(*(call() for _, call in jobs))
         self.planner.report(t, workers=list(workers_got), facts_ok=facts_ok,
                             facts_failed=facts_failed)
         logs = await self._logs(t, wanted_logs, calls)
@@ -437,7 +488,10 @@ class ControlPlane:
         self, t: float, wanted: Sequence[tuple[str, str]], calls: list[Call]
     ) -> dict[str, list[WorkerLogs]]:
         out: dict[str, list[WorkerLogs]] = {}
-        for eid, wid in wanted:
+        for k, (eid, wid) in enumerate(wanted):
+            if self.unreachable is not None:
+                self._hold("v2_logs", len(wanted) - k)
+                break
             if not self.budget.can_spend(t):
                 break
             result = await self._v2("logs", t, self.client.worker_logs(eid, wid, source=None))
@@ -445,6 +499,21 @@ class ControlPlane:
             if isinstance(result, Ok):
                 out.setdefault(eid, []).append(result.value)
         return out
+
+    def _hold_jobs(self, t: float, held: Sequence[tuple[str, str]]) -> None:
+        """The plan's calls not sent this cycle: due again next cycle, counted as held back."""
+        by: dict[str, list[str]] = {"workers": [], "releases": [], "facts": [], "list": []}
+        for table, key in held:
+            by[table].append(key)
+        self.planner.hold_back(t, workers=by["workers"], releases=by["releases"],
+                               facts=by["facts"], listing=bool(by["list"]))
+        self._hold("v2_workers", len(by["workers"]))
+        self._hold("v2_releases", len(by["releases"]))
+        for f in by["facts"]:
+            self._hold(f"v2_{f}")
+        self._hold("v2_endpoints", len(by["list"]))
+        log.debug("v2 calls held back", reason=self.unreachable, t=t,
+                  held=dict(self.held_back))
 
     # -- the account ---------------------------------------------------------------------
 

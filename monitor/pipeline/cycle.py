@@ -112,6 +112,7 @@ class Pipeline:
         started = time.perf_counter()
         report = await self.prober.probe(cycle, t, self.hints())
         obs = report.observation
+        held_back = self._held_back()
         self.history.append(obs)
         history = replace(self.history.view(), kept_logs=by_endpoint(self.incident_logs))
         found = evaluate(history, self.thresholds)
@@ -137,12 +138,23 @@ class Pipeline:
             obs, changes, self.tracker.diagnoses(), notifications, report.calls,
             report.listed, duration, budget,
         )
-        _log_cycle(result, cycle, t, len(self.tracker.active))
+        _log_cycle(result, cycle, t, len(self.tracker.active), held_back)
         _log_incidents(changes, cycle, t)
         self._observe(result, history)
         self.persist(obs, self.episodes.update(changes, t, cycle))
         self.last_cycle = cycle
         return result
+
+    def _held_back(self) -> int:
+        """The control-plane calls this cycle held back (RunPod unreachable), counted with
+        the probes a gate held back (`Prober.skipped`, by probe name)."""
+        control = self.prober.control
+        if control is None:
+            return 0
+        skipped = self.prober.skipped
+        for probe, n in control.held_back.items():
+            skipped[probe] = skipped.get(probe, 0) + n
+        return sum(control.held_back.values())
 
     def hints(self) -> Hints:
         """What the last cycle's diagnoses ask of this cycle's REST v2 calls: the endpoints
@@ -278,12 +290,14 @@ def build_pipeline(
     )
 
 
-def _log_cycle(result: CycleResult, cycle: int, t: float, active: int) -> None:
+def _log_cycle(result: CycleResult, cycle: int, t: float, active: int,
+               held_back: int = 0) -> None:
     """The one `cycle` event: counts, and the codes raised and resolved."""
     obs = result.observation
     failures = [c for c in result.calls if c.outcome != "ok"]
-    # probes the back-off or a Retry-After held back: not sent, so not failures
-    skipped = (obs.control_outcome == SKIPPED) + sum(
+    # probes the back-off or a Retry-After held back, and control-plane calls held back
+    # while RunPod is unreachable: not sent, so not failures
+    skipped = (obs.control_outcome == SKIPPED) + held_back + sum(
         s.health_outcome == SKIPPED for s in obs.endpoints.values()
     )
     log.info(
