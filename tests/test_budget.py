@@ -610,8 +610,8 @@ def test_budget_metrics_pass_promtool() -> None:
 
 
 def test_budget_module_is_pure() -> None:
-    """monitor/pipeline/budget.py imports only the standard library and model/ (replay determinism:
-    no clock, no I/O)."""
+    """monitor/pipeline/budget.py imports only the standard library and model/ (replay
+    determinism: no clock, no I/O)."""
     import ast
     import sys
 
