@@ -64,7 +64,7 @@ async def drive() -> AsyncIterator[Drive]:
         url = await server.start()
         servers.append(server)
         client = RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
-                              timeout_s=0.2)
+                              timeout_s=1.0)
         clients.append(client)
         return server, Prober(client)
 

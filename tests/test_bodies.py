@@ -126,7 +126,7 @@ async def test_pieces_stream_without_holding_the_body() -> None:
     ("zstd", b"garbage", "Content-Encoding 'zstd' not supported"),
     ("gzip, gzip", gzip.compress(gzip.compress(RAW)), "not supported"),
     ("gzip", b"not gzip at all", "gzip body does not decode"),
-    ("gzip", gzip.compress(RAW)[:40], "gzip body ends before its stream does"),
+    ("gzip", gzip.compress(RAW, mtime=0)[:40], "gzip body ends before its stream does"),
     ("deflate", zlib.compress(RAW) + b"tail", "deflate body has data after the end"),
     ("gzip", gzip.compress(RAW) + b"tail", "gzip body does not decode"),
 ])

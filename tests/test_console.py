@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,12 +243,24 @@ def test_demo_off_a_tty_logs_json_and_log_format_overrides() -> None:
     """`demo` piped (no TTY) logs JSON; `--log-format console` gives the console anyway."""
     cmd = [sys.executable, "-m", "monitor", "demo", "--port"]
     outs = {}
-    for name, extra in (("auto", []), ("console", ["--log-format", "console"])):
+    # each run until its first cycle is logged (within 30 s: a loaded machine starts slowly)
+    for name, extra, shown in (("auto", [], '"event": "cycle"'),
+                               ("console", ["--log-format", "console"], "RAISED")):
         proc = subprocess.Popen([*cmd, str(free_port()), *extra], env=base_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(5)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda f=proc.stdout, out=lines: out.extend(f),
+                                  daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(shown in line for line in lines[:]):
+            time.sleep(0.1)
+        time.sleep(0.5)  # the rest of the cycle's lines
         proc.send_signal(signal.SIGINT)
-        outs[name] = proc.communicate(timeout=20)[0]
+        proc.wait(timeout=20)
+        reader.join(timeout=5)
+        outs[name] = "".join(lines)
     assert '"event": "cycle"' in outs["auto"]
     assert "RAISED" not in outs["auto"]
     assert "RAISED    critical secret_in_template  llm-chat (demollm00003)" in outs["console"]

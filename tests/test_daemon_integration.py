@@ -380,8 +380,12 @@ def test_sigterm_lets_the_cycle_in_flight_finish(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- demo
 
 
+ACCOUNT_GAUGES = {"runpod_account_balance_usd", "runpod_account_spend_usd_per_hour"}
+
+
 def test_demo_shows_several_diagnoses_and_account_gauges(tmp_path: Path) -> None:
-    """demo over 60 s: >= 3 diagnosis codes, the account gauges, /healthz 200."""
+    """demo within 60 s: >= 3 diagnosis codes, the account gauges, /healthz 200, every scrape
+    answered."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     codes: set[str] = set()
@@ -403,13 +407,15 @@ def test_demo_shows_several_diagnoses_and_account_gauges(tmp_path: Path) -> None
                     names |= {s[0] for s in samples}
                     codes |= {s[1]["code"] for s in
                               find_samples(samples, "runpod_diagnosis_active")}
+                if len(codes) >= 3 and names >= ACCOUNT_GAUGES:
+                    break  # shown within the 60 s; scraping on would prove nothing more
                 time.sleep(1)
             health = client.get(f"{base}/healthz")
         demo.signal(SIGTERM)
         status = demo.wait(15)
     assert failed_scrapes == 0
     assert len(codes) >= 3, codes
-    assert {"runpod_account_balance_usd", "runpod_account_spend_usd_per_hour"} <= names
+    assert names >= ACCOUNT_GAUGES
     assert health.status_code == 200
     assert status == 0
     assert "runpod-monitor demo" in demo.stdout()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 from daemonkit import PYTHON, base_env, run_monitor, write_config, write_yaml
+from replaykit import replayed
 
 from model.observation import (
     Account,
@@ -122,16 +123,16 @@ async def record_scenario(scenario: Scenario, out: Path) -> Timeline:
 
 
 @pytest.mark.parametrize("name", ALL)
-async def test_recording_replays_to_the_same_timeline(name: str, tmp_path: Path) -> None:
+def test_recording_replays_to_the_same_timeline(name: str, tmp_path: Path) -> None:
     """Every scenario (crash loop, throttling, auth failure, 429 with Retry-After, idle
     spend, 5xx back-off, template leaks, ...): what the recording run raised, what the
     recording replays to and what the original replays to are one timeline, cycle by
     cycle; the recording's own `expect:` holds; no key and no template token in the file."""
     original = load_scenario(SCENARIOS / name)
-    direct = await replay(original, env={})
+    direct = replayed(SCENARIOS / name)
     out = tmp_path / "recorded.yaml"
-    recorded = await record_scenario(original, out)
-    again = await replay(load_scenario(out), env={})
+    recorded = asyncio.run(record_scenario(original, out))
+    again = asyncio.run(replay(load_scenario(out), env={}))
     assert recorded == timeline(direct) == timeline(again)
     assert again.cycles == direct.cycles  # every cycle's active set, severities included
     assert again.failed == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from remedykit import curls, posted
+from replaykit import replayed
 from rulekit import (
     TH,
     Health,
@@ -26,8 +27,6 @@ from rulekit import (
 
 from model.history import History
 from model.observation import NetworkVolume, Pod
-from monitor.commands.replay import replay
-from monitor.simulator import load_scenario
 from rules import engine
 from rules.diagnosis import Diagnosis
 from rules.remedies import api, env_map, graphql_curl, read, update_endpoint
@@ -255,10 +254,10 @@ def test_graphql_mode_keeps_the_mutations() -> None:
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
-async def test_each_command_is_quoted_once(path: Path) -> None:
+def test_each_command_is_quoted_once(path: Path) -> None:
     """No GraphQL document stands beside its curl; each curl splits as a shell splits it,
     carries `Authorization: Bearer $RUNPOD_API_KEY` and never a key, and its -d is JSON."""
-    result = await replay(load_scenario(path), env={})
+    result = replayed(path)
     if not result.incidents:
         pytest.skip("the scenario raises nothing (a false-alarm trap)")
     for inc in result.incidents:

@@ -14,12 +14,12 @@ import re
 import subprocess
 import sys
 import textwrap
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from replaykit import replayed
 from structlog.testing import capture_logs
 
 from monitor.commands.replay import ReplayResult, replay
@@ -54,12 +54,13 @@ def _scenario_params() -> list[Any]:
             marks=pytest.mark.skip(reason="shared scenarios directory not found"),
         ))
     else:
-        params += [pytest.param(p, id=f"shared/{p.stem}") for p in sorted(shared.glob("*.yaml"))]
-    for p in sorted(OWN_DIR.glob("*.yaml")):
-        marks = []
-        params.append(pytest.param(p, id=f"own/{p.stem}", marks=marks))
+        params += [pytest.param(p, id=f"shared/{p.stem}")
+                   for p in sorted(shared.glob("*.yaml"))]
+    params += [pytest.param(p, id=f"own/{p.stem}")
+               for p in sorted(OWN_DIR.glob("*.yaml"))]
     # scenarios only a monitor reading REST v2 can pass (GraphQL retires, v2-only facts)
-    params += [pytest.param(p, id=f"v2/{p.stem}") for p in sorted(V2_DIR.glob("*.yaml"))]
+    params += [pytest.param(p, id=f"v2/{p.stem}")
+               for p in sorted(V2_DIR.glob("*.yaml"))]
     params.append(pytest.param(DEMO, id="demo"))
     return params
 
@@ -67,12 +68,8 @@ def _scenario_params() -> list[Any]:
 SCENARIOS = _scenario_params()
 
 
-@cache
 def _replay(path: Path, control_plane: str | None = None) -> ReplayResult:
-    """Replay one scenario in-process (once per session and mode), with no API key from the
-    env; `control_plane` None: the scenario's (auto unless it says)."""
-    with capture_logs():  # the per-cycle log lines are not what these tests read
-        return asyncio.run(replay(load_scenario(path), env={}, control_plane=control_plane))
+    return replayed(path, control_plane)
 
 
 def _own(name: str) -> ReplayResult:
@@ -179,21 +176,17 @@ def test_own_scenario_tells_a_story(path: Path) -> None:
 
 
 def test_scenarios_cover_every_code() -> None:
-    """The incidents raised across all scenarios cover every code of rules.catalog.CODES."""
+    """The scenarios' expectations name every code of rules.catalog.CODES as active in some
+    cycle; test_scenario_expectations_hold replays each and holds it to them (so every code
+    is raised by some replay, without replaying the corpus a second time here)."""
     paths = [p.values[0] for p in SCENARIOS if p.values[0] is not None]
-    raised: set[str] = set()
-    for path in paths:
-        raised |= _codes(_replay(path))
-    # codes only REST v2 facts raise (source v2): covered by a v2/ scenario's expectations
-    # until the prober reads v2 and those scenarios replay with the others
-    v2_expected = {
+    expected = {
         item["code"]
-        for path in sorted((OWN_DIR / "v2").glob("*.yaml"))
+        for path in paths
         for block in load_scenario(path).expect
         for item in block.get("active", ())
     }
-    v2_only = {code for code in CODES if CATALOG[code].source == "v2"}
-    assert set(CODES) - raised - (v2_only & v2_expected) == set()
+    assert set(CODES) - expected == set()
 
 
 # --- the traps, beyond what expect: can say -----------------------------------------------
