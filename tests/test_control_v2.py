@@ -204,3 +204,33 @@ async def test_unreachable_runpod_costs_one_v2_call_a_cycle(
     assert "v2_workers" in sent[5]
     assert control.listing is not None
     assert set(raised) <= {"runpod_api_errors"}
+
+
+async def test_auto_spend_query_backs_off_while_only_graphql_fails(sim: Any) -> None:
+    """auto, GraphQL answering 500 for 6 cycles while v2 answers: the one-field spend query
+    goes behind GraphQL's gate as `myself` does (sent, then backed off: not every cycle),
+    the spend per hour comes from v2 meanwhile, and the query is asked again once due."""
+    items = [endpoint(i) for i in range(3)]
+    server, client = await sim(Scenario.from_dict({
+        "name": "graphql-down", "interval_s": INTERVAL,
+        "account": {"clientBalance": 500.0, "currentSpendPerHr": 1.2},
+        "endpoints": items,
+        "steps": [{"cycles": 1}, {"cycles": 6, "graphql": "500"},
+                  {"cycles": 6, "graphql": "ok"}],
+    }))
+    pipeline = pipeline_for(client, "auto")
+    asked: list[int] = []
+    sources: list[str | None] = []
+    for k in range(1, 14):
+        server.set_cycle(k)
+        result = await pipeline.cycle(k, T0 + (k - 1) * INTERVAL)
+        if any(c.probe == "graphql" for c in result.calls):
+            asked.append(k)
+        sources.append(result.observation.sources.get("spend_per_hr"))
+    down = [k for k in asked if 2 <= k <= 7]
+    assert down[:2] == [2, 3]  # the first failures are asked, then the back-off holds
+    assert len(down) < 6, asked
+    assert pipeline.prober.skipped.get("graphql", 0) >= 6 - len(down)
+    assert sources[0] == "graphql"
+    assert all(s == "rest" for s in sources[1:7]), sources  # derived from v2 meanwhile
+    assert sources[-1] == "graphql"  # asked again once GraphQL answers

@@ -246,6 +246,10 @@ class ControlPlane:
         else:
             self._spend_graphql = None
 
+    def graphql_spend_unknown(self) -> None:
+        """auto: no spend query this cycle (GraphQL's gate held it back): its value unknown."""
+        self._spend_graphql = None
+
     # -- v2 calls, each counted against the budget ------------------------------------------
 
     def _begin(self, t: float, *, new: bool = False) -> None:

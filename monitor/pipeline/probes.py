@@ -279,7 +279,18 @@ class Prober:
         v2calls: list[Call] = []
         interval = self._interval(t)
         await control.list_first(t, interval, hints, v2calls)
-        await control.graphql_spend(v2calls)
+        # auto's one-field GraphQL query goes behind GraphQL's gate, as `myself` does: a
+        # GraphQL that fails backs off (or waits out its Retry-After) while v2 carries on
+        gate = self._gate(None)
+        if gate.due(t, interval):
+            asked = len(v2calls)
+            await control.graphql_spend(v2calls)
+            for c in v2calls[asked:]:
+                gate.record("graphql", t, interval, outcome_of(c.result)[0],
+                            _retry_after(c.result))
+        else:
+            self._skip("graphql", gate, t)
+            control.graphql_spend_unknown()
         kept = control.listing
         self.watched = self._shard(select_endpoints(self.configured, kept, self.watched))
         samples = await asyncio.gather(
