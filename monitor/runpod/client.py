@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import functools
 import os
 import ssl
@@ -26,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -149,6 +148,24 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+# the data-plane reads whose last 2xx answer is kept, to skip decoding and parsing the same
+# bytes again; answers up to this size (a /health is ~200 bytes)
+_REUSED = frozenset({"health", "requests"})
+_REUSE_MAX_BYTES = 16 * 1024
+
+
+@dataclass(slots=True)
+class _Last:
+    """One URL's last 2xx answer: its bytes, their JSON, and the value parsed from it (None
+    until `_rest` parsed it, or when the parser would not take it)."""
+
+    content: bytes
+    body: object
+    value: object = None
+
+
+# parsed URLs kept (2 per endpoint at most on the data plane, the rest /status and v2 reads)
+_TARGETS_MAX = 20_000
 # httpx's default keep-alive expiry: an idle connection is closed after this many seconds
 _KEEPALIVE_S = 5.0
 _PROXY_SCHEMES = ("http", "https")
@@ -270,6 +287,8 @@ class _AiohttpSender:
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # each URL parsed once: the data plane asks the same 1-2 per endpoint every cycle
+        self._targets: dict[str, tuple[yarl.URL, dict[str, Any]]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # made on first use: a session belongs to the event loop it is created in
@@ -299,11 +318,21 @@ class _AiohttpSender:
         # plain HTTP: aiohttp sends no proxy_headers, the request itself goes to the proxy
         return {"headers": {**self._auth, **proxy[1]}, "proxy": proxy[0]}
 
+    def _target(self, url: str) -> tuple[yarl.URL, dict[str, Any]]:
+        """`url` parsed (the client quoted each part itself) and its request options."""
+        found = self._targets.get(url)
+        if found is None:
+            if len(self._targets) >= _TARGETS_MAX:
+                self._targets.clear()  # job ids in /status URLs: bounded, not an LRU's upkeep
+            target = yarl.URL(url, encoded=True)
+            found = self._targets[url] = (target, self._options(target))
+        return found
+
     async def send(self, method: str, url: str, payload: object) -> Answer:
-        target = yarl.URL(url, encoded=True)  # the client quoted each part itself
+        target, options = self._target(url)
         try:
             async with self._open().request(
-                method, target, json=payload, allow_redirects=False, **self._options(target),
+                method, target, json=payload, allow_redirects=False, **options,
             ) as resp:
                 content = await resp.read()  # capped: monitor.bodies.CappedResponse
                 return _answer(resp.status, resp.reason or "", resp.headers, content)
@@ -440,6 +469,9 @@ class RunPodClient(RestV2Calls):
         self._sem = asyncio.Semaphore(max_concurrency)
         self._limits = dict(limits or {})
         self._windows: dict[tuple[str, str], _Window] = {}
+        # per data-plane URL: the quoted URL, and its last 2xx answer (bytes, JSON, value)
+        self._rest_urls: dict[str, dict[str, str]] = {p: {} for p in _REUSED}
+        self._last: dict[str, _Last] = {}
         self._endpoint_items = parse.EndpointItems()
         headers = {"Accept": "application/json", "User-Agent": "runpod-monitor"}
         if key:
@@ -513,11 +545,22 @@ class RunPodClient(RestV2Calls):
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def _rest_url_of(self, endpoint_id: str, path: str) -> str:
+        urls = self._rest_urls.get(path)
+        if urls is None:
+            return f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
+        url = urls.get(endpoint_id)
+        if url is None:
+            if len(urls) >= _TARGETS_MAX:
+                urls.clear()
+            url = urls[endpoint_id] = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
+        return url
+
     async def _rest(
         self, endpoint_id: str, path: str, probe: str, parser: Callable[[object], T | None],
         *, method: str = "GET",
     ) -> Result[T]:
-        url = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
+        url = self._rest_url_of(endpoint_id, path)
         limit = self._limits.get(probe)
         if limit is None:
             out = await self._call(method, url, probe, endpoint_id, None)
@@ -539,8 +582,13 @@ class RunPodClient(RestV2Calls):
         if isinstance(out, Failure):
             return out
         body, status, elapsed = out
+        last = self._last.get(url)
+        if last is not None and last.body is body and last.value is not None:
+            return Ok(cast(T, last.value), status, elapsed)  # the same bytes as last time
         value = parser(body)
         if value is not None:
+            if last is not None and last.body is body:
+                last.value = value
             return Ok(value, status, elapsed)
         if parse.is_not_found(body):
             return self._fail(probe, endpoint_id, "http_404", status, "Not Found", elapsed)
@@ -554,6 +602,8 @@ class RunPodClient(RestV2Calls):
         answer = await self._exchange(method, url, probe, endpoint_id, payload)
         if isinstance(answer, Failure):
             return answer
+        if probe in _REUSED and 200 <= answer.status < 300:
+            return self._reused(url, answer, probe, endpoint_id)
         body = parse.decode_json(answer.content)
         if probe == "myself" and parse_v2.is_graphql_retired(answer.status, body):
             status = answer.status
@@ -563,6 +613,26 @@ class RunPodClient(RestV2Calls):
         if isinstance(out, Failure):
             return out
         return body, answer.status, answer.elapsed_s
+
+    def _reused(
+        self, url: str, answer: Answer, probe: str, endpoint_id: str | None
+    ) -> tuple[object, int, float] | Failure:
+        """A data-plane 2xx answer decoded, or, when its bytes are the last answer's, that
+        answer's JSON (whose parsed value `_rest` then reuses): most endpoints of a large
+        account answer /health the same every cycle."""
+        content = answer.content
+        last = self._last.get(url)
+        if last is not None and last.content == content:
+            return last.body, answer.status, answer.elapsed_s
+        body = parse.decode_json(content)
+        failure = self._interpret(answer, body, probe, endpoint_id)
+        if failure is not None or len(content) > _REUSE_MAX_BYTES:
+            self._last.pop(url, None)
+        else:
+            if len(self._last) >= _TARGETS_MAX:
+                self._last.clear()
+            self._last[url] = _Last(content, body)
+        return failure or (body, answer.status, answer.elapsed_s)
 
     def _interpret(
         self, answer: Answer, body: object, probe: str, endpoint_id: str | None
@@ -598,8 +668,7 @@ class RunPodClient(RestV2Calls):
                                   f"no answer within {self._timeout_s:g} s", _since(start))
             except _SendError as exc:
                 return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
-            return dataclasses.replace(answer, elapsed_s=_since(start),
-                                       rate=self._scrub_rate(answer.rate))
+            return _timed(answer, _since(start), self._scrub_rate(answer.rate))
 
     async def _exchange_stream(
         self, url: str, probe: str, endpoint_id: str | None, feed: Callable[[bytes], bool],
@@ -617,8 +686,7 @@ class RunPodClient(RestV2Calls):
                                   f"no answer within {self._timeout_s:g} s", _since(start))
             except _SendError as exc:
                 return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
-            return dataclasses.replace(answer, elapsed_s=_since(start),
-                                       rate=self._scrub_rate(answer.rate)), timed_out
+            return _timed(answer, _since(start), self._scrub_rate(answer.rate)), timed_out
 
     def _fail(
         self,
@@ -652,6 +720,12 @@ class RunPodClient(RestV2Calls):
         if not any(p and self._key in p for p in parts):
             return rate
         return RateHeaders(*(self._scrub(p) if p else p for p in parts))
+
+
+def _timed(answer: Answer, elapsed_s: float, rate: RateHeaders | None) -> Answer:
+    # dataclasses.replace, without its per-call introspection (once per request)
+    return Answer(answer.status, answer.reason, answer.retry_after, answer.content, rate,
+                  answer.content_type, elapsed_s)
 
 
 def _since(start: float) -> float:
