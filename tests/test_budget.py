@@ -588,12 +588,12 @@ def test_budget_metrics_pass_promtool() -> None:
 
 
 def test_budget_module_is_pure() -> None:
-    """monitor/pipeline/budget.py imports only the standard library and model/ (replay determinism:
-    no clock, no I/O)."""
+    """monitor/pipeline/budget.py imports only the standard library and model/ (replay
+    determinism: no clock, no I/O)."""
     import ast
     import sys
 
-    tree = ast.parse((Path(__file__).parents[1] / "monitor" / "budget.py").read_text())
+    tree = ast.parse((Path(__file__).parents[1] / "monitor" / "pipeline" / "budget.py").read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     roots = {n.split(".")[0] for n in names}
