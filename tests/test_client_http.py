@@ -411,6 +411,39 @@ async def test_an_unchanged_answer_is_the_same_value_a_changed_one_is_read_anew(
     assert ok[1].value is ok[0].value
 
 
+async def test_each_call_has_its_own_deadline_and_a_cancel_is_not_a_timeout(
+    server: Server,
+) -> None:
+    """Hanging calls started apart each time out `timeout_s` after their own start, calls
+    that answer in between are Ok, and a call cancelled from outside is cancelled (not
+    reported as a timeout), the client still usable after it."""
+    async with client_for(server, timeout_s=0.4) as c:
+
+        async def hang_after(delay: float) -> tuple[float, Ok[object] | Failure]:
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            result = await c.health("hang")
+            return time.monotonic() - started, result
+
+        hangs = [asyncio.create_task(hang_after(d)) for d in (0.0, 0.15, 0.3)]
+        await asyncio.sleep(0.05)
+        quick = [await c.health("ok") for _ in range(3)]
+        done = await asyncio.gather(*hangs)
+        assert all(isinstance(r, Ok) for r in quick)
+        for took, result in done:
+            assert isinstance(result, Failure)
+            assert (result.kind, result.message) == ("timeout", "no answer within 0.4 s")
+            assert 0.35 <= took < 0.4 + 0.5
+
+        outer = asyncio.create_task(c.health("hang"))
+        await asyncio.sleep(0.1)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        await asyncio.sleep(0.5)  # past the cancelled call's deadline: nothing fires at us
+        assert isinstance(await c.health("ok"), Ok)
+
+
 def test_bad_key_rejected_without_echo() -> None:
     """A key that cannot be a header value fails at construction, without the key in the error."""
     with pytest.raises(ValueError, match="api_key") as info:

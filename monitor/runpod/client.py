@@ -126,6 +126,73 @@ class _Window:
         self._freed.set()
 
 
+class _Deadlines:
+    """`timeout_s` for each call, all on one timer. asyncio.timeout per call pushes a timer
+    onto the loop's heap (whose order is kept in Python, and cancelled ones stay there):
+    ~15 us of CPU per request at 1000 concurrent /health calls, against ~1 us here. The
+    calls all wait the same time, so their deadlines come in the order they start: the
+    timer waits for the oldest one in flight. An expired call's task is cancelled and its
+    `expired` is True; as asyncio.timeout, it is a timeout only if nobody else cancelled the
+    task meanwhile."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._order: deque[tuple[float, int]] = deque()  # (deadline, call), oldest first
+        self._live: dict[int, asyncio.Task[Any]] = {}
+        self._expired: set[int] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._count = 0
+
+    def start(self) -> int:
+        """A call begins in the current task: its key for `end` / `expired`."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        if loop is not self._loop:  # a new event loop (asyncio.run again): start afresh
+            self._loop, self._handle = loop, None
+            self._order.clear()
+            self._live.clear()
+            self._expired.clear()
+        self._count += 1
+        key = self._count
+        deadline = loop.time() + self.timeout_s
+        self._order.append((deadline, key))
+        self._live[key] = task
+        if self._handle is None:
+            self._handle = loop.call_at(deadline, self._fire)
+        return key
+
+    def end(self, key: int) -> None:
+        self._live.pop(key, None)
+
+    def expired(self, key: int) -> bool:
+        """Whether the call `key` was cancelled for its deadline (asked once, in its
+        CancelledError handler)."""
+        if key not in self._expired:
+            return False
+        self._expired.discard(key)
+        return True
+
+    def _fire(self) -> None:
+        self._handle = None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        order, live = self._order, self._live
+        while order:
+            deadline, key = order[0]
+            task = live.get(key)
+            if task is not None and deadline > now:
+                self._handle = loop.call_at(deadline, self._fire)
+                return
+            order.popleft()
+            if task is not None:
+                del live[key]
+                self._expired.add(key)
+                task.cancel()
+
+
 def classify_status(status: int) -> str:
     """The failure kind of a non-2xx HTTP status."""
     if status in (401, 403, 404, 429):
@@ -467,6 +534,7 @@ class RunPodClient(RestV2Calls):
         self._log_bounds = log_bounds
         self._timeout_s = timeout_s
         self._sem = asyncio.Semaphore(max_concurrency)
+        self._deadlines = _Deadlines(timeout_s)
         self._limits = dict(limits or {})
         self._windows: dict[tuple[str, str], _Window] = {}
         # per data-plane URL: the quoted URL, and its last 2xx answer (bytes, JSON, value)
@@ -660,14 +728,21 @@ class RunPodClient(RestV2Calls):
         status, or the failure of a request that brought none."""
         async with self._sem:
             start = time.monotonic()
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            call = self._deadlines.start()  # the whole exchange
             try:
-                async with asyncio.timeout(self._timeout_s):  # the whole exchange
-                    answer = await self._sender.send(method, url, payload)
-            except TimeoutError:
-                return self._fail(probe, endpoint_id, "timeout", 0,
-                                  f"no answer within {self._timeout_s:g} s", _since(start))
+                answer = await self._sender.send(method, url, payload)
+            except asyncio.CancelledError:
+                if self._deadlines.expired(call) and task.uncancel() <= cancelling:
+                    return self._fail(probe, endpoint_id, "timeout", 0,
+                                      f"no answer within {self._timeout_s:g} s", _since(start))
+                raise
             except _SendError as exc:
                 return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
+            finally:
+                self._deadlines.end(call)
             return _timed(answer, _since(start), self._scrub_rate(answer.rate))
 
     async def _exchange_stream(
