@@ -117,6 +117,8 @@ class _Inflater:
 
 def _encoding(header: str | None) -> str | None:
     """None for an identity body, else "gzip" or "deflate"; BodyError for anything else."""
+    if not header:
+        return None  # most answers: no Content-Encoding at all
     codings = [c.strip().lower() for c in (header or "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
@@ -130,6 +132,41 @@ def _encoding(header: str | None) -> str | None:
     raise BodyError(f"Content-Encoding {named} not supported (we ask for {ACCEPT_ENCODING})")
 
 
+def _wire_cap(
+    limits: BodyLimits, encoding: str | None, content_length: str | None
+) -> tuple[int, str]:
+    """The most raw bytes the answer may have, and the setting that says so; BodyError for
+    a Content-Length over it (before reading any of the body)."""
+    wire_cap, key = limits.max_answer_bytes, "max_answer_bytes"
+    if encoding is None and limits.max_decoded_bytes < wire_cap:
+        wire_cap, key = limits.max_decoded_bytes, "max_decoded_bytes"
+    declared = (content_length or "").strip()
+    if declared.isdigit() and int(declared) > wire_cap:
+        raise BodyError(f"Content-Length {int(declared):,} is over {limits.cap(wire_cap, key)}")
+    return wire_cap, key
+
+
+def decode_capped(
+    raw: bytes,
+    *,
+    limits: BodyLimits,
+    content_encoding: str | None = None,
+    content_length: str | None = None,
+) -> bytes:
+    """`read_capped` for a raw body already in memory (read in one go because its
+    Content-Length was within the caps): the same caps, the same BodyErrors."""
+    encoding = _encoding(content_encoding)
+    wire_cap, key = _wire_cap(limits, encoding, content_length)
+    if len(raw) > wire_cap:
+        raise BodyError(f"body is over {limits.cap(wire_cap, key)}")
+    if encoding is None or not raw:
+        return raw
+    inflater = _Inflater(encoding, limits)
+    out = b"".join(inflater.feed(raw))
+    inflater.finish()
+    return out
+
+
 async def iter_capped(
     chunks: AsyncIterable[bytes],
     *,
@@ -141,12 +178,7 @@ async def iter_capped(
     the end or a cap: BodyError past `limits`, for a Content-Length over the wire cap
     (before reading any of it), or for a Content-Encoding other than gzip or deflate."""
     encoding = _encoding(content_encoding)
-    wire_cap, key = limits.max_answer_bytes, "max_answer_bytes"
-    if encoding is None and limits.max_decoded_bytes < wire_cap:
-        wire_cap, key = limits.max_decoded_bytes, "max_decoded_bytes"
-    declared = (content_length or "").strip()
-    if declared.isdigit() and int(declared) > wire_cap:
-        raise BodyError(f"Content-Length {int(declared):,} is over {limits.cap(wire_cap, key)}")
+    wire_cap, key = _wire_cap(limits, encoding, content_length)
     inflater = _Inflater(encoding, limits) if encoding else None
     read = 0
     async for chunk in chunks:
@@ -176,11 +208,6 @@ async def read_capped(
     return b"".join(parts)
 
 
-async def in_memory(data: bytes) -> AsyncIterator[bytes]:
-    """`data` as the one chunk of a stream, for a body some library already read."""
-    yield data
-
-
 class CappedResponse(aiohttp.ClientResponse):
     """An aiohttp response whose `read()` (and so `text()` and `json()`) goes through
     `read_capped` with the session's limits (see `capped_session`)."""
@@ -189,19 +216,22 @@ class CappedResponse(aiohttp.ClientResponse):
 
     async def read(self) -> bytes:
         if self._body is None:
-            length = self.headers.get("Content-Length")
+            headers = self.headers
+            length = headers.get("Content-Length")
+            encoding = headers.get("Content-Encoding")
+            limits = self.limits
             try:
-                chunks: AsyncIterable[bytes] = self.content.iter_chunked(READ_CHUNK)
                 if length is not None and length.isdigit() and int(length) <= min(
-                        self.limits.max_answer_bytes, self.limits.max_decoded_bytes):
+                        limits.max_answer_bytes, limits.max_decoded_bytes):
                     # aiohttp's parser stops at Content-Length: one read is bounded by it,
                     # and cheaper than a stream of chunks for the small answers most get
-                    chunks = in_memory(await self.content.read())
-                self._body = await read_capped(
-                    chunks, limits=self.limits,
-                    content_encoding=self.headers.get("Content-Encoding"),
-                    content_length=length,
-                )
+                    self._body = decode_capped(
+                        await self.content.read(), limits=limits,
+                        content_encoding=encoding, content_length=length)
+                else:
+                    self._body = await read_capped(
+                        self.content.iter_chunked(READ_CHUNK), limits=limits,
+                        content_encoding=encoding, content_length=length)
             except BaseException:
                 self.close()  # the rest of the body is not read: the connection cannot be reused
                 raise

@@ -366,6 +366,84 @@ async def test_keep_alive_reuses_one_connection(server: Server) -> None:
     assert len(server.ports) == 1
 
 
+async def test_an_unchanged_answer_is_the_same_value_a_changed_one_is_read_anew() -> None:
+    """The same /health and /requests bytes as last time give the last value (the same
+    object); any other answer of the same URL is read afresh, whatever came before it."""
+    busy = {**HEALTH, "jobs": {**HEALTH["jobs"], "inQueue": 2}}
+    answers: list[tuple[int, str]] = [
+        (200, json.dumps(HEALTH)), (200, json.dumps(HEALTH)), (200, json.dumps(busy)),
+        (200, json.dumps(busy)), (200, "<html>maintenance</html>"), (200, json.dumps(busy)),
+        (200, '{"jobs": "many"}'), (200, '{"jobs": "many"}'), (404, '{"message": "Not Found"}'),
+        (200, '{"message": "Not Found"}'), (200, json.dumps(busy)),
+    ]
+    jobs = [json.dumps(REQUESTS), json.dumps(REQUESTS), json.dumps({"requests": None})]
+
+    async def handle(request: web.Request) -> web.Response:
+        status, text = (200, jobs.pop(0)) if request.path.endswith("/requests") else (
+            answers.pop(0))
+        return web.Response(status=status, text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v2/{id}/{op}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with RunPodClient(api_key=KEY, rest_url=f"http://127.0.0.1:{port}/v2",
+                                graphql_url=f"http://127.0.0.1:{port}/graphql") as c:
+            got = [await c.health("ep1") for _ in range(11)]
+            listed = [await c.requests("ep1") for _ in range(3)]
+    finally:
+        await runner.cleanup()
+    values = [r.value if isinstance(r, Ok) else r.kind for r in got]
+    idle, queued = Health(completed=241, failed=16, throttled=5), Health(
+        completed=241, failed=16, in_queue=2, throttled=5)
+    assert values == [idle, idle, queued, queued, "malformed", queued, "malformed",
+                      "malformed", "http_404", "http_404", queued]
+    ok = [r for r in got if isinstance(r, Ok)]
+    assert ok[1].value is ok[0].value
+    assert ok[3].value is ok[2].value
+    assert [r.value if isinstance(r, Ok) else r.kind for r in listed] == [
+        (Job("a", "IN_PROGRESS", 1234, None, "w"),)] * 2 + [()]
+    ok = [r for r in listed if isinstance(r, Ok)]
+    assert ok[1].value is ok[0].value
+
+
+async def test_each_call_has_its_own_deadline_and_a_cancel_is_not_a_timeout(
+    server: Server,
+) -> None:
+    """Hanging calls started apart each time out `timeout_s` after their own start, calls
+    that answer in between are Ok, and a call cancelled from outside is cancelled (not
+    reported as a timeout), the client still usable after it."""
+    async with client_for(server, timeout_s=0.4) as c:
+
+        async def hang_after(delay: float) -> tuple[float, Ok[object] | Failure]:
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            result = await c.health("hang")
+            return time.monotonic() - started, result
+
+        hangs = [asyncio.create_task(hang_after(d)) for d in (0.0, 0.15, 0.3)]
+        await asyncio.sleep(0.05)
+        quick = [await c.health("ok") for _ in range(3)]
+        done = await asyncio.gather(*hangs)
+        assert all(isinstance(r, Ok) for r in quick)
+        for took, result in done:
+            assert isinstance(result, Failure)
+            assert (result.kind, result.message) == ("timeout", "no answer within 0.4 s")
+            assert 0.35 <= took < 0.4 + 0.5
+
+        outer = asyncio.create_task(c.health("hang"))
+        await asyncio.sleep(0.1)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        await asyncio.sleep(0.5)  # past the cancelled call's deadline: nothing fires at us
+        assert isinstance(await c.health("ok"), Ok)
+
+
 def test_bad_key_rejected_without_echo() -> None:
     """A key that cannot be a header value fails at construction, without the key in the error."""
     with pytest.raises(ValueError, match="api_key") as info:

@@ -457,3 +457,26 @@ def test_failed_error_is_masked(tmp_path: Path) -> None:
     store.mark_failed(item, 5.0, f"POST {url} failed")
     store.close()
     assert b"XXXXXXXXXXXXXXXXXXXXXXXX" not in db_bytes(path)
+
+
+def test_the_memory_text_is_memory_to_json_encoded_each_record_once() -> None:
+    """The stored memory is the text of `codec.memory_to_json`, byte for byte, whether its
+    job records are encoded afresh or kept from the last save (an unchanged record is the
+    same object); a changed or vanished endpoint's record is not kept."""
+    from model.job_memory import ColdStart, EndpointJobs
+    from monitor.state.store import MemoryText, _dumps
+
+    jobs = {
+        "ep1": EndpointJobs(executions=(("j1", 1200), ("j2", 900)), image="img:1", version=3),
+        "ep2": EndpointJobs(cold_starts=(ColdStart(1.0, 2500, "j3"),), at_zero=frozenset({"a"})),
+        "é 3": EndpointJobs(throttled=True),
+    }
+    memory = Memory(frozenset({"ep1"}), True, {"ep1": 1200}, {"ep1": "mocha"}, jobs=jobs)
+    texts = MemoryText()
+    assert texts.text(memory) == _dumps(codec.memory_to_json(memory))
+    assert texts.text(memory) == _dumps(codec.memory_to_json(memory))  # all kept
+    changed = Memory(memory.ever_ok, jobs={**jobs, "ep2": EndpointJobs(version=4)})
+    assert texts.text(changed) == _dumps(codec.memory_to_json(changed))
+    assert codec.memory_from_json(json.loads(texts.text(changed))) == changed
+    empty = Memory()
+    assert texts.text(empty) == _dumps(codec.memory_to_json(empty))

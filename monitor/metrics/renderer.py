@@ -216,11 +216,12 @@ class JobHistogram:
 
     def labels(self, eid: str, name: str) -> None:
         """Create the series (at 0) when it does not exist yet."""
-        self.histogram.labels(eid, name)
         key = (str(eid), str(name))
-        if key not in self.series:
-            self.series[key] = [0.0] * (len(self.bounds) + 1)
-            self._data = None
+        if key in self.series:
+            return  # then so is the histogram's child: every change goes through here
+        self.histogram.labels(eid, name)
+        self.series[key] = [0.0] * (len(self.bounds) + 1)
+        self._data = None
 
     def observe(self, eid: str, name: str, value: float) -> None:
         self.histogram.labels(eid, name).observe(value)

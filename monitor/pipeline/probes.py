@@ -306,11 +306,13 @@ class Prober:
         none = EndpointV2()
         filled = []
         for s in samples:
-            v2 = got.get(s.endpoint_id, none)
-            filled.append(replace(
-                s, config=configs.get(s.endpoint_id),
-                listed=(s.endpoint_id in configs) if endpoints is not None else None,
-                workers=v2.workers, releases=v2.releases, logs=v2.logs,
+            eid = s.endpoint_id
+            v2 = got.get(eid, none)
+            # the constructor, not dataclasses.replace: 3 us against 6, per endpoint
+            filled.append(EndpointSample(
+                eid, s.health_outcome, s.http_status, s.health, s.jobs,
+                (eid in configs) if endpoints is not None else None, configs.get(eid),
+                v2.workers, v2.releases, v2.logs,
             ))
         tracked = await self._after_endpoints(t, filled)
         shared = [self._share(s) for s in filled]
@@ -377,9 +379,14 @@ class Prober:
         prev = self._previous.get(sample.endpoint_id)
         if prev is None:
             return sample
-        health = prev.health if sample.health == prev.health else sample.health
-        jobs = prev.jobs if sample.jobs == prev.jobs else _share_jobs(sample.jobs, prev.jobs)
-        config = prev.config if sample.config == prev.config else sample.config
+        # `is` first: the client and the listing hand the last object when nothing changed
+        health, jobs, config = sample.health, sample.jobs, sample.config
+        if health is not prev.health and health == prev.health:
+            health = prev.health
+        if jobs is not prev.jobs:
+            jobs = prev.jobs if jobs == prev.jobs else _share_jobs(jobs, prev.jobs)
+        if config is not prev.config and config == prev.config:
+            config = prev.config
         if sample.workers is not None or sample.releases is not None or sample.logs is not None:
             # this cycle's v2 answers: kept as they are (the next cycle asks again or not)
             return replace(sample, health=health, jobs=jobs, config=config)

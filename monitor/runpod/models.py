@@ -26,12 +26,11 @@ class RateHeaders:
     @classmethod
     def of(cls, headers: Mapping[str, str]) -> RateHeaders | None:
         """The three headers of `headers` (case-insensitive mapping), None when none is set."""
-        out = cls(headers.get("RateLimit"), headers.get("RateLimit-Policy"),
-                  headers.get("x-request-id"))
-        return None if out == _NO_HEADERS else out
-
-
-_NO_HEADERS = RateHeaders()
+        limit, policy = headers.get("RateLimit"), headers.get("RateLimit-Policy")
+        request_id = headers.get("x-request-id")
+        if limit is None and policy is None and request_id is None:
+            return None
+        return cls(limit, policy, request_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,10 +48,15 @@ def _reject_constant(name: str) -> object:
     raise ValueError(name)
 
 
+# json.loads(raw, parse_constant=...) builds a decoder per call; this is the one it builds
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_json(raw: bytes) -> object:
     """The decoded body, or `NOT_JSON` when it is not valid strict JSON."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        # what json.loads does with bytes: UTF-8, -16 or -32 as RFC 8259 detects them
+        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         return NOT_JSON
 

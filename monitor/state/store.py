@@ -25,11 +25,12 @@ import time
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from model.history import Memory
+from model.job_memory import EndpointJobs
 from model.observation import LogLine, Observation, WorkerLogs
 from monitor.state import codec
 from monitor.state.episodes import Episode
@@ -104,6 +105,34 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+class MemoryText:
+    """The memory's JSON text, as `_dumps(codec.memory_to_json(memory))` writes it, with
+    each endpoint's job memory encoded only when it is not the object encoded last time
+    (the job memory hands back an unchanged endpoint's record: at 1000 endpoints nearly all
+    of them, 7 ms of a cycle's CPU when all were encoded again)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[EndpointJobs, str]] = {}
+
+    def text(self, memory: Memory) -> str:
+        head = codec.memory_to_json(replace(memory, jobs={}))
+        keys = list(head)
+        at = keys.index("jobs")  # its text goes where memory_to_json puts the key
+        before = _dumps({k: head[k] for k in keys[:at]})[1:-1]
+        after = _dumps({k: head[k] for k in keys[at + 1:]})[1:-1]
+        last, seen = self._jobs, {}
+        parts = []
+        for eid, e in memory.jobs.items():
+            known = last.get(eid)
+            if known is None or known[0] is not e:
+                known = (e, f"{_dumps(eid)}:{_dumps(codec.endpoint_jobs_to_json(e))}")
+            seen[eid] = known
+            parts.append(known[1])
+        self._jobs = seen  # only the endpoints of this memory: a vanished one is forgotten
+        jobs = '"jobs":{' + ",".join(parts) + "}"
+        return "{" + ",".join(x for x in (before, jobs, after) if x) + "}"
+
+
 def pack(text: str) -> bytes:
     """An observation's JSON as stored: zlib at level 1. A cycle's samples repeat the same
     keys for every endpoint, so this writes ~10x fewer bytes for ~1 ms of CPU at N = 1000."""
@@ -147,6 +176,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._encoder = codec.ObservationEncoder()
+        self._memory = MemoryText()
         # config digest -> how many stored observations refer to it, and each stored
         # cycle's digests; None until built (by `load` or the first write), and dropped
         # when a transaction rolls back
@@ -247,7 +277,7 @@ class Store:
             self._cycle_refs[obs.cycle] = refs_now
             db.executemany(
                 "INSERT OR REPLACE INTO state (name, json) VALUES (?, ?)",
-                [("memory", _dumps(codec.memory_to_json(memory))), ("last_cycle", str(obs.cycle))],
+                [("memory", self._memory.text(memory)), ("last_cycle", str(obs.cycle))],
             )
             db.execute("DELETE FROM incidents")
             db.executemany("INSERT INTO incidents VALUES (?, ?, ?)", incidents)
