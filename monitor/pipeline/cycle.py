@@ -112,7 +112,6 @@ class Pipeline:
         started = time.perf_counter()
         report = await self.prober.probe(cycle, t, self.hints())
         obs = report.observation
-        held_back = self._held_back()
         self.history.append(obs)
         history = replace(self.history.view(), kept_logs=by_endpoint(self.incident_logs))
         found = evaluate(history, self.thresholds)
@@ -138,23 +137,12 @@ class Pipeline:
             obs, changes, self.tracker.diagnoses(), notifications, report.calls,
             report.listed, duration, budget,
         )
-        _log_cycle(result, cycle, t, len(self.tracker.active), held_back)
+        _log_cycle(result, cycle, t, len(self.tracker.active), report.held_back)
         _log_incidents(changes, cycle, t)
         self._observe(result, history)
         self.persist(obs, self.episodes.update(changes, t, cycle))
         self.last_cycle = cycle
         return result
-
-    def _held_back(self) -> int:
-        """The control-plane calls this cycle held back (RunPod unreachable), counted with
-        the probes a gate held back (`Prober.skipped`, by probe name)."""
-        control = self.prober.control
-        if control is None:
-            return 0
-        skipped = self.prober.skipped
-        for probe, n in control.held_back.items():
-            skipped[probe] = skipped.get(probe, 0) + n
-        return sum(control.held_back.values())
 
     def hints(self) -> Hints:
         """What the last cycle's diagnoses ask of this cycle's REST v2 calls: the endpoints

@@ -58,6 +58,8 @@ class ProbeReport:
     observation: Observation
     calls: list[ProbeCall] = field(default_factory=list)
     listed: tuple[EndpointConfig, ...] | None = None
+    # control-plane calls held back this cycle (RunPod unreachable), also in `skipped`
+    held_back: int = 0
 
 
 def outcome_of(result: Result[object]) -> tuple[str, int]:
@@ -310,9 +312,11 @@ class Prober:
             v2 = got.get(eid, none)
             # the constructor, not dataclasses.replace: 3 us against 6, per endpoint
             filled.append(EndpointSample(
-                eid, s.health_outcome, s.http_status, s.health, s.jobs,
-                (eid in configs) if endpoints is not None else None, configs.get(eid),
-                v2.workers, v2.releases, v2.logs,
+                endpoint_id=eid, health_outcome=s.health_outcome, http_status=s.http_status,
+                health=s.health, jobs=s.jobs,
+                listed=(eid in configs) if endpoints is not None else None,
+                config=configs.get(eid), workers=v2.workers, releases=v2.releases,
+                logs=v2.logs,
             ))
         tracked = await self._after_endpoints(t, filled)
         shared = [self._share(s) for s in filled]
@@ -336,7 +340,9 @@ class Prober:
             endpoint_spend=facts.endpoint_spend,
             gpu_stock=facts.gpu_stock,
         )
-        return ProbeReport(obs, calls, endpoints)
+        for probe, n in control.held_back.items():  # counted as a gate's skips are
+            self.skipped[probe] = self.skipped.get(probe, 0) + n
+        return ProbeReport(obs, calls, endpoints, sum(control.held_back.values()))
 
     async def _after_endpoints(
         self, t: float, samples: Sequence[EndpointSample]
