@@ -119,7 +119,7 @@ def _encoding(header: str | None) -> str | None:
     """None for an identity body, else "gzip" or "deflate"; BodyError for anything else."""
     if not header:
         return None  # most answers: no Content-Encoding at all
-    codings = [c.strip().lower() for c in (header or "").split(",")]
+    codings = [c.strip().lower() for c in header.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
         return None

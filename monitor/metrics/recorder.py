@@ -186,7 +186,6 @@ class MonitorMetrics:
         self._job_series: dict[str, str] = {}
         self._delay_seen = _SeenIds(seen_jobs_max)
         self._execution_seen = _SeenIds(seen_jobs_max)
-        self._probes_seen: set[str] = set()
         # per probe label its series (never removed): ~1100 calls a cycle at 1000 endpoints,
         # where prometheus_client's labels() costs more than the observation
         self._probe_durations: dict[str, Histogram] = {}
@@ -361,11 +360,9 @@ class MonitorMetrics:
                 continue  # never sent: no latency, no answer, no failure
             probe = probe_label(call.probe)
             duration = durations.get(probe)
-            if duration is None:
-                if probe not in self._probes_seen:
-                    self._probes_seen.add(probe)
-                    for reason in _REASONS:
-                        self.probe_errors.labels(probe, reason)
+            if duration is None:  # the probe's first call: its error series start at 0
+                for reason in _REASONS:
+                    self.probe_errors.labels(probe, reason)
                 duration = durations[probe] = self.probe_duration.labels(probe)
             duration.observe(call.elapsed_s)
             if call.outcome == OK:

@@ -537,8 +537,7 @@ class RunPodClient(RestV2Calls):
         self._deadlines = _Deadlines(timeout_s)
         self._limits = dict(limits or {})
         self._windows: dict[tuple[str, str], _Window] = {}
-        # per data-plane URL: the quoted URL, and its last 2xx answer (bytes, JSON, value)
-        self._rest_urls: dict[str, dict[str, str]] = {p: {} for p in _REUSED}
+        # per data-plane URL: its last 2xx answer (bytes, JSON, value)
         self._last: dict[str, _Last] = {}
         self._endpoint_items = parse.EndpointItems()
         headers = {"Accept": "application/json", "User-Agent": "runpod-monitor"}
@@ -613,22 +612,11 @@ class RunPodClient(RestV2Calls):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _rest_url_of(self, endpoint_id: str, path: str) -> str:
-        urls = self._rest_urls.get(path)
-        if urls is None:
-            return f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
-        url = urls.get(endpoint_id)
-        if url is None:
-            if len(urls) >= _TARGETS_MAX:
-                urls.clear()
-            url = urls[endpoint_id] = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
-        return url
-
     async def _rest(
         self, endpoint_id: str, path: str, probe: str, parser: Callable[[object], T | None],
         *, method: str = "GET",
     ) -> Result[T]:
-        url = self._rest_url_of(endpoint_id, path)
+        url = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
         limit = self._limits.get(probe)
         if limit is None:
             out = await self._call(method, url, probe, endpoint_id, None)
