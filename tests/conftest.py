@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import structlog
 
+from monitor.runpod.client import RunPodClient
 from monitor.simulator import Scenario, SimulatorServer, load_scenario
 
 # --- simulator fixtures (sim_) ---------------------------------------------------------
@@ -55,6 +56,32 @@ async def sim_server() -> AsyncIterator[SimStart]:
     yield start
     for server in started:
         await server.stop()
+
+
+SimClient = Callable[..., Awaitable[tuple[SimulatorServer, RunPodClient]]]
+
+
+@pytest.fixture
+async def sim_client(sim_server: SimStart) -> AsyncIterator[SimClient]:
+    """Factory: `await sim_client(scenario, api_key, server={...}, **client_kw)` starts a
+    simulator on loopback (`server`: its options) and a RunPodClient on its GraphQL,
+    data-plane and REST v2 URLs; the clients close before the simulators stop."""
+    clients: list[RunPodClient] = []
+
+    async def start(
+        scenario: Scenario | dict[str, Any] | str | Path, api_key: str = SIM_KEY,
+        *, server: dict[str, Any] | None = None, **client_kw: Any,
+    ) -> tuple[SimulatorServer, RunPodClient]:
+        sim = await sim_server(scenario, api_key, **(server or {}))
+        url = sim.url
+        client = RunPodClient(api_key=api_key, graphql_url=f"{url}/graphql",
+                              rest_url=f"{url}/v2", v2_url=f"{url}/v2", **client_kw)
+        clients.append(client)
+        return sim, client
+
+    yield start
+    for client in clients:
+        await client.aclose()
 
 
 # --- process-wide state (state_) ---------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import aiohttp
 import httpx
 import pytest
 import yaml
+from conftest import SimClient
 
 from model.observation import Observation
 from monitor.actions import ActionEngine
@@ -76,24 +77,8 @@ def writes(server: SimulatorServer) -> int:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    servers: list[SimulatorServer] = []
-    clients: list[RunPodClient] = []
-
-    async def start(sc: Scenario) -> tuple[SimulatorServer, RunPodClient]:
-        server = SimulatorServer(sc, KEY)
-        url = await server.start()
-        servers.append(server)
-        client = RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
-                              v2_url=f"{url}/v2", timeout_s=2.0, limits=RUNPOD_LIMITS)
-        clients.append(client)
-        return server, client
-
-    yield start
-    for c in clients:
-        await c.aclose()
-    for s in servers:
-        await s.stop()
+def sim(sim_client: SimClient) -> SimClient:
+    return partial(sim_client, api_key=KEY, timeout_s=2.0, limits=RUNPOD_LIMITS)
 
 
 def actions_config(**kinds: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,13 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import SimClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.observation import SKIPPED
@@ -54,25 +55,15 @@ Drive = Callable[[Scenario], Awaitable[tuple[SimulatorServer, Prober]]]
 
 
 @pytest.fixture
-async def drive() -> AsyncIterator[Drive]:
+def drive(sim_client: SimClient) -> Drive:
     """Factory: a simulator on loopback for `scenario` and a Prober with a real client."""
-    servers: list[SimulatorServer] = []
-    clients: list[RunPodClient] = []
 
     async def start(sc: Scenario) -> tuple[SimulatorServer, Prober]:
-        server = SimulatorServer(sc, KEY, timeout_hold_s=5.0)
-        url = await server.start()
-        servers.append(server)
-        client = RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
-                              timeout_s=1.0)
-        clients.append(client)
+        server, client = await sim_client(sc, KEY, server={"timeout_hold_s": 5.0},
+                                          timeout_s=1.0)
         return server, Prober(client)
 
-    yield start
-    for c in clients:
-        await c.aclose()
-    for s in servers:
-        await s.stop()
+    return start
 
 
 async def run_cycles(

@@ -4,16 +4,17 @@ storm at start) and when RunPod cannot be reached."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
+from conftest import SimClient
 
 from monitor.config import load_settings
 from monitor.pipeline.control import NO_HINTS, Call, ControlPlane
 from monitor.pipeline.cycle import Pipeline, build_pipeline
 from monitor.runpod.client import RunPodClient
-from monitor.simulator import Scenario, SimulatorServer
+from monitor.simulator import Scenario
 
 KEY = "control-v2-test-key-0123456789"
 INTERVAL = 30.0
@@ -62,27 +63,9 @@ def storm(n: int, crashing: list[int], cycles: int) -> Scenario:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    servers: list[SimulatorServer] = []
-    clients: list[RunPodClient] = []
-
-    async def start(sc: Scenario, **urls: str) -> tuple[SimulatorServer, RunPodClient]:
-        server = SimulatorServer(sc, KEY, timeout_hold_s=5.0)
-        url = await server.start()
-        servers.append(server)
-        client = RunPodClient(
-            api_key=KEY, graphql_url=urls.get("graphql", f"{url}/graphql"),
-            rest_url=urls.get("rest", f"{url}/v2"), v2_url=urls.get("v2", f"{url}/v2"),
-            timeout_s=1.0,
-        )
-        clients.append(client)
-        return server, client
-
-    yield start
-    for c in clients:
-        await c.aclose()
-    for s in servers:
-        await s.stop()
+def sim(sim_client: SimClient) -> SimClient:
+    """A simulator (timeouts held 5 s) and a client with a 1 s timeout."""
+    return partial(sim_client, api_key=KEY, server={"timeout_hold_s": 5.0}, timeout_s=1.0)
 
 
 def pipeline_for(client: RunPodClient, control_plane: str = "auto", **runpod: Any

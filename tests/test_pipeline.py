@@ -3,19 +3,19 @@ the store, and the sink interface the pipeline and the outbox call (over the sim
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SimClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.observation import Job, TrackedJob
 from monitor.alerts.model import Message, Sink
 from monitor.config import load_settings
 from monitor.pipeline.cycle import Pipeline, build_pipeline
-from monitor.runpod.client import RunPodClient
-from monitor.simulator import Scenario, SimulatorServer
+from monitor.simulator import Scenario
 from monitor.state.store import Store
 
 KEY = "pipeline-test-key-0123456789"
@@ -40,25 +40,9 @@ def scenario(steps: list[dict[str, Any]]) -> Scenario:
 
 
 @pytest.fixture
-async def client_for() -> AsyncIterator[Any]:
+def client_for(sim_client: SimClient) -> SimClient:
     """Factory: a simulator on loopback for a scenario, and a real client to it."""
-    servers: list[SimulatorServer] = []
-    clients: list[RunPodClient] = []
-
-    async def start(sc: Scenario) -> tuple[SimulatorServer, RunPodClient]:
-        server = SimulatorServer(sc, KEY)
-        url = await server.start()
-        servers.append(server)
-        client = RunPodClient(api_key=KEY, graphql_url=f"{url}/graphql", rest_url=f"{url}/v2",
-                              timeout_s=2.0)
-        clients.append(client)
-        return server, client
-
-    yield start
-    for c in clients:
-        await c.aclose()
-    for s in servers:
-        await s.stop()
+    return partial(sim_client, api_key=KEY, timeout_s=2.0)
 
 
 async def test_tracked_jobs_reach_the_observation_the_history_and_the_metrics(
