@@ -829,6 +829,12 @@ async def monitor_child(spec: dict[str, Any]) -> None:
                     "trouble_workers_now": [e for e in trouble if seen.get(e) == obs.t],
                 }
             sent.append(list(recorder.sent))
+            if spec.get("paced"):
+                # the parent has the floor replay this cycle now, then lets the next go:
+                # both measured in the same stretch of the machine's speed
+                _write(f"{spec['calls_file']}.{len(sent) - 1}", json.dumps(sent[-1]))
+                report({"event": "cycle", "index": len(sent) - 1})
+                await asyncio.to_thread(sys.stdin.readline)
             cycles.append({
                 "sim_cycle": sim_k["k"],
                 "sim_requests": count_kinds(sim_before, sim_after),
@@ -953,7 +959,8 @@ async def floor_child(spec: dict[str, Any]) -> None:
     the floor). `client`: httpx (its own pool, as `httpx.AsyncClient()` comes) or aiohttp
     (the pool the monitor's client uses)."""
     conc = spec["concurrency"]
-    recorded: list[list[list[Any]]] = json.loads(_read(spec["calls_file"]))
+    recorded: list[list[list[Any]]] = (
+        [] if spec.get("paced") else json.loads(_read(spec["calls_file"])))
     sim_cycles: list[int] = spec["sim_cycles"]
     sem = asyncio.Semaphore(conc)
     headers = {"Authorization": f"Bearer {spec['api_key']}", "Accept": "application/json"}
@@ -999,19 +1006,34 @@ async def floor_child(spec: dict[str, Any]) -> None:
         statuses += await asyncio.gather(*(call(m, u, p) for m, u, p in sent[first:]))
         return time.perf_counter() - w, _cpu_self() - c, sum(1 for x in statuses if x != 200)
 
-    # warm-up: open the pool (data-plane GETs only: they spend no v2 quota)
-    warm = [x for x in recorded[0] if x[1].endswith("/health")][: 2 * conc]
-    sim_control(spec["control"], "cycle", sim_cycles[0] - 2)
-    await asyncio.gather(*(call(m, u, p) for m, u, p in warm))
-    cycles = []
-    for sent, k in zip(recorded, sim_cycles, strict=True):
+    async def replay(sent: list[list[Any]], k: int) -> dict[str, Any]:
         sim_control(spec["control"], "cycle", k)
         before = sim_control(spec["control"], "counts")
         wall, cpu, bad = await cycle(sent)
         after = sim_control(spec["control"], "counts")
-        cycles.append({"wall_s": wall, "cpu_s": cpu, "failures": bad,
-                       "requests": count_kinds(before, after),
-                       "throttled": after["v2_throttled"] - before["v2_throttled"]})
+        return {"wall_s": wall, "cpu_s": cpu, "failures": bad,
+                "requests": count_kinds(before, after),
+                "throttled": after["v2_throttled"] - before["v2_throttled"]}
+
+    async def warm_up(sent: list[list[Any]]) -> None:
+        # open the pool (data-plane GETs only: they spend no v2 quota)
+        warm = [x for x in sent if x[1].endswith("/health")][: 2 * conc]
+        sim_control(spec["control"], "cycle", sim_cycles[0] - 2)
+        await asyncio.gather(*(call(m, u, p) for m, u, p in warm))
+
+    cycles = []
+    if spec.get("paced"):  # one cycle at a time, right after the monitor's (its calls file)
+        for i, k in enumerate(sim_cycles):
+            path = (await asyncio.to_thread(sys.stdin.readline)).strip()
+            sent = json.loads(_read(path))
+            if i == 0:
+                await warm_up(sent)
+            cycles.append(await replay(sent, k))
+            report({"event": "cycle", "index": i})
+    else:
+        await warm_up(recorded[0])
+        for sent, k in zip(recorded, sim_cycles, strict=True):
+            cycles.append(await replay(sent, k))
     await close()
     report({"event": "result", "cycles": cycles, "peak_rss_mb": _peak_rss_mb()})
 
@@ -1233,8 +1255,12 @@ def measure_monitor(
     sim: Simulator, n: int, args: argparse.Namespace, workdir: Path, concurrency: int,
     cycles: int, scrapes: int, history: str | None = None, *, warmup: int | None = None,
     busy: int | None = None, trouble_ids: Sequence[str] = (), tag: str = "",
-    settled_from: int = 0,
+    settled_from: int = 0, floor: str | None = None,
 ) -> dict[str, Any]:
+    """The monitor child's cycles (then its scrapes). `floor` (a floor child's client):
+    that floor replays each measured cycle right after it, before the next starts, so the
+    two are measured side by side in time (the machine's speed drifts over a run; a floor
+    run after the monitor's cycles can meet another stretch of it); `result["floor"]`."""
     calls_file = workdir / f"calls-{tag}{n}-{concurrency}.json"
     spec = {
         "url": sim.url, "api_key": sim.api_key, "workdir": str(workdir), "n": n,
@@ -1243,21 +1269,40 @@ def measure_monitor(
         "cycles": cycles, "history": history or args.history,
         "profile": str(args.profile / f"profile-{tag}{n}.txt") if args.profile else None,
         "gc_freeze": args.gc_freeze, "trouble_ids": list(trouble_ids),
-        "calls_file": str(calls_file), "tag": tag,
+        "calls_file": str(calls_file), "tag": tag, "paced": floor is not None,
     }
     window = int(7200 // INTERVAL_S) if spec["history"] == "full" else 0
     spec["sim_start"] = sim.allocate(int(spec["warmup"]) + window + cycles)
+    floor_child = floor_spec = None
+    if floor is not None:
+        first = spec["sim_start"] + int(spec["warmup"]) + max(window - 1, 0)
+        floor_spec = _floor_spec(sim, concurrency, floor, str(calls_file),
+                                 list(range(first, first + cycles)))
+        floor_spec["paced"] = True
+        floor_child = Child("floor", floor_spec, workdir / f"floor-{floor}-{tag}{n}.log",
+                            args.timeout)
     child = Child("monitor", spec, workdir / f"monitor-{tag}{n}-{concurrency}.log",
                   args.timeout)
+    floor_out = None
     try:
         sim_cpu_before = sim.cpu_s()
+        if floor_child is not None:
+            for _ in range(cycles):
+                done = child.read()
+                floor_child.send(f"{calls_file}.{done['index']}")
+                floor_child.read()
+                child.send("next")
         serving = child.read()
         sim_cpu_after = sim.cpu_s()
         scraped = scrape(int(serving["port"]), scrapes, child) if scrapes else None
         child.send("done")
         out = child.read()
+        if floor_child is not None:
+            floor_out = floor_child.read()
     finally:
         child.finish()
+        if floor_child is not None:
+            floor_child.finish()
     c = out["cycles"]
     walls = [x["wall_s"] for x in c]
     cpus = [x["cpu_s"] for x in c]
@@ -1310,11 +1355,15 @@ def measure_monitor(
         "rss_mb_with_history": out["rss_mb_with_history"],
         "sqlite_bytes_per_cycle": statistics.median(persist) if persist else None,
         "sqlite_db_bytes_after": out["db_bytes_after"],
-        "simulator_cpu_s_per_cycle": (
+        "simulator_cpu_s_per_cycle": (  # paced: the floor's cycles are in the simulator's
             (sim_cpu_after - sim_cpu_before) / (args.warmup + cycles)
-            if sim_cpu_before is not None and sim_cpu_after is not None else None
+            if sim_cpu_before is not None and sim_cpu_after is not None and floor is None
+            else None
         ),
     }
+    if floor_out is not None and floor is not None:
+        result["floor"] = _floor_result(n, floor, result["calls_per_cycle"], concurrency,
+                                        floor_out)
     if scraped is not None:
         render = out["render_s"]
         scraped["server_render_ms"] = {
@@ -1349,16 +1398,29 @@ def measure_floor(
 ) -> dict[str, Any]:
     """A floor replaying the monitor's measured cycles (`monitor["calls_file"]`), checked
     to have sent the same requests by kind, cycle by cycle."""
-    ks = monitor["sim_cycles"]
+    spec = _floor_spec(sim, monitor["concurrency"], client, monitor["calls_file"],
+                       monitor["sim_cycles"])
+    out = run_child("floor", spec, workdir / f"floor-{client}-{tag}{n}.log", args.timeout)
+    return _floor_result(n, client, monitor["calls_per_cycle"], monitor["concurrency"], out)
+
+
+def _floor_spec(sim: Simulator, concurrency: int, client: str, calls_file: str,
+                ks: Sequence[int]) -> dict[str, Any]:
+    """A floor child's spec: simulator cycles of its own, each in the same half of its
+    minute as the monitor's cycle it replays (the same v2 quota window)."""
     start = sim.allocate(max(ks) - min(ks) + 4)
     offset = start + 2 - min(ks)
     offset += offset % 2  # even: each replayed cycle in the same half of its minute
-    spec = {"url": sim.url, "api_key": sim.api_key, "concurrency": monitor["concurrency"],
-            "client": client, "calls_file": monitor["calls_file"], "control": sim.control,
+    return {"url": sim.url, "api_key": sim.api_key, "concurrency": concurrency,
+            "client": client, "calls_file": calls_file, "control": sim.control,
             "sim_cycles": [k + offset for k in ks]}
-    out = run_child("floor", spec, workdir / f"floor-{client}-{tag}{n}.log", args.timeout)
+
+
+def _floor_result(n: int, client: str, calls_per_cycle: Sequence[dict[str, int]],
+                  concurrency: int, out: dict[str, Any]) -> dict[str, Any]:
+    """A floor child's report, checked to have sent the monitor's requests by kind."""
     c = out["cycles"]
-    for i, (ours, theirs) in enumerate(zip(monitor["calls_per_cycle"], c, strict=True)):
+    for i, (ours, theirs) in enumerate(zip(calls_per_cycle, c, strict=True)):
         # the floor reads each log stream whole: the same request
         if ours != theirs["requests"]:
             raise AssertionError(f"N={n}: the {client} floor's cycle {i + 1} sent "
@@ -1367,12 +1429,13 @@ def measure_floor(
             raise AssertionError(f"N={n}: the {client} floor met {theirs['throttled']} 429s")
     return {
         "client": client,
-        "concurrency": args.concurrency,
+        "concurrency": concurrency,
         "cycles": len(c),
         "requests_per_cycle": c[-1]["requests"],
         "failures_per_cycle": [x["failures"] for x in c],
         "cycle_wall_s": summary([x["wall_s"] for x in c]),
         "cycle_cpu_s": summary([x["cpu_s"] for x in c]),
+        "cpu_s_per_cycle": [x["cpu_s"] for x in c],
         "peak_rss_mb": out["peak_rss_mb"],
     }
 
@@ -1482,8 +1545,8 @@ def _v2_run(
     with Simulator(path, api_key, workdir) as sim:
         mon = measure_monitor(sim, n, args, workdir, args.concurrency, args.v2_cycles, 0,
                               "empty", warmup=0, busy=busy, trouble_ids=bad, tag=tag,
-                              settled_from=1)
-        aio = measure_floor(sim, n, args, workdir, mon, "aiohttp", tag) if floor else None
+                              settled_from=1, floor="aiohttp" if floor else None)
+        aio = mon.get("floor")
     calls = mon["calls_per_cycle"]
     kinds = sorted({k for c in calls for k in c})
     by_kind = {k: [c.get(k, 0) for c in calls] for k in kinds}
@@ -1518,6 +1581,7 @@ def _v2_run(
         "cycle_wall_s": mon["cycle_wall_s"],
         "cycle_wall_s_per_cycle": mon["wall_s_per_cycle"],
         "cycle_cpu_s": mon["cycle_cpu_s"],
+        "cycle_cpu_s_per_cycle": mon["cpu_s_per_cycle"],
         "phase_cpu_s_median": mon["phase_cpu_s_median"],
         "peak_rss_mb": mon["peak_rss_mb"],
         "failures_per_cycle": mon["failures_per_cycle"],
