@@ -8,6 +8,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import structlog
 
@@ -41,9 +42,10 @@ BACKOFF_CAP_S = 300.0
 BACKOFF_OUTCOMES = frozenset({"timeout", "connect", "http_5xx"})
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeCall:
-    """One API call of a cycle, for the probe metrics and the cycle log line."""
+class ProbeCall(NamedTuple):
+    """One API call of a cycle, for the probe metrics and the cycle log line.
+
+    A named tuple, not a frozen dataclass: one per request, 0.9 us to make against 2.3."""
 
     probe: str  # graphql, health, requests, status, v2_<kind> (monitor.pipeline.control)
     outcome: str  # "ok" or a failure kind
@@ -183,6 +185,7 @@ class Prober:
         # the last cycle's samples and listing, whose unchanged parts the next one shares
         self._previous: dict[str, EndpointSample] = {}
         self._listed_ids: frozenset[str] | None = None
+        self._configs_of: tuple[tuple[EndpointConfig, ...], dict[str, EndpointConfig]] | None = None
         self._graphql_retired = False
 
     def _interval(self, t: float) -> float | None:
@@ -295,8 +298,12 @@ class Prober:
             control.graphql_spend_unknown()
         kept = control.listing
         self.watched = self._shard(select_endpoints(self.configured, kept, self.watched))
+        # the data plane's samples carry the listing kept so far: when the cycle ends with
+        # the same one (most cycles), only the endpoints v2 told more of are made again
+        kept_configs = self._configs(kept)
         samples = await asyncio.gather(
-            *(self._probe_endpoint(eid, None, False, calls, t, interval)
+            *(self._probe_endpoint(eid, kept_configs.get(eid), kept is not None, calls, t,
+                                   interval)
               for eid in self.watched)
         )
         got = await control.after_data_plane(t, interval, samples, self._previous, hints,
@@ -304,20 +311,15 @@ class Prober:
         listing = control.listing_now(v2calls)
         calls.extend(_probe_call(c) for c in v2calls)
         endpoints = listing.endpoints
-        configs = {e.id: e for e in endpoints} if endpoints is not None else {}
-        none = EndpointV2()
-        filled = []
-        for s in samples:
-            eid = s.endpoint_id
-            v2 = got.get(eid, none)
-            # the constructor, not dataclasses.replace: 3 us against 6, per endpoint
-            filled.append(EndpointSample(
-                endpoint_id=eid, health_outcome=s.health_outcome, http_status=s.http_status,
-                health=s.health, jobs=s.jobs,
-                listed=(eid in configs) if endpoints is not None else None,
-                config=configs.get(eid), workers=v2.workers, releases=v2.releases,
-                logs=v2.logs,
-            ))
+        configs = self._configs(endpoints)
+        if endpoints is not kept:
+            filled = [self._with_v2(s, got.get(s.endpoint_id), endpoints is not None,
+                                    configs) for s in samples]
+        elif got:
+            filled = [self._with_v2(s, v2, True, configs)
+                      if (v2 := got.get(s.endpoint_id)) is not None else s for s in samples]
+        else:
+            filled = samples
         tracked = await self._after_endpoints(t, filled)
         shared = [self._share(s) for s in filled]
         self._previous = {s.endpoint_id: s for s in shared}
@@ -343,6 +345,31 @@ class Prober:
         for probe, n in control.held_back.items():  # counted as a gate's skips are
             self.skipped[probe] = self.skipped.get(probe, 0) + n
         return ProbeReport(obs, calls, endpoints, sum(control.held_back.values()))
+
+    def _configs(
+        self, listing: tuple[EndpointConfig, ...] | None
+    ) -> Mapping[str, EndpointConfig]:
+        """A listing by endpoint id (the last one's dict while the listing is the same)."""
+        if listing is None:
+            return {}
+        if self._configs_of is None or self._configs_of[0] is not listing:
+            self._configs_of = (listing, {e.id: e for e in listing})
+        return self._configs_of[1]
+
+    @staticmethod
+    def _with_v2(
+        s: EndpointSample, v2: EndpointV2 | None, listed: bool,
+        configs: Mapping[str, EndpointConfig],
+    ) -> EndpointSample:
+        """A data-plane sample with this cycle's listing and v2 answers for its endpoint."""
+        eid = s.endpoint_id
+        v2 = v2 or _NO_V2
+        # the constructor, not dataclasses.replace: 3 us against 6, per endpoint
+        return EndpointSample(
+            endpoint_id=eid, health_outcome=s.health_outcome, http_status=s.http_status,
+            health=s.health, jobs=s.jobs, listed=(eid in configs) if listed else None,
+            config=configs.get(eid), workers=v2.workers, releases=v2.releases, logs=v2.logs,
+        )
 
     async def _after_endpoints(
         self, t: float, samples: Sequence[EndpointSample]
@@ -461,6 +488,18 @@ class Prober:
                 # otherwise do not drive the back-off, which follows /health
                 gate.retry_until = max(gate.retry_until, t + j_retry)
         value: Health | None = health.value if isinstance(health, Ok) else None
+        prev = self._previous.get(endpoint_id)
+        if (
+            prev is not None
+            and prev.health is value  # the client hands the last object for the same bytes
+            and prev.jobs is jobs
+            and prev.config is config
+            and prev.health_outcome == outcome
+            and prev.http_status == status
+            and prev.listed == listed
+            and prev.workers is None and prev.releases is None and prev.logs is None
+        ):
+            return prev  # what `_share` would make of it, without making it first
         return EndpointSample(
             endpoint_id=endpoint_id,
             health_outcome=outcome,
@@ -506,6 +545,9 @@ _GRAPHQL_SOURCES: Mapping[str, str] = {
     k: "graphql" for k in ("endpoints", "balance", "spend_per_hr", "spend_limit", "volumes",
                            "pods")
 }
+
+
+_NO_V2 = EndpointV2()
 
 
 def _probe_call(c: Call) -> ProbeCall:

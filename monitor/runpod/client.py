@@ -539,6 +539,7 @@ class RunPodClient(RestV2Calls):
         self._windows: dict[tuple[str, str], _Window] = {}
         # per data-plane URL: its last 2xx answer (bytes, JSON, value)
         self._last: dict[str, _Last] = {}
+        self._endpoint_urls: dict[str, str] = {}
         self._endpoint_items = parse.EndpointItems()
         headers = {"Accept": "application/json", "User-Agent": "runpod-monitor"}
         if key:
@@ -616,7 +617,7 @@ class RunPodClient(RestV2Calls):
         self, endpoint_id: str, path: str, probe: str, parser: Callable[[object], T | None],
         *, method: str = "GET",
     ) -> Result[T]:
-        url = f"{self._rest_url}/{quote(endpoint_id, safe='')}/{path}"
+        url = f"{self._endpoint_url(endpoint_id)}/{path}"
         limit = self._limits.get(probe)
         if limit is None:
             out = await self._call(method, url, probe, endpoint_id, None)
@@ -650,6 +651,16 @@ class RunPodClient(RestV2Calls):
             return self._fail(probe, endpoint_id, "http_404", status, "Not Found", elapsed)
         return self._fail(probe, endpoint_id, "malformed", status, f"unexpected {probe} shape",
                           elapsed)
+
+    def _endpoint_url(self, endpoint_id: str) -> str:
+        """The data plane's base URL of one endpoint (its id quoted once, not per call)."""
+        url = self._endpoint_urls.get(endpoint_id)
+        if url is None:
+            if len(self._endpoint_urls) >= _TARGETS_MAX:
+                self._endpoint_urls.clear()
+            url = self._endpoint_urls[endpoint_id] = (
+                f"{self._rest_url}/{quote(endpoint_id, safe='')}")
+        return url
 
     async def _call(
         self, method: str, url: str, probe: str, endpoint_id: str | None, payload: object
@@ -731,7 +742,7 @@ class RunPodClient(RestV2Calls):
                 return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
             finally:
                 self._deadlines.end(call)
-            return _timed(answer, _since(start), self._scrub_rate(answer.rate))
+            return self._completed(answer, start)
 
     async def _exchange_stream(
         self, url: str, probe: str, endpoint_id: str | None, feed: Callable[[bytes], bool],
@@ -749,7 +760,7 @@ class RunPodClient(RestV2Calls):
                                   f"no answer within {self._timeout_s:g} s", _since(start))
             except _SendError as exc:
                 return self._fail(probe, endpoint_id, exc.kind, 0, str(exc), _since(start))
-            return _timed(answer, _since(start), self._scrub_rate(answer.rate)), timed_out
+            return self._completed(answer, start), timed_out
 
     def _fail(
         self,
@@ -776,6 +787,13 @@ class RunPodClient(RestV2Calls):
         # a server or an exception may echo the key back; it never leaves this object
         return text.replace(self._key, "***") if self._key else text
 
+    def _completed(self, answer: Answer, start: float) -> Answer:
+        """The sender's answer with its elapsed time and its quota headers scrubbed."""
+        answer.elapsed_s = _since(start)
+        if answer.rate is not None:
+            answer.rate = self._scrub_rate(answer.rate)
+        return answer
+
     def _scrub_rate(self, rate: RateHeaders | None) -> RateHeaders | None:
         if rate is None or not self._key:
             return rate
@@ -783,12 +801,6 @@ class RunPodClient(RestV2Calls):
         if not any(p and self._key in p for p in parts):
             return rate
         return RateHeaders(*(self._scrub(p) if p else p for p in parts))
-
-
-def _timed(answer: Answer, elapsed_s: float, rate: RateHeaders | None) -> Answer:
-    # dataclasses.replace, without its per-call introspection (once per request)
-    return Answer(answer.status, answer.reason, answer.retry_after, answer.content, rate,
-                  answer.content_type, elapsed_s)
 
 
 def _since(start: float) -> float:
