@@ -101,7 +101,9 @@ def test_codec_encoder_decoder_round_trip(history: list[Observation]) -> None:
         enc = encoder.encode(obs)
         texts.update(enc.texts)
         assert set(enc.configs) == codec.config_refs(enc.json)
-        encoded.append(json.dumps(enc.json))
+        # the text kept sample by sample is the whole JSON's text
+        assert enc.text == codec.json_text(enc.json)
+        encoded.append(enc.text)
     decoder = codec.HistoryDecoder(texts)
     assert [decoder.decode(json.loads(t)) for t in encoded] == [codec.masked(o) for o in history]
 

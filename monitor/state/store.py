@@ -101,8 +101,7 @@ class OutboxItem:
     created_t: float
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dumps = codec.json_text
 
 
 class MemoryText:
@@ -116,10 +115,6 @@ class MemoryText:
 
     def text(self, memory: Memory) -> str:
         head = codec.memory_to_json(replace(memory, jobs={}))
-        keys = list(head)
-        at = keys.index("jobs")  # its text goes where memory_to_json puts the key
-        before = _dumps({k: head[k] for k in keys[:at]})[1:-1]
-        after = _dumps({k: head[k] for k in keys[at + 1:]})[1:-1]
         last, seen = self._jobs, {}
         parts = []
         for eid, e in memory.jobs.items():
@@ -129,8 +124,7 @@ class MemoryText:
             seen[eid] = known
             parts.append(known[1])
         self._jobs = seen  # only the endpoints of this memory: a vanished one is forgotten
-        jobs = '"jobs":{' + ",".join(parts) + "}"
-        return "{" + ",".join(x for x in (before, jobs, after) if x) + "}"
+        return codec.json_text_with(head, "jobs", parts)
 
 
 def pack(text: str) -> bytes:
@@ -259,7 +253,7 @@ class Store:
         ]
         with self._tx() as db:
             enc = self._encoder.encode(obs)  # under the lock: the encoder keeps a cache
-            obs_json = pack(_dumps(enc.json))
+            obs_json = pack(enc.text)
             refs_now = self._shared(frozenset(enc.configs))
             refs = self._references(db)
             new = [
