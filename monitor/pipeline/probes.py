@@ -410,7 +410,7 @@ class Prober:
         whose state did not change then costs no new objects in it, only a dict entry.
         """
         prev = self._previous.get(sample.endpoint_id)
-        if prev is None:
+        if prev is None or prev is sample:
             return sample
         # `is` first: the client and the listing hand the last object when nothing changed
         health, jobs, config = sample.health, sample.jobs, sample.config
