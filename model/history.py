@@ -36,6 +36,11 @@ class Memory:
     workers_seen_t: Mapping[str, float] = field(default_factory=dict)
     # recent execution times and cold starts per endpoint (model/job_memory.py)
     jobs: Mapping[str, EndpointJobs] = field(default_factory=dict)
+    # each endpoint's newest known `/health` `failed` count, and a time after which it has
+    # not risen (the sample of the last rise, or the first one this memory saw, as rises
+    # before it are unknown): lets job_failures skip the walk over a window with no rise
+    failed_last: Mapping[str, int] = field(default_factory=dict)
+    failed_rose_t: Mapping[str, float] = field(default_factory=dict)
 
     def updated(self, obs: Observation) -> Memory:
         """The memory after one more observation."""
@@ -43,9 +48,24 @@ class Memory:
         cold = dict(self.longest_cold_start_ms)
         names = dict(self.names)
         seen: dict[str, float] | None = None
+        last, rose = self.failed_last, self.failed_rose_t
+        last_new: dict[str, int] | None = None
+        rose_new: dict[str, float] | None = None
         for eid, s in obs.endpoints.items():
-            if s.health is not None and s.http_status == 200:
-                ever_ok.add(eid)
+            if s.health is not None:
+                if s.http_status == 200:
+                    ever_ok.add(eid)
+                failed = s.health.failed
+                before = last.get(eid)
+                if before != failed:  # copied on the first change only, as most stay put
+                    if last_new is None:
+                        last_new = dict(last)
+                    last_new[eid] = failed
+                    if before is None or failed > before:
+                        if rose_new is None:
+                            rose_new = dict(rose)
+                        # never lowered: a clock that steps back keeps the bound
+                        rose_new[eid] = max(obs.t, rose.get(eid, obs.t))
             if s.config is not None and s.config.name:
                 names[eid] = s.config.name
             for job in s.jobs or ():
@@ -62,7 +82,15 @@ class Memory:
             frozenset(ever_ok), nonpositive, cold, names,
             workers_seen_t=self.workers_seen_t if seen is None else seen,
             jobs=jobs_updated(self.jobs, obs),
+            failed_last=last if last_new is None else last_new,
+            failed_rose_t=rose if rose_new is None else rose_new,
         )
+
+    def failed_quiet_since(self, endpoint_id: str, since: float) -> bool:
+        """True when the endpoint's known `failed` count has not risen between any two
+        consecutive known samples the newer of which is at or after `since`."""
+        rose = self.failed_rose_t.get(endpoint_id)
+        return rose is not None and rose < since
 
 
 class KnownHealth(Sequence[tuple[float, Health]]):
