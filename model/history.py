@@ -101,12 +101,20 @@ class KnownHealth(Sequence[tuple[float, Health]]):
     newest k samples; len(), forward iteration and other indexing read them all (once).
     """
 
-    __slots__ = ("_all", "_endpoint_id", "_observations")
+    __slots__ = ("_all", "_endpoint_id", "_newest", "_observations")
 
     def __init__(self, observations: Sequence[Observation], endpoint_id: str) -> None:
         self._observations = observations
         self._endpoint_id = endpoint_id
         self._all: list[tuple[float, Health]] | None = None
+        # the newest sample when the latest observation has it (the endpoints the rules
+        # look at): `[-1]` and truth testing, read by every rule, then cost no walk
+        self._newest: tuple[float, Health] | None = None
+        if observations:
+            latest = observations[-1]
+            s = latest.endpoints.get(endpoint_id)
+            if s is not None and s.health is not None:
+                self._newest = (latest.t, s.health)
 
     def __reversed__(self) -> Iterator[tuple[float, Health]]:
         if self._all is not None:
@@ -136,7 +144,7 @@ class KnownHealth(Sequence[tuple[float, Health]]):
         return len(self._everything())
 
     def __bool__(self) -> bool:
-        return next(reversed(self), None) is not None
+        return self._newest is not None or next(reversed(self), None) is not None
 
     @overload
     def __getitem__(self, index: int) -> tuple[float, Health]: ...
@@ -146,6 +154,8 @@ class KnownHealth(Sequence[tuple[float, Health]]):
     def __getitem__(
         self, index: int | slice
     ) -> tuple[float, Health] | list[tuple[float, Health]]:
+        if index == -1 and self._newest is not None:
+            return self._newest
         if isinstance(index, int) and index < 0 and self._all is None:
             for k, item in enumerate(reversed(self), start=1):
                 if k == -index:
@@ -175,6 +185,10 @@ class History:
     kept_logs: Mapping[str, tuple[WorkerLogs, ...]] = field(default_factory=dict)
     # time_ordered, computed once per snapshot
     _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
+    # known_health per endpoint, built once per snapshot for all the families that read it
+    _known: dict[str, KnownHealth] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def latest(self) -> Observation | None:
@@ -193,7 +207,10 @@ class History:
         walks back only as far as they read, so a healthy endpoint costs O(1) whatever the
         history's length.
         """
-        return KnownHealth(self.observations, endpoint_id)
+        known = self._known.get(endpoint_id)
+        if known is None:
+            known = self._known[endpoint_id] = KnownHealth(self.observations, endpoint_id)
+        return known
 
     @property
     def time_ordered(self) -> bool:
