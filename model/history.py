@@ -185,8 +185,12 @@ class History:
     kept_logs: Mapping[str, tuple[WorkerLogs, ...]] = field(default_factory=dict)
     # time_ordered, computed once per snapshot
     _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
-    # known_health per endpoint, built once per snapshot for all the families that read it
+    # known_health and latest_config per endpoint, found once per snapshot for all the
+    # families that read them (three or more per endpoint and cycle)
     _known: dict[str, KnownHealth] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _configs: dict[str, EndpointConfig | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -238,11 +242,16 @@ class History:
 
     def latest_config(self, endpoint_id: str) -> EndpointConfig | None:
         """The endpoint's most recent GraphQL configuration in the window."""
+        if endpoint_id in self._configs:
+            return self._configs[endpoint_id]
+        found = None
         for o in reversed(self.observations):
             s = o.endpoints.get(endpoint_id)
             if s is not None and s.config is not None:
-                return s.config
-        return None
+                found = s.config
+                break
+        self._configs[endpoint_id] = found
+        return found
 
     def latest_account(self) -> Account | None:
         """The most recent account data in the window."""

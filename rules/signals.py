@@ -17,7 +17,11 @@ def trailing_run(
 
     Pass only known samples: unknown ones neither count toward a run nor break it.
     """
-    if not samples or not holds(samples[-1][1]):
+    try:
+        newest = samples[-1][1]
+    except IndexError:
+        return []
+    if not holds(newest):
         return []  # most endpoints, most cycles: decided by the newest sample alone
     run: list[tuple[float, T]] = []
     for t, value in reversed(samples):
@@ -47,7 +51,11 @@ def stalled_run(samples: Sequence[tuple[float, Health]]) -> list[tuple[float, He
 
     Walks back from the newest sample (reversed()), one sample past the run at most.
     """
-    if not samples or not queue_stalled(None, samples[-1][1]):
+    try:
+        newest = samples[-1][1]
+    except IndexError:
+        return []
+    if not queue_stalled(None, newest):
         return []  # nothing waits now, whatever came before: most endpoints
     run: list[tuple[float, Health]] = []
     older = reversed(samples)
