@@ -36,6 +36,11 @@ class Memory:
     workers_seen_t: Mapping[str, float] = field(default_factory=dict)
     # recent execution times and cold starts per endpoint (model/job_memory.py)
     jobs: Mapping[str, EndpointJobs] = field(default_factory=dict)
+    # each endpoint's newest known `/health` `failed` count, and a time after which it has
+    # not risen (the sample of the last rise, or the first one this memory saw, as rises
+    # before it are unknown): lets job_failures skip the walk over a window with no rise
+    failed_last: Mapping[str, int] = field(default_factory=dict)
+    failed_rose_t: Mapping[str, float] = field(default_factory=dict)
 
     def updated(self, obs: Observation) -> Memory:
         """The memory after one more observation."""
@@ -43,9 +48,24 @@ class Memory:
         cold = dict(self.longest_cold_start_ms)
         names = dict(self.names)
         seen: dict[str, float] | None = None
+        last, rose = self.failed_last, self.failed_rose_t
+        last_new: dict[str, int] | None = None
+        rose_new: dict[str, float] | None = None
         for eid, s in obs.endpoints.items():
-            if s.health is not None and s.http_status == 200:
-                ever_ok.add(eid)
+            if s.health is not None:
+                if s.http_status == 200:
+                    ever_ok.add(eid)
+                failed = s.health.failed
+                before = last.get(eid)
+                if before != failed:  # copied on the first change only, as most stay put
+                    if last_new is None:
+                        last_new = dict(last)
+                    last_new[eid] = failed
+                    if before is None or failed > before:
+                        if rose_new is None:
+                            rose_new = dict(rose)
+                        # never lowered: a clock that steps back keeps the bound
+                        rose_new[eid] = max(obs.t, rose.get(eid, obs.t))
             if s.config is not None and s.config.name:
                 names[eid] = s.config.name
             for job in s.jobs or ():
@@ -62,7 +82,15 @@ class Memory:
             frozenset(ever_ok), nonpositive, cold, names,
             workers_seen_t=self.workers_seen_t if seen is None else seen,
             jobs=jobs_updated(self.jobs, obs),
+            failed_last=last if last_new is None else last_new,
+            failed_rose_t=rose if rose_new is None else rose_new,
         )
+
+    def failed_quiet_since(self, endpoint_id: str, since: float) -> bool:
+        """True when the endpoint's known `failed` count has not risen between any two
+        consecutive known samples the newer of which is at or after `since`."""
+        rose = self.failed_rose_t.get(endpoint_id)
+        return rose is not None and rose < since
 
 
 class KnownHealth(Sequence[tuple[float, Health]]):
@@ -73,12 +101,20 @@ class KnownHealth(Sequence[tuple[float, Health]]):
     newest k samples; len(), forward iteration and other indexing read them all (once).
     """
 
-    __slots__ = ("_all", "_endpoint_id", "_observations")
+    __slots__ = ("_all", "_endpoint_id", "_newest", "_observations")
 
     def __init__(self, observations: Sequence[Observation], endpoint_id: str) -> None:
         self._observations = observations
         self._endpoint_id = endpoint_id
         self._all: list[tuple[float, Health]] | None = None
+        # the newest sample when the latest observation has it (the endpoints the rules
+        # look at): `[-1]` and truth testing, read by every rule, then cost no walk
+        self._newest: tuple[float, Health] | None = None
+        if observations:
+            latest = observations[-1]
+            s = latest.endpoints.get(endpoint_id)
+            if s is not None and s.health is not None:
+                self._newest = (latest.t, s.health)
 
     def __reversed__(self) -> Iterator[tuple[float, Health]]:
         if self._all is not None:
@@ -108,7 +144,7 @@ class KnownHealth(Sequence[tuple[float, Health]]):
         return len(self._everything())
 
     def __bool__(self) -> bool:
-        return next(reversed(self), None) is not None
+        return self._newest is not None or next(reversed(self), None) is not None
 
     @overload
     def __getitem__(self, index: int) -> tuple[float, Health]: ...
@@ -118,6 +154,8 @@ class KnownHealth(Sequence[tuple[float, Health]]):
     def __getitem__(
         self, index: int | slice
     ) -> tuple[float, Health] | list[tuple[float, Health]]:
+        if index == -1 and self._newest is not None:
+            return self._newest
         if isinstance(index, int) and index < 0 and self._all is None:
             for k, item in enumerate(reversed(self), start=1):
                 if k == -index:
@@ -147,6 +185,14 @@ class History:
     kept_logs: Mapping[str, tuple[WorkerLogs, ...]] = field(default_factory=dict)
     # time_ordered, computed once per snapshot
     _cache: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
+    # known_health and latest_config per endpoint, found once per snapshot for all the
+    # families that read them (three or more per endpoint and cycle)
+    _known: dict[str, KnownHealth] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _configs: dict[str, EndpointConfig | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def latest(self) -> Observation | None:
@@ -165,7 +211,10 @@ class History:
         walks back only as far as they read, so a healthy endpoint costs O(1) whatever the
         history's length.
         """
-        return KnownHealth(self.observations, endpoint_id)
+        known = self._known.get(endpoint_id)
+        if known is None:
+            known = self._known[endpoint_id] = KnownHealth(self.observations, endpoint_id)
+        return known
 
     @property
     def time_ordered(self) -> bool:
@@ -193,11 +242,16 @@ class History:
 
     def latest_config(self, endpoint_id: str) -> EndpointConfig | None:
         """The endpoint's most recent GraphQL configuration in the window."""
+        if endpoint_id in self._configs:
+            return self._configs[endpoint_id]
+        found = None
         for o in reversed(self.observations):
             s = o.endpoints.get(endpoint_id)
             if s is not None and s.config is not None:
-                return s.config
-        return None
+                found = s.config
+                break
+        self._configs[endpoint_id] = found
+        return found
 
     def latest_account(self) -> Account | None:
         """The most recent account data in the window."""

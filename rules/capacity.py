@@ -107,8 +107,10 @@ def _not_scheduling(
     run = trailing_run(
         series, lambda h: h.in_queue > 0 and h.in_progress == 0 and h.workers_total == 0
     )
+    if not run:
+        return None
     seconds = run_seconds(run)
-    if not run or seconds < th.not_scheduling_s:
+    if seconds < th.not_scheduling_s:
         return None
     h = run[-1][1]
     name = history.endpoint_name(eid)
@@ -154,8 +156,10 @@ def _queue_backlog(
         return None
     cap = config.workers_max
     run = trailing_run(series, lambda h: h.in_queue >= th.queue_backlog_jobs and h.running >= cap)
+    if not run:
+        return None
     seconds = run_seconds(run)
-    if not run or seconds < th.queue_backlog_s:
+    if seconds < th.queue_backlog_s:
         return None
     h = run[-1][1]
     name = history.endpoint_name(eid)

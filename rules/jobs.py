@@ -106,6 +106,8 @@ def _known_since(history: History, eid: str, since: float) -> list[tuple[float, 
 def _failed_rise_since(history: History, eid: str, since: float) -> int:
     """`counter_rise` of `failed` over the known samples since `since` (time-ordered
     history), walking back from the newest without building the window."""
+    if history.memory.failed_quiet_since(eid, since):
+        return 0  # nearly every endpoint: the memory saw no rise since then
     rise = 0
     newer: Health | None = None
     for t, h in reversed(history.known_health(eid)):

@@ -390,8 +390,10 @@ def _idle_workers_queued(
     history: History, th: Thresholds, eid: str, series: Sequence[tuple[float, Health]]
 ) -> Finding | None:
     run = trailing_run(series, lambda h: h.in_queue > 0 and h.idle > 0)
+    if not run:
+        return None
     seconds = run_seconds(run)
-    if not run or seconds < th.idle_workers_queued_s:
+    if seconds < th.idle_workers_queued_s:
         return None
     h = run[-1][1]
     name = history.endpoint_name(eid)

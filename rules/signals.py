@@ -17,6 +17,12 @@ def trailing_run(
 
     Pass only known samples: unknown ones neither count toward a run nor break it.
     """
+    try:
+        newest = samples[-1][1]
+    except IndexError:
+        return []
+    if not holds(newest):
+        return []  # most endpoints, most cycles: decided by the newest sample alone
     run: list[tuple[float, T]] = []
     for t, value in reversed(samples):
         if not holds(value):
@@ -45,6 +51,12 @@ def stalled_run(samples: Sequence[tuple[float, Health]]) -> list[tuple[float, He
 
     Walks back from the newest sample (reversed()), one sample past the run at most.
     """
+    try:
+        newest = samples[-1][1]
+    except IndexError:
+        return []
+    if not queue_stalled(None, newest):
+        return []  # nothing waits now, whatever came before: most endpoints
     run: list[tuple[float, Health]] = []
     older = reversed(samples)
     current = next(older, None)

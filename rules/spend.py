@@ -13,6 +13,7 @@ import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from model.history import History
 from model.job_memory import ColdStart, percentile
@@ -195,11 +196,14 @@ def _money_evidence(ev: dict[str, object], history: History, eid: str,
 
 # --- job_overrun -----------------------------------------------------------------------
 
-def _jobs_at(o: Observation, eid: str) -> tuple[tuple[Job, ...] | None, dict[str, Job]]:
-    """The endpoint's `/requests` list in `o` (None: not known) and its tracked jobs."""
+def _jobs_at(
+    o: Observation, eid: str, tracked_too: bool = True
+) -> tuple[tuple[Job, ...] | None, dict[str, Job]]:
+    """The endpoint's `/requests` list in `o` (None: not known) and its tracked jobs (none
+    read unless `tracked_too`)."""
     s = o.endpoints.get(eid)
     listed = s.jobs if s is not None else None
-    if not o.tracked_jobs:
+    if not tracked_too or not o.tracked_jobs:
         return listed, {}
     tracked = {tj.job.id: tj.job for tj in o.tracked_jobs if tj.endpoint_id == eid}
     return listed, tracked
@@ -226,10 +230,10 @@ def running_since(history: History, eid: str) -> dict[str, tuple[float, Job]]:
     found = {jid: (t, j) for jid, (t, j, _) in running.items()}
     via_status = {jid for jid, (_, _, via) in running.items() if via}
     pending = set(running)
-    for o in reversed(history.observations[:-1]):
+    for o in islice(reversed(history.observations), 1, None):
         if not pending:
             break
-        listed, tracked = _jobs_at(o, eid)
+        listed, tracked = _jobs_at(o, eid, tracked_too=not via_status.isdisjoint(pending))
         by_id = {j.id: j for j in listed} if listed else ({} if listed is not None else None)
         for jid in list(pending):
             job = tracked.get(jid) if jid in via_status else (
@@ -528,32 +532,43 @@ def _max_workers(history: History, eid: str) -> int:
 EndpointCheck = Callable[[History, Thresholds, str, float], Finding | None]
 
 
-def _may_overrun(history: History, eid: str) -> bool:
-    latest = history.observations[-1]
+def _tracked_running(latest: Observation) -> frozenset[str]:
+    """The endpoints with a tracked job IN_PROGRESS in the latest observation."""
+    return frozenset(tj.endpoint_id for tj in latest.tracked_jobs
+                     if tj.job.status == "IN_PROGRESS")
+
+
+def _may_overrun(latest: Observation, eid: str, tracked_running: frozenset[str]) -> bool:
     s = latest.endpoints.get(eid)
     if s is not None and s.health is not None and s.health.in_progress > 0:
         return True
-    return any(tj.endpoint_id == eid and tj.job.status == "IN_PROGRESS"
-               for tj in latest.tracked_jobs)
+    return eid in tracked_running
 
 
 def diagnose(history: History, th: Thresholds) -> list[Diagnosis]:
     """job_overrun, empty_output and cold_start_regression for every watched endpoint."""
     if not history.observations:
         return []
-    now = history.observations[-1].t
+    latest = history.observations[-1]
+    now = latest.t
     read = completions_read(history, now - th.empty_output_window_s)
+    tracked_running = _tracked_running(latest)
     need = th.cold_start_baseline_min + th.cold_start_recent
     found: list[Diagnosis] = []
     for eid in history.endpoints_with_health():
         # cheap tests first: most endpoints have no job running, read or cold-started
+        may_overrun = _may_overrun(latest, eid, tracked_running)
+        was_read = eid in read
+        cold_starts = (
+            (mem := history.memory.jobs.get(eid)) is not None
+            and max(len(mem.cold_starts), len(mem.ready_starts)) >= need
+        )
+        if not (may_overrun or was_read or cold_starts):
+            continue
         relevant = {
-            "job_overrun": _may_overrun(history, eid),
-            "empty_output": eid in read,
-            "cold_start_regression": (
-                (mem := history.memory.jobs.get(eid)) is not None
-                and max(len(mem.cold_starts), len(mem.ready_starts)) >= need
-            ),
+            "job_overrun": may_overrun,
+            "empty_output": was_read,
+            "cold_start_regression": cold_starts,
         }
         for rule in RULES:
             if not relevant[rule.code]:

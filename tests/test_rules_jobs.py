@@ -13,6 +13,7 @@ from rulekit import (
     TH,
     Health,
     Job,
+    build,
     endpoint_history,
     healthy_traffic,
     job,
@@ -20,6 +21,7 @@ from rulekit import (
 )
 
 from model.history import History
+from monitor.state.codec import memory_from_json, memory_to_json
 from rules import jobs
 from rules.diagnosis import Diagnosis
 from rules.jobs import counter_rise, error_text
@@ -201,6 +203,42 @@ def test_failed_rise_walk_agrees_with_the_window(pairs: list[tuple[int, int] | N
     for since in (now - TH.job_failures_window_s, now - 90.0, 0.0):
         window = jobs._known_since(history, EID, since)
         assert jobs._failed_rise_since(history, EID, since) == counter_rise(window, "failed")
+
+
+@given(st.lists(st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(0, 9))),
+                min_size=1, max_size=40), st.integers(0, 40))
+def test_the_memory_of_failed_rises_agrees_with_the_walk(
+    pairs: list[tuple[int, int] | None], restored_at: int
+) -> None:
+    """The memory's shortcut gives the walk's rise, with counter resets and unknown samples,
+    with no memory, and with one restored after `restored_at` cycles from a row saved
+    before its fields existed (it learns only from the observations after it)."""
+    history = endpoint_history(
+        [None if p is None else Health(completed=p[0], failed=p[1]) for p in pairs]
+    )
+    obs = history.observations
+    row = memory_to_json(build(obs[:restored_at]).memory)
+    memory = memory_from_json({k: v for k, v in row.items()
+                               if k not in ("failed_last", "failed_rose_t")})
+    for o in obs[restored_at:]:
+        memory = memory.updated(o)
+    now = obs[-1].t
+    for h in (history, History(obs, memory), History(obs)):
+        for since in (now - TH.job_failures_window_s, now - 90.0, now, 0.0):
+            window = jobs._known_since(h, EID, since)
+            assert jobs._failed_rise_since(h, EID, since) == counter_rise(window, "failed")
+
+
+def test_the_memory_knows_when_failed_last_rose() -> None:
+    """A rise, then a counter reset (failed going down) and steady counts: quiet since just
+    after the rise, not before it; the facts survive the store's JSON."""
+    history = endpoint_history(counts((0, 0), (0, 4), (0, 1), (0, 1), (0, 1)))  # t 0..120
+    memory = history.memory
+    assert (memory.failed_last, memory.failed_rose_t) == ({EID: 1}, {EID: 30.0})
+    assert memory.failed_quiet_since(EID, 31.0)
+    assert not memory.failed_quiet_since(EID, 30.0)
+    assert not memory.failed_quiet_since("ep-never-seen", 31.0)
+    assert memory_from_json(json.loads(json.dumps(memory_to_json(memory)))) == memory
 
 
 # --- what a failure surge has cost so far (issue 15 part 6) ----------------------------

@@ -578,6 +578,8 @@ def memory_to_json(m: Memory) -> Json:
         "longest_cold_start_ms": dict(m.longest_cold_start_ms),
         "names": dict(m.names),
         "workers_seen_t": dict(m.workers_seen_t),
+        "failed_last": dict(m.failed_last),
+        "failed_rose_t": dict(m.failed_rose_t),
     }
     if m.jobs:
         out["jobs"] = {eid: endpoint_jobs_to_json(e) for eid, e in m.jobs.items()}
