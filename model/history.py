@@ -38,9 +38,10 @@ class Memory:
     jobs: Mapping[str, EndpointJobs] = field(default_factory=dict)
     # each endpoint's newest known `/health` `failed` count, and a time after which it has
     # not risen (the sample of the last rise, or the first one this memory saw, as rises
-    # before it are unknown): lets job_failures skip the walk over a window with no rise
-    failed_last: Mapping[str, int] = field(default_factory=dict)
-    failed_rose_t: Mapping[str, float] = field(default_factory=dict)
+    # before it are unknown): lets job_failures skip the walk over a window with no rise.
+    # A shortcut, not a fact: not compared, not stored (an endpoint it lacks is walked)
+    failed_last: Mapping[str, int] = field(default_factory=dict, compare=False)
+    failed_rose_t: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     def updated(self, obs: Observation) -> Memory:
         """The memory after one more observation."""

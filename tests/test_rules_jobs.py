@@ -211,15 +211,13 @@ def test_the_memory_of_failed_rises_agrees_with_the_walk(
     pairs: list[tuple[int, int] | None], restored_at: int
 ) -> None:
     """The memory's shortcut gives the walk's rise, with counter resets and unknown samples,
-    with no memory, and with one restored after `restored_at` cycles from a row saved
-    before its fields existed (it learns only from the observations after it)."""
+    with no memory, and with one restored from the store after `restored_at` cycles (which does not keep
+    those facts: it learns only from the observations after it)."""
     history = endpoint_history(
         [None if p is None else Health(completed=p[0], failed=p[1]) for p in pairs]
     )
     obs = history.observations
-    row = memory_to_json(build(obs[:restored_at]).memory)
-    memory = memory_from_json({k: v for k, v in row.items()
-                               if k not in ("failed_last", "failed_rose_t")})
+    memory = memory_from_json(memory_to_json(build(obs[:restored_at]).memory))
     for o in obs[restored_at:]:
         memory = memory.updated(o)
     now = obs[-1].t
@@ -231,14 +229,17 @@ def test_the_memory_of_failed_rises_agrees_with_the_walk(
 
 def test_the_memory_knows_when_failed_last_rose() -> None:
     """A rise, then a counter reset (failed going down) and steady counts: quiet since just
-    after the rise, not before it; the facts survive the store's JSON."""
+    after the rise, not before it; the store does not keep the facts (a restored memory
+    knows no endpoint's rise, and the rule walks)."""
     history = endpoint_history(counts((0, 0), (0, 4), (0, 1), (0, 1), (0, 1)))  # t 0..120
     memory = history.memory
     assert (memory.failed_last, memory.failed_rose_t) == ({EID: 1}, {EID: 30.0})
     assert memory.failed_quiet_since(EID, 31.0)
     assert not memory.failed_quiet_since(EID, 30.0)
     assert not memory.failed_quiet_since("ep-never-seen", 31.0)
-    assert memory_from_json(json.loads(json.dumps(memory_to_json(memory)))) == memory
+    restored = memory_from_json(json.loads(json.dumps(memory_to_json(memory))))
+    assert (restored.failed_last, restored.failed_rose_t) == ({}, {})
+    assert not restored.failed_quiet_since(EID, 31.0)
 
 
 # --- what a failure surge has cost so far (issue 15 part 6) ----------------------------
