@@ -211,8 +211,8 @@ def test_the_memory_of_failed_rises_agrees_with_the_walk(
     pairs: list[tuple[int, int] | None], restored_at: int
 ) -> None:
     """The memory's shortcut gives the walk's rise, with counter resets and unknown samples,
-    with no memory, and with one restored from the store after `restored_at` cycles (which does not keep
-    those facts: it learns only from the observations after it)."""
+    with no memory, and with one restored from the store after `restored_at` cycles (the
+    store does not keep those facts: it learns only from the observations after it)."""
     history = endpoint_history(
         [None if p is None else Health(completed=p[0], failed=p[1]) for p in pairs]
     )
