@@ -109,6 +109,29 @@ async def test_crash_storm_gives_every_trouble_endpoint_workers_from_cycle_1(
 
 
 
+async def test_a_sample_holds_worker_records_only_in_the_cycle_that_read_them(
+    sim: Any,
+) -> None:
+    """Quiet endpoints get their /workers round-robin, one cycle in several: the cycles
+    after a read carry no worker records for them (an unchanged sample is not last
+    cycle's when that one held v2 answers), so a record is never seen again as new."""
+    server, client = await sim(storm(40, [], 8))
+    pipeline = pipeline_for(client)
+    control = control_of(pipeline)
+    carried = 0
+    read = set()
+    for k in range(1, 9):
+        server.set_cycle(k)
+        t = T0 + (k - 1) * INTERVAL
+        obs = (await pipeline.cycle(k, t)).observation
+        for eid, s in obs.endpoints.items():
+            if s.workers is not None:
+                read.add(eid)
+                carried += control.planner.workers_seen.get(eid) != t
+    assert read  # the round-robin reached some quiet endpoints
+    assert carried == 0
+
+
 async def test_a_paged_list_spends_each_page_once(sim: Any) -> None:
     """300 endpoints are 3 pages, 3 calls: the last page's RateLimit already counts the
     two before it, so the budget has 57 of 60 left, as the server says (not 55)."""

@@ -423,14 +423,8 @@ class Prober:
         if sample.workers is not None or sample.releases is not None or sample.logs is not None:
             # this cycle's v2 answers: kept as they are (the next cycle asks again or not)
             return replace(sample, health=health, jobs=jobs, config=config)
-        if (
-            health is prev.health
-            and jobs is prev.jobs
-            and config is prev.config
-            and sample.health_outcome == prev.health_outcome
-            and sample.http_status == prev.http_status
-            and sample.listed == prev.listed
-        ):
+        if _unchanged(prev, health, jobs, config, sample.health_outcome, sample.http_status,
+                      sample.listed):
             return prev
         if health is sample.health and jobs is sample.jobs and config is sample.config:
             return sample
@@ -488,18 +482,11 @@ class Prober:
                 # otherwise do not drive the back-off, which follows /health
                 gate.retry_until = max(gate.retry_until, t + j_retry)
         value: Health | None = health.value if isinstance(health, Ok) else None
+        # the client hands the last object for the same bytes: what `_share` would make of
+        # an unchanged sample, without making it first
         prev = self._previous.get(endpoint_id)
-        if (
-            prev is not None
-            and prev.health is value  # the client hands the last object for the same bytes
-            and prev.jobs is jobs
-            and prev.config is config
-            and prev.health_outcome == outcome
-            and prev.http_status == status
-            and prev.listed == listed
-            and prev.workers is None and prev.releases is None and prev.logs is None
-        ):
-            return prev  # what `_share` would make of it, without making it first
+        if prev is not None and _unchanged(prev, value, jobs, config, outcome, status, listed):
+            return prev
         return EndpointSample(
             endpoint_id=endpoint_id,
             health_outcome=outcome,
@@ -509,6 +496,23 @@ class Prober:
             listed=listed,
             config=config,
         )
+
+
+def _unchanged(
+    prev: EndpointSample, health: Health | None, jobs: tuple[Job, ...] | None,
+    config: EndpointConfig | None, outcome: str, status: int, listed: bool | None,
+) -> bool:
+    """Whether a data-plane sample made of these parts is `prev` (the same objects, and no
+    v2 answer in `prev`: last cycle's worker records are not this cycle's)."""
+    return (
+        health is prev.health
+        and jobs is prev.jobs
+        and config is prev.config
+        and outcome == prev.health_outcome
+        and status == prev.http_status
+        and listed == prev.listed
+        and prev.workers is None and prev.releases is None and prev.logs is None
+    )
 
 
 def _jobs_may_have_moved(health: Health, previous: EndpointSample | None) -> bool:
