@@ -17,11 +17,8 @@ def trailing_run(
 
     Pass only known samples: unknown ones neither count toward a run nor break it.
     """
-    try:
-        newest = samples[-1][1]
-    except IndexError:
-        return []
-    if not holds(newest):
+    newest = _newest(samples)
+    if newest is None or not holds(newest):
         return []  # most endpoints, most cycles: decided by the newest sample alone
     run: list[tuple[float, T]] = []
     for t, value in reversed(samples):
@@ -30,6 +27,14 @@ def trailing_run(
         run.append((t, value))
     run.reverse()
     return run
+
+
+def _newest(samples: Sequence[tuple[float, T]]) -> T | None:
+    # `[-1]`, not reversed(): the known-health view answers it without a walk
+    try:
+        return samples[-1][1]
+    except IndexError:
+        return None
 
 
 def run_seconds(run: Sequence[tuple[float, object]]) -> float:
@@ -51,11 +56,8 @@ def stalled_run(samples: Sequence[tuple[float, Health]]) -> list[tuple[float, He
 
     Walks back from the newest sample (reversed()), one sample past the run at most.
     """
-    try:
-        newest = samples[-1][1]
-    except IndexError:
-        return []
-    if not queue_stalled(None, newest):
+    newest = _newest(samples)
+    if newest is None or not queue_stalled(None, newest):
         return []  # nothing waits now, whatever came before: most endpoints
     run: list[tuple[float, Health]] = []
     older = reversed(samples)

@@ -252,7 +252,7 @@ class Prober:
             graphql_state = RETIRED if self._graphql_retired else None
         listed = myself.endpoints if myself is not None and myself.endpoints_listed else None
         self.watched = self._shard(select_endpoints(self.configured, listed, self.watched))
-        configs = {e.id: e for e in listed} if listed is not None else {}
+        configs = self._configs(listed)
         samples = await asyncio.gather(
             *(self._probe_endpoint(eid, configs.get(eid), listed is not None, calls, t,
                                    interval)

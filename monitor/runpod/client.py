@@ -144,11 +144,9 @@ class _Deadlines:
         self._handle: asyncio.TimerHandle | None = None
         self._count = 0
 
-    def start(self) -> int:
-        """A call begins in the current task: its key for `end` / `expired`."""
+    def start(self, task: asyncio.Task[Any]) -> int:
+        """A call begins in `task` (the current one): its key for `end` / `expired`."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
         if loop is not self._loop:  # a new event loop (asyncio.run again): start afresh
             self._loop, self._handle = loop, None
             self._order.clear()
@@ -730,7 +728,7 @@ class RunPodClient(RestV2Calls):
             task = asyncio.current_task()
             assert task is not None
             cancelling = task.cancelling()
-            call = self._deadlines.start()  # the whole exchange
+            call = self._deadlines.start(task)  # the whole exchange
             try:
                 answer = await self._sender.send(method, url, payload)
             except asyncio.CancelledError:
@@ -790,8 +788,7 @@ class RunPodClient(RestV2Calls):
     def _completed(self, answer: Answer, start: float) -> Answer:
         """The sender's answer with its elapsed time and its quota headers scrubbed."""
         answer.elapsed_s = _since(start)
-        if answer.rate is not None:
-            answer.rate = self._scrub_rate(answer.rate)
+        answer.rate = self._scrub_rate(answer.rate)
         return answer
 
     def _scrub_rate(self, rate: RateHeaders | None) -> RateHeaders | None:
